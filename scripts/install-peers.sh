@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests and benchmarks talk to (Debian packages), when missing.
+set -euo pipefail
+need=()
+command -v /usr/sbin/smtp-sink >/dev/null 2>&1 || need+=(postfix)
+command -v /usr/sbin/postfix >/dev/null 2>&1 || need+=(postfix)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing test peers: ${need[*]}"
+  $SUDO apt-get update -qq
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi

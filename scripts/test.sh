@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the peers, builds, runs every test file one at a time
+# (they start real servers and measure timing; running them side by side on 2 cores would
+# make them flaky). Node's test runner prints the closing pass/fail counts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-peers.sh
+[ -d node_modules ] || npm ci --no-audit --no-fund
+npx tsc -p tsconfig.json
+exec node --test --test-concurrency=1 --test-reporter=spec dist/test/*.test.js

@@ -1,0 +1,169 @@
+// The config file's shape. Keys are snake_case as operators write them; zod turns the
+// textual values (durations, addresses, networks) into plain data the runtime uses directly.
+import os from 'node:os';
+import { z } from 'zod';
+import { parseAddress, parseCidr, parseDuration } from './units.js';
+
+function parsed<T>(fn: (v: string) => T, what: string) {
+  return z.union([z.string(), z.number()], { error: `expected ${what}` }).transform((v, ctx) => {
+    try {
+      return fn(String(v));
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+const duration = z.union([z.string(), z.number()], { error: 'expected a duration such as 500ms, 2s, 5m' }).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+const address = parsed(parseAddress, 'an address host:port');
+const cidr = parsed(parseCidr, 'a network such as 10.0.0.0/8');
+const int = (min: number, max: number) =>
+  z.number({ error: 'expected a number' }).int({ error: 'expected a whole number' }).min(min).max(max);
+const name = z.string({ error: 'expected a name' }).regex(/^[A-Za-z0-9_.-]+$/, { error: 'names may use letters, digits, _ . -' });
+const proxyVersion = z.enum(['v1', 'v2'], { error: 'expected v1 or v2' });
+
+export const healthSchema = z.strictObject({
+  check: z.enum(['tcp', 'smtp', 'none'], { error: 'expected tcp, smtp or none' }).default('smtp'),
+  interval: duration.default(2000),
+  timeout: duration.default(2000),
+  rise: int(1, 100).default(2),
+  fall: int(1, 100).default(3),
+  starttls: z.boolean().default(false),
+  helo: z.string().optional(),
+});
+
+export const serverSchema = z.strictObject({
+  name: name.optional(),
+  address,
+  weight: int(0, 256).default(1),
+  max_connections: int(1, 1_000_000).optional(),
+  backup: z.boolean().default(false),
+  source: z.string().optional(),
+});
+
+export const discoverSchema = z
+  .strictObject({
+    a: z.string().optional(),
+    srv: z.string().optional(),
+    port: int(1, 65535).optional(),
+    resolver: address.optional(),
+    refresh: duration.optional(),
+    min_ttl: duration.default(1000),
+  })
+  .superRefine((d, ctx) => {
+    if (!!d.a === !!d.srv) ctx.addIssue({ code: 'custom', message: 'give exactly one of a: NAME or srv: NAME' });
+    if (d.a && !d.port) ctx.addIssue({ code: 'custom', message: 'discover.a needs a port', path: ['port'] });
+  });
+
+export const outlierSchema = z.strictObject({
+  consecutive_failures: int(1, 1000).default(3),
+  ejection: duration.default(5000),
+  max_ejection: duration.default(300_000),
+});
+
+export const poolSchema = z.strictObject({
+  balance: z
+    .enum(['roundrobin', 'leastconn', 'first', 'random2', 'source'], {
+      error: 'expected roundrobin, leastconn, first, random2 or source',
+    })
+    .default('roundrobin'),
+  servers: z.array(serverSchema).default([]),
+  discover: discoverSchema.optional(),
+  health: healthSchema.default(healthSchema.parse({})),
+  fallback: name.optional(),
+  slowstart: duration.default(0),
+  retries: int(0, 100).default(3),
+  connect_timeout: duration.default(5000),
+  queue_timeout: duration.default(5000),
+  outlier: outlierSchema.default(outlierSchema.parse({})),
+  send_proxy: proxyVersion.optional(),
+  helo: z.string().optional(),
+});
+
+export const tlsSchema = z.strictObject({
+  cert: z.string(),
+  key: z.string(),
+  implicit: z.boolean().default(false),
+});
+
+export const listenerSchema = z.strictObject({
+  name,
+  listen: address,
+  mode: z.enum(['tcp', 'smtp'], { error: 'expected tcp or smtp' }).default('smtp'),
+  pool: name.optional(),
+  // mode tcp
+  send_proxy: proxyVersion.optional(),
+  accept_proxy: z.array(cidr).optional(),
+  max_connections: int(1, 1_000_000).optional(),
+  client_timeout: duration.default(300_000),
+  server_timeout: duration.default(300_000),
+  // mode smtp
+  relay_networks: z.array(cidr).default([]),
+  require_auth: z.boolean().default(false),
+  tls: tlsSchema.optional(),
+  delivery: z.enum(['queue', 'cutthrough'], { error: 'expected queue or cutthrough' }).default('queue'),
+  class: name.optional(),
+  max_message_size: z.union([int(1, 2 ** 31), z.string()]).optional(),
+  max_recipients: int(1, 100_000).default(1000),
+});
+
+export const routeSchema = z.strictObject({
+  domains: z.array(z.string()).optional(),
+  class: name.optional(),
+  sender_domains: z.array(z.string()).optional(),
+  user: z.string().optional(),
+  listener: name.optional(),
+  pool: name,
+});
+
+export const userSchema = z.strictObject({
+  name: z.string(),
+  password: z.string(),
+  class: name.optional(),
+  sender_domains: z.array(z.string()).optional(),
+});
+
+export const configSchema = z.strictObject({
+  hostname: z.string().default(os.hostname()),
+  spool: z.string().default('./data/spool'),
+  workers: z.union([z.literal('auto'), int(1, 64)], { error: 'expected auto or a number of processes' }).default(1),
+  max_connections: int(1, 1_000_000).default(20_000),
+  shutdown_timeout: duration.default(30_000),
+  log: z
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+      format: z.enum(['auto', 'json', 'pretty']).default('auto'),
+    })
+    .default({ level: 'info', format: 'auto' }),
+  admin: z
+    .strictObject({
+      listen: address,
+      token: z.string().min(8, { error: 'use a token of at least 8 characters' }).optional(),
+    })
+    .optional(),
+  listeners: z.array(listenerSchema).min(1, { error: 'at least one listener is needed' }),
+  users: z.array(userSchema).default([]),
+  pools: z.record(name, poolSchema).default({}),
+  routes: z.array(routeSchema).default([]),
+  queue: z
+    .strictObject({
+      retry: z.array(duration).min(1).default([60_000, 300_000, 900_000, 1_800_000, 3_600_000]),
+      max_age: duration.default(5 * 86_400_000),
+    })
+    .default({ retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], max_age: 5 * 86_400_000 }),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type PoolConfig = z.output<typeof poolSchema>;
+export type ServerConfig = z.output<typeof serverSchema>;
+export type ListenerConfig = z.output<typeof listenerSchema>;
+export type HealthConfig = z.output<typeof healthSchema>;
+export type DiscoverConfig = z.output<typeof discoverSchema>;

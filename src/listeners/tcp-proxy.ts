@@ -1,0 +1,234 @@
+// `mode: tcp`: a layer-4 proxy for SMTP ports, like HAProxy `mode tcp`. Bytes are piped
+// untouched (STARTTLS passes end to end). When no server can be had the client reads an SMTP
+// `421 4.3.2` greeting, never a bare reset.
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Metrics } from '../admin/metrics.js';
+import type { PoolSet, Server, Pool } from '../balancing/pool.js';
+import type { ListenerConfig } from '../config/schema.js';
+import { inNetworks } from '../config/units.js';
+import { encodeProxy, parseProxyHeader, plainIp, type ProxyAddresses } from './proxy-protocol.js';
+
+export interface TcpProxyContext {
+  pools: PoolSet;
+  hostname: string;
+  log: Logger;
+  metrics: Metrics;
+  /** Global connection budget shared by all listeners of this process. */
+  admit(): boolean;
+  leave(): void;
+}
+
+const PROXY_HEADER_TIMEOUT = 5000;
+
+export class TcpProxyListener {
+  readonly server: net.Server;
+  private sockets = new Set<net.Socket>();
+  private counters;
+
+  constructor(public cfg: ListenerConfig, private ctx: TcpProxyContext) {
+    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (sock) => this.accept(sock));
+    this.counters = this.bindCounters();
+  }
+
+  private bindCounters() {
+    const l = this.cfg.name;
+    const m = this.ctx.metrics;
+    return {
+      accepted: m.listenerConnections.labels(l),
+      active: m.listenerActive.labels(l),
+      noServer: m.listenerRejected.labels(l, 'no_server'),
+      overLimit: m.listenerRejected.labels(l, 'max_connections'),
+      badProxy: m.listenerRejected.labels(l, 'bad_proxy_header'),
+    };
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      this.server.once('error', onError);
+      this.server.listen({ host: this.cfg.listen.host, port: this.cfg.listen.port, backlog: 4096 }, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  /** New settings from a reload; they apply to new connections. */
+  update(cfg: ListenerConfig): void {
+    this.cfg = cfg;
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  /** Stop accepting; established sessions carry on. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  destroyAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private refuse(sock: net.Socket, why: string): void {
+    sock.on('error', () => {});
+    // Read and drop whatever the client sends: closing with unread data makes the kernel
+    // send a reset, and the client would never see the 421.
+    sock.on('data', () => {});
+    sock.resume();
+    sock.setTimeout(10_000, () => sock.destroy());
+    sock.end(`421 4.3.2 ${this.ctx.hostname} ${why}\r\n`);
+  }
+
+  private accept(client: net.Socket): void {
+    const cfg = this.cfg;
+    this.counters.accepted.inc();
+    const listenerFull = cfg.max_connections !== undefined && this.sockets.size >= cfg.max_connections;
+    if (listenerFull || !this.ctx.admit()) {
+      this.counters.overLimit.inc();
+      this.refuse(client, 'Too many connections, try again later');
+      return;
+    }
+    this.sockets.add(client);
+    this.counters.active.inc();
+    client.on('error', () => {});
+    client.once('close', () => {
+      this.sockets.delete(client);
+      this.counters.active.dec();
+      this.ctx.leave();
+    });
+    const remote = plainIp(client.remoteAddress ?? '');
+    const own: ProxyAddresses = {
+      family: net.isIPv6(remote) ? 6 : 4,
+      source: remote,
+      sourcePort: client.remotePort ?? 0,
+      dest: plainIp(client.localAddress ?? ''),
+      destPort: client.localPort ?? 0,
+    };
+    if (cfg.accept_proxy && inNetworks(cfg.accept_proxy, remote)) {
+      this.readProxyHeader(client, own);
+    } else {
+      void this.forward(client, own, undefined);
+    }
+  }
+
+  private readProxyHeader(client: net.Socket, own: ProxyAddresses): void {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => client.destroy(), PROXY_HEADER_TIMEOUT);
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      const r = parseProxyHeader(buf);
+      if (r.state === 'more') return;
+      clearTimeout(timer);
+      client.off('data', onData);
+      client.pause();
+      if (r.state === 'error') {
+        this.counters.badProxy.inc();
+        this.ctx.log.warn({ listener: this.cfg.name, client: own.source, error: r.error }, 'bad PROXY header');
+        client.destroy();
+        return;
+      }
+      void this.forward(client, r.addresses ?? own, r.rest.length ? r.rest : undefined);
+    };
+    client.on('data', onData);
+    client.resume();
+  }
+
+  private async forward(client: net.Socket, addrs: ProxyAddresses, early: Buffer | undefined): Promise<void> {
+    const cfg = this.cfg;
+    const poolName = cfg.pool!;
+    const tried = new Set<string>();
+    let attempts = 0;
+    while (!client.destroyed) {
+      const { pool, result } = await this.ctx.pools.acquire(poolName, { source: addrs.source, exclude: tried });
+      if (result.kind !== 'lease') {
+        this.counters.noServer.inc();
+        if (tried.size === 0) this.ctx.log.warn({ listener: cfg.name, pool: poolName, client: addrs.source, reason: result.kind }, 'no server available');
+        else this.ctx.log.warn({ listener: cfg.name, pool: poolName, client: addrs.source, tried: [...tried] }, 'every server tried failed');
+        this.refuse(client, 'Service not available');
+        return;
+      }
+      const server = result.server;
+      const upstream = await this.connect(pool, server);
+      if (client.destroyed) {
+        upstream?.destroy();
+        if (!upstream) pool.release(server);
+        return;
+      }
+      if (upstream) {
+        this.splice(client, upstream, pool, server, addrs, early);
+        return;
+      }
+      pool.release(server);
+      tried.add(server.key);
+      if (++attempts > pool.cfg.retries) {
+        this.counters.noServer.inc();
+        this.refuse(client, 'Service not available');
+        return;
+      }
+    }
+  }
+
+  /** Connect to the server; null on failure (already reported to the pool). */
+  private connect(pool: Pool, server: Server): Promise<net.Socket | null> {
+    const m = this.ctx.metrics;
+    const started = performance.now();
+    return new Promise((resolve) => {
+      const up = net.connect({ host: server.address.host, port: server.address.port, localAddress: server.source, noDelay: true });
+      const timer = setTimeout(() => fail('connect timeout'), pool.cfg.connect_timeout);
+      const fail = (why: string) => {
+        clearTimeout(timer);
+        up.destroy();
+        m.serverConnectFailures.labels(pool.name, server.name).inc();
+        pool.passiveResult(server, false);
+        this.ctx.log.warn({ pool: pool.name, server: server.name, error: why }, `connect to ${server.label} failed: ${why}`);
+        resolve(null);
+      };
+      up.once('error', (e: NodeJS.ErrnoException) => fail(e.code ?? e.message));
+      up.once('connect', () => {
+        clearTimeout(timer);
+        up.removeAllListeners('error');
+        m.connectSeconds.labels(pool.name).observe((performance.now() - started) / 1000);
+        m.serverConnections.labels(pool.name, server.name).inc();
+        if (server.ejection.consecutive > 0 || server.ejection.count > 0) pool.passiveResult(server, true);
+        resolve(up);
+      });
+    });
+  }
+
+  private splice(client: net.Socket, upstream: net.Socket, pool: Pool, server: Server, addrs: ProxyAddresses, early: Buffer | undefined): void {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      pool.release(server);
+    };
+    const sendProxy = this.cfg.send_proxy ?? pool.cfg.send_proxy;
+    if (sendProxy) upstream.write(encodeProxy(sendProxy, addrs));
+    if (early) upstream.write(early);
+    const teardown = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.setTimeout(this.cfg.client_timeout, teardown);
+    upstream.setTimeout(this.cfg.server_timeout, teardown);
+    // A clean close on one side ends the other after its pending bytes are flushed (the
+    // server's 221 must reach the client); an error or timeout tears both down.
+    upstream.on('error', () => client.destroy());
+    client.on('error', () => upstream.destroy());
+    upstream.once('close', (hadError) => {
+      release();
+      if (hadError) client.destroy();
+      else client.end();
+    });
+    client.once('close', (hadError) => {
+      if (hadError) upstream.destroy();
+      else upstream.end();
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+  }
+}

@@ -1,0 +1,264 @@
+// One smtplb process: builds pools, health checks, discovery, listeners and the admin API from
+// a config, and applies reloads without dropping established sessions.
+import type { Logger } from 'pino';
+import { AdminServer } from '../admin/server.js';
+import { Metrics } from '../admin/metrics.js';
+import { Pool, PoolSet, specsFromConfig, type ServerSpec } from '../balancing/pool.js';
+import type { AdminState } from '../balancing/eligible.js';
+import { loadConfig, locateKey, type LoadedConfig } from '../config/load.js';
+import type { Config, ListenerConfig } from '../config/schema.js';
+import { formatAddress } from '../config/units.js';
+import { DnsDiscovery } from '../discovery/dns.js';
+import { HealthMonitor, logHealthChanges } from '../health/monitor.js';
+import { TcpProxyListener } from '../listeners/tcp-proxy.js';
+
+export class StartError extends Error {}
+
+export type Role = 'single' | 'primary' | 'worker';
+
+export interface GatewayOptions {
+  role?: Role;
+  /** Called when a discovery result changes a pool's servers (the cluster primary forwards it). */
+  onServers?: (pool: string, specs: ServerSpec[]) => void;
+  onServerAction?: (pool: string, server: string, action: AdminState | { weight: number }) => void;
+}
+
+const listenerKey = (l: ListenerConfig) => `${l.name}|${formatAddress(l.listen)}|${l.mode}`;
+
+export class Gateway {
+  readonly metrics = new Metrics();
+  pools = new Map<string, Pool>();
+  poolSet = new PoolSet(this.pools);
+  private listeners = new Map<string, TcpProxyListener>();
+  private monitor?: HealthMonitor;
+  private discoveries = new Map<string, DnsDiscovery>();
+  private admin?: AdminServer;
+  private connections = 0;
+  readonly role: Role;
+  config: Config;
+  private shuttingDown = false;
+
+  constructor(private loaded: LoadedConfig, readonly log: Logger, private opts: GatewayOptions = {}) {
+    this.config = loaded.config;
+    this.role = opts.role ?? 'single';
+    this.metrics.watchPools(() => this.pools.values());
+  }
+
+  private get runsListeners(): boolean {
+    return this.role !== 'primary';
+  }
+
+  private get runsControl(): boolean {
+    return this.role !== 'worker';
+  }
+
+  async start(): Promise<void> {
+    this.applyPools(this.config);
+    if (this.runsListeners) {
+      for (const [i, l] of this.config.listeners.entries()) await this.openListener(l, i);
+    }
+    if (this.runsControl) {
+      this.monitor = new HealthMonitor(this.pools, this.config.hostname, this.log);
+      this.monitor.sync();
+      if (this.config.admin) {
+        this.admin = new AdminServer({
+          token: this.config.admin.token,
+          metrics: this.metrics,
+          log: this.log,
+          pools: () => this.pools,
+          status: () => this.status(),
+          serverAction: (p, s, a) => {
+            this.serverAction(p, s, a);
+            this.opts.onServerAction?.(p, s, a);
+          },
+        });
+        try {
+          await this.admin.listen(this.config.admin.listen);
+        } catch (e) {
+          throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['admin', 'listen'])}: cannot listen on ${formatAddress(this.config.admin.listen)}: ${describeListenError(e)}`);
+        }
+      }
+    }
+  }
+
+  private applyPools(config: Config): void {
+    const fresh = new Map<string, Pool>();
+    for (const [name, cfg] of Object.entries(config.pools)) {
+      const existing = this.pools.get(name);
+      const specs = specsFromConfig(cfg);
+      let pool: Pool;
+      if (existing) {
+        existing.cfg = cfg;
+        // Discovered pools keep their discovered servers until the next resolution.
+        if (!cfg.discover) existing.setServers(specs);
+        pool = existing;
+      } else {
+        pool = new Pool(name, cfg, specs);
+        if (this.runsControl) logHealthChanges([pool], this.log);
+      }
+      fresh.set(name, pool);
+      const disc = this.discoveries.get(name);
+      if (disc) {
+        disc.stop();
+        this.discoveries.delete(name);
+      }
+      if (cfg.discover && this.runsControl) {
+        const d = new DnsDiscovery(pool, cfg.discover, specs, this.log, () => {
+          this.monitor?.sync();
+          this.opts.onServers?.(name, pool.servers.map(serverSpec));
+        });
+        this.discoveries.set(name, d);
+        void d.start();
+      }
+    }
+    for (const [name, pool] of this.pools) if (!fresh.has(name)) pool.close();
+    this.pools.clear();
+    for (const [k, v] of fresh) this.pools.set(k, v);
+  }
+
+  private async openListener(l: ListenerConfig, index: number): Promise<void> {
+    if (l.mode !== 'tcp') {
+      throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'mode'])}: mode: smtp is not available in this build yet (use mode: tcp)`);
+    }
+    const listener = new TcpProxyListener(l, {
+      pools: this.poolSet,
+      hostname: this.config.hostname,
+      log: this.log,
+      metrics: this.metrics,
+      admit: () => {
+        if (this.connections >= this.config.max_connections) return false;
+        this.connections++;
+        return true;
+      },
+      leave: () => {
+        this.connections--;
+      },
+    });
+    try {
+      await listener.listen();
+    } catch (e) {
+      throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'listen'])}: cannot listen on ${formatAddress(l.listen)}: ${describeListenError(e)}`);
+    }
+    this.listeners.set(listenerKey(l), listener);
+    this.log.info({ listener: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool }, `listening on ${formatAddress(l.listen)} (${l.name}, mode ${l.mode})`);
+  }
+
+  /** Re-read the config file; an invalid one is reported and the running one kept. */
+  async reload(): Promise<boolean> {
+    let next: LoadedConfig;
+    try {
+      next = loadConfig(this.loaded.file);
+    } catch (e) {
+      this.log.error({ problems: (e as Error).message.split('\n') }, `reload refused, keeping the running config:\n${(e as Error).message}`);
+      return false;
+    }
+    this.loaded = next;
+    this.config = next.config;
+    this.applyPools(next.config);
+    if (this.runsListeners) {
+      const wanted = new Map(next.config.listeners.map((l, i) => [listenerKey(l), { l, i }]));
+      for (const [key, listener] of this.listeners) {
+        const w = wanted.get(key);
+        if (w) listener.update(w.l);
+        else {
+          void listener.close();
+          this.listeners.delete(key);
+          this.log.info({ listener: listener.cfg.name }, `listener ${listener.cfg.name} closed by reload`);
+        }
+      }
+      for (const [key, { l, i }] of wanted) {
+        if (this.listeners.has(key)) continue;
+        try {
+          await this.openListener(l, i);
+        } catch (e) {
+          this.log.error(`reload: ${(e as Error).message}`);
+        }
+      }
+    }
+    this.monitor?.sync(this.pools);
+    this.log.info('configuration reloaded');
+    return true;
+  }
+
+  serverAction(pool: string, server: string, action: AdminState | { weight: number }): void {
+    const p = this.pools.get(pool);
+    const s = p?.find(server);
+    if (!p || !s) return;
+    if (typeof action === 'string') p.setAdmin(s, action);
+    else {
+      s.weight = action.weight;
+      p.setAdmin(s, s.admin);
+    }
+  }
+
+  status() {
+    const now = Date.now();
+    return {
+      hostname: this.config.hostname,
+      pid: process.pid,
+      role: this.role,
+      listeners: this.config.listeners.map((l) => ({ name: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool, connections: this.listeners.get(listenerKey(l))?.connections })),
+      pools: [...this.pools.values()].map((p) => ({
+        name: p.name,
+        balance: p.cfg.balance,
+        fallback: p.cfg.fallback,
+        waiting: p.waiting,
+        servers: p.servers.map((s) => ({
+          name: s.name,
+          address: formatAddress(s.address),
+          weight: s.weight,
+          backup: s.backup,
+          admin: s.admin,
+          up: s.health.up,
+          ejected_until: s.ejection.until > now ? new Date(s.ejection.until).toISOString() : null,
+          since: s.health.since ? new Date(s.health.since).toISOString() : null,
+          last_error: s.health.lastError ?? null,
+          active: s.active,
+          connections: s.connections,
+          failures: s.failures,
+        })),
+      })),
+    };
+  }
+
+  get activeConnections(): number {
+    let n = 0;
+    for (const l of this.listeners.values()) n += l.connections;
+    return n;
+  }
+
+  /** Stop accepting, let sessions finish up to shutdown_timeout, then cut what is left. */
+  async shutdown(): Promise<void> {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    await Promise.all([...this.listeners.values()].map((l) => l.close()));
+    this.monitor?.stop();
+    for (const d of this.discoveries.values()) d.stop();
+    const deadline = Date.now() + this.config.shutdown_timeout;
+    while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    if (this.activeConnections > 0) {
+      this.log.warn({ sessions: this.activeConnections }, 'shutdown deadline reached, closing remaining sessions');
+      for (const l of this.listeners.values()) l.destroyAll();
+    }
+    this.admin?.close();
+    for (const p of this.pools.values()) p.close();
+  }
+}
+
+export function serverSpec(s: { name: string; address: { host: string; port: number }; configuredWeight: number; backup: boolean; maxconn?: number; source?: string }): ServerSpec {
+  return { name: s.name, address: s.address, weight: s.configuredWeight, backup: s.backup, max_connections: s.maxconn, source: s.source };
+}
+
+function describeListenError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  switch (err.code) {
+    case 'EADDRINUSE':
+      return 'the address is already in use (EADDRINUSE)';
+    case 'EACCES':
+      return 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)';
+    case 'EADDRNOTAVAIL':
+      return 'no such local address on this machine (EADDRNOTAVAIL)';
+    default:
+      return err.code ?? err.message;
+  }
+}
