@@ -1,0 +1,90 @@
+// `smtplb check` / `start` on broken configs: exit 1, a message naming file, line and key,
+// and never a stack trace.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { freePort, runCli, stopAll, tmpDir } from './helpers/peers.js';
+
+after(stopAll);
+
+const good = (port: number) => `hostname: gw.test
+listeners:
+  - { name: passthrough, listen: 127.0.0.1:${port}, mode: tcp, pool: relays }
+pools:
+  relays:
+    servers:
+      - { name: mta1, address: 127.0.0.1:2601, weight: 1 }
+`;
+
+function check(text: string) {
+  const dir = tmpDir();
+  const file = path.join(dir, 'smtplb.yaml');
+  fs.writeFileSync(file, text);
+  const r = runCli(['check', '-c', file]);
+  return { ...r, file };
+}
+
+function assertNoStack(out: string) {
+  assert.doesNotMatch(out, /\n\s+at .+\(.*:\d+:\d+\)/, 'no stack trace');
+}
+
+test('a valid config passes check', () => {
+  const r = check(good(2525));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /OK/);
+});
+
+const cases: { name: string; edit: (t: string) => string; line: number; key: RegExp; what: RegExp }[] = [
+  { name: 'unknown key', edit: (t) => t.replace('weight: 1 }', 'weight: 1, wieght: 2 }'), line: 7, key: /pools\.relays\.servers\[0\]\.wieght/, what: /unknown key/ },
+  { name: 'bad address', edit: (t) => t.replace('127.0.0.1:2601', '127.0.0.1:http'), line: 7, key: /pools\.relays\.servers\[0\]\.address/, what: /not a valid port/ },
+  { name: 'weight "abc"', edit: (t) => t.replace('weight: 1', 'weight: abc'), line: 7, key: /pools\.relays\.servers\[0\]\.weight/, what: /expected a number.*"abc"/ },
+  {
+    name: 'two listeners on one port',
+    edit: (t) => t.replace('pool: relays }', 'pool: relays }\n  - { name: other, listen: 127.0.0.1:2525, mode: tcp, pool: relays }'),
+    line: 4,
+    key: /listeners\[1\]\.listen/,
+    what: /clashes with listeners\[0\]/,
+  },
+  { name: 'listener naming a missing pool', edit: (t) => t.replace('pool: relays }', 'pool: relayz }'), line: 3, key: /listeners\[0\]\.pool/, what: /no pool named "relayz"/ },
+  { name: 'route naming a missing pool', edit: (t) => `${t}routes:\n  - { domains: [gmail.com], pool: ghost }\n`, line: 9, key: /routes\[0\]\.pool/, what: /no pool named "ghost"/ },
+  { name: 'bad duration', edit: (t) => t.replace('  relays:\n', '  relays:\n    health: { interval: soon }\n'), line: 6, key: /pools\.relays\.health\.interval/, what: /not a valid duration/ },
+  { name: 'YAML syntax error', edit: (t) => t.replace('servers:', 'servers: [\n'), line: 8, key: /YAML syntax/, what: /./ },
+];
+
+for (const c of cases) {
+  test(`check rejects: ${c.name}`, () => {
+    const r = check(c.edit(good(2525)));
+    assert.equal(r.code, 1, r.stdout);
+    const out = r.stderr;
+    assert.match(out, new RegExp(`smtplb\\.yaml:${c.line}:\\d+: `), out);
+    assert.match(out, c.key, out);
+    assert.match(out, c.what, out);
+    assertNoStack(out);
+  });
+}
+
+test('a missing config file is a clear error', () => {
+  const r = runCli(['check', '-c', '/nonexistent/smtplb.yaml']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /cannot read the config file: ENOENT/);
+  assertNoStack(r.stderr);
+});
+
+test('start exits 1 naming the listener when its port is already in use', async () => {
+  const port = await freePort();
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', () => r()));
+  try {
+    const dir = tmpDir();
+    const file = path.join(dir, 'smtplb.yaml');
+    fs.writeFileSync(file, good(port));
+    const r = runCli(['start', '-c', file], { timeoutMs: 20_000 });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /smtplb\.yaml:3:\d+: listeners\[0\]\.listen: cannot listen on 127\.0\.0\.1:\d+: the address is already in use/);
+    assertNoStack(r.stderr);
+  } finally {
+    blocker.close();
+  }
+});

@@ -1,0 +1,241 @@
+// `mode: tcp` against real smtp-sink upstreams: distribution, leastconn, failover under load,
+// backup and the 421 greeting, SMTP checks, SIGHUP.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import { after, afterEach, test } from 'node:test';
+import { freePort, greeting, sleep, smtpSource, startSink, startSmtplb, stopAll, waitFor, type Sink } from './helpers/peers.js';
+
+after(stopAll);
+afterEach(stopAll);
+
+interface LbOpts { balance?: string; weights?: number[]; backup?: Sink; interval?: string; fall?: number; rise?: number; check?: string; extraPool?: string }
+
+async function proxyConfig(sinks: Sink[], o: LbOpts = {}) {
+  const port = await freePort();
+  const admin = await freePort();
+  const servers = sinks.map((s, i) => `      - { name: s${i + 1}, address: 127.0.0.1:${s.port}, weight: ${o.weights?.[i] ?? 1} }`);
+  if (o.backup) servers.push(`      - { name: spare, address: 127.0.0.1:${o.backup.port}, backup: true }`);
+  const text = `hostname: lb.test
+log: { level: warn }
+admin: { listen: 127.0.0.1:${admin}, token: test-token-1 }
+listeners:
+  - { name: passthrough, listen: 127.0.0.1:${port}, mode: tcp, pool: relays }
+pools:
+  relays:
+    balance: ${o.balance ?? 'roundrobin'}
+    health: { check: ${o.check ?? 'smtp'}, interval: ${o.interval ?? '1s'}, timeout: 1s, rise: ${o.rise ?? 2}, fall: ${o.fall ?? 2} }
+${o.extraPool ?? ''}    servers:
+${servers.join('\n')}
+`;
+  return { port, admin, text };
+}
+
+async function metric(adminPort: number, name: string, labels: Record<string, string>): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    if (want.every((w) => line.includes(w))) return Number(line.split(' ').pop());
+  }
+  return 0;
+}
+
+async function serverUp(adminPort: number, server: string): Promise<boolean> {
+  const s = (await (await fetch(`http://127.0.0.1:${adminPort}/api/status`, { headers: { authorization: 'Bearer test-token-1' } })).json()) as {
+    pools: { servers: { name: string; up: boolean }[] }[];
+  };
+  return s.pools[0].servers.find((x) => x.name === server)!.up;
+}
+
+async function waitCount(sinks: Sink[], total: number) {
+  await waitFor(`${total} messages at the sinks`, () => sinks.reduce((n, s) => n + s.count(), 0) >= total, 20_000);
+  return sinks.map((s) => s.count());
+}
+
+test('1,000 messages split 50/50 over two equal servers, 75/25 with weights 3:1', async () => {
+  for (const weights of [[1, 1], [3, 1]]) {
+    const sinks = [await startSink(), await startSink()];
+    const { port, text } = await proxyConfig(sinks, { weights });
+    await startSmtplb(text);
+    const r = await smtpSource(port, 1000, 10);
+    assert.equal(r.code, 0, r.stderr);
+    const counts = await waitCount(sinks, 1000);
+    assert.equal(counts[0] + counts[1], 1000);
+    const share = counts[0] / 1000;
+    const expected = weights[0] / (weights[0] + weights[1]);
+    assert.ok(Math.abs(share - expected) <= 0.05, `weights ${weights}: first server got ${counts[0]} of 1000`);
+    await stopAll();
+  }
+});
+
+test('leastconn sends new connections away from a slowed server', async () => {
+  const slow = await startSink({ args: ['-w', '3'] });
+  const fast = await startSink();
+  const { port, text } = await proxyConfig([slow, fast], { balance: 'leastconn' });
+  await startSmtplb(text);
+  const r = await smtpSource(port, 200, 8);
+  assert.equal(r.code, 0, r.stderr);
+  const [s, f] = await waitCount([slow, fast], 200);
+  // Only the sessions that were open when the slow server was picked can end up there.
+  assert.ok(s <= 8, `slow server got ${s} of 200 (fast ${f})`);
+  assert.ok(f >= 192, `fast server got ${f}`);
+});
+
+test('an upstream killed under load stops getting connections within fall × interval + 1s, clients see no failure, and it comes back after rise checks', async () => {
+  const a = await startSink({ hostname: 'mta-a.test' });
+  const b = await startSink({ hostname: 'mta-b.test' });
+  const interval = 300;
+  const fall = 2;
+  const rise = 2;
+  const { port, admin, text } = await proxyConfig([a, b], { interval: `${interval}ms`, fall, rise });
+  await startSmtplb(text);
+  const results: { t: number; g: string }[] = [];
+  let running = true;
+  const hardStop = Date.now() + 30_000; // bounded whatever happens below
+  const clients = Array.from({ length: 4 }, async () => {
+    while (running && Date.now() < hardStop) {
+      const t = Date.now(); // when the session started
+      results.push({ t, g: await greeting(port) });
+    }
+  });
+  try {
+  await sleep(500);
+  assert.ok(results.some((r) => r.g.includes('mta-a.test')), 'a serves before the kill');
+  const killedAt = Date.now();
+  await a.kill();
+  const detectBy = killedAt + fall * interval + 1000;
+  await sleep(detectBy - Date.now());
+  const failuresAtDetection = await metric(admin, 'smtplb_server_connect_failures_total', { server: 's1' });
+  assert.equal(await serverUp(admin, 's1'), false, 's1 is marked down');
+  await sleep(1500);
+  assert.equal(await metric(admin, 'smtplb_server_connect_failures_total', { server: 's1' }), failuresAtDetection, 'no connection attempt to the dead server after detection');
+  // Sessions already connected to a when it was SIGKILLed die with it (as with any L4
+  // proxy); every session started after the kill must succeed.
+  const afterKill = results.filter((r) => r.t > killedAt);
+  assert.ok(afterKill.length > 50, `load kept flowing (${afterKill.length} sessions)`);
+  const bad = afterKill.filter((r) => !r.g.startsWith('220 '));
+  assert.deepEqual(bad, [], 'clients see no failure');
+  assert.ok(results.filter((r) => r.t >= detectBy + 100).every((r) => r.g.includes('mta-b.test')));
+  const restartAt = Date.now();
+  await a.restart();
+  await waitFor('s1 back up', () => serverUp(admin, 's1'), 10_000);
+  const upAfter = Date.now() - restartAt;
+  assert.ok(upAfter >= (rise - 1) * interval, `came back after ${upAfter}ms, needs ${rise} good checks`);
+  await sleep(500);
+  assert.ok(results.filter((r) => r.t > restartAt + upAfter + 100).some((r) => r.g.includes('mta-a.test')), 'traffic returns to a');
+  } finally {
+    running = false;
+    await Promise.all(clients);
+  }
+});
+
+test('all primaries down: the backup takes the traffic; backup down too: clients read 421 4.3.2', async () => {
+  const a = await startSink({ hostname: 'mta-a.test' });
+  const b = await startSink({ hostname: 'mta-b.test' });
+  const spare = await startSink({ hostname: 'spare.test' });
+  const { port, admin, text } = await proxyConfig([a, b], { backup: spare, interval: '200ms' });
+  await startSmtplb(text);
+  for (let i = 0; i < 6; i++) assert.doesNotMatch(await greeting(port), /spare\.test/, 'backup idle while primaries are up');
+  await a.kill();
+  await b.kill();
+  await waitFor('primaries down', async () => !(await serverUp(admin, 's1')) && !(await serverUp(admin, 's2')));
+  for (let i = 0; i < 6; i++) assert.match(await greeting(port), /^220 spare\.test/);
+  await spare.kill();
+  // Even before the checks notice, a refused connection must not reach the client as a reset.
+  for (let i = 0; i < 3; i++) assert.match(await greeting(port), /^421 4\.3\.2 lb\.test Service not available/);
+});
+
+test('the smtp check marks down a server that greets with 554 or never greets', async () => {
+  // Misbehaving upstreams: plain sockets, because no packaged MTA can be told to greet with
+  // 554 or to stay silent; that is all these two do.
+  const rude = net.createServer((s) => s.end('554 5.3.2 not accepting mail\r\n'));
+  const mute = net.createServer((s) => s.on('error', () => {}));
+  const good = await startSink({ hostname: 'good.test' });
+  const rudePort = await freePort();
+  const mutePort = await freePort();
+  await new Promise<void>((r) => rude.listen(rudePort, '127.0.0.1', () => r()));
+  await new Promise<void>((r) => mute.listen(mutePort, '127.0.0.1', () => r()));
+  try {
+    const { port, admin, text } = await proxyConfig([good], {
+      interval: '200ms',
+      extraPool: '',
+    });
+    const withBad = text.replace('weight: 1 }', `weight: 1 }\n      - { name: rude, address: 127.0.0.1:${rudePort} }\n      - { name: mute, address: 127.0.0.1:${mutePort} }`);
+    await startSmtplb(withBad);
+    await waitFor('rude down', async () => !(await serverUp(admin, 'rude')), 5000);
+    await waitFor('mute down', async () => !(await serverUp(admin, 'mute')), 5000);
+    assert.equal(await serverUp(admin, 's1'), true);
+    const status = await (await fetch(`http://127.0.0.1:${admin}/api/status`, { headers: { authorization: 'Bearer test-token-1' } })).json() as { pools: { servers: { name: string; last_error: string }[] }[] };
+    assert.match(status.pools[0].servers.find((s) => s.name === 'rude')!.last_error, /554/);
+    for (let i = 0; i < 6; i++) assert.match(await greeting(port), /^220 good\.test/);
+  } finally {
+    rude.close();
+    mute.close();
+  }
+});
+
+/** A raw SMTP client over one connection, for holding a session open across a reload. */
+function session(port: number) {
+  const sock = net.connect({ host: '127.0.0.1', port });
+  let buf = '';
+  const waiters: (() => void)[] = [];
+  sock.on('data', (c) => {
+    buf += c.toString('latin1');
+    waiters.splice(0).forEach((w) => w());
+  });
+  const reply = () =>
+    new Promise<string>((resolve) => {
+      const tryRead = () => {
+        const m = /^(\d{3}) [^\n]*\n/m.exec(buf);
+        if (!m) return waiters.push(tryRead);
+        const end = m.index + m[0].length;
+        const out = buf.slice(0, end);
+        buf = buf.slice(end);
+        resolve(out.trim());
+      };
+      tryRead();
+    });
+  return {
+    reply,
+    send: async (line: string) => {
+      sock.write(`${line}\r\n`);
+      return reply();
+    },
+    close: () => sock.destroy(),
+  };
+}
+
+test('SIGHUP with a changed server list applies to new connections and keeps established ones', async () => {
+  const a = await startSink({ hostname: 'mta-a.test' });
+  const b = await startSink({ hostname: 'mta-b.test' });
+  const { port, text } = await proxyConfig([a]);
+  const lb = await startSmtplb(text);
+  const s = session(port);
+  assert.match(await s.reply(), /^220 mta-a\.test/);
+  assert.match(await s.send('EHLO client.test'), /^250/);
+  fs.writeFileSync(lb.file, text.replace(`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`));
+  lb.reload();
+  await waitFor('reload', () => lb.output().includes('configuration reloaded') || /reloaded/.test(lb.output()) || null, 5000).catch(() => {});
+  await waitFor('new connections go to b', async () => (await greeting(port)).includes('mta-b.test'), 5000);
+  for (let i = 0; i < 4; i++) assert.match(await greeting(port), /mta-b\.test/);
+  // The old session still talks to a and completes a message.
+  assert.match(await s.send('MAIL FROM:<x@client.test>'), /^250/);
+  assert.match(await s.send('RCPT TO:<y@dest.test>'), /^250/);
+  assert.match(await s.send('DATA'), /^354/);
+  assert.match(await s.send('Subject: across a reload\r\n\r\nbody\r\n.'), /^250/);
+  assert.match(await s.send('QUIT'), /^221/);
+  s.close();
+  await waitFor('message at a', () => a.count() === 1);
+});
+
+test('an invalid config on SIGHUP is reported and the running one kept', async () => {
+  const a = await startSink({ hostname: 'mta-a.test' });
+  const { port, text } = await proxyConfig([a]);
+  const lb = await startSmtplb(text.replace('log: { level: warn }', 'log: { level: info }'));
+  fs.writeFileSync(lb.file, text.replace('weight: 1', 'weight: heavy'));
+  lb.reload();
+  await waitFor('reload refused', () => lb.output().includes('reload refused'), 5000);
+  assert.match(lb.output(), /weight: expected a number/);
+  assert.match(await greeting(port), /^220 mta-a\.test/);
+});
