@@ -5,12 +5,15 @@
 import net from 'node:net';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { HostPort } from '../config/units.js';
+import { encodeProxy } from '../listeners/proxy-protocol.js';
 
 export interface CheckOptions {
   timeout: number;
   helo: string;
   starttls: boolean;
   source?: string;
+  /** Send a PROXY header first, as live traffic to this pool does (HAProxy's check-send-proxy). */
+  proxy?: 'v1' | 'v2';
 }
 
 export type CheckResult = { ok: true } | { ok: false; error: string };
@@ -18,6 +21,9 @@ export type CheckResult = { ok: true } | { ok: false; error: string };
 export function tcpCheck(addr: HostPort, opts: CheckOptions): Promise<CheckResult> {
   return new Promise((resolve) => {
     const sock = net.connect({ host: addr.host, port: addr.port, localAddress: opts.source });
+    sock.on('connect', () => {
+      if (opts.proxy) sock.write(encodeProxy(opts.proxy, { family: 4, source: sock.localAddress!, sourcePort: sock.localPort!, dest: sock.remoteAddress!, destPort: sock.remotePort! }));
+    });
     const done = (r: CheckResult) => {
       clearTimeout(timer);
       sock.destroy();
@@ -29,9 +35,40 @@ export function tcpCheck(addr: HostPort, opts: CheckOptions): Promise<CheckResul
   });
 }
 
-export function smtpCheck(addr: HostPort, opts: CheckOptions): Promise<CheckResult> {
+/** A connected socket that has already sent the PROXY header, describing the check itself. */
+function proxiedSocket(addr: HostPort, opts: CheckOptions): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: addr.host, port: addr.port, localAddress: opts.source });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`no connection within ${opts.timeout}ms`));
+    }, opts.timeout);
+    sock.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new Error(e.code ?? e.message));
+    });
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.removeAllListeners('error');
+      const family = net.isIPv6(sock.localAddress ?? '') ? 6 : 4;
+      sock.write(encodeProxy(opts.proxy!, { family, source: sock.localAddress!, sourcePort: sock.localPort!, dest: sock.remoteAddress!, destPort: sock.remotePort! }));
+      resolve(sock);
+    });
+  });
+}
+
+export async function smtpCheck(addr: HostPort, opts: CheckOptions): Promise<CheckResult> {
+  let connection: net.Socket | undefined;
+  if (opts.proxy) {
+    try {
+      connection = await proxiedSocket(addr, opts);
+    } catch (e) {
+      return { ok: false, error: (e as Error).message };
+    }
+  }
   return new Promise((resolve) => {
     const conn = new SMTPConnection({
+      connection,
       host: addr.host,
       port: addr.port,
       name: opts.helo,

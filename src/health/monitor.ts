@@ -46,6 +46,7 @@ export class HealthMonitor {
         helo: h.helo ?? pool.cfg.helo ?? this.hostname,
         starttls: h.starttls,
         source: server.source,
+        proxy: pool.cfg.send_proxy,
       });
       if (this.stopped || !this.timers.has(id)) return;
       pool.checkResult(server, r.ok, r.ok ? undefined : r.error);
