@@ -25,6 +25,7 @@ export class Metrics {
     const self = this;
     new client.Gauge({
       name: 'smtplb_server_up',
+      aggregator: 'max', // the same in every worker process: do not add them up
       help: '1 when the server passes health checks and is not ejected',
       labelNames: ['pool', 'server', 'backup'],
       registers: [this.registry],
@@ -46,6 +47,7 @@ export class Metrics {
     });
     new client.Gauge({
       name: 'smtplb_server_admin_state',
+      aggregator: 'max', // the same in every worker process: do not add them up
       help: 'Administrative state: 0 ready, 1 drain, 2 disabled',
       labelNames: ['pool', 'server'],
       registers: [this.registry],
@@ -68,5 +70,23 @@ export class Metrics {
 
   watchPools(pools: () => Iterable<Pool>): void {
     this.pools = pools;
+  }
+
+  /** Exposition text; in a cluster primary, the sum over the worker processes. */
+  async text(): Promise<string> {
+    if (this.aggregator) return this.aggregator.clusterMetrics();
+    return this.registry.metrics();
+  }
+
+  private aggregator?: client.AggregatorRegistry<client.PrometheusContentType>;
+
+  /** Worker processes answer the primary's scrape requests with this registry. */
+  serveToPrimary(): void {
+    new client.AggregatorRegistry();
+    client.AggregatorRegistry.setRegistries([this.registry]);
+  }
+
+  aggregateWorkers(): void {
+    this.aggregator = new client.AggregatorRegistry();
   }
 }

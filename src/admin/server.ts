@@ -40,7 +40,7 @@ export class AdminServer {
 
   constructor(private ctx: AdminContext) {
     this.route('GET', /^\/metrics$/, async (_req, res) => {
-      const body = await ctx.metrics.registry.metrics();
+      const body = await ctx.metrics.text();
       res.writeHead(200, { 'content-type': ctx.metrics.registry.contentType });
       res.end(body);
     }, true);

@@ -96,6 +96,10 @@ export class Pool extends EventEmitter {
     return this.servers.find((s) => s.name === name);
   }
 
+  byKey(key: string): Server | undefined {
+    return this.servers.find((s) => s.key === key);
+  }
+
   tryAcquire(ctx: AcquireContext = {}, now = Date.now()): Acquired {
     const el = eligible(this.servers, now, this.cfg.slowstart, ctx.exclude);
     if (el.status !== 'ok') return { kind: el.status };

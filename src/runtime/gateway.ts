@@ -10,6 +10,7 @@ import type { Config, ListenerConfig } from '../config/schema.js';
 import { formatAddress } from '../config/units.js';
 import { DnsDiscovery } from '../discovery/dns.js';
 import { HealthMonitor, logHealthChanges } from '../health/monitor.js';
+import type { Ejection, HealthState } from '../health/state.js';
 import { TcpProxyListener } from '../listeners/tcp-proxy.js';
 
 export class StartError extends Error {}
@@ -21,7 +22,23 @@ export interface GatewayOptions {
   /** Called when a discovery result changes a pool's servers (the cluster primary forwards it). */
   onServers?: (pool: string, specs: ServerSpec[]) => void;
   onServerAction?: (pool: string, server: string, action: AdminState | { weight: number }) => void;
+  /** Called for every pool this gateway creates (at start and on reload). */
+  onPool?: (pool: Pool) => void;
 }
+
+/** Per-server counters a worker process reports to the primary. */
+export interface WorkerStats {
+  servers: { pool: string; key: string; active: number; connections: number; failures: number }[];
+  listeners: Record<string, number>;
+}
+
+/** State the cluster primary pushes to its workers. */
+export type ControlMessage =
+  | { t: 'health'; pool: string; key: string; health: HealthState }
+  | { t: 'servers'; pool: string; specs: ServerSpec[] }
+  | { t: 'admin'; pool: string; server: string; action: AdminState | { weight: number } }
+  | { t: 'eject'; pool: string; key: string; ejection: Ejection }
+  | { t: 'reload' };
 
 const listenerKey = (l: ListenerConfig) => `${l.name}|${formatAddress(l.listen)}|${l.mode}`;
 
@@ -95,6 +112,7 @@ export class Gateway {
       } else {
         pool = new Pool(name, cfg, specs);
         if (this.runsControl) logHealthChanges([pool], this.log);
+        this.opts.onPool?.(pool);
       }
       fresh.set(name, pool);
       const disc = this.discoveries.get(name);
@@ -191,13 +209,80 @@ export class Gateway {
     }
   }
 
+  /** Counters from worker processes (primary only), by worker id. */
+  readonly workerStats = new Map<number, WorkerStats>();
+
+  localStats(): WorkerStats {
+    const servers = [...this.pools.values()].flatMap((p) => p.servers.map((s) => ({ pool: p.name, key: s.key, active: s.active, connections: s.connections, failures: s.failures })));
+    const listeners: Record<string, number> = {};
+    for (const l of this.listeners.values()) listeners[l.cfg.name] = l.connections;
+    return { servers, listeners };
+  }
+
+  /** Apply state pushed by the cluster primary (worker only). */
+  applyControl(m: ControlMessage): void {
+    if (m.t === 'reload') {
+      void this.reload();
+      return;
+    }
+    const pool = this.pools.get(m.pool);
+    if (!pool) return;
+    switch (m.t) {
+      case 'health': {
+        const s = pool.byKey(m.key);
+        if (s) pool.setHealth(s, m.health);
+        break;
+      }
+      case 'servers':
+        pool.setServers(m.specs);
+        break;
+      case 'admin':
+        this.serverAction(m.pool, m.server, m.action);
+        break;
+      case 'eject': {
+        const s = pool.byKey(m.key);
+        if (s) s.ejection = m.ejection;
+        break;
+      }
+    }
+  }
+
+  /** What a newly started worker needs to share the primary's view. */
+  snapshot(): ControlMessage[] {
+    const out: ControlMessage[] = [];
+    for (const p of this.pools.values()) {
+      if (p.cfg.discover) out.push({ t: 'servers', pool: p.name, specs: p.servers.map(serverSpec) });
+      for (const s of p.servers) {
+        out.push({ t: 'health', pool: p.name, key: s.key, health: s.health });
+        if (s.admin !== 'ready') out.push({ t: 'admin', pool: p.name, server: s.name, action: s.admin });
+        if (s.weight !== s.configuredWeight) out.push({ t: 'admin', pool: p.name, server: s.name, action: { weight: s.weight } });
+        if (s.ejection.until > Date.now()) out.push({ t: 'eject', pool: p.name, key: s.key, ejection: s.ejection });
+      }
+    }
+    return out;
+  }
+
   status() {
     const now = Date.now();
+    const remote = (pool: string, key: string) => {
+      const sum = { active: 0, connections: 0, failures: 0 };
+      for (const w of this.workerStats.values()) {
+        const r = w.servers.find((x) => x.pool === pool && x.key === key);
+        if (r) {
+          sum.active += r.active;
+          sum.connections += r.connections;
+          sum.failures += r.failures;
+        }
+      }
+      return sum;
+    };
+    const listenerConns = (name: string) => [...this.workerStats.values()].reduce((n, w) => n + (w.listeners[name] ?? 0), 0);
     return {
       hostname: this.config.hostname,
       pid: process.pid,
       role: this.role,
-      listeners: this.config.listeners.map((l) => ({ name: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool, connections: this.listeners.get(listenerKey(l))?.connections })),
+      workers: this.role === 'primary' ? this.workerStats.size : undefined,
+      listeners: this.config.listeners.map((l) => ({ name: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool, connections: this.role === 'primary' ? listenerConns(l.name) : this.listeners.get(listenerKey(l))?.connections })),
       pools: [...this.pools.values()].map((p) => ({
         name: p.name,
         balance: p.cfg.balance,
@@ -213,9 +298,7 @@ export class Gateway {
           ejected_until: s.ejection.until > now ? new Date(s.ejection.until).toISOString() : null,
           since: s.health.since ? new Date(s.health.since).toISOString() : null,
           last_error: s.health.lastError ?? null,
-          active: s.active,
-          connections: s.connections,
-          failures: s.failures,
+          ...(this.role === 'primary' ? remote(p.name, s.key) : { active: s.active, connections: s.connections, failures: s.failures }),
         })),
       })),
     };

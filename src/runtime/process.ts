@@ -1,19 +1,154 @@
-// Runs smtplb in the foreground: one process, or a primary with worker processes sharing the
-// listening sockets. Signals: SIGHUP reloads, SIGTERM/SIGINT drain and exit.
+// Runs smtplb in the foreground: one process, or (workers > 1) a primary with worker
+// processes sharing the listening sockets. Signals: SIGHUP reloads, SIGTERM/SIGINT drain.
+//
+// Cluster layout: the primary owns control (health checks, DNS discovery, admin API) and
+// pushes state to the workers, so every worker sees the same health; workers own the data
+// path. SCHED_NONE lets the kernel hand out accepted connections: with the default
+// round-robin the primary accepts and passes every socket on, which costs more than it
+// gains on small machines.
+import cluster, { type Worker } from 'node:cluster';
+import os from 'node:os';
 import type { Logger } from 'pino';
 import type { LoadedConfig } from '../config/load.js';
-import { Gateway } from './gateway.js';
+import { Gateway, StartError, type ControlMessage, type WorkerStats } from './gateway.js';
+
+type WorkerMessage =
+  | { t: 'ready' }
+  | { t: 'fatal'; message: string }
+  | ({ t: 'stats' } & WorkerStats)
+  | { t: 'ejected'; pool: string; key: string; ejection: import('../health/state.js').Ejection };
+
+export function workerCount(setting: number | 'auto'): number {
+  return setting === 'auto' ? Math.max(1, os.availableParallelism()) : setting;
+}
 
 export async function runProcess(loaded: LoadedConfig, log: Logger): Promise<void> {
+  const n = workerCount(loaded.config.workers);
+  if (cluster.isWorker) return runWorker(loaded, log);
+  if (n > 1) return runPrimary(loaded, log, n);
   const gw = new Gateway(loaded, log);
   await gw.start();
   process.on('SIGHUP', () => void gw.reload());
   const stop = async (sig: string) => {
-    log.info(`${sig}: no longer accepting, draining sessions (up to ${loaded.config.shutdown_timeout}ms)`);
+    log.info(`${sig}: no longer accepting, draining sessions (up to ${gw.config.shutdown_timeout}ms)`);
     await gw.shutdown();
     log.info('stopped');
     process.exit(0);
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise<void> {
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  let stopping = false;
+  const broadcast = (m: ControlMessage, except?: Worker) => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w && w !== except && w.isConnected()) w.send(m);
+  };
+  const gw = new Gateway(loaded, log, {
+    role: 'primary',
+    onPool: (pool) => pool.on('health', ({ server }) => broadcast({ t: 'health', pool: pool.name, key: server.key, health: server.health })),
+    onServers: (pool, specs) => broadcast({ t: 'servers', pool, specs }),
+    onServerAction: (pool, server, action) => broadcast({ t: 'admin', pool, server, action }),
+  });
+  gw.metrics.aggregateWorkers();
+  await gw.start();
+
+  const fork = () =>
+    new Promise<void>((resolve, reject) => {
+      const w = cluster.fork();
+      let ready = false;
+      w.on('message', (m: WorkerMessage) => {
+        switch (m.t) {
+          case 'ready':
+            ready = true;
+            for (const c of gw.snapshot()) w.send(c);
+            resolve();
+            break;
+          case 'fatal':
+            reject(new StartError(m.message));
+            break;
+          case 'stats':
+            gw.workerStats.set(w.id, { servers: m.servers, listeners: m.listeners });
+            break;
+          case 'ejected': {
+            const pool = gw.pools.get(m.pool);
+            const s = pool?.byKey(m.key);
+            if (s) s.ejection = m.ejection;
+            broadcast({ t: 'eject', pool: m.pool, key: m.key, ejection: m.ejection }, w);
+            break;
+          }
+        }
+      });
+      w.on('exit', (code, signal) => {
+        gw.workerStats.delete(w.id);
+        if (!ready) return reject(new StartError(`worker process exited during start (${signal ?? code})`));
+        if (stopping) return;
+        log.error({ worker: w.id, code, signal }, 'worker process died, starting a new one');
+        void fork().catch((e) => log.error(`could not restart worker: ${(e as Error).message}`));
+      });
+    });
+
+  try {
+    await Promise.all(Array.from({ length: n }, fork));
+  } catch (e) {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+    await gw.shutdown();
+    throw e;
+  }
+  log.info({ workers: n }, `started ${n} worker processes`);
+
+  process.on('SIGHUP', async () => {
+    if (await gw.reload()) broadcast({ t: 'reload' });
+  });
+  const stop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info(`${sig}: draining ${n} worker processes (up to ${gw.config.shutdown_timeout}ms)`);
+    const exits = Object.values(cluster.workers ?? {}).map(
+      (w) =>
+        new Promise<void>((resolve) => {
+          if (!w || w.isDead()) return resolve();
+          w.once('exit', () => resolve());
+          w.process.kill('SIGTERM');
+        }),
+    );
+    await Promise.all(exits);
+    await gw.shutdown();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+async function runWorker(loaded: LoadedConfig, log: Logger): Promise<void> {
+  const send = (m: WorkerMessage) => {
+    if (process.connected) process.send!(m);
+  };
+  const gw = new Gateway(loaded, log.child({ worker: cluster.worker!.id }), {
+    role: 'worker',
+    onPool: (pool) => pool.on('ejected', ({ server }) => send({ t: 'ejected', pool: pool.name, key: server.key, ejection: server.ejection })),
+  });
+  gw.metrics.serveToPrimary();
+  // The primary coordinates reloads and shutdown; a terminal's Ctrl-C reaches the whole
+  // process group, so workers wait for the primary's SIGTERM instead.
+  process.on('SIGHUP', () => {});
+  process.on('SIGINT', () => {});
+  try {
+    await gw.start();
+  } catch (e) {
+    send({ t: 'fatal', message: (e as Error).message });
+    process.exit(1);
+  }
+  process.on('message', (m: ControlMessage) => gw.applyControl(m));
+  send({ t: 'ready' });
+  setInterval(() => send({ t: 'stats', ...gw.localStats() }), 1000).unref();
+  process.once('SIGTERM', async () => {
+    await gw.shutdown();
+    process.exit(0);
+  });
+  // Orphaned (primary killed): stop instead of serving with a frozen view of health.
+  process.on('disconnect', () => process.exit(0));
 }
