@@ -10,7 +10,7 @@ import { freePort, portOpen, ROOT, BIN, waitFor } from '../test/helpers/peers.js
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20000);
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const WORKERS = process.env.BENCH_WORKERS ?? 'auto';
+const WORKERS = process.env.BENCH_WORKERS ?? '1';
 const TICK = 100; // clock ticks per second for /proc/*/stat (Linux default)
 
 interface Sample { msgPerSec: number; cpuSec: number; rssMb: number }

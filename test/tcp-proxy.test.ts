@@ -239,3 +239,56 @@ test('an invalid config on SIGHUP is reported and the running one kept', async (
   assert.match(lb.output(), /weight: expected a number/);
   assert.match(await greeting(port), /^220 mta-a\.test/);
 });
+
+test('a pool whose servers are all down hands its connections to the fallback pool', async () => {
+  const primary = await startSink({ hostname: 'primary.test' });
+  const dr = await startSink({ hostname: 'dr.test' });
+  const { port, admin, text } = await proxyConfig([primary], {
+    interval: '200ms',
+    extraPool: '    fallback: dr\n',
+  });
+  await startSmtplb(`${text}  dr:\n    health: { check: smtp, interval: 200ms }\n    servers: [ { name: dr1, address: 127.0.0.1:${dr.port} } ]\n`);
+  assert.match(await greeting(port), /^220 primary\.test/);
+  await primary.kill();
+  await waitFor('primary down', async () => !(await serverUp(admin, 's1')));
+  for (let i = 0; i < 3; i++) assert.match(await greeting(port), /^220 dr\.test/);
+});
+
+test('max_connections: extra clients wait for a slot, and get 421 when the wait runs out', async () => {
+  const a = await startSink({ hostname: 'mta-a.test' });
+  const { port, text } = await proxyConfig([a], { extraPool: '    queue_timeout: 700ms\n' });
+  await startSmtplb(text.replace(`address: 127.0.0.1:${a.port}, weight: 1 }`, `address: 127.0.0.1:${a.port}, weight: 1, max_connections: 1 }`));
+  const first = session(port);
+  assert.match(await first.reply(), /^220 mta-a\.test/);
+  // The second waits while the first holds the only slot, then times out with 421.
+  const t0 = Date.now();
+  assert.match(await greeting(port, 5000), /^421 4\.3\.2 lb\.test/);
+  assert.ok(Date.now() - t0 >= 600, 'waited for a slot before giving up');
+  // A slot freed during the wait is handed over.
+  const waiting = greeting(port, 5000);
+  await sleep(200);
+  first.send('QUIT');
+  assert.match(await waiting, /^220 mta-a\.test/);
+  first.close();
+});
+
+test('SIGTERM stops accepting and lets an open session finish', async () => {
+  const a = await startSink({ hostname: 'mta-a.test' });
+  const { port, text } = await proxyConfig([a]);
+  const lb = await startSmtplb(text.replace('log: { level: warn }', 'log: { level: info }\nshutdown_timeout: 10s'));
+  const s = session(port);
+  assert.match(await s.reply(), /^220/);
+  assert.match(await s.send('EHLO client.test'), /^250/);
+  lb.proc.kill('SIGTERM');
+  await waitFor('draining', () => lb.output().includes('draining'), 5000);
+  assert.match(await greeting(port, 2000), /^error ECONNREFUSED/);
+  assert.match(await s.send('MAIL FROM:<x@client.test>'), /^250/);
+  assert.match(await s.send('RCPT TO:<y@dest.test>'), /^250/);
+  assert.match(await s.send('DATA'), /^354/);
+  assert.match(await s.send('Subject: during drain\r\n\r\nbody\r\n.'), /^250/);
+  assert.match(await s.send('QUIT'), /^221/);
+  s.close();
+  await waitFor('exit', () => lb.proc.exitCode !== null, 5000);
+  assert.equal(lb.proc.exitCode, 0);
+  assert.equal(a.count(), 1);
+});
