@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import { after, afterEach, test } from 'node:test';
-import { freePort, greeting, sleep, smtpSource, startSink, startSmtplb, stopAll, waitFor, type Sink } from './helpers/peers.js';
+import { freePort, greeting, session, sleep, smtpSource, startSink, startSmtplb, stopAll, waitFor, type Sink } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -174,37 +174,6 @@ test('the smtp check marks down a server that greets with 554 or never greets', 
     mute.close();
   }
 });
-
-/** A raw SMTP client over one connection, for holding a session open across a reload. */
-function session(port: number) {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  let buf = '';
-  const waiters: (() => void)[] = [];
-  sock.on('data', (c) => {
-    buf += c.toString('latin1');
-    waiters.splice(0).forEach((w) => w());
-  });
-  const reply = () =>
-    new Promise<string>((resolve) => {
-      const tryRead = () => {
-        const m = /^(\d{3}) [^\n]*\n/m.exec(buf);
-        if (!m) return waiters.push(tryRead);
-        const end = m.index + m[0].length;
-        const out = buf.slice(0, end);
-        buf = buf.slice(end);
-        resolve(out.trim());
-      };
-      tryRead();
-    });
-  return {
-    reply,
-    send: async (line: string) => {
-      sock.write(`${line}\r\n`);
-      return reply();
-    },
-    close: () => sock.destroy(),
-  };
-}
 
 test('SIGHUP with a changed server list applies to new connections and keeps established ones', async () => {
   const a = await startSink({ hostname: 'mta-a.test' });

@@ -7,6 +7,10 @@ import type { Pool } from '../balancing/pool.js';
 import type { AdminState } from '../balancing/eligible.js';
 import type { Metrics } from './metrics.js';
 import type { HostPort } from '../config/units.js';
+import type { Relay } from '../runtime/relay.js';
+import { parseDuration } from '../config/units.js';
+import { eligible } from '../balancing/eligible.js';
+import { domainOf } from '../routing/route.js';
 
 export interface AdminContext {
   token?: string;
@@ -16,6 +20,7 @@ export interface AdminContext {
   status(): unknown;
   /** Apply an admin action to a server everywhere (all worker processes). */
   serverAction(pool: string, server: string, action: AdminState | { weight: number }): void;
+  relay(): Relay | undefined;
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, params: string[]) => Promise<void> | void;
@@ -65,7 +70,112 @@ export class AdminServer {
       ctx.log.info({ pool, server, action }, `admin: ${action} ${pool}/${server}`);
       json(res, 200, { ok: true, pool, server, admin: s.admin, weight: s.weight });
     });
+    this.queueRoutes();
     this.server = http.createServer((req, res) => void this.dispatch(req, res));
+  }
+
+  /** Queue tools (postqueue / postsuper) and route explanation, for the relay. */
+  private queueRoutes(): void {
+    const ctx = this.ctx;
+    const relayOr404 = (res: http.ServerResponse) => {
+      const r = ctx.relay();
+      if (!r) json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no queue' });
+      return r;
+    };
+    this.route('GET', /^\/api\/queue$/, (req, res) => {
+      const relay = relayOr404(res);
+      if (!relay) return;
+      const q = new URL(req.url ?? '/', 'http://admin').searchParams;
+      let olderThanMs: number | undefined;
+      if (q.get('older_than')) {
+        try {
+          olderThanMs = parseDuration(q.get('older_than')!);
+        } catch (e) {
+          return json(res, 400, { error: (e as Error).message });
+        }
+      }
+      const list = relay.spool.list({ domain: q.get('domain') ?? undefined, pool: q.get('pool') ?? undefined, state: q.get('state') ?? undefined, olderThanMs });
+      json(res, 200, { messages: list.map(messageView), counts: relay.spool.counts() });
+    });
+    this.route('GET', /^\/api\/queue\/([A-Za-z0-9]+)$/, (_req, res, [id]) => {
+      const relay = relayOr404(res);
+      if (!relay) return;
+      const m = relay.spool.message(id);
+      if (!m) return json(res, 404, { error: `no message ${id} in the queue` });
+      json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }), history: relay.spool.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
+    });
+    this.route('POST', /^\/api\/queue\/flush$/, async (req, res) => {
+      const relay = relayOr404(res);
+      if (!relay) return;
+      const q = new URL(req.url ?? '/', 'http://admin').searchParams;
+      const ids = relay.spool.list({ domain: q.get('domain') ?? undefined, state: 'queued' }).map((m) => m.id);
+      for (const id of ids) await relay.spool.setState(id, ['queued'], 'queued', Date.now(), 'flushed');
+      relay.scheduler.wake();
+      json(res, 200, { ok: true, flushed: ids.length });
+    });
+    this.route('POST', /^\/api\/queue\/([A-Za-z0-9]+)\/(hold|release|delete|bounce|flush)$/, async (_req, res, [id, action]) => {
+      const relay = relayOr404(res);
+      if (!relay) return;
+      const m = relay.spool.message(id);
+      if (!m) return json(res, 404, { error: `no message ${id} in the queue` });
+      let changed = 0;
+      switch (action) {
+        case 'hold':
+          changed = await relay.spool.setState(id, ['queued'], 'held', Date.now(), 'held by operator');
+          break;
+        case 'release':
+          changed = await relay.spool.setState(id, ['held'], 'queued', Date.now(), 'released by operator');
+          break;
+        case 'flush':
+          changed = await relay.spool.setState(id, ['queued'], 'queued', Date.now(), 'flushed by operator');
+          break;
+        case 'delete':
+          changed = relay.spool.recipients(id).length;
+          await relay.spool.remove(id);
+          break;
+        case 'bounce': {
+          const open = relay.spool.recipients(id).filter((r) => r.state === 'queued' || r.state === 'held');
+          const body = await relay.spool.readBody(id);
+          await relay.scheduler.bounce(m, open.map((r) => ({ rcpt: r.rcpt, action: 'failed', code: 550, text: '5.0.0 Bounced by the operator', server: null })), body, 'rejected');
+          await relay.spool.record(id, open.map((r) => ({ ...r, state: 'bounced', updated: Date.now() })), [{ at: Date.now(), rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }]);
+          changed = open.length;
+          break;
+        }
+      }
+      relay.scheduler.wake();
+      ctx.log.info({ queue_id: id, action }, `admin: queue ${action} ${id}`);
+      json(res, 200, { ok: true, id, action, recipients: changed });
+    });
+    this.route('GET', /^\/api\/route$/, (req, res) => {
+      const relay = relayOr404(res);
+      if (!relay) return;
+      const q = new URL(req.url ?? '/', 'http://admin').searchParams;
+      const address = q.get('address') ?? '';
+      const domain = domainOf(address);
+      if (!domain) return json(res, 400, { error: 'give address=user@domain' });
+      const from = q.get('from') ?? undefined;
+      const query = { domain, class: q.get('class') ?? undefined, senderDomain: from ? domainOf(from) : undefined, user: q.get('user') ?? undefined, listener: q.get('listener') ?? undefined };
+      const choice = relay.route(query);
+      if (!choice) return json(res, 200, { address, query, route: null, why: ['no route matches: mail to this address is refused with 550 5.4.4'] });
+      const pools = ctx.pools();
+      const chain: unknown[] = [];
+      let poolName: string | undefined = choice.rule.pool;
+      for (let hops = 0; poolName && hops <= pools.size; hops++) {
+        const pool = pools.get(poolName);
+        if (!pool) break;
+        const el = eligible(pool.servers, Date.now(), pool.cfg.slowstart);
+        chain.push({
+          pool: pool.name,
+          balance: pool.cfg.balance,
+          status: el.status,
+          candidates: el.status === 'ok' ? el.indices.map((i) => pool.servers[i].name) : [],
+          servers: pool.servers.map((s) => ({ name: s.name, up: s.health.up, admin: s.admin, backup: s.backup, weight: s.weight, ejected: s.ejection.until > Date.now(), active: s.active })),
+        });
+        if (el.status !== 'down') break;
+        poolName = pool.cfg.fallback;
+      }
+      json(res, 200, { address, query, route: { index: choice.index, ...choice.rule }, why: choice.why, pools: chain });
+    });
   }
 
   private route(method: string, re: RegExp, handler: Handler, open = false): void {
@@ -74,10 +184,12 @@ export class AdminServer {
 
   private async dispatch(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
+    let pathMatched = false;
     for (const r of this.routes) {
       const m = r.re.exec(url.pathname);
       if (!m) continue;
-      if (req.method !== r.method) return json(res, 405, { error: 'method not allowed' });
+      pathMatched = true;
+      if (req.method !== r.method) continue;
       if (!r.open && !tokenMatches(this.ctx.token, req.headers.authorization)) return json(res, 401, { error: 'a valid token is required (Authorization: Bearer TOKEN)' });
       try {
         await r.handler(req, res, m.slice(1).map(decodeURIComponent));
@@ -87,6 +199,7 @@ export class AdminServer {
       }
       return;
     }
+    if (pathMatched) return json(res, 405, { error: 'method not allowed' });
     json(res, 404, { error: 'not found' });
   }
 
@@ -104,6 +217,33 @@ export class AdminServer {
     this.server.close();
     this.server.closeAllConnections();
   }
+}
+
+function messageView(m: import('../spool/spool.js').MessageRow & { recipients: import('../spool/spool.js').RecipientRow[] }) {
+  return {
+    id: m.id,
+    created: new Date(m.created).toISOString(),
+    age_seconds: Math.round((Date.now() - m.created) / 1000),
+    sender: m.sender,
+    size: m.size,
+    message_id: m.message_id,
+    listener: m.listener,
+    user: m.user,
+    class: m.class,
+    client: m.client,
+    dsn_of: m.dsn_of,
+    recipients: m.recipients.map((r) => ({
+      address: r.rcpt,
+      domain: r.domain,
+      pool: r.pool,
+      state: r.state,
+      attempts: r.attempts,
+      next_attempt: r.state === 'queued' ? new Date(r.next_at).toISOString() : null,
+      last_code: r.last_code,
+      last_reply: r.last_reply,
+      last_server: r.last_server,
+    })),
+  };
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {

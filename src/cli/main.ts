@@ -19,6 +19,10 @@ const USAGE = `usage: smtplb <command> [options]
   status -c FILE [--json]   pools, servers and health from a running smtplb
   server drain|enable|disable POOL SERVER -c FILE    change a server at run time
   server weight POOL SERVER N -c FILE
+  queue list [--domain D] [--pool P] [--state S] [--older-than 1h] -c FILE [--json]
+  queue show|hold|release|delete|bounce|flush ID -c FILE [--json]
+  queue flush -c FILE [--domain D]    retry every queued message now
+  route explain ADDRESS [--from A] [--user U] [--class C] [--listener L] -c FILE [--json]
   send --server HOST:PORT --from A --to B [--count N] [--concurrency C] [--tls]
        [--tls-on-connect] [--auth-user U --auth-password P] [--header "K: V"]
   passwd [--password P]     print a password hash for users (reads stdin without --password)
@@ -70,6 +74,31 @@ function printStatus(s: StatusShape): void {
   }
 }
 
+interface QueueMessage { id: string; created: string; age_seconds: number; sender: string; size: number; message_id: string | null; recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null }[] }
+
+function printQueue(ms: QueueMessage[]): void {
+  if (ms.length === 0) return console.log('queue is empty');
+  for (const m of ms) {
+    console.log(`${m.id}  ${String(m.size).padStart(8)}  ${m.created}  <${m.sender}>  ${m.message_id ?? ''}`);
+    for (const r of m.recipients) {
+      const why = r.state === 'queued' && r.attempts > 0 ? `  (${r.last_server ? `${r.last_server}: ` : ''}${r.last_reply ?? 'deferred'}; next ${r.next_attempt})` : r.state === 'queued' ? `  (next ${r.next_attempt})` : '';
+      console.log(`    ${r.address.padEnd(32)} ${r.state.padEnd(9)} pool ${r.pool} attempts ${r.attempts}${why}`);
+    }
+  }
+}
+
+interface RouteExplain { address: string; route: ({ index: number; pool: string } & Record<string, unknown>) | null; why: string[]; pools?: { pool: string; balance: string; status: string; candidates: string[]; servers: { name: string; up: boolean; admin: string; backup: boolean; weight: number; ejected: boolean }[] }[] }
+
+function printRoute(r: RouteExplain): void {
+  if (!r.route) return console.log(`${r.address}: ${r.why.join('; ')}`);
+  console.log(`${r.address}: route #${r.route.index} -> pool ${r.route.pool}`);
+  for (const w of r.why) console.log(`  because ${w}`);
+  for (const p of r.pools ?? []) {
+    console.log(`  pool ${p.pool} (balance ${p.balance}): ${p.status === 'ok' ? `would pick among ${p.candidates.join(', ')}` : p.status === 'busy' ? 'every server is at max_connections: mail waits' : 'no server is up'}`);
+    for (const s of p.servers) console.log(`    ${s.name.padEnd(16)} ${s.admin !== 'ready' ? s.admin.toUpperCase() : !s.up ? 'DOWN' : s.ejected ? 'EJECTED' : 'UP'}${s.backup ? ' backup' : ''} weight ${s.weight}`);
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   if (command === '--help' || command === '-h') {
@@ -98,7 +127,14 @@ async function main(argv: string[]): Promise<void> {
       quiet: { type: 'boolean', short: 'q' },
       password: { type: 'string' },
       listen: { type: 'string' },
+      listener: { type: 'string' },
       admin: { type: 'string' },
+      domain: { type: 'string' },
+      pool: { type: 'string' },
+      state: { type: 'string' },
+      'older-than': { type: 'string' },
+      user: { type: 'string' },
+      class: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -135,6 +171,46 @@ async function main(argv: string[]): Promise<void> {
       }
       const r = await admin(configOf(values), 'POST', `/api/pools/${encodeURIComponent(pool)}/servers/${encodeURIComponent(server)}/${action}`, action === 'weight' ? { weight: Number(weight) } : undefined);
       console.log(values.json ? JSON.stringify(r, null, 2) : `${pool}/${server}: ${action} done`);
+      return;
+    }
+    case 'queue': {
+      const [action, id] = positionals;
+      const file = configOf(values);
+      if (action === 'list') {
+        const q = new URLSearchParams();
+        for (const k of ['domain', 'pool', 'state'] as const) if (values[k]) q.set(k, values[k]!);
+        if (values['older-than']) q.set('older_than', values['older-than']);
+        const r = (await admin(file, 'GET', `/api/queue?${q}`)) as { messages: QueueMessage[]; counts: { state: string; n: number }[] };
+        if (values.json) return console.log(JSON.stringify(r, null, 2));
+        printQueue(r.messages);
+        return;
+      }
+      if (action === 'flush' && !id) {
+        const r = await admin(file, 'POST', `/api/queue/flush${values.domain ? `?domain=${encodeURIComponent(values.domain)}` : ''}`);
+        return console.log(values.json ? JSON.stringify(r, null, 2) : `flushed ${(r as { flushed: number }).flushed} messages`);
+      }
+      if (!['show', 'hold', 'release', 'delete', 'bounce', 'flush'].includes(action) || !id) throw new UsageError('usage: smtplb queue list|show|hold|release|delete|bounce|flush ID -c FILE');
+      if (action === 'show') {
+        const m = (await admin(file, 'GET', `/api/queue/${encodeURIComponent(id)}`)) as QueueMessage & { history: { at: string; rcpt: string | null; kind: string; server: string | null; code: number | null; text: string | null }[] };
+        if (values.json) return console.log(JSON.stringify(m, null, 2));
+        printQueue([m]);
+        console.log('  history:');
+        for (const h of m.history) console.log(`    ${h.at}  ${h.kind.padEnd(10)} ${h.server ? `via ${h.server} ` : ''}${h.rcpt ? `<${h.rcpt}> ` : ''}${h.code ?? ''} ${h.text ?? ''}`.trimEnd());
+        return;
+      }
+      const r = await admin(file, 'POST', `/api/queue/${encodeURIComponent(id)}/${action}`);
+      console.log(values.json ? JSON.stringify(r, null, 2) : `${id}: ${action} done (${(r as { recipients: number }).recipients} recipients)`);
+      return;
+    }
+    case 'route': {
+      const [sub, address] = positionals;
+      if (sub !== 'explain' || !address) throw new UsageError('usage: smtplb route explain ADDRESS [--from A] [--user U] [--class C] [--listener L] -c FILE');
+      const q = new URLSearchParams({ address });
+      if (values.from) q.set('from', values.from);
+      for (const k of ['user', 'class', 'listener'] as const) if (values[k]) q.set(k, values[k]!);
+      const r = (await admin(configOf(values), 'GET', `/api/route?${q}`)) as RouteExplain;
+      if (values.json) return console.log(JSON.stringify(r, null, 2));
+      printRoute(r);
       return;
     }
     case 'send': {

@@ -2,8 +2,10 @@
 // "FILE:LINE:COL: key.path: what is wrong", so an operator can jump straight to it.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { z } from 'zod';
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
-import { configSchema, type Config } from './schema.js';
+import { parseRoutesFromTransport } from '../routing/transport.js';
+import { configSchema, poolSchema, type Config } from './schema.js';
 import { formatAddress } from './units.js';
 
 export class ConfigError extends Error {
@@ -65,6 +67,12 @@ function crossChecks(c: Config): Problem[] {
     if (l.pool && !pools.has(l.pool)) out.push({ path: ['listeners', i, 'pool'], message: `no pool named "${l.pool}" (pools: ${[...pools].join(', ') || 'none'})` });
     if (l.require_auth && !l.tls) out.push({ path: ['listeners', i, 'require_auth'], message: 'AUTH is only offered over TLS: add tls: { cert, key }' });
   });
+  if (c.workers !== 1 && c.listeners.some((l) => l.mode === 'smtp')) {
+    out.push({ path: ['workers'], message: 'mode: smtp listeners run in one process (the spool is not shared yet): use workers: 1' });
+  }
+  if (c.listeners.some((l) => l.mode === 'smtp') && c.routes.length === 0) {
+    out.push({ path: ['routes'], message: 'mode: smtp listeners need routes (at least a default route: - { pool: NAME })' });
+  }
   c.routes.forEach((r, i) => {
     if (!pools.has(r.pool)) out.push({ path: ['routes', i, 'pool'], message: `no pool named "${r.pool}" (pools: ${[...pools].join(', ') || 'none'})` });
   });
@@ -129,10 +137,41 @@ export function parseConfig(text: string, file: string): Config {
     });
     throw new ConfigError(problems);
   }
-  const config = result.data;
+  const expanded = expandTransports(result.data, path.dirname(path.resolve(file)));
+  if ('problem' in expanded) throw new ConfigError([`${at(locate(doc, expanded.path))}: ${keyPath(expanded.path)}: ${expanded.problem}`]);
+  const config = expanded.config;
   const cross = crossChecks(config);
   if (cross.length) throw new ConfigError(cross.map((pr) => `${at(locate(doc, pr.path))}: ${keyPath(pr.path)}: ${pr.message}`));
   return resolvePaths(config, path.dirname(path.resolve(file)));
+}
+
+/** `routes: - { postfix_transport: FILE }` becomes one route and one single-server pool per line. */
+function expandTransports(raw: z.output<typeof configSchema>, dir: string): { config: Config } | { problem: string; path: PathKey[] } {
+  const routes: Config['routes'] = [];
+  const pools = { ...raw.pools };
+  for (const [i, r] of raw.routes.entries()) {
+    if (!('postfix_transport' in r)) {
+      routes.push(r);
+      continue;
+    }
+    const f = path.resolve(dir, r.postfix_transport);
+    let text: string;
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch (e) {
+      return { problem: `cannot read ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path: ['routes', i, 'postfix_transport'] };
+    }
+    try {
+      for (const t of parseRoutesFromTransport(text)) {
+        const name = `transport-${t.host}-${t.port}`;
+        pools[name] ??= poolSchema.parse({ servers: [{ name: `${t.host}:${t.port}`, address: `${t.host}:${t.port}` }], ...(r.tls ? { tls: r.tls } : {}) });
+        routes.push({ domains: t.domains, pool: name });
+      }
+    } catch (e) {
+      return { problem: `${f}: ${(e as Error).message}`, path: ['routes', i, 'postfix_transport'] };
+    }
+  }
+  return { config: { ...raw, routes, pools } };
 }
 
 /** Relative file paths in the config are relative to the config file, as operators expect. */

@@ -2,7 +2,7 @@
 // textual values (durations, addresses, networks) into plain data the runtime uses directly.
 import os from 'node:os';
 import { z } from 'zod';
-import { parseAddress, parseCidr, parseDuration } from './units.js';
+import { parseAddress, parseCidr, parseDuration, parseSize } from './units.js';
 
 function parsed<T>(fn: (v: string) => T, what: string) {
   return z.union([z.string(), z.number()], { error: `expected ${what}` }).transform((v, ctx) => {
@@ -24,6 +24,7 @@ const duration = z.union([z.string(), z.number()], { error: 'expected a duration
   }
 });
 const address = parsed(parseAddress, 'an address host:port');
+const size = parsed(parseSize, 'a size such as 25MB');
 const cidr = parsed(parseCidr, 'a network such as 10.0.0.0/8');
 const int = (min: number, max: number) =>
   z.number({ error: 'expected a number' }).int({ error: 'expected a whole number' }).min(min).max(max);
@@ -86,6 +87,12 @@ export const poolSchema = z.strictObject({
   outlier: outlierSchema.default(outlierSchema.parse({})),
   send_proxy: proxyVersion.optional(),
   helo: z.string().optional(),
+  // mode smtp delivery through this pool
+  tls: z.enum(['none', 'may', 'require', 'verify'], { error: 'expected none, may, require or verify' }).default('may'),
+  auth: z.strictObject({ user: z.string(), pass: z.string() }).optional(),
+  reuse: z.strictObject({ messages: int(1, 100_000).default(100), seconds: duration.default(30_000) }).default({ messages: 100, seconds: 30_000 }),
+  destination_concurrency: int(1, 10_000).default(20),
+  timeout: duration.default(60_000),
 });
 
 export const tlsSchema = z.strictObject({
@@ -111,8 +118,12 @@ export const listenerSchema = z.strictObject({
   tls: tlsSchema.optional(),
   delivery: z.enum(['queue', 'cutthrough'], { error: 'expected queue or cutthrough' }).default('queue'),
   class: name.optional(),
-  max_message_size: z.union([int(1, 2 ** 31), z.string()]).optional(),
+  max_message_size: size.default(25 * 1024 * 1024),
   max_recipients: int(1, 100_000).default(1000),
+  max_clients: int(1, 1_000_000).default(1000),
+  max_connections_per_ip: int(1, 100_000).default(100),
+  max_auth_failures: int(1, 1000).default(5),
+  cutthrough_fallback: z.enum(['queue', 'reject'], { error: 'expected queue or reject' }).default('queue'),
 });
 
 export const routeSchema = z.strictObject({
@@ -152,16 +163,21 @@ export const configSchema = z.strictObject({
   listeners: z.array(listenerSchema).min(1, { error: 'at least one listener is needed' }),
   users: z.array(userSchema).default([]),
   pools: z.record(name, poolSchema).default({}),
-  routes: z.array(routeSchema).default([]),
+  routes: z.array(z.union([routeSchema, z.strictObject({ postfix_transport: z.string(), tls: z.enum(['none', 'may', 'require', 'verify']).optional() })], { error: 'a route is { domains, class, sender_domains, user, listener, pool } or { postfix_transport: FILE }' })).default([]),
   queue: z
     .strictObject({
       retry: z.array(duration).min(1).default([60_000, 300_000, 900_000, 1_800_000, 3_600_000]),
       max_age: duration.default(5 * 86_400_000),
+      /** Refuse new mail (452 4.3.1) when the spool's disk has less free space than this. */
+      min_free: size.default(100 * 1024 * 1024),
     })
-    .default({ retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], max_age: 5 * 86_400_000 }),
+    .default({ retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], max_age: 5 * 86_400_000, min_free: 100 * 1024 * 1024 }),
 });
 
-export type Config = z.output<typeof configSchema>;
+type RawConfig = z.output<typeof configSchema>;
+export type RouteConfig = z.output<typeof routeSchema>;
+/** After loading, `postfix_transport` entries are expanded into plain routes and pools. */
+export type Config = Omit<RawConfig, 'routes'> & { routes: RouteConfig[] };
 export type PoolConfig = z.output<typeof poolSchema>;
 export type ServerConfig = z.output<typeof serverSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;

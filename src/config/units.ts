@@ -93,3 +93,14 @@ export function cidrContains(cidr: Cidr, ip: string): boolean {
 export function inNetworks(networks: Cidr[], ip: string): boolean {
   return networks.some((c) => cidrContains(c, ip));
 }
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, m: 1024 ** 2, mb: 1024 ** 2, g: 1024 ** 3, gb: 1024 ** 3 };
+
+/** "25MB", "512k", 1048576 → bytes. */
+export function parseSize(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+  const unit = m?.[2].toLowerCase() ?? 'x';
+  if (!m || !(unit in SIZE_UNITS)) throw new Error(`not a valid size: "${value}" (write e.g. 25MB, 512KB)`);
+  return Math.round(parseFloat(m[1]) * SIZE_UNITS[unit]);
+}

@@ -12,6 +12,19 @@ import { DnsDiscovery } from '../discovery/dns.js';
 import { HealthMonitor, logHealthChanges } from '../health/monitor.js';
 import type { Ejection, HealthState } from '../health/state.js';
 import { TcpProxyListener } from '../listeners/tcp-proxy.js';
+import { SmtpListener } from '../listeners/smtp-listener.js';
+import { verifyPassword } from '../policy/password.js';
+import { Relay } from './relay.js';
+
+/** What the gateway needs from any listener, whatever its mode. */
+interface Listener {
+  cfg: ListenerConfig;
+  readonly connections: number;
+  listen(): Promise<void>;
+  update(cfg: ListenerConfig): void;
+  close(): Promise<void>;
+  destroyAll(): void;
+}
 
 export class StartError extends Error {}
 
@@ -46,7 +59,8 @@ export class Gateway {
   readonly metrics = new Metrics();
   pools = new Map<string, Pool>();
   poolSet = new PoolSet(this.pools);
-  private listeners = new Map<string, TcpProxyListener>();
+  private listeners = new Map<string, Listener>();
+  relay?: Relay;
   private monitor?: HealthMonitor;
   private discoveries = new Map<string, DnsDiscovery>();
   private admin?: AdminServer;
@@ -71,6 +85,14 @@ export class Gateway {
 
   async start(): Promise<void> {
     this.applyPools(this.config);
+    if (this.runsListeners && this.config.listeners.some((l) => l.mode === 'smtp')) {
+      try {
+        this.relay = new Relay(() => this.config, () => this.pools, this.poolSet, this.log);
+      } catch (e) {
+        throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['spool'])}: cannot open the spool at ${this.config.spool}: ${(e as Error).message}`);
+      }
+      this.relay.start();
+    }
     if (this.runsListeners) {
       for (const [i, l] of this.config.listeners.entries()) await this.openListener(l, i);
     }
@@ -84,6 +106,7 @@ export class Gateway {
           log: this.log,
           pools: () => this.pools,
           status: () => this.status(),
+          relay: () => this.relay,
           serverAction: (p, s, a) => {
             this.serverAction(p, s, a);
             this.opts.onServerAction?.(p, s, a);
@@ -135,23 +158,16 @@ export class Gateway {
   }
 
   private async openListener(l: ListenerConfig, index: number): Promise<void> {
-    if (l.mode !== 'tcp') {
-      throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'mode'])}: mode: smtp is not available in this build yet (use mode: tcp)`);
+    const budget = this.budget;
+    let listener: Listener;
+    try {
+      listener =
+        l.mode === 'tcp'
+          ? new TcpProxyListener(l, { pools: this.poolSet, hostname: this.config.hostname, log: this.log, metrics: this.metrics, ...budget })
+          : this.smtpListener(l);
+    } catch (e) {
+      throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'tls'])}: cannot set up listener ${l.name}: ${(e as Error).message}`);
     }
-    const listener = new TcpProxyListener(l, {
-      pools: this.poolSet,
-      hostname: this.config.hostname,
-      log: this.log,
-      metrics: this.metrics,
-      admit: () => {
-        if (this.connections >= this.config.max_connections) return false;
-        this.connections++;
-        return true;
-      },
-      leave: () => {
-        this.connections--;
-      },
-    });
     try {
       await listener.listen();
     } catch (e) {
@@ -159,6 +175,32 @@ export class Gateway {
     }
     this.listeners.set(listenerKey(l), listener);
     this.log.info({ listener: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool }, `listening on ${formatAddress(l.listen)} (${l.name}, mode ${l.mode})`);
+  }
+
+  /** The global connection limit (max_connections), shared by every listener. */
+  private budget = {
+    admit: (): boolean => {
+      if (this.connections >= this.config.max_connections) return false;
+      this.connections++;
+      return true;
+    },
+    leave: (): void => {
+      this.connections--;
+    },
+  };
+
+  private smtpListener(l: ListenerConfig): SmtpListener {
+    const relay = this.relay!;
+    return new SmtpListener(l, {
+      hostname: this.config.hostname,
+      log: this.log,
+      metrics: this.metrics,
+      users: () => new Map(this.config.users.map((u) => [u.name, u])),
+      verifyPassword,
+      route: (q) => relay.route(q),
+      accept: (m, mode, fallback) => relay.accept(m, mode, fallback),
+      ...this.budget,
+    });
   }
 
   /** Re-read the config file; an invalid one is reported and the running one kept. */
@@ -323,6 +365,7 @@ export class Gateway {
       this.log.warn({ sessions: this.activeConnections }, 'shutdown deadline reached, closing remaining sessions');
       for (const l of this.listeners.values()) l.destroyAll();
     }
+    await this.relay?.shutdown();
     this.admin?.close();
     for (const p of this.pools.values()) p.close();
   }

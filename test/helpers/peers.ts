@@ -85,6 +85,8 @@ export interface Sink {
   /** Messages written to the dump directory. */
   count(): number;
   messages(): string[];
+  /** Wait until `n` messages are there and fully written (smtp-sink fills a file as DATA arrives). */
+  settle(n: number, timeoutMs?: number): Promise<string[]>;
   stop(): Promise<void>;
   kill(): Promise<void>;
   restart(): Promise<void>;
@@ -105,6 +107,18 @@ export async function startSink(opts: { port?: number; hostname?: string; args?:
     proc: launch(),
     count: () => fs.readdirSync(dir).filter((f) => f.startsWith('m.')).length,
     messages: () => fs.readdirSync(dir).filter((f) => f.startsWith('m.')).map((f) => fs.readFileSync(path.join(dir, f), 'latin1')),
+    settle: async (n, timeoutMs = 15_000) => {
+      await waitFor(`${n} messages at smtp-sink ${port}`, () => sink.count() >= n, timeoutMs);
+      const size = () => fs.readdirSync(dir).reduce((t, f) => t + fs.statSync(path.join(dir, f)).size, 0);
+      let last = -1;
+      await waitFor('dump files complete', () => {
+        const now = size();
+        const stable = now === last;
+        last = now;
+        return stable;
+      }, timeoutMs, 150);
+      return sink.messages();
+    },
     stop: () => stopChild(sink.proc),
     kill: () => stopChild(sink.proc, 'SIGKILL'),
     restart: async () => {
@@ -242,3 +256,44 @@ export function selfSignedCert(dir: string, cn = 'localhost'): { cert: string; k
   fs.chmodSync(key, 0o644);
   return { cert, key };
 }
+
+/** A raw SMTP client over one connection, for holding a session open across a reload. */
+export function session(port: number, host = '127.0.0.1', localAddress?: string) {
+  const sock = net.connect({ host, port, localAddress });
+  sock.on('error', () => {});
+  let buf = '';
+  const waiters: (() => void)[] = [];
+  let ended = false;
+  sock.on('data', (c) => {
+    buf += c.toString('latin1');
+    waiters.splice(0).forEach((w) => w());
+  });
+  sock.on('close', () => {
+    ended = true;
+    waiters.splice(0).forEach((w) => w());
+  });
+  const reply = () =>
+    new Promise<string>((resolve) => {
+      const tryRead = () => {
+        const m = /^(\d{3}) [^\n]*\n/m.exec(buf);
+        if (!m && ended) return resolve(buf ? `closed after: ${buf.trim()}` : 'closed');
+        if (!m) return waiters.push(tryRead);
+        const end = m.index + m[0].length;
+        const out = buf.slice(0, end);
+        buf = buf.slice(end);
+        resolve(out.trim());
+      };
+      tryRead();
+    });
+  return {
+    reply,
+    send: async (line: string) => {
+      sock.write(`${line}\r\n`);
+      return reply();
+    },
+    raw: (data: string | Buffer) => sock.write(data),
+    closed: () => new Promise<void>((r) => (sock.destroyed ? r() : sock.once('close', () => r()))),
+    close: () => sock.destroy(),
+  };
+}
+

@@ -1,0 +1,95 @@
+// Delivery status notifications (RFC 3464): a multipart/report with a human part, the
+// machine-readable message/delivery-status part, and the original headers. Built by hand:
+// nodemailer's composer does not produce report parts, and the format is small and fixed.
+import { randomBytes } from 'node:crypto';
+
+export interface DsnRecipient {
+  rcpt: string;
+  action: 'failed' | 'delayed';
+  code: number | null;
+  text: string;
+  server: string | null;
+}
+
+export interface DsnInput {
+  hostname: string;
+  queueId: string;
+  sender: string;
+  arrival: Date;
+  recipients: DsnRecipient[];
+  reason: 'rejected' | 'expired';
+  original: Buffer;
+}
+
+function statusOf(r: DsnRecipient): string {
+  const enhanced = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(r.text)?.[1];
+  if (enhanced) return enhanced;
+  if (r.action === 'failed' && r.code && r.code >= 500) return '5.0.0';
+  return r.action === 'failed' ? '4.4.7' : '4.0.0';
+}
+
+export function originalHeaders(body: Buffer): string {
+  const text = body.toString('latin1');
+  const end = text.search(/\r?\n\r?\n/);
+  return (end < 0 ? text : text.slice(0, end)).replace(/\r?\n/g, '\r\n');
+}
+
+export function buildDsn(d: DsnInput): Buffer {
+  const boundary = `=_smtplb_${randomBytes(8).toString('hex')}`;
+  const date = new Date().toUTCString().replace('GMT', '+0000');
+  const human = d.recipients
+    .map((r) => `<${r.rcpt}>: ${d.reason === 'expired' ? 'delivery did not succeed before the maximum queue time; last answer: ' : ''}${r.server ? `host ${r.server} said: ` : ''}${r.text || 'no answer'}`)
+    .join('\r\n');
+  const perRcpt = d.recipients
+    .map((r) =>
+      [
+        `Final-Recipient: rfc822; ${r.rcpt}`,
+        `Action: ${r.action}`,
+        `Status: ${d.reason === 'expired' && !/^5/.test(statusOf(r)) ? '4.4.7' : statusOf(r)}`,
+        ...(r.server ? [`Remote-MTA: dns; ${r.server}`] : []),
+        ...(r.code ? [`Diagnostic-Code: smtp; ${r.text.replace(/\r?\n/g, ' ')}`] : []),
+      ].join('\r\n'),
+    )
+    .join('\r\n\r\n');
+  const lines = [
+    `From: Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
+    `To: <${d.sender}>`,
+    `Subject: Undelivered Mail Returned to Sender`,
+    `Date: ${date}`,
+    `Message-ID: <${d.queueId}.dsn.${randomBytes(4).toString('hex')}@${d.hostname}>`,
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+    '',
+    'This is a MIME-encapsulated message.',
+    '',
+    `--${boundary}`,
+    'Content-Type: text/plain; charset=utf-8',
+    '',
+    `This is the mail system at ${d.hostname}.`,
+    '',
+    d.reason === 'expired'
+      ? 'Your message could not be delivered before it expired from the queue.'
+      : 'Your message could not be delivered to one or more recipients.',
+    '',
+    human,
+    '',
+    `--${boundary}`,
+    'Content-Type: message/delivery-status',
+    '',
+    `Reporting-MTA: dns; ${d.hostname}`,
+    `X-Smtplb-Queue-ID: ${d.queueId}`,
+    `Arrival-Date: ${d.arrival.toUTCString().replace('GMT', '+0000')}`,
+    '',
+    perRcpt,
+    '',
+    `--${boundary}`,
+    'Content-Type: text/rfc822-headers',
+    '',
+    originalHeaders(d.original),
+    '',
+    `--${boundary}--`,
+    '',
+  ];
+  return Buffer.from(lines.join('\r\n'), 'utf8');
+}

@@ -1,0 +1,151 @@
+// Outbound SMTP connections to pool servers, with nodemailer's SMTPConnection: STARTTLS
+// policy, AUTH, HELO name and bind address per pool, and reuse of idle connections within
+// the pool's `reuse` limits (messages and seconds), like Postfix's connection cache.
+import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import type { Pool, Server } from '../balancing/pool.js';
+
+export interface Upstream {
+  conn: SMTPConnection;
+  server: Server;
+  created: number;
+  sent: number;
+  broken: boolean;
+}
+
+export interface SendResult {
+  accepted: string[];
+  rejected: { rcpt: string; code: number; text: string }[];
+  response: string;
+}
+
+export class SmtpError extends Error {
+  constructor(message: string, readonly code: number | null, readonly stage: string, readonly text: string) {
+    super(message);
+  }
+}
+
+export function openUpstream(pool: Pool, server: Server, helo: string): Promise<Upstream> {
+  const cfg = pool.cfg;
+  return new Promise((resolve, reject) => {
+    const conn = new SMTPConnection({
+      host: server.address.host,
+      port: server.address.port,
+      name: helo,
+      localAddress: server.source,
+      connectionTimeout: cfg.connect_timeout,
+      greetingTimeout: cfg.timeout,
+      socketTimeout: cfg.timeout,
+      ignoreTLS: cfg.tls === 'none',
+      requireTLS: cfg.tls === 'require' || cfg.tls === 'verify',
+      opportunisticTLS: cfg.tls === 'may',
+      tls: { rejectUnauthorized: cfg.tls === 'verify', servername: server.address.host },
+    });
+    const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false };
+    let settled = false;
+    const fail = (e: Error & { response?: string; responseCode?: number; command?: string }) => {
+      up.broken = true;
+      if (settled) return;
+      settled = true;
+      conn.close();
+      reject(new SmtpError(e.message, e.responseCode ?? null, e.command ?? 'CONN', (e.response ?? e.message).trim()));
+    };
+    conn.on('error', fail);
+    conn.on('end', () => (up.broken = true));
+    conn.connect((err) => {
+      if (err) return fail(err);
+      if (!cfg.auth) {
+        settled = true;
+        return resolve(up);
+      }
+      conn.login({ user: cfg.auth.user, pass: cfg.auth.pass }, (e) => {
+        if (e) return fail(e);
+        settled = true;
+        resolve(up);
+      });
+    });
+  });
+}
+
+/** One transaction. Rejects with SmtpError for failures that concern the whole message. */
+export function sendOn(up: Upstream, sender: string, recipients: string[], body: Buffer): Promise<SendResult> {
+  return new Promise((resolve, reject) => {
+    up.conn.send({ from: sender, to: recipients }, body, (err, info) => {
+      if (err) {
+        const e = err as Error & { response?: string; responseCode?: number; command?: string; rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] };
+        if (e.rejectedErrors && e.command === 'RCPT TO') {
+          // Every recipient refused: per-recipient news, not a message failure. The
+          // transaction is still open upstream, so RSET before the connection is reused.
+          const result = {
+            accepted: [],
+            rejected: e.rejectedErrors.map((r) => ({ rcpt: r.recipient, code: r.responseCode ?? 451, text: (r.response ?? r.message).trim() })),
+            response: (e.response ?? '').trim(),
+          };
+          return up.conn.reset((resetErr) => {
+            if (resetErr) up.broken = true;
+            resolve(result);
+          });
+        }
+        up.broken = true;
+        return reject(new SmtpError(e.message, e.responseCode ?? null, e.command ?? 'CONN', (e.response ?? e.message).trim()));
+      }
+      up.sent++;
+      const rejectedErrors = (info as { rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] }).rejectedErrors ?? [];
+      resolve({
+        accepted: info.accepted.map(String),
+        rejected: rejectedErrors.map((r) => ({ rcpt: r.recipient, code: r.responseCode ?? 451, text: (r.response ?? r.message).trim() })),
+        response: (info.response ?? '').trim(),
+      });
+    });
+  });
+}
+
+/** Idle connections per server, handed out again within the pool's reuse limits. */
+export class UpstreamCache {
+  private idle = new Map<Server, { up: Upstream; timer: NodeJS.Timeout }[]>();
+
+  take(pool: Pool, server: Server): Upstream | undefined {
+    const list = this.idle.get(server);
+    while (list?.length) {
+      const { up, timer } = list.pop()!;
+      clearTimeout(timer);
+      if (!up.broken && this.fresh(pool, up)) return up;
+      up.conn.close();
+    }
+    return undefined;
+  }
+
+  private fresh(pool: Pool, up: Upstream): boolean {
+    return up.sent < pool.cfg.reuse.messages && Date.now() - up.created < pool.cfg.reuse.seconds;
+  }
+
+  give(pool: Pool, up: Upstream): void {
+    if (up.broken || !this.fresh(pool, up)) {
+      if (!up.broken) up.conn.quit();
+      else up.conn.close();
+      return;
+    }
+    const list = this.idle.get(up.server) ?? [];
+    const entry = {
+      up,
+      timer: setTimeout(() => {
+        const l = this.idle.get(up.server);
+        const i = l?.indexOf(entry) ?? -1;
+        if (i >= 0) l!.splice(i, 1);
+        up.conn.quit();
+      }, Math.max(0, pool.cfg.reuse.seconds - (Date.now() - up.created))),
+    };
+    entry.timer.unref();
+    list.push(entry);
+    this.idle.set(up.server, list);
+  }
+
+  closeAll(): void {
+    for (const list of this.idle.values()) {
+      for (const { up, timer } of list) {
+        clearTimeout(timer);
+        up.conn.quit();
+      }
+    }
+    this.idle.clear();
+  }
+}

@@ -1,0 +1,320 @@
+// `mode: smtp`: the ESMTP front door (Postfix's smtpd). Session policy lives here — who may
+// relay (client networks or AUTH over TLS, never anyone else), limits, routing of each
+// recipient at RCPT time — and an accepted message leaves through `accept`, which answers
+// 250 only once the message is durable (queue) or taken by an upstream (cut-through).
+import net from 'node:net';
+import tls from 'node:tls';
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { Metrics } from '../admin/metrics.js';
+import type { ListenerConfig } from '../config/schema.js';
+import { inNetworks } from '../config/units.js';
+import type { RouteChoice, RouteQuery } from '../routing/route.js';
+import { domainOf } from '../routing/route.js';
+import { parseProxyHeader, plainIp } from './proxy-protocol.js';
+import { useRelaySessions } from './smtp-session.js';
+
+export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
+
+export interface InboundMessage {
+  sender: string;
+  recipients: { address: string; domain: string; pool: string; route: number }[];
+  listener: string;
+  user?: string;
+  class?: string;
+  client: string;
+  messageId?: string;
+  body: Buffer;
+}
+
+/** The reply for an accepted or refused message: code and text with its enhanced code. */
+export interface Reply { code: number; text: string }
+
+export interface SmtpListenerContext {
+  hostname: string;
+  log: Logger;
+  metrics: Metrics;
+  users: () => Map<string, UserEntry>;
+  verifyPassword: (password: string, hash: string) => Promise<boolean>;
+  route: (q: RouteQuery) => RouteChoice | null;
+  /** Queue or relay the message; resolves with the reply for the client's DATA. */
+  accept: (m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject') => Promise<Reply>;
+  admit(): boolean;
+  leave(): void;
+}
+
+interface SessionState {
+  user?: UserEntry;
+  routes: Map<string, { pool: string; route: number; domain: string }>;
+}
+
+const PROXY_HEADER_TIMEOUT = 5000;
+const LOCKOUT_MS = 5 * 60_000;
+
+function smtpError(code: number, text: string): Error & { responseCode: number } {
+  return Object.assign(new Error(text), { responseCode: code });
+}
+
+export class SmtpListener {
+  readonly server: net.Server;
+  private smtp: SMTPServer;
+  private sockets = new Set<net.Socket>();
+  private sessions = new Map<string, SessionState>();
+  private perIp = new Map<string, number>();
+  private authFailures = new Map<string, { count: number; until: number }>();
+  private secureContext?: tls.SecureContext;
+
+  constructor(public cfg: ListenerConfig, private ctx: SmtpListenerContext) {
+    this.smtp = this.createSmtpServer(cfg);
+    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (sock) => this.acceptSocket(sock));
+  }
+
+  private createSmtpServer(cfg: ListenerConfig): SMTPServer {
+    const tlsFiles = cfg.tls ? { key: fs.readFileSync(cfg.tls.key), cert: fs.readFileSync(cfg.tls.cert) } : {};
+    if (cfg.tls?.implicit) this.secureContext = tls.createSecureContext(tlsFiles);
+    const server = new SMTPServer({
+      name: this.ctx.hostname,
+      banner: 'smtplb',
+      size: cfg.max_message_size,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: !cfg.require_auth,
+      allowInsecureAuth: false,
+      disabledCommands: cfg.tls ? [] : ['STARTTLS', 'AUTH'],
+      hideENHANCEDSTATUSCODES: false,
+      ...tlsFiles,
+      // Implicit TLS (port 465) is terminated here before smtp-server sees the socket.
+      secure: !!cfg.tls?.implicit,
+      secured: !!cfg.tls?.implicit,
+      maxClients: cfg.max_clients,
+      disableReverseLookup: true,
+      logger: false,
+      socketTimeout: cfg.client_timeout,
+      closeTimeout: 30_000,
+      onConnect: (s, cb) => this.onConnect(s, cb),
+      onAuth: (a, s, cb) => void this.onAuth(a, s, cb),
+      onMailFrom: (a, s, cb) => this.onMailFrom(a, s, cb),
+      onRcptTo: (a, s, cb) => this.onRcptTo(a, s, cb),
+      onData: (stream, s, cb) => this.onData(stream, s, cb),
+      onClose: (s) => this.onClose(s),
+    });
+    server.on('error', (e) => this.ctx.log.debug({ listener: cfg.name, err: e.message }, 'smtp session error'));
+    useRelaySessions(server, (session) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress));
+    return server;
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      this.server.once('error', onError);
+      this.server.listen({ host: this.cfg.listen.host, port: this.cfg.listen.port, backlog: 4096 }, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  update(cfg: ListenerConfig): void {
+    // TLS files and limits are read again; sessions already open keep what they started with.
+    this.smtp = this.createSmtpServer(cfg);
+    this.cfg = cfg;
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  destroyAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  private acceptSocket(sock: net.Socket): void {
+    this.ctx.metrics.listenerConnections.labels(this.cfg.name).inc();
+    if (!this.ctx.admit()) {
+      this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'max_connections').inc();
+      sock.on('error', () => {});
+      sock.on('data', () => {});
+      sock.resume();
+      sock.end(`421 4.3.2 ${this.ctx.hostname} Too many connections, try again later\r\n`);
+      return;
+    }
+    this.sockets.add(sock);
+    this.ctx.metrics.listenerActive.labels(this.cfg.name).inc();
+    sock.on('error', () => {});
+    sock.once('close', () => {
+      this.sockets.delete(sock);
+      this.ctx.metrics.listenerActive.labels(this.cfg.name).dec();
+      this.ctx.leave();
+    });
+    const remote = plainIp(sock.remoteAddress ?? '');
+    const opts = { remoteAddress: remote, remotePort: sock.remotePort };
+    if (this.cfg.accept_proxy && inNetworks(this.cfg.accept_proxy, remote)) {
+      let buf = Buffer.alloc(0);
+      const timer = setTimeout(() => sock.destroy(), PROXY_HEADER_TIMEOUT);
+      const onData = (c: Buffer) => {
+        buf = Buffer.concat([buf, c]);
+        const r = parseProxyHeader(buf);
+        if (r.state === 'more') return;
+        clearTimeout(timer);
+        sock.off('data', onData);
+        sock.pause();
+        if (r.state === 'error') {
+          this.ctx.log.warn({ listener: this.cfg.name, client: remote, error: r.error }, 'bad PROXY header');
+          sock.destroy();
+          return;
+        }
+        if (r.rest.length) sock.unshift(r.rest);
+        if (r.addresses) {
+          opts.remoteAddress = r.addresses.source;
+          opts.remotePort = r.addresses.sourcePort;
+        }
+        this.startSession(sock, opts);
+      };
+      sock.on('data', onData);
+      sock.resume();
+    } else {
+      this.startSession(sock, opts);
+    }
+  }
+
+  private startSession(sock: net.Socket, opts: { remoteAddress: string; remotePort?: number }): void {
+    const smtp = this.smtp as unknown as { connect(s: net.Socket, o: unknown): void };
+    if (!this.secureContext) {
+      smtp.connect(sock, opts);
+      sock.resume();
+      return;
+    }
+    const tlsSock = new tls.TLSSocket(sock, { isServer: true, secureContext: this.secureContext });
+    const timer = setTimeout(() => tlsSock.destroy(), 10_000);
+    tlsSock.once('secure', () => {
+      clearTimeout(timer);
+      smtp.connect(tlsSock, opts);
+    });
+    tlsSock.on('error', (e) => {
+      clearTimeout(timer);
+      this.ctx.log.debug({ listener: this.cfg.name, client: opts.remoteAddress, err: e.message }, 'TLS handshake failed');
+      tlsSock.destroy();
+    });
+    sock.resume();
+  }
+
+  private onConnect(session: SMTPServerSession, cb: (err?: Error) => void): void {
+    const ip = session.remoteAddress;
+    const lock = this.authFailures.get(ip);
+    if (lock && lock.until > Date.now()) return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many authentication failures, try again later`));
+    const n = (this.perIp.get(ip) ?? 0) + 1;
+    if (n > this.cfg.max_connections_per_ip) return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many connections from your address`));
+    this.perIp.set(ip, n);
+    this.sessions.set(session.id, { routes: new Map() });
+    cb();
+  }
+
+  private onClose(session: SMTPServerSession): void {
+    if (!this.sessions.delete(session.id)) return;
+    const ip = session.remoteAddress;
+    const n = (this.perIp.get(ip) ?? 1) - 1;
+    if (n <= 0) this.perIp.delete(ip);
+    else this.perIp.set(ip, n);
+  }
+
+  private async onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb: (err: Error | null | undefined, res?: { user: string }) => void): Promise<void> {
+    const user = this.ctx.users().get(auth.username ?? '');
+    const ok = user && auth.password != null ? await this.ctx.verifyPassword(auth.password, user.password).catch(() => false) : false;
+    if (ok && user) {
+      const st = this.sessions.get(session.id);
+      if (st) st.user = user;
+      return cb(null, { user: user.name });
+    }
+    const ip = session.remoteAddress;
+    const f = this.authFailures.get(ip) ?? { count: 0, until: 0 };
+    f.count++;
+    if (f.count >= this.cfg.max_auth_failures) {
+      f.until = Date.now() + LOCKOUT_MS;
+      f.count = 0;
+      this.ctx.log.warn({ listener: this.cfg.name, client: ip }, `AUTH failures from ${ip}: locked out for ${LOCKOUT_MS / 60000} minutes`);
+      this.authFailures.set(ip, f);
+      return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many authentication failures, closing connection`));
+    }
+    this.authFailures.set(ip, f);
+    cb(smtpError(535, '5.7.8 Authentication credentials invalid'));
+  }
+
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error) => void): void {
+    const st = this.sessions.get(session.id);
+    if (st) st.routes.clear();
+    const user = st?.user;
+    if (user?.sender_domains && address.address) {
+      const d = domainOf(address.address);
+      if (!user.sender_domains.some((p) => p.toLowerCase() === d || (p.startsWith('*.') && d.endsWith(p.slice(1).toLowerCase())))) {
+        return cb(smtpError(553, `5.7.1 <${address.address}>: user ${user.name} may not send as ${d}`));
+      }
+    }
+    cb();
+  }
+
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error) => void): void {
+    const st = this.sessions.get(session.id);
+    const authenticated = !!st?.user;
+    if (!authenticated && !inNetworks(this.cfg.relay_networks, session.remoteAddress)) {
+      this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'relay_denied').inc();
+      return cb(smtpError(554, `5.7.1 <${address.address}>: Relay access denied`));
+    }
+    if (session.envelope.rcptTo.length >= this.cfg.max_recipients) return cb(smtpError(452, '4.5.3 Too many recipients'));
+    const domain = domainOf(address.address);
+    if (!domain) return cb(smtpError(550, `5.1.3 <${address.address}>: a domain is required`));
+    const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address || '' : '';
+    const choice = this.ctx.route({ domain, class: st?.user?.class ?? this.cfg.class, senderDomain: domainOf(sender) || undefined, user: st?.user?.name, listener: this.cfg.name });
+    if (!choice) return cb(smtpError(550, `5.4.4 <${address.address}>: no route to ${domain}`));
+    st?.routes.set(address.address, { pool: choice.rule.pool, route: choice.index, domain });
+    cb();
+  }
+
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err: Error | null, message?: string) => void): void {
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => {
+      if (!stream.sizeExceeded) chunks.push(c);
+    });
+    stream.on('error', (e) => cb(smtpError(451, `4.3.0 Error reading the message: ${e.message}`)));
+    stream.on('end', () => {
+      if (stream.sizeExceeded) {
+        this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'too_big').inc();
+        return cb(smtpError(552, `5.3.4 Message size exceeds the limit of ${this.cfg.max_message_size} bytes`));
+      }
+      const st = this.sessions.get(session.id);
+      const data = Buffer.concat(chunks);
+      const header = data.subarray(0, Math.min(data.length, 64 * 1024)).toString('latin1');
+      const headEnd = header.search(/\r?\n\r?\n/);
+      const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(headEnd < 0 ? header : header.slice(0, headEnd))?.[1];
+      const proto = `ESMTP${session.secure ? 'S' : ''}${st?.user ? 'A' : ''}`;
+      const rcpts = session.envelope.rcptTo.map((r) => r.address);
+      const received =
+        `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
+        `\tby ${this.ctx.hostname} (smtplb) with ${proto} id ${session.id}\r\n` +
+        `\t${rcpts.length === 1 ? `for <${rcpts[0]}>` : ''}; ${new Date().toUTCString().replace('GMT', '+0000')}\r\n`;
+      const msg: InboundMessage = {
+        sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+        recipients: rcpts.map((address) => ({ address, ...st!.routes.get(address)! })),
+        listener: this.cfg.name,
+        user: st?.user?.name,
+        class: st?.user?.class ?? this.cfg.class,
+        client: session.remoteAddress,
+        messageId,
+        body: Buffer.concat([Buffer.from(received, 'latin1'), data]),
+      };
+      this.ctx
+        .accept(msg, this.cfg.delivery, this.cfg.cutthrough_fallback)
+        .then((reply) => {
+          if (reply.code >= 200 && reply.code < 300) cb(null, reply.text);
+          else cb(smtpError(reply.code, reply.text));
+        })
+        .catch((e: Error) => {
+          this.ctx.log.error({ err: e, listener: this.cfg.name }, 'accepting a message failed');
+          cb(smtpError(451, '4.3.0 Temporary failure, please try again'));
+        });
+    });
+  }
+}

@@ -1,0 +1,73 @@
+// Two adjustments to smtp-server's connection, kept in this one module:
+//  1. The greeting goes out at once. smtp-server waits 100 ms to catch "early talkers" (a
+//     spam-bot heuristic for inbound MX); a relay for one's own applications gains nothing
+//     from it, and it caps a session-per-message client at 10 messages/s per session.
+//  3. A client with no right to relay is refused at RCPT with 554 5.7.1 before the address
+//     is parsed: smtplb has no local domains, so every address (including the classic
+//     relay-test forms that smtp-server would answer with a 501 syntax error) is relaying.
+//  2. A reply whose text already starts with an enhanced status code (RFC 3463) keeps it:
+//     smtp-server otherwise adds one from a fixed table by reply code (554 → 5.6.0), which
+//     is wrong for relay denial (5.7.1), too many recipients (4.5.3) or a full disk (4.3.1).
+// Both override internals of smtp-server 3.x; the tests check greeting latency and the
+// enhanced codes, so an upgrade that changes them fails loudly.
+import type { Socket } from 'node:net';
+import type { SMTPServer } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+
+const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+interface ServerInternals {
+  connections: Set<unknown>;
+  /** Set by the listener: may this session relay at all? */
+  mayRelay?: (session: { remoteAddress: string; user?: unknown }) => boolean;
+  options: { maxClients?: number };
+  _onError(err: Error): void;
+  _onClientConnect(data: unknown): void;
+}
+
+class RelaySession extends (SMTPConnection as unknown as new (server: unknown, socket: Socket, opts: unknown) => {
+  _server: ServerInternals;
+  name: string;
+  send(code: number, data?: unknown, context?: unknown): void;
+  _setListeners(cb: () => void): void;
+  connectionReady(): void;
+  on(ev: string, fn: (x: never) => void): void;
+  init(): void;
+  session: { remoteAddress: string; user?: unknown; envelope: { mailFrom: unknown } };
+  handler_RCPT(command: Buffer, callback: () => void): void;
+}) {
+  override handler_RCPT(command: Buffer, callback: () => void): void {
+    const mayRelay = this._server.mayRelay;
+    if (this.session.envelope.mailFrom && mayRelay && !mayRelay(this.session)) {
+      this.send(554, '5.7.1 Relay access denied');
+      return callback();
+    }
+    super.handler_RCPT(command, callback);
+  }
+
+  override init(): void {
+    this._setListeners(() => {
+      const max = this._server.options.maxClients;
+      if (max && this._server.connections.size > max) return this.send(421, `4.7.0 ${this.name} Too many connected clients, try again in a moment`, false);
+      this.connectionReady();
+    });
+  }
+
+  override send(code: number, data?: unknown, context?: unknown): void {
+    if (typeof data === 'string' && ENHANCED.test(data)) return super.send(code, data, false);
+    return super.send(code, data, context);
+  }
+}
+
+/** Make `server` use RelaySession for every connection, including those it accepts itself. */
+export function useRelaySessions(server: SMTPServer, mayRelay: (session: { remoteAddress: string; user?: unknown }) => boolean): void {
+  const s = server as unknown as ServerInternals & { connect(socket: Socket, opts: unknown): void };
+  s.mayRelay = mayRelay;
+  s.connect = (socket: Socket, opts: unknown) => {
+    const connection = new RelaySession(server, socket, opts);
+    s.connections.add(connection);
+    connection.on('error', (err: Error) => s._onError(err));
+    connection.on('connect', (data: unknown) => s._onClientConnect(data));
+    connection.init();
+  };
+}
