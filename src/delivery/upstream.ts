@@ -68,7 +68,32 @@ export function openUpstream(pool: Pool, server: Server, helo: string): Promise<
 
 /** One transaction. Rejects with SmtpError for failures that concern the whole message. */
 export function sendOn(up: Upstream, sender: string, recipients: string[], body: Buffer): Promise<SendResult> {
-  return new Promise((resolve, reject) => {
+  return new Promise((resolveSend, rejectSend) => {
+    // nodemailer reports a connection lost mid-transaction only as 'end'/'error' events and
+    // never calls back: settle on those too, or the delivery would wait forever.
+    let settled = false;
+    const lost = (e?: Error) => {
+      up.broken = true;
+      reject(new SmtpError(e?.message ?? 'connection lost', null, 'CONN', e?.message ?? 'connection to the upstream lost during the transaction'));
+    };
+    const cleanup = () => {
+      up.conn.off('end', lost);
+      up.conn.off('error', lost);
+    };
+    const resolve = (r: SendResult) => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      resolveSend(r);
+    };
+    const reject = (e: Error) => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      rejectSend(e);
+    };
+    up.conn.once('end', lost);
+    up.conn.once('error', lost);
     up.conn.send({ from: sender, to: recipients }, body, (err, info) => {
       if (err) {
         const e = err as Error & { response?: string; responseCode?: number; command?: string; rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] };
