@@ -8,6 +8,7 @@ command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin libsasl2-modules)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing test peers: ${need[*]}"
