@@ -164,7 +164,7 @@ function expandTransports(raw: z.output<typeof configSchema>, dir: string): { co
     try {
       for (const t of parseRoutesFromTransport(text)) {
         const name = `transport-${t.host}-${t.port}`;
-        pools[name] ??= poolSchema.parse({ servers: [{ name: `${t.host}:${t.port}`, address: `${t.host}:${t.port}` }], ...(r.tls ? { tls: r.tls } : {}) });
+        pools[name] ??= poolSchema.parse({ servers: [{ name: `${t.host}-${t.port}`, address: `${t.host}:${t.port}` }], ...(r.tls ? { tls: r.tls } : {}) });
         routes.push({ domains: t.domains, pool: name });
       }
     } catch (e) {
