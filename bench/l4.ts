@@ -6,74 +6,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort, portOpen, ROOT, BIN, waitFor } from '../test/helpers/peers.js';
+import { cpuTicks, descendants, median, peakRssMb, runSmtpSource, startProc, stop, TICK, type Sample } from './common.js';
+
+const smtpSource = (port: number, reuse: boolean) => runSmtpSource(port, { messages: MESSAGES, sessions: SESSIONS, reuse });
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20000);
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const WORKERS = process.env.BENCH_WORKERS ?? '1';
-const TICK = 100; // clock ticks per second for /proc/*/stat (Linux default)
-
-interface Sample { msgPerSec: number; cpuSec: number; rssMb: number }
-
-function descendants(pid: number): number[] {
-  const out = [pid];
-  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
-  for (const line of r.stdout.split('\n')) if (line.trim()) out.push(...descendants(Number(line.trim())));
-  return out;
-}
-
-function cpuTicks(pids: number[]): number {
-  let t = 0;
-  for (const pid of pids) {
-    try {
-      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      t += Number(f[11]) + Number(f[12]);
-    } catch {
-      /* exited */
-    }
-  }
-  return t;
-}
-
-function peakRssMb(pids: number[]): number {
-  let kb = 0;
-  for (const pid of pids) {
-    try {
-      kb += Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
-    } catch {
-      /* exited */
-    }
-  }
-  return kb / 1024;
-}
-
-function startProc(cmd: string, args: string[]): ChildProcess {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
-  return p;
-}
-
-async function stop(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null) return;
-  await new Promise<void>((r) => {
-    p.once('exit', () => r());
-    p.kill('SIGTERM');
-    setTimeout(() => p.kill('SIGKILL'), 5000).unref();
-  });
-}
-
-function smtpSource(port: number, reuse: boolean): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const args = ['-s', String(SESSIONS), '-m', String(MESSAGES), '-l', '1000', '-f', 'bench@source.test', '-t', 'rcpt@dest.test', ...(reuse ? ['-d'] : []), `127.0.0.1:${port}`];
-    const started = process.hrtime.bigint();
-    const p = spawn('/usr/sbin/smtp-source', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (c) => (err += c));
-    p.on('exit', (code) => {
-      if (code !== 0) return reject(new Error(`smtp-source exited ${code}: ${err}`));
-      resolve(Number(process.hrtime.bigint() - started) / 1e9);
-    });
-  });
-}
 
 async function measure(proc: ChildProcess, port: number, reuse: boolean): Promise<Sample> {
   const pids = descendants(proc.pid!);
@@ -83,7 +23,6 @@ async function measure(proc: ChildProcess, port: number, reuse: boolean): Promis
   return { msgPerSec: MESSAGES / secs, cpuSec: cpu, rssMb: peakRssMb(pids) };
 }
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smtplb-bench-'));

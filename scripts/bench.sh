@@ -6,3 +6,4 @@ bash scripts/install-peers.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npx tsc -p tsconfig.json
 node dist/bench/l4.js
+node dist/bench/relay.js

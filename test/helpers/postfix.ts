@@ -21,7 +21,9 @@ export interface Postfix {
 
 export async function startPostfix(listeners: PostfixListener[], main: Record<string, string> = {}): Promise<Postfix> {
   spawnSync('postfix', ['stop'], { encoding: 'utf8' });
-  if (!fs.existsSync('/etc/postfix/main.cf')) fs.writeFileSync('/etc/postfix/main.cf', '');
+  // A clean slate: no settings or queued mail left over from an earlier test or bench.
+  fs.writeFileSync('/etc/postfix/main.cf', '');
+  spawnSync('postsuper', ['-d', 'ALL'], { encoding: 'utf8' });
   const settings: Record<string, string> = {
     compatibility_level: '3.6',
     myhostname: 'postfix.test',

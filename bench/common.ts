@@ -1,0 +1,71 @@
+// Measuring helpers shared by the benchmarks: CPU and peak memory of a process tree read
+// from /proc, child process control, medians.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+
+export const TICK = 100; // clock ticks per second for /proc/*/stat (Linux default)
+
+export interface Sample { msgPerSec: number; cpuSec: number; rssMb: number }
+
+export function descendants(pid: number): number[] {
+  const out = [pid];
+  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
+  for (const line of r.stdout.split('\n')) if (line.trim()) out.push(...descendants(Number(line.trim())));
+  return out;
+}
+
+export function cpuTicks(pids: number[]): number {
+  let t = 0;
+  for (const pid of pids) {
+    try {
+      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      t += Number(f[11]) + Number(f[12]);
+    } catch {
+      /* exited */
+    }
+  }
+  return t;
+}
+
+export function peakRssMb(pids: number[]): number {
+  let kb = 0;
+  for (const pid of pids) {
+    try {
+      kb += Number(/VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      /* exited */
+    }
+  }
+  return kb / 1024;
+}
+
+export function startProc(cmd: string, args: string[]): ChildProcess {
+  const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  return p;
+}
+
+export async function stop(p: ChildProcess): Promise<void> {
+  if (p.exitCode !== null) return;
+  await new Promise<void>((r) => {
+    p.once('exit', () => r());
+    p.kill('SIGTERM');
+    setTimeout(() => p.kill('SIGKILL'), 5000).unref();
+  });
+}
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** smtp-source with 1 KB messages; resolves with the seconds it took. */
+export function runSmtpSource(port: number, o: { messages: number; sessions: number; reuse: boolean }): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const args = ['-s', String(o.sessions), '-m', String(o.messages), '-l', '1000', '-f', 'bench@source.test', '-t', 'rcpt@dest.test', ...(o.reuse ? ['-d'] : []), `127.0.0.1:${port}`];
+    const started = process.hrtime.bigint();
+    const p = spawn('/usr/sbin/smtp-source', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (c) => (err += c));
+    p.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`smtp-source exited ${code}: ${err}`));
+      resolve(Number(process.hrtime.bigint() - started) / 1e9);
+    });
+  });
+}

@@ -1,0 +1,161 @@
+// `npm run bench` (relay part): end-to-end store-and-forward and cut-through, timed from the
+// first message sent until the last one reaches the smtp-sink, side by side in one run:
+// smtplb `delivery: queue` against Postfix 3.7 (relayhost to the same sink, default fsync),
+// smtplb `delivery: cutthrough` against HAProxy mode tcp. Rounds alternate; medians.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { BIN, freePort, portOpen, ROOT, waitFor } from '../test/helpers/peers.js';
+import { startPostfix } from '../test/helpers/postfix.js';
+import { cpuTicks, descendants, median, peakRssMb, runSmtpSource, startProc, stop, TICK } from './common.js';
+
+const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20000);
+const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+
+interface Sample { msgPerSec: number; cpuSec: number; rssMb: number }
+
+/**
+ * smtp-sink dumping each message to a file on tmpfs; `delivered()` counts the files. (Its
+ * `-c` counters are block-buffered on a pipe, so they arrive too late to time a run.)
+ */
+function countingSink(port: number) {
+  const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'smtplb-bench-sink-'));
+  fs.chmodSync(dir, 0o777);
+  const p = spawn('/usr/sbin/smtp-sink', ['-u', 'nobody', '-d', `${dir}/m.`, `127.0.0.1:${port}`, '2000'], { stdio: 'ignore' });
+  return {
+    proc: p,
+    delivered: () => fs.readdirSync(dir).length,
+    clear: () => {
+      for (const f of fs.readdirSync(dir)) fs.rmSync(path.join(dir, f), { force: true });
+    },
+    remove: () => fs.rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+function postfixPids(): number[] {
+  try {
+    const master = Number(fs.readFileSync('/var/spool/postfix/pid/master.pid', 'utf8').trim());
+    return descendants(master);
+  } catch {
+    return [];
+  }
+}
+
+async function main() {
+  const sinkPort = await freePort();
+  const sink = countingSink(sinkPort);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smtplb-bench-relay-'));
+  const qPort = await freePort();
+  const ctPort = await freePort();
+  const hpPort = await freePort();
+  const pfPort = await freePort();
+  fs.writeFileSync(
+    path.join(dir, 'smtplb.yaml'),
+    `hostname: bench.test
+log: { level: warn }
+spool: ./spool
+listeners:
+  - { name: queue, listen: 127.0.0.1:${qPort}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: cutthrough, listen: 127.0.0.1:${ctPort}, mode: smtp, relay_networks: [127.0.0.0/8], delivery: cutthrough }
+pools:
+  sink:
+    health: { check: smtp, interval: 1s }
+    reuse: { messages: 1000, seconds: 30s }
+    destination_concurrency: 20
+    servers: [ { name: sink, address: 127.0.0.1:${sinkPort} } ]
+routes: [ { pool: sink } ]
+queue: { retry: [1s], max_age: 1h }
+`,
+  );
+  fs.writeFileSync(
+    path.join(dir, 'haproxy.cfg'),
+    `global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend smtp\n  bind 127.0.0.1:${hpPort}\n  default_backend sink\nbackend sink\n  option smtpchk HELO bench.test\n  server sink 127.0.0.1:${sinkPort} check inter 1s\n`,
+  );
+  console.log('starting smtp-sink, smtplb, HAProxy, Postfix');
+  const smtplb = spawn(process.execPath, [BIN, 'start', '-c', path.join(dir, 'smtplb.yaml')], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  const haproxy = startProc('haproxy', ['-db', '-f', path.join(dir, 'haproxy.cfg')]);
+  const postfix = await startPostfix([{ port: pfPort }], { default_transport: 'smtp', relay_transport: 'smtp', relayhost: `[127.0.0.1]:${sinkPort}`, maillog_file: '/var/log/postfix-smtplb-bench.log' });
+  try {
+    for (const p of [sinkPort, qPort, ctPort, hpPort, pfPort]) await waitFor(`port ${p}`, () => portOpen(p), 15_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    const systems: { name: string; port: number; pids: () => number[] }[] = [
+      { name: 'postfix queue', port: pfPort, pids: postfixPids },
+      { name: 'smtplb queue', port: qPort, pids: () => descendants(smtplb.pid!) },
+      { name: 'smtplb cutthrough', port: ctPort, pids: () => descendants(smtplb.pid!) },
+      { name: 'haproxy tcp', port: hpPort, pids: () => descendants(haproxy.pid!) },
+    ];
+    const measure = async (s: (typeof systems)[number], reuse: boolean): Promise<Sample> => {
+      sink.clear();
+      const before = sink.delivered();
+      const pidsBefore = s.pids();
+      const cpu0 = cpuTicks(pidsBefore);
+      const t0 = process.hrtime.bigint();
+      await runSmtpSource(s.port, { messages: MESSAGES, sessions: SESSIONS, reuse });
+      await waitFor(`${s.name}: all messages at the sink`, () => sink.delivered() - before >= MESSAGES, 600_000, 50);
+      const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+      const pids = [...new Set([...pidsBefore, ...s.pids()])];
+      return { msgPerSec: MESSAGES / secs, cpuSec: (cpuTicks(pids) - cpu0) / TICK, rssMb: peakRssMb(pids) };
+    };
+    // Warm-up (JIT, caches), not measured.
+    for (const s of systems) {
+      console.log(`warm-up: ${s.name}`);
+      await runSmtpSource(s.port, { messages: 500, sessions: SESSIONS, reuse: false });
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+    const results: Record<string, Record<string, Sample[]>> = {};
+    for (const reuse of [false, true]) {
+      const key = reuse ? 'reuse' : 'conn_per_msg';
+      results[key] = Object.fromEntries(systems.map((s) => [s.name, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        const order = round % 2 === 0 ? systems : [...systems].reverse();
+        for (const s of order) {
+          const r = await measure(s, reuse);
+          results[key][s.name].push(r);
+          console.log(`${key.padEnd(13)} round ${round + 1} ${s.name.padEnd(18)} ${r.msgPerSec.toFixed(0).padStart(6)} msg/s  cpu ${r.cpuSec.toFixed(2)}s`);
+        }
+      }
+    }
+    const med = (xs: Sample[], f: (s: Sample) => number) => median(xs.map(f));
+    const lines = [
+      '# Relay benchmark: smtplb mode smtp vs Postfix 3.7 (store-and-forward) and HAProxy 2.6 (cut-through)',
+      '',
+      `${new Date().toISOString()}, ${os.cpus().length} cores, Node ${process.version}.`,
+      `smtp-source -s ${SESSIONS} -m ${MESSAGES} -l 1000 into each, timed until the last message reaches one smtp-sink; ${ROUNDS} rounds alternating, medians.`,
+      'smtplb queue and Postfix both fsync before 250. CPU seconds per 1,000 messages are the system\'s own processes (Postfix: master and all its children).',
+      '',
+      '| workload | system | msg/s | CPU s/1k | peak RSS MB |',
+      '|---|---|---|---|---|',
+    ];
+    const summary: Record<string, Record<string, unknown>> = {};
+    for (const [key, bySystem] of Object.entries(results)) {
+      summary[key] = {};
+      for (const [name, xs] of Object.entries(bySystem)) {
+        const row = { msg_s: Math.round(med(xs, (s) => s.msgPerSec)), cpu_s_per_1k: Number(((med(xs, (s) => s.cpuSec) * 1000) / MESSAGES).toFixed(3)), rss_mb: Math.round(Math.max(...xs.map((s) => s.rssMb))) };
+        summary[key][name] = row;
+        lines.push(`| ${key === 'reuse' ? 'connection reuse (-d)' : 'one connection per message'} | ${name} | ${row.msg_s} | ${row.cpu_s_per_1k} | ${row.rss_mb} |`);
+      }
+      const r = summary[key] as Record<string, { msg_s: number }>;
+      lines.push(`| | **smtplb queue / Postfix** | **${(r['smtplb queue'].msg_s / r['postfix queue'].msg_s).toFixed(2)}** | | |`);
+      lines.push(`| | **smtplb cutthrough / HAProxy** | **${(r['smtplb cutthrough'].msg_s / r['haproxy tcp'].msg_s).toFixed(2)}** | | |`);
+    }
+    lines.push('', 'Haraka was not measured in this run (not installed by the bench).');
+    const md = `${lines.join('\n')}\n`;
+    console.log(`\n${md}`);
+    if (!process.env.BENCH_NO_WRITE) {
+      fs.writeFileSync(path.join(ROOT, 'bench/results-relay.md'), md);
+      fs.writeFileSync(path.join(ROOT, 'bench/results-relay.json'), `${JSON.stringify({ date: new Date().toISOString(), messages: MESSAGES, sessions: SESSIONS, rounds: ROUNDS, results: summary }, null, 2)}\n`);
+    }
+  } finally {
+    postfix.stop();
+    await Promise.all([stop(smtplb as ChildProcess), stop(haproxy), stop(sink.proc)]);
+    fs.rmSync(dir, { recursive: true, force: true });
+    sink.remove();
+  }
+}
+
+main().catch((e) => {
+  console.error(`bench failed: ${(e as Error).message}`);
+  process.exit(1);
+});
