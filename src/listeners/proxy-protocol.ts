@@ -134,3 +134,44 @@ export function encodeV2(a: ProxyAddresses): Buffer {
 export function encodeProxy(version: 'v1' | 'v2', a: ProxyAddresses): Buffer {
   return version === 'v1' ? encodeV1(a) : encodeV2(a);
 }
+
+export type ProxyRead = { ok: true; addresses: ProxyAddresses | null } | { ok: false; error: string };
+
+/**
+ * Read a PROXY header from a freshly accepted socket (both listener kinds use this). Bytes
+ * after the header are put back, and the socket is left paused for whoever reads next.
+ */
+export function readProxyHeader(sock: import('node:net').Socket, timeoutMs: number): Promise<ProxyRead> {
+  return new Promise((resolve) => {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      sock.off('data', onData);
+      resolve({ ok: false, error: `no PROXY header within ${timeoutMs}ms` });
+    }, timeoutMs);
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      const r = parseProxyHeader(buf);
+      if (r.state === 'more') return;
+      clearTimeout(timer);
+      sock.off('data', onData);
+      sock.pause();
+      if (r.state === 'error') return resolve({ ok: false, error: r.error });
+      if (r.rest.length) sock.unshift(r.rest);
+      resolve({ ok: true, addresses: r.addresses });
+    };
+    sock.on('data', onData);
+    sock.resume();
+  });
+}
+
+/** Bind a server, rejecting with the bind error (EADDRINUSE…) instead of emitting it. */
+export function listenOn(server: import('node:net').Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error) => reject(e);
+    server.once('error', onError);
+    server.listen({ host, port, backlog: 4096 }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}

@@ -11,22 +11,15 @@ import type { Metrics } from '../admin/metrics.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { inNetworks } from '../config/units.js';
 import type { RouteChoice, RouteQuery } from '../routing/route.js';
+import type { Envelope } from '../spool/spool.js';
 import { domainOf } from '../routing/route.js';
-import { parseProxyHeader, plainIp } from './proxy-protocol.js';
+import { listenOn, plainIp, readProxyHeader } from './proxy-protocol.js';
 import { useRelaySessions } from './smtp-session.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
-export interface InboundMessage {
-  sender: string;
-  recipients: { address: string; domain: string; pool: string; route: number }[];
-  listener: string;
-  user?: string;
-  class?: string;
-  client: string;
-  messageId?: string;
-  body: Buffer;
-}
+/** An accepted message on its way to the spool (or straight to an upstream). */
+export type InboundMessage = Omit<Envelope, 'dsnOf'> & { body: Buffer };
 
 /** The reply for an accepted or refused message: code and text with its enhanced code. */
 export interface Reply { code: number; text: string }
@@ -104,14 +97,7 @@ export class SmtpListener {
   }
 
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (e: Error) => reject(e);
-      this.server.once('error', onError);
-      this.server.listen({ host: this.cfg.listen.host, port: this.cfg.listen.port, backlog: 4096 }, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    return listenOn(this.server, this.cfg.listen.host, this.cfg.listen.port);
   }
 
   update(cfg: ListenerConfig): void {
@@ -153,29 +139,18 @@ export class SmtpListener {
     const remote = plainIp(sock.remoteAddress ?? '');
     const opts = { remoteAddress: remote, remotePort: sock.remotePort };
     if (this.cfg.accept_proxy && inNetworks(this.cfg.accept_proxy, remote)) {
-      let buf = Buffer.alloc(0);
-      const timer = setTimeout(() => sock.destroy(), PROXY_HEADER_TIMEOUT);
-      const onData = (c: Buffer) => {
-        buf = Buffer.concat([buf, c]);
-        const r = parseProxyHeader(buf);
-        if (r.state === 'more') return;
-        clearTimeout(timer);
-        sock.off('data', onData);
-        sock.pause();
-        if (r.state === 'error') {
+      void readProxyHeader(sock, PROXY_HEADER_TIMEOUT).then((r) => {
+        if (!r.ok) {
           this.ctx.log.warn({ listener: this.cfg.name, client: remote, error: r.error }, 'bad PROXY header');
           sock.destroy();
           return;
         }
-        if (r.rest.length) sock.unshift(r.rest);
         if (r.addresses) {
           opts.remoteAddress = r.addresses.source;
           opts.remotePort = r.addresses.sourcePort;
         }
         this.startSession(sock, opts);
-      };
-      sock.on('data', onData);
-      sock.resume();
+      });
     } else {
       this.startSession(sock, opts);
     }

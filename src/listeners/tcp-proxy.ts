@@ -7,7 +7,7 @@ import type { Metrics } from '../admin/metrics.js';
 import type { PoolSet, Server, Pool } from '../balancing/pool.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { inNetworks } from '../config/units.js';
-import { encodeProxy, parseProxyHeader, plainIp, type ProxyAddresses } from './proxy-protocol.js';
+import { encodeProxy, listenOn, plainIp, readProxyHeader, type ProxyAddresses } from './proxy-protocol.js';
 
 export interface TcpProxyContext {
   pools: PoolSet;
@@ -44,14 +44,7 @@ export class TcpProxyListener {
   }
 
   listen(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const onError = (e: Error) => reject(e);
-      this.server.once('error', onError);
-      this.server.listen({ host: this.cfg.listen.host, port: this.cfg.listen.port, backlog: 4096 }, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    return listenOn(this.server, this.cfg.listen.host, this.cfg.listen.port);
   }
 
   /** New settings from a reload; they apply to new connections. */
@@ -108,35 +101,24 @@ export class TcpProxyListener {
       destPort: client.localPort ?? 0,
     };
     if (cfg.accept_proxy && inNetworks(cfg.accept_proxy, remote)) {
-      this.readProxyHeader(client, own);
+      void this.readProxyHeader(client, own);
     } else {
-      void this.forward(client, own, undefined);
+      void this.forward(client, own);
     }
   }
 
-  private readProxyHeader(client: net.Socket, own: ProxyAddresses): void {
-    let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => client.destroy(), PROXY_HEADER_TIMEOUT);
-    const onData = (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      const r = parseProxyHeader(buf);
-      if (r.state === 'more') return;
-      clearTimeout(timer);
-      client.off('data', onData);
-      client.pause();
-      if (r.state === 'error') {
-        this.counters.badProxy.inc();
-        this.ctx.log.warn({ listener: this.cfg.name, client: own.source, error: r.error }, 'bad PROXY header');
-        client.destroy();
-        return;
-      }
-      void this.forward(client, r.addresses ?? own, r.rest.length ? r.rest : undefined);
-    };
-    client.on('data', onData);
-    client.resume();
+  private async readProxyHeader(client: net.Socket, own: ProxyAddresses): Promise<void> {
+    const r = await readProxyHeader(client, PROXY_HEADER_TIMEOUT);
+    if (!r.ok) {
+      this.counters.badProxy.inc();
+      this.ctx.log.warn({ listener: this.cfg.name, client: own.source, error: r.error }, 'bad PROXY header');
+      client.destroy();
+      return;
+    }
+    await this.forward(client, r.addresses ?? own);
   }
 
-  private async forward(client: net.Socket, addrs: ProxyAddresses, early: Buffer | undefined): Promise<void> {
+  private async forward(client: net.Socket, addrs: ProxyAddresses): Promise<void> {
     const cfg = this.cfg;
     const poolName = cfg.pool!;
     const tried = new Set<string>();
@@ -158,7 +140,7 @@ export class TcpProxyListener {
         return;
       }
       if (upstream) {
-        this.splice(client, upstream, pool, server, addrs, early);
+        this.splice(client, upstream, pool, server, addrs);
         return;
       }
       pool.release(server);
@@ -198,7 +180,7 @@ export class TcpProxyListener {
     });
   }
 
-  private splice(client: net.Socket, upstream: net.Socket, pool: Pool, server: Server, addrs: ProxyAddresses, early: Buffer | undefined): void {
+  private splice(client: net.Socket, upstream: net.Socket, pool: Pool, server: Server, addrs: ProxyAddresses): void {
     let released = false;
     const release = () => {
       if (released) return;
@@ -207,7 +189,6 @@ export class TcpProxyListener {
     };
     const sendProxy = this.cfg.send_proxy ?? pool.cfg.send_proxy;
     if (sendProxy) upstream.write(encodeProxy(sendProxy, addrs));
-    if (early) upstream.write(early);
     const teardown = () => {
       client.destroy();
       upstream.destroy();
