@@ -216,7 +216,9 @@ export class PoolSet {
   async acquire(name: string, ctx: AcquireContext = {}): Promise<{ pool: Pool; result: Acquired }> {
     let pool = this.pools.get(name)!;
     for (let hops = 0; hops <= this.pools.size; hops++) {
-      const result = await pool.acquire(ctx);
+      // The common case needs no waiting: take it without a detour through a promise.
+      const now = pool.tryAcquire(ctx);
+      const result = now.kind === 'busy' ? await pool.acquire(ctx) : now;
       if (result.kind !== 'down' || !pool.cfg.fallback) return { pool, result };
       pool = this.pools.get(pool.cfg.fallback)!;
     }

@@ -153,9 +153,22 @@ export class TcpProxyListener {
     }
   }
 
+  /** Pre-bound metric series per server: label lookups are not free on every connection. */
+  private serverCounters = new WeakMap<Server, { ok: { inc(): void }; failed: { inc(): void }; connectSeconds: { observe(v: number): void } }>();
+
+  private countersFor(pool: Pool, server: Server) {
+    let c = this.serverCounters.get(server);
+    if (!c) {
+      const m = this.ctx.metrics;
+      c = { ok: m.serverConnections.labels(pool.name, server.name), failed: m.serverConnectFailures.labels(pool.name, server.name), connectSeconds: m.connectSeconds.labels(pool.name) };
+      this.serverCounters.set(server, c);
+    }
+    return c;
+  }
+
   /** Connect to the server; null on failure (already reported to the pool). */
   private connect(pool: Pool, server: Server): Promise<net.Socket | null> {
-    const m = this.ctx.metrics;
+    const counters = this.countersFor(pool, server);
     const started = performance.now();
     return new Promise((resolve) => {
       const up = net.connect({ host: server.address.host, port: server.address.port, localAddress: server.source, noDelay: true });
@@ -163,7 +176,7 @@ export class TcpProxyListener {
       const fail = (why: string) => {
         clearTimeout(timer);
         up.destroy();
-        m.serverConnectFailures.labels(pool.name, server.name).inc();
+        counters.failed.inc();
         pool.passiveResult(server, false);
         this.ctx.log.warn({ pool: pool.name, server: server.name, error: why }, `connect to ${server.label} failed: ${why}`);
         resolve(null);
@@ -172,8 +185,8 @@ export class TcpProxyListener {
       up.once('connect', () => {
         clearTimeout(timer);
         up.removeAllListeners('error');
-        m.connectSeconds.labels(pool.name).observe((performance.now() - started) / 1000);
-        m.serverConnections.labels(pool.name, server.name).inc();
+        counters.connectSeconds.observe((performance.now() - started) / 1000);
+        counters.ok.inc();
         if (server.ejection.consecutive > 0 || server.ejection.count > 0) pool.passiveResult(server, true);
         resolve(up);
       });
