@@ -4,6 +4,7 @@ import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import { parseAddress } from '../config/units.js';
+import { noDelay } from '../delivery/upstream.js';
 
 export interface SendOptions {
   server: string;
@@ -79,6 +80,7 @@ export function sendOne(o: SendOptions, n: number): Promise<SendResult> {
       if (o.authUser) conn.login({ user: o.authUser, pass: o.authPassword ?? '' }, (e) => (e ? fail(e) : send()));
       else send();
     });
+    noDelay(conn);
   });
 }
 

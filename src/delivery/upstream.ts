@@ -63,7 +63,15 @@ export function openUpstream(pool: Pool, server: Server, helo: string): Promise<
         resolve(up);
       });
     });
+    // nodemailer leaves Nagle's algorithm on; with SMTP's small command/reply turns that
+    // costs a delayed-ACK wait (~40 ms) per exchange. The socket exists once connect() ran.
+    noDelay(conn);
   });
+}
+
+/** Turn off Nagle on an SMTPConnection's socket (nodemailer does not expose the option). */
+export function noDelay(conn: SMTPConnection): void {
+  (conn as unknown as { _socket?: { setNoDelay?(on: boolean): void } })._socket?.setNoDelay?.(true);
 }
 
 /** One transaction. Rejects with SmtpError for failures that concern the whole message. */
