@@ -26,7 +26,11 @@ export interface SchedulerContext {
 
 interface Job { msg: string; pool: string; domain: string; rows: RecipientRow[] }
 
-const BATCH = 2000;
+// Rows looked at per pass. Deliveries in flight are leased and skipped by the index, so a
+// pass sees only mail that could start now.
+const BATCH = 200;
+/** Wake-ups within this window share one pass over the queue (deliveries finish in bursts). */
+const COALESCE_MS = 3;
 const IDLE_POLL = 1000;
 
 export class Scheduler {
@@ -37,6 +41,7 @@ export class Scheduler {
   private again = false;
   private stopped = false;
   private idle: (() => void)[] = [];
+  private soon = false;
 
   constructor(private ctx: SchedulerContext) {
     ctx.spool.on('queued', () => this.wake());
@@ -53,11 +58,14 @@ export class Scheduler {
       this.again = true;
       return;
     }
+    if (this.soon) return;
+    this.soon = true;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.tick(), 0);
+    this.timer = setTimeout(() => void this.tick(), COALESCE_MS);
   }
 
   private async tick(): Promise<void> {
+    this.soon = false;
     this.ticking = true;
     this.again = false;
     try {

@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS recipients (
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at INTEGER NOT NULL, leased INTEGER NOT NULL DEFAULT 0,
   last_code INTEGER, last_reply TEXT, last_server TEXT, updated INTEGER NOT NULL,
   PRIMARY KEY (msg, rcpt));
-CREATE INDEX IF NOT EXISTS recipients_due ON recipients (state, next_at);
+DROP INDEX IF EXISTS recipients_due;
+CREATE INDEX IF NOT EXISTS recipients_ready ON recipients (state, leased, next_at);
 CREATE TABLE IF NOT EXISTS events (
   msg TEXT NOT NULL, at INTEGER NOT NULL, rcpt TEXT, kind TEXT NOT NULL, server TEXT, code INTEGER, text TEXT);
 CREATE INDEX IF NOT EXISTS events_msg ON events (msg);
