@@ -13,7 +13,8 @@ import { inNetworks } from '../config/units.js';
 import type { RouteChoice, RouteQuery } from '../routing/route.js';
 import type { Envelope } from '../spool/spool.js';
 import { domainOf } from '../routing/route.js';
-import { listenOn, plainIp, readProxyHeader } from './proxy-protocol.js';
+import { plainIp, readProxyHeader } from './proxy-protocol.js';
+import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
@@ -24,7 +25,7 @@ export type InboundMessage = Omit<Envelope, 'dsnOf'> & { body: Buffer };
 /** The reply for an accepted or refused message: code and text with its enhanced code. */
 export interface Reply { code: number; text: string }
 
-export interface SmtpListenerContext {
+export interface SmtpListenerContext extends ConnectionBudget {
   hostname: string;
   log: Logger;
   metrics: Metrics;
@@ -33,8 +34,6 @@ export interface SmtpListenerContext {
   route: (q: RouteQuery) => RouteChoice | null;
   /** Queue or relay the message; resolves with the reply for the client's DATA. */
   accept: (m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject') => Promise<Reply>;
-  admit(): boolean;
-  leave(): void;
 }
 
 interface SessionState {
@@ -49,18 +48,16 @@ function smtpError(code: number, text: string): Error & { responseCode: number }
   return Object.assign(new Error(text), { responseCode: code });
 }
 
-export class SmtpListener {
-  readonly server: net.Server;
+export class SmtpListener extends SocketListener {
   private smtp: SMTPServer;
-  private sockets = new Set<net.Socket>();
   private sessions = new Map<string, SessionState>();
   private perIp = new Map<string, number>();
   private authFailures = new Map<string, { count: number; until: number }>();
   private secureContext?: tls.SecureContext;
 
-  constructor(public cfg: ListenerConfig, private ctx: SmtpListenerContext) {
+  constructor(cfg: ListenerConfig, private ctx: SmtpListenerContext) {
+    super(cfg, ctx);
     this.smtp = this.createSmtpServer(cfg);
-    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (sock) => this.acceptSocket(sock));
   }
 
   private createSmtpServer(cfg: ListenerConfig): SMTPServer {
@@ -96,46 +93,13 @@ export class SmtpListener {
     return server;
   }
 
-  listen(): Promise<void> {
-    return listenOn(this.server, this.cfg.listen.host, this.cfg.listen.port);
-  }
-
   update(cfg: ListenerConfig): void {
     // TLS files and limits are read again; sessions already open keep what they started with.
     this.smtp = this.createSmtpServer(cfg);
     this.cfg = cfg;
   }
 
-  get connections(): number {
-    return this.sockets.size;
-  }
-
-  close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-
-  destroyAll(): void {
-    for (const s of this.sockets) s.destroy();
-  }
-
-  private acceptSocket(sock: net.Socket): void {
-    this.ctx.metrics.listenerConnections.labels(this.cfg.name).inc();
-    if (!this.ctx.admit()) {
-      this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'max_connections').inc();
-      sock.on('error', () => {});
-      sock.on('data', () => {});
-      sock.resume();
-      sock.end(`421 4.3.2 ${this.ctx.hostname} Too many connections, try again later\r\n`);
-      return;
-    }
-    this.sockets.add(sock);
-    this.ctx.metrics.listenerActive.labels(this.cfg.name).inc();
-    sock.on('error', () => {});
-    sock.once('close', () => {
-      this.sockets.delete(sock);
-      this.ctx.metrics.listenerActive.labels(this.cfg.name).dec();
-      this.ctx.leave();
-    });
+  protected accept(sock: net.Socket): void {
     const remote = plainIp(sock.remoteAddress ?? '');
     const opts = { remoteAddress: remote, remotePort: sock.remotePort };
     if (this.cfg.accept_proxy && inNetworks(this.cfg.accept_proxy, remote)) {

@@ -7,27 +7,23 @@ import type { Metrics } from '../admin/metrics.js';
 import type { PoolSet, Server, Pool } from '../balancing/pool.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { inNetworks } from '../config/units.js';
-import { encodeProxy, listenOn, plainIp, readProxyHeader, type ProxyAddresses } from './proxy-protocol.js';
+import { encodeProxy, plainIp, readProxyHeader, type ProxyAddresses } from './proxy-protocol.js';
+import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 
-export interface TcpProxyContext {
+export interface TcpProxyContext extends ConnectionBudget {
   pools: PoolSet;
   hostname: string;
   log: Logger;
   metrics: Metrics;
-  /** Global connection budget shared by all listeners of this process. */
-  admit(): boolean;
-  leave(): void;
 }
 
 const PROXY_HEADER_TIMEOUT = 5000;
 
-export class TcpProxyListener {
-  readonly server: net.Server;
-  private sockets = new Set<net.Socket>();
+export class TcpProxyListener extends SocketListener {
   private counters;
 
-  constructor(public cfg: ListenerConfig, private ctx: TcpProxyContext) {
-    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (sock) => this.accept(sock));
+  constructor(cfg: ListenerConfig, private ctx: TcpProxyContext) {
+    super(cfg, ctx);
     this.counters = this.bindCounters();
   }
 
@@ -35,16 +31,9 @@ export class TcpProxyListener {
     const l = this.cfg.name;
     const m = this.ctx.metrics;
     return {
-      accepted: m.listenerConnections.labels(l),
-      active: m.listenerActive.labels(l),
       noServer: m.listenerRejected.labels(l, 'no_server'),
-      overLimit: m.listenerRejected.labels(l, 'max_connections'),
       badProxy: m.listenerRejected.labels(l, 'bad_proxy_header'),
     };
-  }
-
-  listen(): Promise<void> {
-    return listenOn(this.server, this.cfg.listen.host, this.cfg.listen.port);
   }
 
   /** New settings from a reload; they apply to new connections. */
@@ -52,46 +41,12 @@ export class TcpProxyListener {
     this.cfg = cfg;
   }
 
-  get connections(): number {
-    return this.sockets.size;
+  protected override full(): boolean {
+    return this.cfg.max_connections !== undefined && this.sockets.size >= this.cfg.max_connections;
   }
 
-  /** Stop accepting; established sessions carry on. */
-  close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-
-  destroyAll(): void {
-    for (const s of this.sockets) s.destroy();
-  }
-
-  private refuse(sock: net.Socket, why: string): void {
-    sock.on('error', () => {});
-    // Read and drop whatever the client sends: closing with unread data makes the kernel
-    // send a reset, and the client would never see the 421.
-    sock.on('data', () => {});
-    sock.resume();
-    sock.setTimeout(10_000, () => sock.destroy());
-    sock.end(`421 4.3.2 ${this.ctx.hostname} ${why}\r\n`);
-  }
-
-  private accept(client: net.Socket): void {
+  protected accept(client: net.Socket): void {
     const cfg = this.cfg;
-    this.counters.accepted.inc();
-    const listenerFull = cfg.max_connections !== undefined && this.sockets.size >= cfg.max_connections;
-    if (listenerFull || !this.ctx.admit()) {
-      this.counters.overLimit.inc();
-      this.refuse(client, 'Too many connections, try again later');
-      return;
-    }
-    this.sockets.add(client);
-    this.counters.active.inc();
-    client.on('error', () => {});
-    client.once('close', () => {
-      this.sockets.delete(client);
-      this.counters.active.dec();
-      this.ctx.leave();
-    });
     const remote = plainIp(client.remoteAddress ?? '');
     const own: ProxyAddresses = {
       family: net.isIPv6(remote) ? 6 : 4,

@@ -1,0 +1,76 @@
+// What every listener does with raw sockets, whatever it speaks: bind, count and track the
+// connections it holds against the global budget, refuse with an SMTP 421 (never a bare
+// reset), stop accepting, and cut what is left at the end of a drain.
+import net from 'node:net';
+import type { Metrics } from '../admin/metrics.js';
+import type { ListenerConfig } from '../config/schema.js';
+import { listenOn } from './proxy-protocol.js';
+
+export interface ConnectionBudget {
+  admit(): boolean;
+  leave(): void;
+}
+
+export abstract class SocketListener {
+  readonly server: net.Server;
+  protected sockets = new Set<net.Socket>();
+
+  constructor(public cfg: ListenerConfig, protected base: { hostname: string; metrics: Metrics } & ConnectionBudget) {
+    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (sock) => this.onSocket(sock));
+  }
+
+  protected abstract accept(sock: net.Socket): void;
+
+  /** Extra admission rule of the listener kind (e.g. its own max_connections). */
+  protected full(): boolean {
+    return false;
+  }
+
+  private onSocket(sock: net.Socket): void {
+    const m = this.base.metrics;
+    m.listenerConnections.labels(this.cfg.name).inc();
+    if (this.full() || !this.base.admit()) {
+      m.listenerRejected.labels(this.cfg.name, 'max_connections').inc();
+      this.refuse(sock, 'Too many connections, try again later');
+      return;
+    }
+    this.sockets.add(sock);
+    m.listenerActive.labels(this.cfg.name).inc();
+    sock.on('error', () => {});
+    sock.once('close', () => {
+      this.sockets.delete(sock);
+      m.listenerActive.labels(this.cfg.name).dec();
+      this.base.leave();
+    });
+    this.accept(sock);
+  }
+
+  /** Answer 421 4.3.2 and close, reading and dropping whatever the client still sends. */
+  protected refuse(sock: net.Socket, why: string): void {
+    sock.on('error', () => {});
+    // Closing with unread data makes the kernel send a reset and the 421 would be lost.
+    sock.on('data', () => {});
+    sock.resume();
+    sock.setTimeout(10_000, () => sock.destroy());
+    sock.end(`421 4.3.2 ${this.base.hostname} ${why}\r\n`);
+  }
+
+  listen(): Promise<void> {
+    return listenOn(this.server, this.cfg.listen.host, this.cfg.listen.port);
+  }
+
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  /** Stop accepting; established sessions carry on. */
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  destroyAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  abstract update(cfg: ListenerConfig): void;
+}
