@@ -64,11 +64,11 @@ test('pick dispatches; first takes the first candidate', () => {
 });
 
 const view = (key: string, o: Partial<ServerView> = {}): ServerView => ({
-  key, weight: 1, backup: false, active: 0, current: 0, admin: 'ready', health: initialHealth(0), ejection: NO_EJECTION, ...o,
+  key, weight: 1, backup: false, active: 0, current: 0, admin: 'ready', health: initialHealth(), ejection: NO_EJECTION, ...o,
 });
 
 test('eligibility: backups only when no primary is usable; busy is not down', () => {
-  const down = { ...initialHealth(0), up: false };
+  const down = { ...initialHealth(), up: false };
   const r1 = eligible([view('a'), view('b', { backup: true })], 1000, 0);
   assert.equal(r1.status, 'ok');
   assert.deepEqual(r1.status === 'ok' && r1.indices, [0]);
@@ -83,7 +83,7 @@ test('eligibility: backups only when no primary is usable; busy is not down', ()
 });
 
 test('health: fall failures take a server down, rise successes bring it back', () => {
-  let h = initialHealth(0);
+  let h = initialHealth();
   h = nextHealth(h, false, 2, 3, 1, 'x');
   h = nextHealth(h, false, 2, 3, 2, 'x');
   assert.equal(h.up, true);

@@ -1,7 +1,6 @@
 // mode smtp against real smtp-sink upstreams and real clients (smtp-source, swaks):
 // balancing per message, relay policy, retries, DSNs, 421 failover, bad input, queue tools.
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import { after, afterEach, test } from 'node:test';
 import { freePort, runCli, session, sleep, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor, type Sink } from './helpers/peers.js';
 

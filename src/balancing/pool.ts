@@ -25,14 +25,14 @@ export class Server implements ServerView {
   connections = 0;
   failures = 0;
 
-  constructor(readonly name: string, readonly address: HostPort, cfg: Pick<ServerConfig, 'weight' | 'backup' | 'max_connections' | 'source'>, now: number) {
+  constructor(readonly name: string, readonly address: HostPort, cfg: Pick<ServerConfig, 'weight' | 'backup' | 'max_connections' | 'source'>) {
     this.key = `${name}@${formatAddress(address)}`;
     this.configuredWeight = cfg.weight;
     this.weight = cfg.weight;
     this.backup = cfg.backup;
     this.maxconn = cfg.max_connections;
     this.source = cfg.source;
-    this.health = initialHealth(now);
+    this.health = initialHealth();
   }
 
   get label(): string {
@@ -76,10 +76,10 @@ export class Pool extends EventEmitter {
   }
 
   /** Replace the server list (reload, DNS discovery); servers that stay keep their state. */
-  setServers(specs: ServerSpec[], now = Date.now()): void {
+  setServers(specs: ServerSpec[]): void {
     const old = new Map(this.servers.map((s) => [s.key, s]));
     this.servers = specs.map((spec) => {
-      const s = new Server(spec.name, spec.address, spec, now);
+      const s = new Server(spec.name, spec.address, spec);
       const prev = old.get(s.key);
       if (!prev) return s;
       // Run-time weight overrides last until the next reload, as the admin API promises.

@@ -2,7 +2,6 @@
 // (bounded by the pool's `retries`) until every recipient has a final answer or no server is
 // left. A connect failure, a 421, or a 4xx for the whole message moves on to the next server
 // at once; per-recipient 4xx are tried on the next server too. Permanent answers are final.
-import type { Logger } from 'pino';
 import type { PoolSet } from '../balancing/pool.js';
 import { openUpstream, sendOn, SmtpError, type UpstreamCache } from './upstream.js';
 
@@ -43,7 +42,6 @@ export interface DeliveryContext {
   pools: PoolSet;
   cache: UpstreamCache;
   helo: (pool: string) => string;
-  log: Logger;
 }
 
 export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promise<{ outcomes: RcptOutcome[]; attempts: Attempt[] }> {

@@ -8,7 +8,7 @@ export class HealthMonitor {
   private timers = new Map<string, NodeJS.Timeout>();
   private stopped = false;
 
-  constructor(private pools: Map<string, Pool>, private hostname: string, private log: Logger) {}
+  constructor(private pools: Map<string, Pool>, private hostname: string) {}
 
   /** Start or refresh checks for the current server lists (call again after reload/discovery). */
   sync(pools = this.pools): void {

@@ -12,11 +12,10 @@ export interface HealthState {
   lastError?: string;
 }
 
-export function initialHealth(now: number): HealthState {
+export function initialHealth(): HealthState {
   // Servers start up, like HAProxy: traffic flows at once and the first failed checks
   // (fall of them) take a dead server out.
   // since = 0: up "from the start", so slow start does not throttle a fresh process.
-  void now;
   return { up: true, successes: 0, failures: 0, since: 0 };
 }
 

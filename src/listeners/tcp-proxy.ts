@@ -56,13 +56,13 @@ export class TcpProxyListener extends SocketListener {
       destPort: client.localPort ?? 0,
     };
     if (cfg.accept_proxy && inNetworks(cfg.accept_proxy, remote)) {
-      void this.readProxyHeader(client, own);
+      void this.forwardAfterProxyHeader(client, own);
     } else {
       void this.forward(client, own);
     }
   }
 
-  private async readProxyHeader(client: net.Socket, own: ProxyAddresses): Promise<void> {
+  private async forwardAfterProxyHeader(client: net.Socket, own: ProxyAddresses): Promise<void> {
     const r = await readProxyHeader(client, PROXY_HEADER_TIMEOUT);
     if (!r.ok) {
       this.counters.badProxy.inc();

@@ -97,7 +97,7 @@ export class Gateway {
       for (const [i, l] of this.config.listeners.entries()) await this.openListener(l, i);
     }
     if (this.runsControl) {
-      this.monitor = new HealthMonitor(this.pools, this.config.hostname, this.log);
+      this.monitor = new HealthMonitor(this.pools, this.config.hostname);
       this.monitor.sync();
       if (this.config.admin) {
         this.admin = new AdminServer({

@@ -49,7 +49,7 @@ export class Relay {
   }
 
   deliverNow(req: DeliveryRequest) {
-    return deliver(req, { pools: this.poolSet, cache: this.cache, helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname, log: this.log });
+    return deliver(req, { pools: this.poolSet, cache: this.cache, helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname });
   }
 
   async accept(m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject'): Promise<Reply> {
