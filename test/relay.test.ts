@@ -2,12 +2,12 @@
 // balancing per message, relay policy, retries, DSNs, 421 failover, bad input, queue tools.
 import assert from 'node:assert/strict';
 import { after, afterEach, test } from 'node:test';
-import { freePort, runCli, session, sleep, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor, type Sink } from './helpers/peers.js';
+import { freePort, runCli, session, sleep, smtpSource, startHaproxy, startSink, startSmtplb, stopAll, swaks, waitFor, type Sink } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
 
-interface RelayOpts { retry?: string; maxAge?: string; extra?: string; listener?: string; poolExtra?: string; routes?: string; sinks2?: Sink[] }
+interface RelayOpts { retry?: string; maxAge?: string; extra?: string; listener?: string; poolExtra?: string; routes?: string; sinks2?: Sink[]; health?: string }
 
 async function relay(sinks: Sink[], o: RelayOpts = {}) {
   const port = await freePort();
@@ -20,7 +20,7 @@ listeners:
   - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.1/32]${o.listener ?? ''} }
 pools:
   relays:
-    health: { check: smtp, interval: 1s, timeout: 1s }
+    health: ${o.health ?? '{ check: smtp, interval: 1s, timeout: 1s }'}
     reuse: { messages: 50, seconds: 5s }
 ${o.poolExtra ?? ''}    servers:
 ${sinks.map((s, i) => `      - { name: s${i + 1}, address: 127.0.0.1:${s.port} }`).join('\n')}
@@ -131,6 +131,19 @@ test('an upstream answering 421: its messages go to the other server at once, no
   await waitFor('100 at the good server', () => good.count() === 100, 20_000);
   assert.ok(Date.now() - t0 < 20_000);
   assert.equal(bad.count(), 0);
+});
+
+test('an upstream that accepts TCP and closes before greeting: deliveries fail over, none hangs', async () => {
+  // HAProxy in front of a dead port is a real peer that does exactly this: it accepts, finds no
+  // backend, and closes without a word. A tcp check passes, so only delivery can notice.
+  const dead = await freePort();
+  const hp = await freePort();
+  const mute = await startHaproxy(`global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  retries 0\nfrontend f\n  bind 127.0.0.1:${hp}\n  default_backend b\nbackend b\n  server gone 127.0.0.1:${dead}\n`, hp);
+  const good = await startSink();
+  const { port } = await relay([{ port: mute.port } as Sink, good], { retry: '10m', health: '{ check: tcp, interval: 1s }' });
+  const r = await smtpSource(port, 50, 5);
+  assert.equal(r.code, 0, r.stderr);
+  await waitFor('50 at the good server', () => good.count() === 50, 20_000);
 });
 
 test('bad input gets its proper reply or a clean close, and others are still served', async () => {

@@ -69,6 +69,8 @@ export function sendOne(o: SendOptions, n: number): Promise<SendResult> {
     };
     const fail = (e: Error & { response?: string }) => finish({ ok: false, id: msg.id, error: (e.response ?? e.message).trim() });
     conn.on('error', fail);
+    // A server that closes before its greeting ends the connection without an 'error'.
+    conn.on('end', () => fail(new Error('connection closed by the server')));
     conn.connect((err) => {
       if (err) return fail(err);
       const send = () =>

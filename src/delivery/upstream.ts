@@ -50,7 +50,9 @@ export function openUpstream(pool: Pool, server: Server, helo: string): Promise<
       reject(new SmtpError(e.message, e.responseCode ?? null, e.command ?? 'CONN', (e.response ?? e.message).trim()));
     };
     conn.on('error', fail);
-    conn.on('end', () => (up.broken = true));
+    // nodemailer ends without an 'error' when the peer closes before its greeting (an
+    // overloaded or dying MTA does that); unanswered, this connect would wait forever.
+    conn.on('end', () => fail(new Error('connection closed before the greeting')));
     conn.connect((err) => {
       if (err) return fail(err);
       if (!cfg.auth) {
