@@ -2,10 +2,15 @@
 // scrape time from the pools, so the data path only increments pre-bound counters.
 import client from 'prom-client';
 import type { Pool } from '../balancing/pool.js';
+import type { Relay } from '../runtime/relay.js';
+
+/** Destinations shown by name in queue metrics; the rest are summed as "other". */
+const TOP_DESTINATIONS = 20;
 
 export class Metrics {
   readonly registry = new client.Registry();
   private pools: () => Iterable<Pool> = () => [];
+  private relay: () => Relay | undefined = () => undefined;
 
   readonly listenerConnections = new client.Counter({ name: 'smtplb_listener_connections_total', help: 'Client connections accepted', labelNames: ['listener'], registers: [this.registry] });
   readonly listenerRejected = new client.Counter({ name: 'smtplb_listener_rejected_total', help: 'Client connections answered 421 and closed, by reason', labelNames: ['listener', 'reason'], registers: [this.registry] });
@@ -19,6 +24,20 @@ export class Metrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [this.registry],
   });
+
+  readonly listenerMessages = new client.Counter({ name: 'smtplb_listener_messages_total', help: 'Messages at the end of DATA, by the reply given', labelNames: ['listener', 'code'], registers: [this.registry] });
+  readonly listenerRecipientsRejected = new client.Counter({ name: 'smtplb_listener_recipients_rejected_total', help: 'RCPT TO refused, by the reply given', labelNames: ['listener', 'code'], registers: [this.registry] });
+  readonly listenerSessions = new client.Counter({ name: 'smtplb_listener_sessions_total', help: 'SMTP sessions started (mode smtp)', labelNames: ['listener'], registers: [this.registry] });
+  readonly deliveries = new client.Counter({ name: 'smtplb_deliveries_total', help: 'Delivery attempts (transactions) to upstream servers, by reply class', labelNames: ['pool', 'server', 'result'], registers: [this.registry] });
+  readonly deliveryBytes = new client.Counter({ name: 'smtplb_delivery_bytes_total', help: 'Message bytes accepted by upstream servers', labelNames: ['pool', 'server'], registers: [this.registry] });
+  readonly deliverySeconds = new client.Histogram({
+    name: 'smtplb_delivery_seconds',
+    help: 'Time of one delivery attempt, connection included',
+    labelNames: ['pool'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly finalOutcomes = new client.Counter({ name: 'smtplb_recipients_final_total', help: 'Recipients that left the queue, by outcome (delivered, bounced, expired)', labelNames: ['pool', 'outcome'], registers: [this.registry] });
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'smtplb_' });
@@ -66,10 +85,90 @@ export class Metrics {
         for (const p of self.pools()) this.set({ pool: p.name }, p.waiting);
       },
     });
+    this.relayGauges();
   }
 
   watchPools(pools: () => Iterable<Pool>): void {
     this.pools = pools;
+  }
+
+  watchRelay(relay: () => Relay | undefined): void {
+    this.relay = relay;
+  }
+
+  private relayGauges(): void {
+    const self = this;
+    new client.Gauge({
+      name: 'smtplb_queue_recipients',
+      help: `Recipients waiting in the queue per pool and destination (the ${TOP_DESTINATIONS} largest; the rest as destination="other")`,
+      labelNames: ['pool', 'destination'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const r = self.relay();
+        if (!r) return;
+        const rows = r.spool.destinations(10_000);
+        let other = 0;
+        rows.forEach((d, i) => (i < TOP_DESTINATIONS ? this.set({ pool: d.pool, destination: d.domain }, d.queued) : (other += d.queued)));
+        if (rows.length > TOP_DESTINATIONS) this.set({ pool: '', destination: 'other' }, other);
+      },
+    });
+    new client.Gauge({
+      name: 'smtplb_queue_oldest_seconds',
+      help: `Age of the oldest waiting message per pool and destination (the ${TOP_DESTINATIONS} largest destinations; the rest as "other")`,
+      labelNames: ['pool', 'destination'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const r = self.relay();
+        if (!r) return;
+        const now = Date.now();
+        const rows = r.spool.destinations(10_000);
+        let oldest = now;
+        rows.forEach((d, i) => (i < TOP_DESTINATIONS ? this.set({ pool: d.pool, destination: d.domain }, (now - d.oldest) / 1000) : (oldest = Math.min(oldest, d.oldest))));
+        if (rows.length > TOP_DESTINATIONS) this.set({ pool: '', destination: 'other' }, (now - oldest) / 1000);
+      },
+    });
+    new client.Gauge({
+      name: 'smtplb_queue_state_recipients',
+      help: 'Recipients in the spool by state',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const c of self.relay()?.spool.counts() ?? []) this.set({ state: c.state }, c.n);
+      },
+    });
+    new client.Gauge({
+      name: 'smtplb_warmup_cap',
+      help: "Today's warm-up cap of a warming server (absent once warm)",
+      labelNames: ['pool', 'server'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const w of self.relay()?.shaper.warmupStatus(self.pools()) ?? []) if (w.cap !== null) this.set({ pool: w.pool, server: w.server }, w.cap);
+      },
+    });
+    new client.Gauge({
+      name: 'smtplb_warmup_sent',
+      help: 'Messages a warming server has sent today',
+      labelNames: ['pool', 'server'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const w of self.relay()?.shaper.warmupStatus(self.pools()) ?? []) this.set({ pool: w.pool, server: w.server }, w.sent);
+      },
+    });
+    new client.Gauge({
+      name: 'smtplb_throttle_factor',
+      help: 'Adaptive backoff: share of the configured concurrency and rate in force (only pairs below 1 or suspended)',
+      labelNames: ['pool', 'server', 'destination'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const t of self.relay()?.shaper.throttles() ?? []) if (t.factor < 1 || t.suspended_until) this.set({ pool: t.pool, server: t.server, destination: t.destination }, t.factor);
+      },
+    });
   }
 
   /** Exposition text; in a cluster primary, the sum over the worker processes. */

@@ -11,6 +11,7 @@ import type { Relay } from '../runtime/relay.js';
 import { parseDuration } from '../config/units.js';
 import { eligible } from '../balancing/eligible.js';
 import { domainOf } from '../routing/route.js';
+import { DASHBOARD_HTML } from './dashboard.js';
 
 export interface AdminContext {
   token?: string;
@@ -71,6 +72,12 @@ export class AdminServer {
       json(res, 200, { ok: true, pool, server, admin: s.admin, weight: s.weight });
     });
     this.queueRoutes();
+    this.shapingRoutes();
+    // The dashboard page itself holds no data: it asks for the token and calls the API.
+    this.route('GET', /^\/(dashboard\/?)?$/, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'" });
+      res.end(DASHBOARD_HTML);
+    }, true);
     this.server = http.createServer((req, res) => void this.dispatch(req, res));
   }
 
@@ -178,6 +185,58 @@ export class AdminServer {
     });
   }
 
+  /** Throttles (adaptive backoff state) and operators' named suspensions. */
+  private shapingRoutes(): void {
+    const ctx = this.ctx;
+    const relayOr404 = (res: http.ServerResponse) => {
+      const r = ctx.relay();
+      if (!r) json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no shaping' });
+      return r;
+    };
+    this.route('GET', /^\/api\/throttles$/, (_req, res) => {
+      const relay = relayOr404(res);
+      if (relay) json(res, 200, { throttles: relay.shaper.throttles() });
+    });
+    this.route('GET', /^\/api\/suspensions$/, (_req, res) => {
+      const relay = relayOr404(res);
+      if (relay) json(res, 200, { suspensions: relay.shaper.suspensions().map(suspensionView) });
+    });
+    this.route('POST', /^\/api\/suspensions$/, async (req, res) => {
+      const relay = relayOr404(res);
+      if (!relay) return;
+      let body: { destination?: unknown; pool?: unknown; for?: unknown; reason?: unknown; who?: unknown };
+      try {
+        body = JSON.parse((await readBody(req)) || '{}');
+      } catch {
+        return json(res, 400, { error: 'the body must be JSON' });
+      }
+      const destination = typeof body.destination === 'string' ? body.destination.trim().toLowerCase() : '';
+      const pool = typeof body.pool === 'string' ? body.pool : '';
+      if (!/^(\*\.)?[a-z0-9.-]+$/.test(destination)) return json(res, 400, { error: 'destination must be a domain or *.domain' });
+      if (pool !== '*' && !ctx.pools().has(pool)) return json(res, 400, { error: `no pool named "${pool}" (use * for every pool)` });
+      let ms: number;
+      try {
+        ms = parseDuration(String(body.for ?? ''));
+      } catch (e) {
+        return json(res, 400, { error: `for: ${(e as Error).message}` });
+      }
+      const reason = typeof body.reason === 'string' && body.reason.trim() ? body.reason.trim().slice(0, 500) : 'no reason given';
+      const who = typeof body.who === 'string' && body.who.trim() ? body.who.trim().slice(0, 100) : 'admin API';
+      const s = await relay.shaper.suspend({ pool, destination, until: Date.now() + ms, reason, who });
+      ctx.log.warn({ suspension: s.id, pool, destination, until: new Date(s.until).toISOString(), who, reason }, `suspension ${s.id}: ${pool} → ${destination} by ${who}: ${reason}`);
+      json(res, 200, { ok: true, suspension: suspensionView(s) });
+    });
+    this.route('DELETE', /^\/api\/suspensions\/([A-Za-z0-9]+)$/, async (_req, res, [id]) => {
+      const relay = relayOr404(res);
+      if (!relay) return;
+      if (!(await relay.shaper.cancel(id))) return json(res, 404, { error: `no suspension ${id}` });
+      await relay.spool.releaseWaiting(`suspension: `);
+      relay.scheduler.wake();
+      ctx.log.info({ suspension: id }, `suspension ${id} cancelled`);
+      json(res, 200, { ok: true, cancelled: id });
+    });
+  }
+
   private route(method: string, re: RegExp, handler: Handler, open = false): void {
     this.routes.push({ method, re, handler, open });
   }
@@ -242,8 +301,13 @@ function messageView(m: import('../spool/spool.js').MessageRow & { recipients: i
       last_code: r.last_code,
       last_reply: r.last_reply,
       last_server: r.last_server,
+      waiting_for: r.state === 'queued' ? r.wait ?? (r.attempts === 0 ? 'first attempt' : 'retry schedule') : null,
     })),
   };
+}
+
+function suspensionView(s: import('../spool/spool.js').Suspension) {
+  return { ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() };
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {

@@ -7,6 +7,7 @@ import { formatAddress, type HostPort } from '../config/units.js';
 import { initialHealth, nextEjection, nextHealth, NO_EJECTION, type Ejection, type HealthState } from '../health/state.js';
 import { eligible, type AdminState, type ServerView } from './eligible.js';
 import { pick } from './pick.js';
+import type { WarmupPlan } from '../scheduler/warmup.js';
 
 export class Server implements ServerView {
   readonly key: string;
@@ -21,17 +22,19 @@ export class Server implements ServerView {
   backup: boolean;
   maxconn?: number;
   source?: string;
+  warmup?: WarmupPlan;
   // Counters for status and metrics.
   connections = 0;
   failures = 0;
 
-  constructor(readonly name: string, readonly address: HostPort, cfg: Pick<ServerConfig, 'weight' | 'backup' | 'max_connections' | 'source'>) {
+  constructor(readonly name: string, readonly address: HostPort, cfg: Pick<ServerConfig, 'weight' | 'backup' | 'max_connections' | 'source' | 'warmup'>) {
     this.key = `${name}@${formatAddress(address)}`;
     this.configuredWeight = cfg.weight;
     this.weight = cfg.weight;
     this.backup = cfg.backup;
     this.maxconn = cfg.max_connections;
     this.source = cfg.source;
+    this.warmup = cfg.warmup;
     this.health = initialHealth();
   }
 
@@ -58,6 +61,7 @@ export interface ServerSpec {
   backup: boolean;
   max_connections?: number;
   source?: string;
+  warmup?: WarmupPlan;
 }
 
 export function specsFromConfig(cfg: PoolConfig): ServerSpec[] {
@@ -87,6 +91,7 @@ export class Pool extends EventEmitter {
       prev.backup = spec.backup;
       prev.maxconn = spec.max_connections;
       prev.source = spec.source;
+      prev.warmup = spec.warmup;
       return prev;
     });
     this.wake();

@@ -10,6 +10,7 @@ import { StartError } from '../runtime/gateway.js';
 import { runProcess } from '../runtime/process.js';
 import { defaultHelo, runSend } from './send.js';
 import { runDemo } from '../demo/demo.js';
+import { dkimKeygen, zoneLine } from '../signing/keygen.js';
 
 const USAGE = `usage: smtplb <command> [options]
 
@@ -23,6 +24,11 @@ const USAGE = `usage: smtplb <command> [options]
   queue show|hold|release|delete|bounce|flush ID -c FILE [--json]
   queue flush -c FILE [--domain D]    retry every queued message now
   route explain ADDRESS [--from A] [--user U] [--class C] [--listener L] -c FILE [--json]
+  suspend DESTINATION --pool P --for 2h --reason "..." [--who NAME] -c FILE
+  suspensions -c FILE [--json]        named suspensions in force
+  unsuspend ID -c FILE                cancel a suspension
+  throttles -c FILE [--json]          pairs slowed down by adaptive backoff
+  dkim keygen --domain D --selector S [--algorithm rsa|ed25519] [--bits 2048] [--out KEYFILE]
   send --server HOST:PORT --from A --to B [--count N] [--concurrency C] [--tls]
        [--tls-on-connect] [--auth-user U --auth-password P] [--header "K: V"]
   passwd [--password P]     print a password hash for users (reads stdin without --password)
@@ -74,15 +80,18 @@ function printStatus(s: StatusShape): void {
   }
 }
 
-interface QueueMessage { id: string; created: string; age_seconds: number; sender: string; size: number; message_id: string | null; recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null }[] }
+interface SuspensionView { id: string; pool: string; destination: string; until: string; reason: string; who: string }
+
+interface QueueMessage { id: string; created: string; age_seconds: number; sender: string; size: number; message_id: string | null; recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; waiting_for: string | null }[] }
 
 function printQueue(ms: QueueMessage[]): void {
   if (ms.length === 0) return console.log('queue is empty');
   for (const m of ms) {
     console.log(`${m.id}  ${String(m.size).padStart(8)}  ${m.created}  <${m.sender}>  ${m.message_id ?? ''}`);
     for (const r of m.recipients) {
-      const why = r.state === 'queued' && r.attempts > 0 ? `  (${r.last_server ? `${r.last_server}: ` : ''}${r.last_reply ?? 'deferred'}; next ${r.next_attempt})` : r.state === 'queued' ? `  (next ${r.next_attempt})` : '';
-      console.log(`    ${r.address.padEnd(32)} ${r.state.padEnd(9)} pool ${r.pool} attempts ${r.attempts}${why}`);
+      console.log(`    ${r.address.padEnd(32)} ${r.state.padEnd(9)} pool ${r.pool} attempts ${r.attempts}`);
+      if (r.state === 'queued') console.log(`      next attempt ${r.next_attempt}, waiting for ${r.waiting_for}`);
+      if (r.last_reply) console.log(`      last reply ${r.last_server ? `from ${r.last_server}: ` : ''}${r.last_reply}`);
     }
   }
 }
@@ -135,6 +144,13 @@ async function main(argv: string[]): Promise<void> {
       'older-than': { type: 'string' },
       user: { type: 'string' },
       class: { type: 'string' },
+      for: { type: 'string' },
+      reason: { type: 'string' },
+      who: { type: 'string' },
+      selector: { type: 'string' },
+      algorithm: { type: 'string' },
+      bits: { type: 'string' },
+      out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -211,6 +227,51 @@ async function main(argv: string[]): Promise<void> {
       const r = (await admin(configOf(values), 'GET', `/api/route?${q}`)) as RouteExplain;
       if (values.json) return console.log(JSON.stringify(r, null, 2));
       printRoute(r);
+      return;
+    }
+    case 'suspend': {
+      const [destination] = positionals;
+      if (!destination || !values.pool || !values.for) throw new UsageError('usage: smtplb suspend DESTINATION --pool P --for 2h --reason "..." -c FILE');
+      const r = (await admin(configOf(values), 'POST', '/api/suspensions', { destination, pool: values.pool, for: values.for, reason: values.reason, who: values.who ?? process.env.USER ?? 'cli' })) as { suspension: SuspensionView };
+      if (values.json) return console.log(JSON.stringify(r, null, 2));
+      console.log(`suspension ${r.suspension.id}: ${r.suspension.pool} → ${r.suspension.destination} until ${r.suspension.until} (${r.suspension.reason})`);
+      return;
+    }
+    case 'suspensions': {
+      const r = (await admin(configOf(values), 'GET', '/api/suspensions')) as { suspensions: SuspensionView[] };
+      if (values.json) return console.log(JSON.stringify(r, null, 2));
+      if (!r.suspensions.length) return console.log('no suspensions in force');
+      for (const s of r.suspensions) console.log(`${s.id}  ${s.pool} → ${s.destination}  until ${s.until}  by ${s.who}: ${s.reason}`);
+      return;
+    }
+    case 'unsuspend': {
+      const [id] = positionals;
+      if (!id) throw new UsageError('usage: smtplb unsuspend ID -c FILE');
+      await admin(configOf(values), 'DELETE', `/api/suspensions/${encodeURIComponent(id)}`);
+      console.log(`suspension ${id} cancelled`);
+      return;
+    }
+    case 'throttles': {
+      const r = (await admin(configOf(values), 'GET', '/api/throttles')) as { throttles: Record<string, unknown>[] };
+      if (values.json) return console.log(JSON.stringify(r, null, 2));
+      if (!r.throttles.length) return console.log('no destination is throttled');
+      for (const t of r.throttles) console.log(`${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}, rate ${t.rate_per_minute ?? '-'}/min of ${t.configured_rate_per_minute ?? '-'}, in flight ${t.inflight}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}${t.last_throttle_reply ? ` (${t.last_throttle_reply})` : ''}`);
+      return;
+    }
+    case 'dkim': {
+      const [sub] = positionals;
+      const alg = values.algorithm ?? 'rsa';
+      if (sub !== 'keygen' || !values.domain || !values.selector || !['rsa', 'ed25519'].includes(alg)) throw new UsageError('usage: smtplb dkim keygen --domain D --selector S [--algorithm rsa|ed25519] [--bits 2048] [--out KEYFILE]');
+      const bits = Number(values.bits ?? 2048);
+      if (alg === 'rsa' && (!Number.isInteger(bits) || bits < 1024 || bits > 8192)) throw new UsageError('--bits must be between 1024 and 8192');
+      const k = dkimKeygen(values.domain.toLowerCase(), values.selector, alg as 'rsa' | 'ed25519', bits);
+      if (values.out) {
+        fs.writeFileSync(values.out, k.privateKeyPem, { mode: 0o600, flag: 'wx' });
+        console.log(`# private key written to ${values.out}`);
+      } else process.stdout.write(k.privateKeyPem);
+      console.log(`# publish this TXT record, then add to the config:`);
+      console.log(`#   dkim: { domains: { ${values.domain}: { selector: ${values.selector}, key_file: ${values.out ?? 'KEYFILE'}, algorithm: ${alg}-sha256 } } }`);
+      console.log(zoneLine(k.name, k.record));
       return;
     }
     case 'send': {

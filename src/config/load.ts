@@ -1,6 +1,7 @@
 // Reads the YAML config and validates it. Every problem is reported as
 // "FILE:LINE:COL: key.path: what is wrong", so an operator can jump straight to it.
 import fs from 'node:fs';
+import { createPrivateKey } from 'node:crypto';
 import path from 'node:path';
 import type { z } from 'zod';
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
@@ -142,7 +143,27 @@ export function parseConfig(text: string, file: string): Config {
   const config = expanded.config;
   const cross = crossChecks(config);
   if (cross.length) throw new ConfigError(cross.map((pr) => `${at(locate(doc, pr.path))}: ${keyPath(pr.path)}: ${pr.message}`));
-  return resolvePaths(config, path.dirname(path.resolve(file)));
+  const resolved = resolvePaths(config, path.dirname(path.resolve(file)));
+  const files = fileChecks(resolved);
+  if (files.length) throw new ConfigError(files.map((pr) => `${at(locate(doc, pr.path))}: ${keyPath(pr.path)}: ${pr.message}`));
+  return resolved;
+}
+
+/** Files the config names must be usable now, not at the first message that needs them. */
+function fileChecks(c: Config): Problem[] {
+  const out: Problem[] = [];
+  for (const [domain, k] of Object.entries(c.dkim?.domains ?? {})) {
+    const at: PathKey[] = ['dkim', 'domains', domain, 'key_file'];
+    try {
+      const key = createPrivateKey(fs.readFileSync(k.key_file));
+      const want = k.algorithm.startsWith('ed25519') ? 'ed25519' : 'rsa';
+      if (key.asymmetricKeyType !== want) out.push({ path: at, message: `${k.key_file} holds a ${key.asymmetricKeyType} key, but algorithm is ${k.algorithm}` });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      out.push({ path: at, message: code === 'ENOENT' || code === 'EACCES' ? `cannot read ${k.key_file}: ${code}` : `${k.key_file} is not a PEM private key` });
+    }
+  }
+  return out;
 }
 
 /** `routes: - { postfix_transport: FILE }` becomes one route and one single-server pool per line. */
@@ -179,6 +200,8 @@ function resolvePaths(c: Config, dir: string): Config {
   const abs = (p: string) => path.resolve(dir, p);
   c.spool = abs(c.spool);
   for (const l of c.listeners) if (l.tls) l.tls = { ...l.tls, cert: abs(l.tls.cert), key: abs(l.tls.key) };
+  for (const k of Object.values(c.dkim?.domains ?? {})) k.key_file = abs(k.key_file);
+  if (c.delivery_log.file) c.delivery_log.file = abs(c.delivery_log.file);
   return c;
 }
 

@@ -2,7 +2,7 @@
 // textual values (durations, addresses, networks) into plain data the runtime uses directly.
 import os from 'node:os';
 import { z } from 'zod';
-import { parseAddress, parseCidr, parseDuration, parseSize } from './units.js';
+import { parseAddress, parseCidr, parseDay, parseDuration, parseRate, parseSize } from './units.js';
 
 function parsed<T>(fn: (v: string) => T, what: string) {
   return z.union([z.string(), z.number()], { error: `expected ${what}` }).transform((v, ctx) => {
@@ -26,6 +26,16 @@ const duration = z.union([z.string(), z.number()], { error: 'expected a duration
 const address = parsed(parseAddress, 'an address host:port');
 const size = parsed(parseSize, 'a size such as 25MB');
 const cidr = parsed(parseCidr, 'a network such as 10.0.0.0/8');
+const rate = parsed(parseRate, 'a rate such as 600/min');
+const day = parsed(parseDay, 'a date such as 2026-11-27');
+const regex = z.string().transform((v, ctx) => {
+  try {
+    return new RegExp(v, 'i');
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: `not a valid regular expression: ${(e as Error).message}` });
+    return z.NEVER;
+  }
+});
 const int = (min: number, max: number) =>
   z.number({ error: 'expected a number' }).int({ error: 'expected a whole number' }).min(min).max(max);
 const name = z.string({ error: 'expected a name' }).regex(/^[A-Za-z0-9_.-]+$/, { error: 'names may use letters, digits, _ . -' });
@@ -41,6 +51,12 @@ export const healthSchema = z.strictObject({
   helo: z.string().optional(),
 });
 
+export const warmupSchema = z.strictObject({
+  start: day,
+  schedule: z.array(int(0, 100_000_000)).min(1, { error: 'give at least one daily cap' }),
+  overflow: z.enum(['spill', 'hold'], { error: 'expected spill (to the other servers) or hold' }).default('spill'),
+});
+
 export const serverSchema = z.strictObject({
   name: name.optional(),
   address,
@@ -48,6 +64,7 @@ export const serverSchema = z.strictObject({
   max_connections: int(1, 1_000_000).optional(),
   backup: z.boolean().default(false),
   source: z.string().optional(),
+  warmup: warmupSchema.optional(),
 });
 
 export const discoverSchema = z
@@ -142,6 +159,36 @@ export const userSchema = z.strictObject({
   sender_domains: z.array(z.string()).optional(),
 });
 
+export const shapingRuleSchema = z.strictObject({
+  concurrency: int(1, 10_000).optional(),
+  rate: rate.optional(),
+  burst: int(1, 100_000).default(1),
+  messages_per_connection: int(1, 100_000).optional(),
+  connect_rate: rate.optional(),
+});
+
+export const backoffSchema = z.strictObject({
+  patterns: z.array(regex).default([]),
+  decrease: z.number().gt(0).lt(1).default(0.5),
+  min_factor: z.number().gt(0).max(1).default(0.1),
+  increase: z.number().gt(0).max(1).default(0.05),
+  suspend_after: int(1, 1000).default(5),
+  window: duration.default(60_000),
+  suspend_for: duration.default(600_000),
+});
+
+export const classesSchema = z.strictObject({
+  /** Header a trusted client may use to name the class; removed before signing and delivery. */
+  header: z.string().regex(/^[A-Za-z0-9-]+$/).default('X-Traffic-Class'),
+  sender_domains: z.record(z.string(), name).default({}),
+});
+
+export const dkimKeySchema = z.strictObject({
+  selector: z.string().regex(/^[A-Za-z0-9._-]+$/, { error: 'a selector is a DNS label' }),
+  key_file: z.string(),
+  algorithm: z.enum(['rsa-sha256', 'ed25519-sha256'], { error: 'expected rsa-sha256 or ed25519-sha256' }).default('rsa-sha256'),
+});
+
 export const configSchema = z.strictObject({
   hostname: z.string().default(os.hostname()),
   spool: z.string().default('./data/spool'),
@@ -164,6 +211,19 @@ export const configSchema = z.strictObject({
   users: z.array(userSchema).default([]),
   pools: z.record(name, poolSchema).default({}),
   routes: z.array(z.union([routeSchema, z.strictObject({ postfix_transport: z.string(), tls: z.enum(['none', 'may', 'require', 'verify']).optional() })], { error: 'a route is { domains, class, sender_domains, user, listener, pool } or { postfix_transport: FILE }' })).default([]),
+  classes: classesSchema.default({ header: 'X-Traffic-Class', sender_domains: {} }),
+  shaping: z.record(z.string(), shapingRuleSchema).default({}),
+  backoff: backoffSchema.default(backoffSchema.parse({})),
+  dkim: z
+    .strictObject({
+      domains: z.record(z.string(), dkimKeySchema).default({}),
+      headers: z.array(z.string()).optional(),
+      threads: int(1, 64).default(2),
+    })
+    .optional(),
+  delivery_log: z
+    .strictObject({ file: z.string().optional() })
+    .default({}),
   queue: z
     .strictObject({
       retry: z.array(duration).min(1).default([60_000, 300_000, 900_000, 1_800_000, 3_600_000]),
@@ -182,4 +242,7 @@ export type PoolConfig = z.output<typeof poolSchema>;
 export type ServerConfig = z.output<typeof serverSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
 export type HealthConfig = z.output<typeof healthSchema>;
+export type ShapingRule = z.output<typeof shapingRuleSchema>;
+export type BackoffConfig = z.output<typeof backoffSchema>;
+export type WarmupConfig = z.output<typeof warmupSchema>;
 export type DiscoverConfig = z.output<typeof discoverSchema>;

@@ -104,3 +104,23 @@ export function parseSize(value: string | number): number {
   if (!m || !(unit in SIZE_UNITS)) throw new Error(`not a valid size: "${value}" (write e.g. 25MB, 512KB)`);
   return Math.round(parseFloat(m[1]) * SIZE_UNITS[unit]);
 }
+
+export interface Rate { count: number; perMs: number }
+
+const RATE_UNITS: Record<string, number> = { s: 1000, sec: 1000, second: 1000, m: 60_000, min: 60_000, minute: 60_000, h: 3_600_000, hour: 3_600_000, d: 86_400_000, day: 86_400_000 };
+
+/** "600/min", "20000/hour", "10/s" → { count, perMs }. */
+export function parseRate(value: string | number): Rate {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*\/\s*([a-z]+)\s*$/i.exec(String(value));
+  const per = m ? RATE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || !per || parseFloat(m[1]) <= 0) throw new Error(`not a valid rate: "${value}" (write e.g. 10/s, 600/min, 20000/hour)`);
+  return { count: parseFloat(m[1]), perMs: per };
+}
+
+/** "2026-11-27" → midnight UTC of that day, in ms. */
+export function parseDay(value: string): number {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value.trim());
+  const t = m ? Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) : NaN;
+  if (!m || Number.isNaN(t) || new Date(t).getUTCDate() !== Number(m[3])) throw new Error(`not a valid date: "${value}" (write YYYY-MM-DD)`);
+  return t;
+}

@@ -2,7 +2,7 @@
 // (bounded by the pool's `retries`) until every recipient has a final answer or no server is
 // left. A connect failure, a 421, or a 4xx for the whole message moves on to the next server
 // at once; per-recipient 4xx are tried on the next server too. Permanent answers are final.
-import type { PoolSet } from '../balancing/pool.js';
+import type { Pool, PoolSet, Server } from '../balancing/pool.js';
 import { openUpstream, sendOn, SmtpError, type UpstreamCache } from './upstream.js';
 
 export type OutcomeKind = 'delivered' | 'deferred' | 'failed';
@@ -29,6 +29,25 @@ export interface DeliveryRequest {
   sender: string;
   recipients: string[];
   body: Buffer;
+  /** Servers the queue manager found throttled or capped for this destination. */
+  exclude?: ReadonlySet<string>;
+  gate?: DeliveryGate;
+}
+
+/** Shaping for one destination: may a server take it now, and what came of it. */
+export interface DeliveryGate {
+  admit(pool: Pool, server: Server, newConnection: boolean): { ok: true } | { ok: false; reason: string; at: number; hold?: boolean };
+  begin(pool: Pool, server: Server, newConnection: boolean): void;
+  end(pool: Pool, server: Server, code: number | null, text: string, delivered: boolean): void;
+  /** Connection group and its message cap (messages_per_connection), if the destination has one. */
+  connection?: { group: string; maxMessages: number };
+}
+
+export interface DeliveryResult {
+  outcomes: RcptOutcome[];
+  attempts: Attempt[];
+  /** Set when nothing was tried because shaping holds the mail back until then. */
+  waitUntil?: number;
 }
 
 /** 2xx delivered, 5xx failed, anything else (4xx, no answer) deferred. */
@@ -42,28 +61,52 @@ export interface DeliveryContext {
   pools: PoolSet;
   cache: UpstreamCache;
   helo: (pool: string) => string;
+  /** A new connection to a server was tried: for metrics. */
+  connected?: (pool: Pool, server: Server, ms: number, ok: boolean) => void;
 }
 
-export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promise<{ outcomes: RcptOutcome[]; attempts: Attempt[] }> {
+export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promise<DeliveryResult> {
   const outcomes = new Map<string, RcptOutcome>();
   const attempts: Attempt[] = [];
   let remaining = [...req.recipients];
   let last: { code: number | null; text: string; server: string | null } = { code: null, text: 'no server available', server: null };
-  const tried = new Set<string>();
+  const tried = new Set<string>(req.exclude);
+  const gate = req.gate;
+  const group = gate?.connection?.group ?? '';
+  let waitUntil: number | undefined;
   const maxTries = (ctx.pools.get(req.pool)?.cfg.retries ?? 0) + 1;
+  // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
   for (let n = 0; n < maxTries && remaining.length; n++) {
     const { pool, result } = await ctx.pools.acquire(req.pool, { exclude: tried });
     if (result.kind !== 'lease') {
-      if (n === 0) last = { code: null, text: result.kind === 'busy' ? 'all servers of the pool are at max_connections' : `no server of pool ${req.pool} is up`, server: null };
+      if (attempts.length === 0 && waitUntil === undefined) last = { code: null, text: result.kind === 'busy' ? 'all servers of the pool are at max_connections' : `no server of pool ${req.pool} is up`, server: null };
       break;
     }
     const server = result.server;
     tried.add(server.key);
     const started = Date.now();
-    let up = ctx.cache.take(pool, server);
+    let up = ctx.cache.take(pool, server, group);
+    if (gate) {
+      const v = gate.admit(pool, server, !up);
+      if (!v.ok) {
+        pool.release(server);
+        if (up) ctx.cache.give(pool, up);
+        if (attempts.length === 0) last = { code: null, text: v.reason, server: server.name };
+        waitUntil = Math.min(waitUntil ?? Infinity, v.at);
+        if (v.hold) break;
+        n--;
+        continue;
+      }
+      gate.begin(pool, server, !up);
+    }
+    let reply: { code: number | null; text: string; delivered: boolean } = { code: null, text: '', delivered: false };
     try {
       if (!up) {
-        up = await openUpstream(pool, server, ctx.helo(pool.name));
+        try {
+          up = await openUpstream(pool, server, ctx.helo(pool.name), group, gate?.connection?.maxMessages);
+        } finally {
+          ctx.connected?.(pool, server, Date.now() - started, !!up);
+        }
         pool.passiveResult(server, true);
       }
       const r = await sendOn(up, req.sender, remaining, req.body);
@@ -77,7 +120,11 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
           last = { code: rej.code, text: rej.text, server: server.name };
         }
       }
-      attempts.push({ at: started, server: server.name, rcpts: remaining, code: r.accepted.length ? codeOf(r.response) ?? 250 : r.rejected[0]?.code ?? null, text: r.accepted.length ? r.response : r.rejected[0]?.text ?? '', ms: Date.now() - started });
+      const a: Attempt = { at: started, server: server.name, rcpts: remaining, code: r.accepted.length ? codeOf(r.response) ?? 250 : r.rejected[0]?.code ?? null, text: r.accepted.length ? r.response : r.rejected[0]?.text ?? '', ms: Date.now() - started };
+      attempts.push(a);
+      // A throttling answer to some recipients counts even when others went through.
+      const throttled = r.rejected.find((x) => x.code === 421 || x.code === 450 || x.code === 451);
+      reply = throttled ? { code: throttled.code, text: throttled.text, delivered: r.accepted.length > 0 } : { code: a.code, text: a.text, delivered: r.accepted.length > 0 };
       remaining = next;
       if (r.rejected.some((x) => x.code === 421) && up) up.broken = true;
     } catch (e) {
@@ -85,6 +132,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       if (err.code === null && !up?.sent) pool.passiveResult(server, false);
       attempts.push({ at: started, server: server.name, rcpts: remaining, code: err.code, text: err.text, ms: Date.now() - started });
       last = { code: err.code, text: err.text, server: server.name };
+      reply = { code: err.code, text: err.text, delivered: false };
       if (classify(err.code) === 'failed' && (err.stage === 'MAIL FROM' || err.stage === 'DATA')) {
         // The server refused the message itself (MAIL FROM or DATA 5xx): final for everyone.
         for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'failed', code: err.code, text: err.text, server: server.name });
@@ -92,12 +140,13 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       }
       if (up) up.broken = true;
     } finally {
+      gate?.end(pool, server, reply.code, reply.text, reply.delivered);
       pool.release(server);
       if (up) ctx.cache.give(pool, up);
     }
   }
   for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });
-  return { outcomes: req.recipients.map((r) => outcomes.get(r)!), attempts };
+  return { outcomes: req.recipients.map((r) => outcomes.get(r)!), attempts, waitUntil: attempts.length === 0 ? waitUntil : undefined };
 }
 
 function codeOf(response: string): number | null {

@@ -10,6 +10,9 @@ export interface Upstream {
   created: number;
   sent: number;
   broken: boolean;
+  /** Connections carrying one destination's mail (shaping's messages_per_connection) are kept apart. */
+  group: string;
+  maxMessages: number;
 }
 
 export interface SendResult {
@@ -24,7 +27,7 @@ export class SmtpError extends Error {
   }
 }
 
-export function openUpstream(pool: Pool, server: Server, helo: string): Promise<Upstream> {
+export function openUpstream(pool: Pool, server: Server, helo: string, group = '', maxMessages = Infinity): Promise<Upstream> {
   const cfg = pool.cfg;
   return new Promise((resolve, reject) => {
     const conn = new SMTPConnection({
@@ -40,7 +43,7 @@ export function openUpstream(pool: Pool, server: Server, helo: string): Promise<
       opportunisticTLS: cfg.tls === 'may',
       tls: { rejectUnauthorized: cfg.tls === 'verify', servername: server.address.host },
     });
-    const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false };
+    const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages };
     let settled = false;
     const fail = (e: Error & { response?: string; responseCode?: number; command?: string }) => {
       up.broken = true;
@@ -136,10 +139,10 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
 
 /** Idle connections per server, handed out again within the pool's reuse limits. */
 export class UpstreamCache {
-  private idle = new Map<Server, { up: Upstream; timer: NodeJS.Timeout }[]>();
+  private idle = new Map<string, { up: Upstream; timer: NodeJS.Timeout }[]>();
 
-  take(pool: Pool, server: Server): Upstream | undefined {
-    const list = this.idle.get(server);
+  take(pool: Pool, server: Server, group = ''): Upstream | undefined {
+    const list = this.idle.get(`${server.key}|${group}`);
     while (list?.length) {
       const { up, timer } = list.pop()!;
       clearTimeout(timer);
@@ -150,7 +153,7 @@ export class UpstreamCache {
   }
 
   private fresh(pool: Pool, up: Upstream): boolean {
-    return up.sent < pool.cfg.reuse.messages && Date.now() - up.created < pool.cfg.reuse.seconds;
+    return up.sent < Math.min(pool.cfg.reuse.messages, up.maxMessages) && Date.now() - up.created < pool.cfg.reuse.seconds;
   }
 
   give(pool: Pool, up: Upstream): void {
@@ -159,11 +162,12 @@ export class UpstreamCache {
       else up.conn.close();
       return;
     }
-    const list = this.idle.get(up.server) ?? [];
+    const key = `${up.server.key}|${up.group}`;
+    const list = this.idle.get(key) ?? [];
     const entry = {
       up,
       timer: setTimeout(() => {
-        const l = this.idle.get(up.server);
+        const l = this.idle.get(key);
         const i = l?.indexOf(entry) ?? -1;
         if (i >= 0) l!.splice(i, 1);
         up.conn.quit();
@@ -171,7 +175,7 @@ export class UpstreamCache {
     };
     entry.timer.unref();
     list.push(entry);
-    this.idle.set(up.server, list);
+    this.idle.set(key, list);
   }
 
   closeAll(): void {

@@ -16,6 +16,7 @@ import { domainOf } from '../routing/route.js';
 import { plainIp, readProxyHeader } from './proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
+import { classOf, fromDomain, takeHeader } from '../policy/classify.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
@@ -32,6 +33,9 @@ export interface SmtpListenerContext extends ConnectionBudget {
   users: () => Map<string, UserEntry>;
   verifyPassword: (password: string, hash: string) => Promise<boolean>;
   route: (q: RouteQuery) => RouteChoice | null;
+  classes: () => { header: string; sender_domains: Record<string, string> };
+  /** DKIM-sign with the key of the first of these domains that has one (or return the message as is). */
+  sign: (message: Buffer, domains: (string | undefined)[]) => Promise<Buffer>;
   /** Queue or relay the message; resolves with the reply for the client's DATA. */
   accept: (m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject') => Promise<Reply>;
 }
@@ -39,6 +43,8 @@ export interface SmtpListenerContext extends ConnectionBudget {
 interface SessionState {
   user?: UserEntry;
   routes: Map<string, { pool: string; route: number; domain: string }>;
+  /** The class recipients were routed with at RCPT (before the message's header was seen). */
+  rcptClass?: string;
 }
 
 const PROXY_HEADER_TIMEOUT = 5000;
@@ -149,6 +155,7 @@ export class SmtpListener extends SocketListener {
     if (n > this.cfg.max_connections_per_ip) return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many connections from your address`));
     this.perIp.set(ip, n);
     this.sessions.set(session.id, { routes: new Map() });
+    this.ctx.metrics.listenerSessions.labels(this.cfg.name).inc();
     cb();
   }
 
@@ -195,7 +202,11 @@ export class SmtpListener extends SocketListener {
     cb();
   }
 
-  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error) => void): void {
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, done: (err?: Error) => void): void {
+    const cb = (err?: Error & { responseCode?: number }) => {
+      if (err) this.ctx.metrics.listenerRecipientsRejected.labels(this.cfg.name, String(err.responseCode ?? 451)).inc();
+      done(err);
+    };
     const st = this.sessions.get(session.id);
     const authenticated = !!st?.user;
     if (!authenticated && !inNetworks(this.cfg.relay_networks, session.remoteAddress)) {
@@ -206,13 +217,19 @@ export class SmtpListener extends SocketListener {
     const domain = domainOf(address.address);
     if (!domain) return cb(smtpError(550, `5.1.3 <${address.address}>: a domain is required`));
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address || '' : '';
-    const choice = this.ctx.route({ domain, class: st?.user?.class ?? this.cfg.class, senderDomain: domainOf(sender) || undefined, user: st?.user?.name, listener: this.cfg.name });
+    const cls = classOf({ userClass: st?.user?.class, senderDomain: domainOf(sender) || undefined, listenerClass: this.cfg.class }, this.ctx.classes().sender_domains);
+    if (st) st.rcptClass = cls;
+    const choice = this.ctx.route({ domain, class: cls, senderDomain: domainOf(sender) || undefined, user: st?.user?.name, listener: this.cfg.name });
     if (!choice) return cb(smtpError(550, `5.4.4 <${address.address}>: no route to ${domain}`));
     st?.routes.set(address.address, { pool: choice.rule.pool, route: choice.index, domain });
     cb();
   }
 
-  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err: Error | null, message?: string) => void): void {
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, done: (err: Error | null, message?: string) => void): void {
+    const cb = (err: (Error & { responseCode?: number }) | null, message?: string) => {
+      this.ctx.metrics.listenerMessages.labels(this.cfg.name, err ? String(err.responseCode ?? 451) : '250').inc();
+      done(err, message);
+    };
     const chunks: Buffer[] = [];
     stream.on('data', (c: Buffer) => {
       if (!stream.sizeExceeded) chunks.push(c);
@@ -224,28 +241,8 @@ export class SmtpListener extends SocketListener {
         return cb(smtpError(552, `5.3.4 Message size exceeds the limit of ${this.cfg.max_message_size} bytes`));
       }
       const st = this.sessions.get(session.id);
-      const data = Buffer.concat(chunks);
-      const header = data.subarray(0, Math.min(data.length, 64 * 1024)).toString('latin1');
-      const headEnd = header.search(/\r?\n\r?\n/);
-      const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(headEnd < 0 ? header : header.slice(0, headEnd))?.[1];
-      const proto = `ESMTP${session.secure ? 'S' : ''}${st?.user ? 'A' : ''}`;
-      const rcpts = session.envelope.rcptTo.map((r) => r.address);
-      const received =
-        `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
-        `\tby ${this.ctx.hostname} (smtplb) with ${proto} id ${session.id}\r\n` +
-        `\t${rcpts.length === 1 ? `for <${rcpts[0]}>` : ''}; ${new Date().toUTCString().replace('GMT', '+0000')}\r\n`;
-      const msg: InboundMessage = {
-        sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-        recipients: rcpts.map((address) => ({ address, ...st!.routes.get(address)! })),
-        listener: this.cfg.name,
-        user: st?.user?.name,
-        class: st?.user?.class ?? this.cfg.class,
-        client: session.remoteAddress,
-        messageId,
-        body: Buffer.concat([Buffer.from(received, 'latin1'), data]),
-      };
-      this.ctx
-        .accept(msg, this.cfg.delivery, this.cfg.cutthrough_fallback)
+      void this.prepare(Buffer.concat(chunks), session, st)
+        .then((r) => ('reply' in r ? r.reply : this.ctx.accept(r.message, this.cfg.delivery, this.cfg.cutthrough_fallback)))
         .then((reply) => {
           if (reply.code >= 200 && reply.code < 300) cb(null, reply.text);
           else cb(smtpError(reply.code, reply.text));
@@ -255,5 +252,54 @@ export class SmtpListener extends SocketListener {
           cb(smtpError(451, '4.3.0 Temporary failure, please try again'));
         });
     });
+  }
+
+  /**
+   * The message as it goes to the spool: class decided (the class header taken out), routes
+   * redone if the class changed them, DKIM-signed, and our Received line on top.
+   */
+  private async prepare(data: Buffer, session: SMTPServerSession, st: SessionState | undefined): Promise<{ message: InboundMessage } | { reply: Reply }> {
+    const classes = this.ctx.classes();
+    const taken = takeHeader(data, classes.header);
+    const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const senderDomain = domainOf(sender) || undefined;
+    const cls = classOf({ userClass: st?.user?.class, headerClass: taken.value && /^[A-Za-z0-9_.-]+$/.test(taken.value) ? taken.value : undefined, senderDomain, listenerClass: this.cfg.class }, classes.sender_domains);
+    const rcpts = session.envelope.rcptTo.map((r) => r.address);
+    const routes = new Map(st?.routes);
+    if (cls !== st?.rcptClass) {
+      for (const address of rcpts) {
+        const domain = domainOf(address);
+        const choice = this.ctx.route({ domain, class: cls, senderDomain, user: st?.user?.name, listener: this.cfg.name });
+        if (!choice) return { reply: { code: 550, text: `5.4.4 No route to ${domain} for class ${cls}` } };
+        routes.set(address, { pool: choice.rule.pool, route: choice.index, domain });
+      }
+    }
+    let body = taken.message;
+    try {
+      body = await this.ctx.sign(body, [fromDomain(body), senderDomain]);
+    } catch (e) {
+      this.ctx.log.error({ listener: this.cfg.name, err: (e as Error).message }, 'DKIM signing failed');
+      return { reply: { code: 451, text: '4.7.0 Signing failed, please try again later' } };
+    }
+    const header = body.subarray(0, Math.min(body.length, 64 * 1024)).toString('latin1');
+    const headEnd = header.search(/\r?\n\r?\n/);
+    const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(headEnd < 0 ? header : header.slice(0, headEnd))?.[1];
+    const proto = `ESMTP${session.secure ? 'S' : ''}${st?.user ? 'A' : ''}`;
+    const received =
+      `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
+      `\tby ${this.ctx.hostname} (smtplb) with ${proto} id ${session.id}\r\n` +
+      `\t${rcpts.length === 1 ? `for <${rcpts[0]}>` : ''}; ${new Date().toUTCString().replace('GMT', '+0000')}\r\n`;
+    return {
+      message: {
+        sender,
+        recipients: rcpts.map((address) => ({ address, ...routes.get(address)! })),
+        listener: this.cfg.name,
+        user: st?.user?.name,
+        class: cls,
+        client: session.remoteAddress,
+        messageId,
+        body: Buffer.concat([Buffer.from(received, 'latin1'), body]),
+      },
+    };
   }
 }

@@ -87,7 +87,8 @@ export class Gateway {
     this.applyPools(this.config);
     if (this.runsListeners && this.config.listeners.some((l) => l.mode === 'smtp')) {
       try {
-        this.relay = new Relay(() => this.config, () => this.pools, this.poolSet, this.log);
+        this.relay = new Relay(() => this.config, () => this.pools, this.poolSet, this.log, this.metrics);
+        this.metrics.watchRelay(() => this.relay);
       } catch (e) {
         throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['spool'])}: cannot open the spool at ${this.config.spool}: ${(e as Error).message}`);
       }
@@ -135,6 +136,8 @@ export class Gateway {
       } else {
         pool = new Pool(name, cfg, specs);
         if (this.runsControl) logHealthChanges([pool], this.log);
+        pool.on('health', ({ server, up, reason }) => this.remember({ pool: name, server: server.name, event: up ? 'up' : 'down', detail: reason ?? null }));
+        pool.on('ejected', ({ server, until }) => this.remember({ pool: name, server: server.name, event: 'ejected', detail: `until ${new Date(until).toISOString()}` }));
         this.opts.onPool?.(pool);
       }
       fresh.set(name, pool);
@@ -198,6 +201,8 @@ export class Gateway {
       users: () => new Map(this.config.users.map((u) => [u.name, u])),
       verifyPassword,
       route: (q) => relay.route(q),
+      classes: () => this.config.classes,
+      sign: (m, domains) => relay.sign(m, domains),
       accept: (m, mode, fallback) => relay.accept(m, mode, fallback),
       ...this.budget,
     });
@@ -215,6 +220,11 @@ export class Gateway {
     this.loaded = next;
     this.config = next.config;
     this.applyPools(next.config);
+    try {
+      this.relay?.reloadKeys();
+    } catch (e) {
+      this.log.error(`reload: DKIM keys: ${(e as Error).message}`);
+    }
     if (this.runsListeners) {
       const wanted = new Map(next.config.listeners.map((l, i) => [listenerKey(l), { l, i }]));
       for (const [key, listener] of this.listeners) {
@@ -240,10 +250,19 @@ export class Gateway {
     return true;
   }
 
+  /** Recent health and admin changes, newest last, for status and the dashboard. */
+  readonly history: { at: string; pool: string; server: string; event: string; detail: string | null }[] = [];
+
+  private remember(e: { pool: string; server: string; event: string; detail: string | null }): void {
+    this.history.push({ at: new Date().toISOString(), ...e });
+    if (this.history.length > 200) this.history.splice(0, this.history.length - 200);
+  }
+
   serverAction(pool: string, server: string, action: AdminState | { weight: number }): void {
     const p = this.pools.get(pool);
     const s = p?.find(server);
     if (!p || !s) return;
+    this.remember({ pool, server, event: typeof action === 'string' ? (action === 'ready' ? 'enable' : action) : 'weight', detail: typeof action === 'string' ? null : `weight ${action.weight}` });
     if (typeof action === 'string') p.setAdmin(s, action);
     else {
       s.weight = action.weight;
@@ -340,9 +359,12 @@ export class Gateway {
           ejected_until: s.ejection.until > now ? new Date(s.ejection.until).toISOString() : null,
           since: s.health.since ? new Date(s.health.since).toISOString() : null,
           last_error: s.health.lastError ?? null,
+          warmup: this.relay?.shaper.serverWarmup(p.name, s, now) ?? null,
           ...(this.role === 'primary' ? remote(p.name, s.key) : { active: s.active, connections: s.connections, failures: s.failures }),
         })),
       })),
+      health_history: this.history.slice(-50),
+      ...(this.relay ? this.relay.status(now) : {}),
     };
   }
 

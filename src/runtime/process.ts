@@ -29,6 +29,8 @@ export async function runProcess(loaded: LoadedConfig, log: Logger): Promise<voi
   const gw = new Gateway(loaded, log);
   await gw.start();
   process.on('SIGHUP', () => void gw.reload());
+  // logrotate's postrotate: start a new delivery log file at the configured path.
+  process.on('SIGUSR1', () => gw.relay?.deliveryLog.reopen());
   const stop = async (sig: string) => {
     log.info(`${sig}: no longer accepting, draining sessions (up to ${gw.config.shutdown_timeout}ms)`);
     await gw.shutdown();

@@ -3,7 +3,11 @@
 import type { Logger } from 'pino';
 import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
-import { deliver, type DeliveryRequest, type RcptOutcome } from '../delivery/deliver.js';
+import type { Metrics } from '../admin/metrics.js';
+import { deliver, type DeliveryGate, type DeliveryRequest, type RcptOutcome } from '../delivery/deliver.js';
+import { DeliveryLog, enhancedCode } from '../delivery/delivery-log.js';
+import { Shaper } from '../scheduler/shaper.js';
+import { DkimSigner, loadKeys } from '../signing/dkim.js';
 import { UpstreamCache } from '../delivery/upstream.js';
 import type { InboundMessage, Reply } from '../listeners/smtp-listener.js';
 import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
@@ -13,11 +17,19 @@ import { Spool, SpoolFullError } from '../spool/spool.js';
 export class Relay {
   readonly spool: Spool;
   readonly scheduler: Scheduler;
+  readonly shaper: Shaper;
+  readonly deliveryLog: DeliveryLog;
+  private signer?: DkimSigner;
+  /** The last failed delivery attempts, for status and the dashboard. */
+  readonly lastErrors: { at: string; pool: string; server: string; code: number | null; reply: string }[] = [];
   private cache = new UpstreamCache();
 
-  constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger) {
+  constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics) {
     const c = config();
     this.spool = new Spool(c.spool, c.queue.min_free);
+    this.shaper = new Shaper(() => this.config(), this.spool);
+    this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
+    this.reloadKeys();
     this.scheduler = new Scheduler({
       spool: this.spool,
       pools,
@@ -26,16 +38,74 @@ export class Relay {
       deliver: (req) => this.deliverNow(req),
       routeBounce: (address) => this.routeOne(address, { listener: 'dsn' }),
       log,
-      onAttempt: (m, pool, domain, a) =>
-        log.info(
-          { queue_id: m.id, message_id: m.message_id, sender: m.sender, domain, pool, server: a.server, code: a.code, reply: a.text, recipients: a.rcpts.length, delivery_ms: a.ms, queue_delay_ms: a.at - m.created },
-          `delivery attempt ${m.id} to ${domain} via ${pool}/${a.server}: ${a.code ?? '-'} ${a.text}`,
-        ),
+      shape: { plan: (pool, domain, now, starting) => this.shaper.plan(pool, domain, now, starting), gate: (domain) => this.gate(domain) },
+      onAttempt: (m, rows, a) =>
+        this.deliveryLog.write({
+          event: 'attempt',
+          queue_id: m.id,
+          message_id: m.message_id,
+          sender: m.sender,
+          recipient_domain: rows[0].domain,
+          recipients: a.rcpts.length,
+          route: rows[0].route,
+          pool: rows[0].pool,
+          server: a.server,
+          code: a.code,
+          enhanced_code: enhancedCode(a.text),
+          reply: a.text,
+          queue_delay_ms: a.at - m.created,
+          delivery_ms: a.ms,
+          attempt: rows[0].attempts + 1,
+        }),
+      onFinal: (m, row, kind) => {
+        this.metrics.finalOutcomes.labels(row.pool, kind).inc();
+        this.deliveryLog.write({
+          event: kind,
+          queue_id: m.id,
+          message_id: m.message_id,
+          sender: m.sender,
+          recipient: row.rcpt,
+          recipient_domain: row.domain,
+          route: row.route,
+          pool: row.pool,
+          server: row.last_server,
+          code: row.last_code,
+          enhanced_code: enhancedCode(row.last_reply ?? ''),
+          reply: row.last_reply ?? '',
+          queue_delay_ms: Date.now() - m.created,
+          delivery_ms: null,
+          attempt: row.attempts,
+        });
+      },
     });
+  }
+
+  /** Shaping for one destination, as the delivery agent sees it. */
+  private gate(domain: string): DeliveryGate {
+    const mpc = this.shaper.messagesPerConnection(domain);
+    return {
+      admit: (pool, server, fresh) => this.shaper.check(pool, server, domain, Date.now(), fresh),
+      begin: (pool, server, fresh) => this.shaper.begin(pool.name, server, domain, fresh),
+      end: (pool, server, code, text, delivered) => this.shaper.end(pool.name, server, domain, code, text, delivered),
+      connection: mpc ? { group: domain, maxMessages: mpc } : undefined,
+    };
   }
 
   start(): void {
     this.scheduler.start();
+  }
+
+  /** DKIM keys as the config has them now (start and reload). */
+  reloadKeys(): void {
+    const dkim = this.config().dkim;
+    if (!dkim || Object.keys(dkim.domains).length === 0) return;
+    const keys = loadKeys(dkim);
+    if (this.signer) this.signer.setKeys(keys, dkim.headers);
+    else this.signer = new DkimSigner(keys, dkim.headers, dkim.threads);
+  }
+
+  sign(message: Buffer, domains: (string | undefined)[]): Promise<Buffer> {
+    return this.signer ? this.signer.sign(message, ...domains) : Promise.resolve(message);
   }
 
   route(q: RouteQuery) {
@@ -48,8 +118,29 @@ export class Relay {
     return choice ? { address, domain, pool: choice.rule.pool, route: choice.index } : null;
   }
 
-  deliverNow(req: DeliveryRequest) {
-    return deliver(req, { pools: this.poolSet, cache: this.cache, helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname });
+  async deliverNow(req: DeliveryRequest) {
+    const r = await deliver(req, {
+      pools: this.poolSet,
+      cache: this.cache,
+      helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname,
+      connected: (pool, server, ms, ok) => {
+        if (ok) {
+          this.metrics.serverConnections.labels(pool.name, server.name).inc();
+          this.metrics.connectSeconds.labels(pool.name).observe(ms / 1000);
+        } else this.metrics.serverConnectFailures.labels(pool.name, server.name).inc();
+      },
+    });
+    for (const a of r.attempts) {
+      if (a.code === null || a.code >= 400) {
+        this.lastErrors.push({ at: new Date(a.at).toISOString(), pool: req.pool, server: a.server, code: a.code, reply: a.text.slice(0, 300) });
+        if (this.lastErrors.length > 50) this.lastErrors.shift();
+      }
+      const cls = a.code === null ? 'error' : `${String(a.code)[0]}xx`;
+      this.metrics.deliveries.labels(req.pool, a.server, cls).inc();
+      if (cls === '2xx') this.metrics.deliveryBytes.labels(req.pool, a.server).inc(req.body.length);
+      this.metrics.deliverySeconds.labels(req.pool).observe(a.ms / 1000);
+    }
+    return r;
   }
 
   async accept(m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject'): Promise<Reply> {
@@ -77,9 +168,21 @@ export class Relay {
    * DSN when others of the same message went through.
    */
   private async cutThrough(m: InboundMessage, fallback: 'queue' | 'reject'): Promise<Reply> {
-    const byPool = new Map<string, InboundMessage['recipients']>();
-    for (const r of m.recipients) byPool.set(r.pool, [...(byPool.get(r.pool) ?? []), r]);
-    const results = await Promise.all([...byPool].map(([pool, rs]) => this.deliverNow({ pool, sender: m.sender, recipients: rs.map((r) => r.address), body: m.body })));
+    // Shaping is per destination: recipients of one pool and one domain go together.
+    const groups = new Map<string, { pool: string; domain: string; rs: InboundMessage['recipients'] }>();
+    for (const r of m.recipients) {
+      const g = groups.get(`${r.pool}|${r.domain}`) ?? { pool: r.pool, domain: r.domain, rs: [] };
+      g.rs.push(r);
+      groups.set(`${r.pool}|${r.domain}`, g);
+    }
+    const results = await Promise.all(
+      [...groups.values()].map(({ pool, domain, rs }) => {
+        const p = this.pools().get(pool);
+        const plan = p ? this.shaper.plan(p, domain) : { ok: true as const, exclude: new Set<string>() };
+        if (!plan.ok) return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: plan.reason, server: null })), attempts: [] };
+        return this.deliverNow({ pool, sender: m.sender, recipients: rs.map((r) => r.address), body: m.body, exclude: plan.exclude, gate: this.gate(domain) });
+      }),
+    );
     const outcomes: RcptOutcome[] = results.flatMap((r) => r.outcomes);
     const delivered = outcomes.filter((o) => o.kind === 'delivered');
     const failed = outcomes.filter((o) => o.kind === 'failed');
@@ -97,8 +200,23 @@ export class Relay {
     return this.enqueue(m, rest, delivered.length ? ` (${delivered.length} relayed at once)` : ' (upstreams busy, queued)');
   }
 
+  /** The relay's part of `smtplb status`: queue by destination, throttles, suspensions, errors. */
+  status(now = Date.now()) {
+    return {
+      queue: {
+        counts: Object.fromEntries(this.spool.counts().map((c) => [c.state, c.n])),
+        destinations: this.spool.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000) })),
+      },
+      throttles: this.shaper.throttles(now),
+      suspensions: this.shaper.suspensions(now).map((s) => ({ ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() })),
+      last_errors: this.lastErrors.slice(-20).reverse(),
+    };
+  }
+
   async shutdown(): Promise<void> {
     await this.scheduler.stop();
+    await this.deliveryLog.close();
+    await this.signer?.close();
     this.cache.closeAll();
     await this.spool.flush();
     this.spool.close();

@@ -51,7 +51,11 @@ export interface RecipientRow {
   last_reply: string | null;
   last_server: string | null;
   updated: number;
+  /** Why a queued recipient is waiting (retry schedule, throttle, suspension, warm-up cap). */
+  wait?: string | null;
 }
+
+export interface Suspension { id: string; pool: string; destination: string; until: number; reason: string; who: string; created: number }
 
 export interface EventRow { msg: string; at: number; rcpt: string | null; kind: string; server: string | null; code: number | null; text: string | null }
 
@@ -72,6 +76,11 @@ CREATE INDEX IF NOT EXISTS recipients_ready ON recipients (state, leased, next_a
 CREATE TABLE IF NOT EXISTS events (
   msg TEXT NOT NULL, at INTEGER NOT NULL, rcpt TEXT, kind TEXT NOT NULL, server TEXT, code INTEGER, text TEXT);
 CREATE INDEX IF NOT EXISTS events_msg ON events (msg);
+CREATE TABLE IF NOT EXISTS suspensions (
+  id TEXT PRIMARY KEY, pool TEXT NOT NULL, destination TEXT NOT NULL, until INTEGER NOT NULL,
+  reason TEXT NOT NULL, who TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS warmup (
+  server TEXT NOT NULL, day INTEGER NOT NULL, sent INTEGER NOT NULL, PRIMARY KEY (server, day));
 `;
 
 interface PendingWrite {
@@ -100,6 +109,8 @@ export class Spool extends EventEmitter {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = FULL');
     this.db.exec(SCHEMA);
+    const cols = (this.db.prepare(`PRAGMA table_info(recipients)`).all() as { name: string }[]).map((c) => c.name);
+    if (!cols.includes('wait')) this.db.exec(`ALTER TABLE recipients ADD COLUMN wait TEXT`);
     this.stmts = {
       insMsg: this.db.prepare(`INSERT INTO messages VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of)`),
       insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?)`),
@@ -110,7 +121,10 @@ export class Spool extends EventEmitter {
       msg: this.db.prepare(`SELECT * FROM messages WHERE id = ?`),
       rcpts: this.db.prepare(`SELECT * FROM recipients WHERE msg = ?`),
       events: this.db.prepare(`SELECT * FROM events WHERE msg = ? ORDER BY at, rowid`),
-      update: this.db.prepare(`UPDATE recipients SET state = @state, attempts = @attempts, next_at = @next_at, last_code = @last_code, last_reply = @last_reply, last_server = @last_server, updated = @updated, leased = 0 WHERE msg = @msg AND rcpt = @rcpt`),
+      update: this.db.prepare(`UPDATE recipients SET state = @state, attempts = @attempts, next_at = @next_at, last_code = @last_code, last_reply = @last_reply, last_server = @last_server, updated = @updated, wait = @wait, leased = 0 WHERE msg = @msg AND rcpt = @rcpt`),
+      postpone: this.db.prepare(`UPDATE recipients SET next_at = ?, wait = ? WHERE msg = ? AND rcpt = ? AND state = 'queued'`),
+      warmupGet: this.db.prepare(`SELECT sent FROM warmup WHERE server = ? AND day = ?`),
+      warmupSet: this.db.prepare(`INSERT INTO warmup (server, day, sent) VALUES (?, ?, ?) ON CONFLICT (server, day) DO UPDATE SET sent = excluded.sent`),
       open: this.db.prepare(`SELECT COUNT(*) AS n FROM recipients WHERE msg = ? AND state IN ('queued', 'held')`),
       delMsg: this.db.prepare(`DELETE FROM messages WHERE id = ?`),
       delRcpts: this.db.prepare(`DELETE FROM recipients WHERE msg = ?`),
@@ -208,11 +222,54 @@ export class Spool extends EventEmitter {
     else this.committing = false;
   }
 
-  /** Mark recipients as in flight so they are not picked twice (cleared on start). */
-  lease(rows: RecipientRow[]): Promise<void> {
+  /**
+   * One queue-manager pass in one transaction: lease what starts now (in flight, not picked
+   * twice, cleared on start), and move what must wait to when it may go, with the reason.
+   */
+  plan(lease: RecipientRow[], postpone: { row: RecipientRow; at: number; wait: string }[] = []): Promise<void> {
     return this.write(() => {
-      for (const r of rows) this.stmts.lease.run(1, r.msg, r.rcpt);
+      for (const r of lease) this.stmts.lease.run(1, r.msg, r.rcpt);
+      for (const p of postpone) this.stmts.postpone.run(p.at, p.wait, p.row.msg, p.row.rcpt);
     });
+  }
+
+  lease(rows: RecipientRow[]): Promise<void> {
+    return this.plan(rows);
+  }
+
+  /** Oldest queued message and count per (pool, destination), largest first. */
+  destinations(limit: number): { pool: string; domain: string; queued: number; oldest: number }[] {
+    return this.db
+      .prepare(`SELECT r.pool, r.domain, COUNT(*) AS queued, MIN(m.created) AS oldest FROM recipients r JOIN messages m ON m.id = r.msg WHERE r.state IN ('queued', 'held') GROUP BY r.pool, r.domain ORDER BY queued DESC LIMIT ?`)
+      .all(limit) as { pool: string; domain: string; queued: number; oldest: number }[];
+  }
+
+  /** Mail postponed for a reason that no longer holds (a cancelled suspension) is due now. */
+  async releaseWaiting(reasonPrefix: string): Promise<void> {
+    await this.write(() => this.db.prepare(`UPDATE recipients SET next_at = ?, wait = NULL WHERE state = 'queued' AND leased = 0 AND wait LIKE ?`).run(Date.now(), `${reasonPrefix}%`));
+  }
+
+  suspensions(): Suspension[] {
+    return this.db.prepare(`SELECT * FROM suspensions ORDER BY created`).all() as Suspension[];
+  }
+
+  async addSuspension(s: Suspension): Promise<void> {
+    await this.write(() => this.db.prepare(`INSERT INTO suspensions VALUES (@id, @pool, @destination, @until, @reason, @who, @created)`).run(s));
+  }
+
+  async removeSuspension(id: string): Promise<boolean> {
+    let n = 0;
+    await this.write(() => (n = this.db.prepare(`DELETE FROM suspensions WHERE id = ?`).run(id).changes));
+    return n > 0;
+  }
+
+  warmupSent(server: string, day: number): number {
+    return (this.stmts.warmupGet.get(server, day) as { sent: number } | undefined)?.sent ?? 0;
+  }
+
+  /** Warm-up counters are advisory: written with the next commit, not waited for. */
+  setWarmupSent(server: string, day: number, sent: number): void {
+    void this.write(() => this.stmts.warmupSet.run(server, day, sent)).catch(() => {});
   }
 
   due(now: number, limit: number): RecipientRow[] {

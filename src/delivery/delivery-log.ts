@@ -1,0 +1,63 @@
+// The delivery log: one JSON line per delivery attempt and per final outcome, the record an
+// operator greps when a customer asks "where is my mail?". To a file (reopened on SIGUSR1,
+// so logrotate can move it away) or, without a file, through the process log.
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+
+export interface DeliveryRecord {
+  event: 'attempt' | 'delivered' | 'bounced' | 'expired';
+  queue_id: string;
+  message_id: string | null;
+  sender: string;
+  recipient?: string;
+  recipient_domain: string;
+  recipients?: number;
+  route: number | null;
+  pool: string;
+  server: string | null;
+  code: number | null;
+  enhanced_code: string | null;
+  reply: string;
+  queue_delay_ms: number;
+  delivery_ms: number | null;
+  attempt?: number;
+}
+
+/** "250 2.0.0 Ok" → "2.0.0"; null when the reply has no enhanced code. */
+export function enhancedCode(reply: string): string | null {
+  return /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply.trim())?.[1] ?? null;
+}
+
+export class DeliveryLog {
+  private out?: fs.WriteStream;
+
+  constructor(private file: string | undefined, private log: Logger) {
+    if (file) this.open();
+  }
+
+  private open(): void {
+    this.out = fs.createWriteStream(this.file!, { flags: 'a', mode: 0o640 });
+    this.out.on('error', (e) => this.log.error({ err: e.message, file: this.file }, 'delivery log: cannot write'));
+  }
+
+  write(r: DeliveryRecord): void {
+    if (this.out) {
+      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), ...r })}\n`);
+      return;
+    }
+    this.log.info({ delivery: r }, `${r.event} ${r.queue_id} to ${r.recipient ?? r.recipient_domain} via ${r.pool}/${r.server ?? '-'}: ${r.code ?? '-'} ${r.reply}`);
+  }
+
+  /** After logrotate moved the file: start a new one at the configured path. */
+  reopen(): void {
+    if (!this.file) return;
+    const old = this.out;
+    this.open();
+    old?.end();
+    this.log.info({ file: this.file }, 'delivery log reopened');
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => (this.out ? this.out.end(resolve) : resolve()));
+  }
+}

@@ -1,0 +1,152 @@
+// Throttle arithmetic for one (server or source, destination) pair: the shaping limits in
+// force, a rate limiter, and adaptive backoff (multiplicative decrease on throttling replies,
+// additive increase on clean deliveries, a suspension when throttling repeats). Pure
+// functions over plain data; the Shaper holds the state and the clock.
+import type { Rate } from '../config/units.js';
+
+export interface ShapeRule {
+  concurrency?: number;
+  rate?: Rate;
+  /** Messages a rate limit lets through at once before spacing them out. */
+  burst: number;
+  messages_per_connection?: number;
+  connect_rate?: Rate;
+}
+
+export interface BackoffPolicy {
+  patterns: RegExp[];
+  /** Factor applied to concurrency and rate on each throttling reply. */
+  decrease: number;
+  min_factor: number;
+  /** Added back to the factor for each clean delivery. */
+  increase: number;
+  /** Throttling replies within `window` that suspend the pair for `suspend_for`. */
+  suspend_after: number;
+  window: number;
+  suspend_for: number;
+}
+
+export interface PairState {
+  inflight: number;
+  /** Rate limiter: the theoretical arrival time of the next message (GCRA). */
+  tat: number;
+  connTat: number;
+  /** 1 = the configured limits; lower after throttling replies. */
+  factor: number;
+  strikes: number[];
+  suspendedUntil: number;
+  lastReply?: string;
+}
+
+export function newPair(): PairState {
+  return { inflight: 0, tat: 0, connTat: 0, factor: 1, strikes: [], suspendedUntil: 0 };
+}
+
+/** The built-in throttling replies: texts big receivers use when they want less, slower mail. */
+export const BUILTIN_THROTTLE_PATTERNS: RegExp[] = [
+  /try (again )?later/i,
+  /rate.?limit/i,
+  /too many (connections|messages|recipients|concurrent|sessions)/i,
+  /\bTSS0\d\b/, // Yahoo: temporarily deferred due to unexpected volume or user complaints
+  /\bS3150\b/, // Microsoft: sending IP temporarily rate limited
+  /\b4\.7\.(0|28)\b.*(throttl|deferr|limit)/i,
+  /throttl/i,
+  /temporarily (deferred|rate limited|rejected)/i,
+  /exceeded.*(rate|limit)/i,
+];
+
+/** Does this reply ask us to slow down? Only 421/450/451 count, as receivers use them so. */
+export function isThrottleReply(code: number | null, text: string, extra: RegExp[]): boolean {
+  if (code !== 421 && code !== 450 && code !== 451) return false;
+  return BUILTIN_THROTTLE_PATTERNS.some((p) => p.test(text)) || extra.some((p) => p.test(text));
+}
+
+export interface Effective {
+  concurrency: number;
+  /** Milliseconds between messages, or 0 for no rate limit. */
+  interval: number;
+  connectInterval: number;
+}
+
+/** The limits in force after backoff: both concurrency and rate scaled by the factor. */
+export function effectiveLimits(rule: ShapeRule, factor: number, defaultConcurrency: number): Effective {
+  const base = rule.concurrency ?? defaultConcurrency;
+  return {
+    concurrency: Math.max(1, Math.floor(base * factor)),
+    interval: rule.rate ? rule.rate.perMs / (rule.rate.count * factor) : 0,
+    connectInterval: rule.connect_rate ? rule.connect_rate.perMs / rule.connect_rate.count : 0,
+  };
+}
+
+/** GCRA: when may the next message go, given the limiter's state? */
+export function rateReadyAt(tat: number, interval: number, burst: number, now: number): number {
+  if (interval <= 0) return now;
+  return Math.max(now, tat - (burst - 1) * interval);
+}
+
+/** How many messages the limiter lets go at `now`, without waiting. */
+export function rateTokens(tat: number, interval: number, burst: number, now: number): number {
+  if (interval <= 0) return Infinity;
+  return Math.max(0, burst - Math.ceil((Math.max(tat, now) - now) / interval));
+}
+
+/** How many more deliveries the pair can start right now (concurrency and rate). */
+export function pairSlots(p: PairState, eff: Effective, burst: number, now: number): number {
+  if (p.suspendedUntil > now) return 0;
+  return Math.max(0, Math.min(eff.concurrency - p.inflight, rateTokens(p.tat, eff.interval, burst, now)));
+}
+
+/** Spend one token: the limiter's state after a message goes at `now`. */
+export function rateTake(tat: number, interval: number, now: number): number {
+  if (interval <= 0) return tat;
+  return Math.max(tat, now) + interval;
+}
+
+export type Verdict = { ok: true } | { ok: false; reason: string; at: number; spacing?: number };
+
+/** May one more delivery start on this pair now? */
+export function pairAdmits(p: PairState, eff: Effective, burst: number, now: number, needsConnection: boolean): Verdict {
+  if (p.suspendedUntil > now) return { ok: false, reason: `suspended after repeated throttling (${p.lastReply ?? ''})`.trim(), at: p.suspendedUntil };
+  if (p.inflight >= eff.concurrency) return { ok: false, reason: `concurrency limit ${eff.concurrency} reached`, at: now + 250 };
+  const at = rateReadyAt(p.tat, eff.interval, burst, now);
+  if (at > now) return { ok: false, reason: `rate limit ${rateText(eff.interval)}`, at, spacing: eff.interval };
+  if (needsConnection) {
+    const c = rateReadyAt(p.connTat, eff.connectInterval, 1, now);
+    if (c > now) return { ok: false, reason: `connection rate limit ${rateText(eff.connectInterval)}`, at: c };
+  }
+  return { ok: true };
+}
+
+export function rateText(interval: number): string {
+  const perMin = 60_000 / interval;
+  if (perMin >= 600) return `${+(perMin / 60).toFixed(2)}/s`;
+  return perMin >= 1 ? `${+perMin.toFixed(2)}/min` : `${+(perMin * 60).toFixed(2)}/hour`;
+}
+
+/** The pair after a reply: throttling cuts it down, a clean delivery lets it climb back. */
+export function afterReply(p: PairState, code: number | null, text: string, policy: BackoffPolicy, now: number): PairState {
+  if (isThrottleReply(code, text, policy.patterns)) {
+    const strikes = [...p.strikes.filter((t) => now - t < policy.window), now];
+    const suspend = strikes.length >= policy.suspend_after;
+    return {
+      ...p,
+      factor: Math.max(policy.min_factor, p.factor * policy.decrease),
+      strikes: suspend ? [] : strikes,
+      suspendedUntil: suspend ? now + policy.suspend_for : p.suspendedUntil,
+      lastReply: `${code} ${text}`.slice(0, 200),
+    };
+  }
+  if (code !== null && code >= 200 && code < 300 && p.factor < 1) return { ...p, factor: Math.min(1, p.factor + policy.increase) };
+  return p;
+}
+
+/** The shaping rule for a destination: exact domain, then `*.parent` patterns, then default. */
+export function ruleKeyFor(domain: string, keys: string[]): string | undefined {
+  const d = domain.toLowerCase();
+  if (keys.includes(d)) return d;
+  let best: string | undefined;
+  for (const k of keys) {
+    if (k.startsWith('*.') && d.endsWith(k.slice(1).toLowerCase()) && (!best || k.length > best.length)) best = k;
+  }
+  return best ?? (keys.includes('default') ? 'default' : undefined);
+}

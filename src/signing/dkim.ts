@@ -1,0 +1,74 @@
+// DKIM signing at acceptance, before the spool: every pool then sends the same signed bytes,
+// so the identity does not depend on which upstream delivers. Keys are per sender domain (the
+// From header's, else the envelope sender's). The worker-thread pool is a few lines written
+// here rather than a dependency: jobs are uniform and short, so round-robin over N threads
+// with a promise per job is all it needs.
+import fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import type { SignDone, SignJob } from './dkim-worker.js';
+
+export interface DkimKey { domain: string; selector: string; algorithm: string; privateKey: string }
+
+export interface DkimConfig { domains: Record<string, { selector: string; key_file: string; algorithm: string }>; headers?: string[]; threads: number }
+
+/** Read every key file now, so a bad one is found at start or reload, not at the first message. */
+export function loadKeys(cfg: DkimConfig): Map<string, DkimKey> {
+  const keys = new Map<string, DkimKey>();
+  for (const [domain, k] of Object.entries(cfg.domains)) {
+    keys.set(domain.toLowerCase(), { domain: domain.toLowerCase(), selector: k.selector, algorithm: k.algorithm, privateKey: fs.readFileSync(k.key_file, 'utf8') });
+  }
+  return keys;
+}
+
+export class DkimSigner {
+  private workers: Worker[] = [];
+  private next = 0;
+  private seq = 0;
+  private waiting = new Map<number, { resolve: (s: string) => void; reject: (e: Error) => void }>();
+
+  constructor(private keys: Map<string, DkimKey>, private headers: string[] | undefined, threads: number) {
+    const file = fileURLToPath(new URL('./dkim-worker.js', import.meta.url));
+    for (let i = 0; i < threads; i++) {
+      const w = new Worker(file);
+      w.on('message', (d: SignDone) => {
+        const p = this.waiting.get(d.id);
+        if (!p) return;
+        this.waiting.delete(d.id);
+        if (d.signature) p.resolve(d.signature);
+        else p.reject(new Error(d.error ?? 'signing failed'));
+      });
+      w.unref();
+      this.workers.push(w);
+    }
+  }
+
+  setKeys(keys: Map<string, DkimKey>, headers?: string[]): void {
+    this.keys = keys;
+    this.headers = headers;
+  }
+
+  keyFor(...domains: (string | undefined)[]): DkimKey | undefined {
+    for (const d of domains) if (d && this.keys.has(d)) return this.keys.get(d);
+    return undefined;
+  }
+
+  /** The message with a DKIM-Signature header on top, or unchanged when no key matches. */
+  async sign(message: Buffer, ...domains: (string | undefined)[]): Promise<Buffer> {
+    const key = this.keyFor(...domains);
+    if (!key) return message;
+    const id = this.seq++;
+    const job: SignJob = { id, message, domain: key.domain, selector: key.selector, privateKey: key.privateKey, algorithm: key.algorithm, headers: this.headers };
+    const signature = await new Promise<string>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.workers[this.next++ % this.workers.length].postMessage(job);
+    });
+    return Buffer.concat([Buffer.from(signature.endsWith('\n') ? signature : `${signature}\r\n`, 'latin1'), message]);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    for (const p of this.waiting.values()) p.reject(new Error('signer closed'));
+    this.waiting.clear();
+  }
+}
