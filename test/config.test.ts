@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { freePort, runCli, stopAll, tmpDir } from './helpers/peers.js';
+import { freePort, ROOT, runCli, stopAll, tmpDir } from './helpers/peers.js';
 
 after(stopAll);
 
@@ -50,6 +50,10 @@ const cases: { name: string; edit: (t: string) => string; line: number; key: Reg
   { name: 'listener naming a missing pool', edit: (t) => t.replace('pool: relays }', 'pool: relayz }'), line: 3, key: /listeners\[0\]\.pool/, what: /no pool named "relayz"/ },
   { name: 'route naming a missing pool', edit: (t) => `${t}routes:\n  - { domains: [gmail.com], pool: ghost }\n`, line: 9, key: /routes\[0\]\.pool/, what: /no pool named "ghost"/ },
   { name: 'bad duration', edit: (t) => t.replace('  relays:\n', '  relays:\n    health: { interval: soon }\n'), line: 6, key: /pools\.relays\.health\.interval/, what: /not a valid duration/ },
+  { name: 'bad shaping rate', edit: (t) => `${t}shaping:\n  gmail.com: { rate: 600/fortnight }\n`, line: 9, key: /shaping\.gmail\.com\.rate/, what: /not a valid rate.*600\/fortnight/ },
+  { name: 'bad warm-up date', edit: (t) => t.replace('weight: 1 }', 'weight: 1, warmup: { start: 2026-02-30, schedule: [50] } }'), line: 7, key: /pools\.relays\.servers\[0\]\.warmup\.start/, what: /not a valid date/ },
+  { name: 'missing DKIM key file', edit: (t) => `${t}dkim:\n  domains:\n    example.com: { selector: s1, key_file: /nonexistent/k.pem }\n`, line: 10, key: /dkim\.domains\.example\.com\.key_file/, what: /cannot read \/nonexistent\/k\.pem: ENOENT/ },
+  { name: 'bad backoff pattern', edit: (t) => `${t}backoff: { patterns: ["(unclosed"] }\n`, line: 8, key: /backoff\.patterns\[0\]/, what: /not a valid regular expression/ },
   { name: 'YAML syntax error', edit: (t) => t.replace('servers:', 'servers: [\n'), line: 8, key: /YAML syntax/, what: /./ },
 ];
 
@@ -87,4 +91,19 @@ test('start exits 1 naming the listener when its port is already in use', async 
   } finally {
     blocker.close();
   }
+});
+
+test('the configuration shown in the README passes check', () => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const yaml = /## Configuration\s+```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+  assert.ok(yaml, 'the README has a yaml block under Configuration');
+  const dir = tmpDir('readme-');
+  fs.mkdirSync(path.join(dir, 'dkim'));
+  const key = runCli(['dkim', 'keygen', '--domain', 'example.com', '--selector', 's2026', '--out', path.join(dir, 'dkim/example.com.pem')]);
+  assert.equal(key.code, 0, key.stderr);
+  fs.writeFileSync(path.join(dir, 'transport'), 'example.net smtp:[10.0.0.20]:25\n');
+  const file = path.join(dir, 'smtplb.yaml');
+  fs.writeFileSync(file, yaml.replace('/etc/postfix/transport', path.join(dir, 'transport')));
+  const r = runCli(['check', '-c', file]);
+  assert.equal(r.code, 0, r.stderr);
 });

@@ -39,6 +39,17 @@ test('smtplb demo: the printed smtplb send and swaks commands get 250 and the de
   const last = [...out.matchAll(/\(mta1: (\d+), mta2: (\d+)\)/g)].pop()!;
   assert.ok(Number(last[1]) >= 5 && Number(last[2]) >= 5, `both demo MTAs used: ${last[0]}`);
 
+  // The relay line and the dashboard the demo prints work too.
+  const relayLine = [...out.matchAll(/^\s*(swaks .+)$/gm)][1]?.[1];
+  assert.ok(relayLine, out);
+  const rl = await run('sh', ['-c', relayLine]);
+  assert.match(rl.stdout, /<- {2}250 2\.0\.0 Ok: queued as \w+/, rl.stdout);
+  await waitFor('relayed message at a demo MTA', () => [...out.matchAll(/\(mta1: (\d+), mta2: (\d+)\)/g)].some((m) => Number(m[1]) + Number(m[2]) === 12), 10_000);
+  const dash = /dashboard\s+(http:\S+)#token=(\S+)/.exec(out)!;
+  assert.match(await (await fetch(dash[1])).text(), /<title>smtplb dashboard<\/title>/);
+  const st = (await (await fetch(new URL('/api/status', dash[1]), { headers: { authorization: `Bearer ${dash[2]}` } })).json()) as { pools: { servers: { name: string; up: boolean }[] }[] };
+  assert.deepEqual(st.pools[0].servers.map((s) => s.name), ['mta1', 'mta2']);
+
   process.kill(-demo.pid!, 'SIGINT');
   await waitFor('demo stopped', () => demo.exitCode !== null || demo.signalCode !== null, 10_000);
   assert.match(out, /stopping; received mta1: \d+, mta2: \d+/);

@@ -1,12 +1,17 @@
-// Pure decisions of the relay: route choice, retry schedule, reply classes, transport maps.
+// Pure decisions of the relay: route choice, retry schedule, reply classes, transport maps,
+// throttle arithmetic, backoff, warm-up caps and traffic classes.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseSize } from '../src/config/units.js';
+import { parseRate, parseSize } from '../src/config/units.js';
 import { classify } from '../src/delivery/deliver.js';
 import { buildDsn } from '../src/delivery/dsn.js';
 import { chooseRoute, domainMatches } from '../src/routing/route.js';
 import { parseRoutesFromTransport } from '../src/routing/transport.js';
 import { expired, nextAttempt, retryDelay } from '../src/scheduler/retry.js';
+import { afterReply, effectiveLimits, isThrottleReply, newPair, pairAdmits, rateReadyAt, rateTake, rateTokens, ruleKeyFor } from '../src/scheduler/throttle.js';
+import { nextDay, warmupCap, warmupProgress } from '../src/scheduler/warmup.js';
+import { classOf, fromDomain, takeHeader } from '../src/policy/classify.js';
+import { enhancedCode } from '../src/delivery/delivery-log.js';
 
 test('domain patterns: exact, *.sub (subdomains only), .sub (Postfix), any case', () => {
   assert.ok(domainMatches('gmail.com', 'GMAIL.com'));
@@ -87,4 +92,91 @@ test('a DSN is a multipart/report naming each recipient, with the original heade
   assert.match(dsn, /Remote-MTA: dns; mx1/);
   assert.match(dsn, /Subject: hi\r\nX-A: 1/);
   assert.doesNotMatch(dsn, /secret body/);
+});
+
+test('rate limiter (GCRA): a burst, then one message per interval', () => {
+  const interval = 100;
+  let tat = 0;
+  const now = 1_000;
+  // burst 3: three go at once, the fourth waits one interval
+  for (let i = 0; i < 3; i++) {
+    assert.equal(rateReadyAt(tat, interval, 3, now), now);
+    tat = rateTake(tat, interval, now);
+  }
+  assert.equal(rateTokens(tat, interval, 3, now), 0);
+  assert.equal(rateReadyAt(tat, interval, 3, now), now + interval);
+  assert.equal(rateTokens(tat, interval, 3, now + 250), 2);
+  assert.equal(rateReadyAt(0, 0, 1, now), now, 'no rate: always ready');
+});
+
+test('a pair admits within concurrency and rate; backoff halves and recovers step by step, repeated throttling suspends', () => {
+  const rule = { burst: 1, concurrency: 4, rate: { count: 600, perMs: 60_000 } };
+  const policy = { patterns: [/custom slow down/i], decrease: 0.5, min_factor: 0.1, increase: 0.1, suspend_after: 3, window: 60_000, suspend_for: 600_000 };
+  let p = newPair();
+  assert.deepEqual(effectiveLimits(rule, 1, 20), { concurrency: 4, interval: 100, connectInterval: 0 });
+  assert.equal(pairAdmits(p, effectiveLimits(rule, 1, 20), 1, 0, true).ok, true);
+  assert.match((pairAdmits({ ...p, inflight: 4 }, effectiveLimits(rule, 1, 20), 1, 0, true) as { reason: string }).reason, /concurrency limit 4/);
+  p = afterReply(p, 421, '4.7.0 Try again later', policy, 1000);
+  assert.equal(p.factor, 0.5);
+  assert.deepEqual(effectiveLimits(rule, p.factor, 20), { concurrency: 2, interval: 200, connectInterval: 0 });
+  p = afterReply(p, 250, '2.0.0 Ok', policy, 2000);
+  assert.equal(p.factor, 0.6);
+  p = afterReply(p, 550, '5.1.1 unknown user', policy, 2000);
+  assert.equal(p.factor, 0.6, 'a permanent failure is no throttling news');
+  p = afterReply(p, 451, 'custom slow down please', policy, 3000);
+  assert.equal(p.suspendedUntil, 0);
+  p = afterReply(p, 450, '4.7.0 [TSS04] Messages from 1.2.3.4 temporarily deferred', policy, 4000);
+  assert.equal(p.suspendedUntil, 4000 + 600_000, 'the third throttling reply within the window suspends the pair');
+  assert.match((pairAdmits(p, effectiveLimits(rule, p.factor, 20), 1, 5000, false) as { reason: string }).reason, /suspended/);
+  assert.ok(p.factor >= policy.min_factor);
+});
+
+test('throttling replies: the built-in table and configured patterns, only on 421/450/451', () => {
+  assert.ok(isThrottleReply(421, '4.7.0 Try again later', []));
+  assert.ok(isThrottleReply(421, '4.7.0 [TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected volume', []));
+  assert.ok(isThrottleReply(451, '4.7.500 Server busy. Please try again later. (S3150)', []));
+  assert.ok(isThrottleReply(450, '4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages', [/at a rate that prevents/]));
+  assert.ok(isThrottleReply(421, 'Too many concurrent SMTP connections', []));
+  assert.equal(isThrottleReply(450, '4.2.0 Mailbox full', []), false);
+  assert.equal(isThrottleReply(550, '5.7.1 rate limited', []), false, 'a 5xx is never throttling');
+});
+
+test('warm-up caps by day since start; nothing before the start; warm after the plan', () => {
+  const start = Date.UTC(2026, 10, 20);
+  const plan = { start, schedule: [50, 100, 500], overflow: 'spill' as const };
+  assert.equal(warmupCap(plan, start - 1), 0);
+  assert.equal(warmupCap(plan, start + 3_600_000), 50);
+  assert.equal(warmupCap(plan, start + 86_400_000 + 5), 100);
+  assert.equal(warmupCap(plan, start + 3 * 86_400_000), null);
+  assert.equal(nextDay(start + 5), start + 86_400_000);
+  assert.deepEqual(warmupProgress(plan, 30, start + 10), { day: 0, cap: 50, sent: 30, remaining: 20 });
+});
+
+test('classes: user over header over sender domain over listener; the class header is taken out, folded lines too', () => {
+  const by = { 'news.example.com': 'marketing', '*.bulk.example.com': 'marketing' };
+  assert.equal(classOf({ userClass: 'transactional', headerClass: 'marketing' }, by), 'transactional');
+  assert.equal(classOf({ headerClass: 'marketing', senderDomain: 'x.test', listenerClass: 'transactional' }, by), 'marketing');
+  assert.equal(classOf({ senderDomain: 'News.Example.com', listenerClass: 'transactional' }, by), 'marketing');
+  assert.equal(classOf({ senderDomain: 'a.bulk.example.com' }, by), 'marketing');
+  assert.equal(classOf({ senderDomain: 'x.test', listenerClass: 'transactional' }, by), 'transactional');
+  const msg = Buffer.from('From: a@b\r\nX-Traffic-Class: mark\r\n eting\r\nSubject: hi\r\n\r\nX-Traffic-Class: body stays\r\n');
+  const t = takeHeader(msg, 'X-Traffic-Class');
+  assert.equal(t.value, 'mark eting');
+  assert.equal(t.message.toString(), 'From: a@b\r\nSubject: hi\r\n\r\nX-Traffic-Class: body stays\r\n');
+  assert.equal(takeHeader(Buffer.from('Subject: x\n\nbody'), 'X-Traffic-Class').value, undefined);
+  assert.equal(fromDomain(Buffer.from('From: "A, B" <a@Example.COM>\r\n\r\n')), 'example.com');
+});
+
+test('shaping rules: exact domain, then the longest *.parent, then default; enhanced codes are read from replies', () => {
+  const keys = ['default', 'gmail.com', '*.example.com', '*.mail.example.com'];
+  assert.equal(ruleKeyFor('Gmail.com', keys), 'gmail.com');
+  assert.equal(ruleKeyFor('a.mail.example.com', keys), '*.mail.example.com');
+  assert.equal(ruleKeyFor('x.example.com', keys), '*.example.com');
+  assert.equal(ruleKeyFor('yahoo.com', keys), 'default');
+  assert.equal(ruleKeyFor('yahoo.com', ['gmail.com']), undefined);
+  assert.equal(enhancedCode('250 2.0.0 Ok: queued as X'), '2.0.0');
+  assert.equal(enhancedCode('4.7.0 Try again later'), '4.7.0');
+  assert.equal(enhancedCode('550 no such user'), null);
+  assert.deepEqual(parseRate('600/min'), { count: 600, perMs: 60_000 });
+  assert.throws(() => parseRate('fast'), /not a valid rate/);
 });

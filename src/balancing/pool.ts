@@ -23,11 +23,13 @@ export class Server implements ServerView {
   maxconn?: number;
   source?: string;
   warmup?: WarmupPlan;
+  /** HELO name of a direct-to-MX source. */
+  helo?: string;
   // Counters for status and metrics.
   connections = 0;
   failures = 0;
 
-  constructor(readonly name: string, readonly address: HostPort, cfg: Pick<ServerConfig, 'weight' | 'backup' | 'max_connections' | 'source' | 'warmup'>) {
+  constructor(readonly name: string, readonly address: HostPort, cfg: Pick<ServerConfig, 'weight' | 'backup' | 'max_connections' | 'source' | 'warmup'> & { helo?: string }) {
     this.key = `${name}@${formatAddress(address)}`;
     this.configuredWeight = cfg.weight;
     this.weight = cfg.weight;
@@ -35,6 +37,7 @@ export class Server implements ServerView {
     this.maxconn = cfg.max_connections;
     this.source = cfg.source;
     this.warmup = cfg.warmup;
+    this.helo = cfg.helo;
     this.health = initialHealth();
   }
 
@@ -62,9 +65,12 @@ export interface ServerSpec {
   max_connections?: number;
   source?: string;
   warmup?: WarmupPlan;
+  helo?: string;
 }
 
 export function specsFromConfig(cfg: PoolConfig): ServerSpec[] {
+  // A direct-to-MX pool balances over its sources: local addresses to send from.
+  if (cfg.kind === 'mx') return cfg.sources.map((s) => ({ name: s.name ?? s.address, address: { host: s.address, port: 0 }, source: s.address, helo: s.helo, weight: s.weight, backup: false, max_connections: s.max_connections, warmup: s.warmup }));
   return cfg.servers.map((s) => ({ ...s, name: s.name ?? formatAddress(s.address) }));
 }
 
@@ -92,6 +98,7 @@ export class Pool extends EventEmitter {
       prev.maxconn = spec.max_connections;
       prev.source = spec.source;
       prev.warmup = spec.warmup;
+      prev.helo = spec.helo;
       return prev;
     });
     this.wake();

@@ -66,7 +66,14 @@ async function admin(file: string, method: string, urlPath: string, body?: unkno
 }
 
 interface StatusServer { name: string; address: string; weight: number; backup: boolean; admin: string; up: boolean; ejected_until: string | null; active: number; connections: number; failures: number; last_error: string | null }
-interface StatusShape { hostname: string; listeners: { name: string; listen: string; mode: string; pool?: string }[]; pools: { name: string; balance: string; servers: StatusServer[] }[] }
+interface StatusShape {
+  hostname: string;
+  listeners: { name: string; listen: string; mode: string; pool?: string }[];
+  pools: { name: string; balance: string; servers: (StatusServer & { warmup: { cap: number | null; sent: number } | null })[] }[];
+  queue?: { counts: Record<string, number>; destinations: { pool: string; destination: string; queued: number; oldest_seconds: number }[] };
+  throttles?: { pool: string; server: string; destination: string; factor: number; rate_per_minute: number | null; suspended_until: string | null }[];
+  suspensions?: { id: string; pool: string; destination: string; until: string; who: string; reason: string }[];
+}
 
 function printStatus(s: StatusShape): void {
   console.log(`smtplb on ${s.hostname}`);
@@ -75,9 +82,17 @@ function printStatus(s: StatusShape): void {
     console.log(`  pool ${p.name} (balance ${p.balance})`);
     for (const v of p.servers) {
       const state = v.admin !== 'ready' ? v.admin.toUpperCase() : !v.up ? 'DOWN' : v.ejected_until ? 'EJECTED' : 'UP';
-      console.log(`    ${v.name.padEnd(16)} ${v.address.padEnd(22)} ${state.padEnd(8)} weight ${String(v.weight).padEnd(4)}${v.backup ? ' backup' : '       '} active ${String(v.active).padEnd(5)} total ${v.connections}${v.last_error && !v.up ? `  (${v.last_error})` : ''}`);
+      const warm = v.warmup ? (v.warmup.cap === null ? '  warm' : `  warm-up ${v.warmup.sent}/${v.warmup.cap} today`) : '';
+      console.log(`    ${v.name.padEnd(16)} ${v.address.padEnd(22)} ${state.padEnd(8)} weight ${String(v.weight).padEnd(4)}${v.backup ? ' backup' : '       '} active ${String(v.active).padEnd(5)} total ${v.connections}${warm}${v.last_error && !v.up ? `  (${v.last_error})` : ''}`);
     }
   }
+  if (s.queue) {
+    const counts = Object.entries(s.queue.counts).map(([k, n]) => `${k} ${n}`).join(', ');
+    console.log(`  queue: ${counts || 'empty'}`);
+    for (const d of s.queue.destinations.slice(0, 10)) console.log(`    ${d.destination.padEnd(30)} pool ${d.pool.padEnd(12)} waiting ${String(d.queued).padEnd(6)} oldest ${d.oldest_seconds}s`);
+  }
+  for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) console.log(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
+  for (const x of s.suspensions ?? []) console.log(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
 }
 
 interface SuspensionView { id: string; pool: string; destination: string; until: string; reason: string; who: string }

@@ -78,7 +78,11 @@ function crossChecks(c: Config): Problem[] {
     if (!pools.has(r.pool)) out.push({ path: ['routes', i, 'pool'], message: `no pool named "${r.pool}" (pools: ${[...pools].join(', ') || 'none'})` });
   });
   for (const [name, p] of Object.entries(c.pools)) {
-    if (p.servers.length === 0 && !p.discover) out.push({ path: ['pools', name, 'servers'], message: 'a pool needs servers or discover' });
+    if (p.kind === 'mx') {
+      if (p.servers.length || p.discover) out.push({ path: ['pools', name, 'servers'], message: 'a kind: mx pool sends to MX hosts: give sources (local addresses), not servers' });
+      if (p.sources.length === 0) out.push({ path: ['pools', name, 'sources'], message: 'a kind: mx pool needs sources: [ { address: LOCAL_IP } ]' });
+    } else if (p.servers.length === 0 && !p.discover) out.push({ path: ['pools', name, 'servers'], message: 'a pool needs servers or discover' });
+    else if (p.sources.length) out.push({ path: ['pools', name, 'sources'], message: 'sources are for kind: mx pools; a relay pool binds with servers[].source' });
     if (p.fallback !== undefined) {
       if (!pools.has(p.fallback)) out.push({ path: ['pools', name, 'fallback'], message: `no pool named "${p.fallback}"` });
       else {

@@ -1,5 +1,6 @@
 // The config file's shape. Keys are snake_case as operators write them; zod turns the
 // textual values (durations, addresses, networks) into plain data the runtime uses directly.
+import net from 'node:net';
 import os from 'node:os';
 import { z } from 'zod';
 import { parseAddress, parseCidr, parseDay, parseDuration, parseRate, parseSize } from './units.js';
@@ -87,7 +88,21 @@ export const outlierSchema = z.strictObject({
   max_ejection: duration.default(300_000),
 });
 
+export const sourceSchema = z.strictObject({
+  name: name.optional(),
+  /** Local address to send from. */
+  address: z.string().refine((v) => net.isIP(v) !== 0, { error: 'expected an IP address to bind to' }),
+  helo: z.string().optional(),
+  weight: int(0, 256).default(1),
+  max_connections: int(1, 1_000_000).optional(),
+  warmup: warmupSchema.optional(),
+});
+
 export const poolSchema = z.strictObject({
+  /** relay: deliver to the listed servers; mx: straight to each destination's MX hosts, from `sources`. */
+  kind: z.enum(['relay', 'mx'], { error: 'expected relay or mx' }).default('relay'),
+  sources: z.array(sourceSchema).default([]),
+  mx: z.strictObject({ resolver: address.optional(), port: int(1, 65535).default(25) }).default({ port: 25 }),
   balance: z
     .enum(['roundrobin', 'leastconn', 'first', 'random2', 'source'], {
       error: 'expected roundrobin, leastconn, first, random2 or source',

@@ -3,7 +3,8 @@
 // left. A connect failure, a 421, or a 4xx for the whole message moves on to the next server
 // at once; per-recipient 4xx are tried on the next server too. Permanent answers are final.
 import type { Pool, PoolSet, Server } from '../balancing/pool.js';
-import { openUpstream, sendOn, SmtpError, type UpstreamCache } from './upstream.js';
+import type { MxAnswer } from '../discovery/mx.js';
+import { openUpstream, sendOn, SmtpError, type Upstream, type UpstreamCache } from './upstream.js';
 
 export type OutcomeKind = 'delivered' | 'deferred' | 'failed';
 
@@ -17,7 +18,10 @@ export interface RcptOutcome {
 
 export interface Attempt {
   at: number;
+  /** Who was talked to: the server, or source → MX host. */
   server: string;
+  /** The pool member (server or source) it counts against, for metrics. */
+  member: string;
   rcpts: string[];
   code: number | null;
   text: string;
@@ -29,6 +33,8 @@ export interface DeliveryRequest {
   sender: string;
   recipients: string[];
   body: Buffer;
+  /** The recipients' domain (one per request): direct-to-MX pools look up its MX hosts. */
+  domain?: string;
   /** Servers the queue manager found throttled or capped for this destination. */
   exclude?: ReadonlySet<string>;
   gate?: DeliveryGate;
@@ -63,6 +69,30 @@ export interface DeliveryContext {
   helo: (pool: string) => string;
   /** A new connection to a server was tried: for metrics. */
   connected?: (pool: Pool, server: Server, ms: number, ok: boolean) => void;
+  /** MX hosts of a domain, for direct-to-MX pools. */
+  mx?: (pool: Pool, domain: string) => Promise<MxAnswer>;
+}
+
+/**
+ * A new connection from `server`: to the server itself, or, for a direct-to-MX pool (where
+ * the server is a source address), to the destination's MX hosts in preference order.
+ */
+async function connect(pool: Pool, server: Server, req: DeliveryRequest, ctx: DeliveryContext, group: string, maxMessages: number | undefined): Promise<Upstream> {
+  const helo = server.helo ?? ctx.helo(pool.name);
+  if (pool.cfg.kind !== 'mx') return openUpstream(pool, server, helo, group, maxMessages);
+  const answer = req.domain && ctx.mx ? await ctx.mx(pool, req.domain) : { ok: false as const, permanent: false, reason: '4.3.5 No MX lookup available' };
+  if (!answer.ok) throw new SmtpError(answer.reason, answer.permanent ? 550 : null, 'MX', answer.reason);
+  let lastErr: unknown;
+  for (const t of answer.targets) {
+    try {
+      return await openUpstream(pool, server, helo, group, maxMessages, { host: t.ip, port: pool.cfg.mx.port, servername: t.host });
+    } catch (e) {
+      // A refused or silent MX host: the next one (RFC 5321 5.1); an answer in SMTP is final for this try.
+      lastErr = e;
+      if (e instanceof SmtpError && e.code !== null) throw e;
+    }
+  }
+  throw lastErr ?? new SmtpError('no MX host', null, 'CONN', 'no MX host could be reached');
 }
 
 export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promise<DeliveryResult> {
@@ -72,7 +102,8 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   let last: { code: number | null; text: string; server: string | null } = { code: null, text: 'no server available', server: null };
   const tried = new Set<string>(req.exclude);
   const gate = req.gate;
-  const group = gate?.connection?.group ?? '';
+  // Connections of a direct-to-MX pool go to one destination's hosts: kept apart per domain.
+  const group = gate?.connection?.group ?? (req.domain && ctx.pools.get(req.pool)?.cfg.kind === 'mx' ? `mx:${req.domain}` : '');
   let waitUntil: number | undefined;
   const maxTries = (ctx.pools.get(req.pool)?.cfg.retries ?? 0) + 1;
   // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
@@ -103,7 +134,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
     try {
       if (!up) {
         try {
-          up = await openUpstream(pool, server, ctx.helo(pool.name), group, gate?.connection?.maxMessages);
+          up = await connect(pool, server, req, ctx, group, gate?.connection?.maxMessages);
         } finally {
           ctx.connected?.(pool, server, Date.now() - started, !!up);
         }
@@ -111,16 +142,17 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       }
       const r = await sendOn(up, req.sender, remaining, req.body);
       const next: string[] = [];
-      for (const rcpt of r.accepted) outcomes.set(rcpt, { rcpt, kind: 'delivered', code: codeOf(r.response) ?? 250, text: r.response, server: server.name });
+      const label = up.label;
+      for (const rcpt of r.accepted) outcomes.set(rcpt, { rcpt, kind: 'delivered', code: codeOf(r.response) ?? 250, text: r.response, server: label });
       for (const rej of r.rejected) {
         const kind = classify(rej.code);
-        if (kind === 'failed') outcomes.set(rej.rcpt, { rcpt: rej.rcpt, kind, code: rej.code, text: rej.text, server: server.name });
+        if (kind === 'failed') outcomes.set(rej.rcpt, { rcpt: rej.rcpt, kind, code: rej.code, text: rej.text, server: label });
         else {
           next.push(rej.rcpt);
-          last = { code: rej.code, text: rej.text, server: server.name };
+          last = { code: rej.code, text: rej.text, server: label };
         }
       }
-      const a: Attempt = { at: started, server: server.name, rcpts: remaining, code: r.accepted.length ? codeOf(r.response) ?? 250 : r.rejected[0]?.code ?? null, text: r.accepted.length ? r.response : r.rejected[0]?.text ?? '', ms: Date.now() - started };
+      const a: Attempt = { at: started, server: label, member: server.name, rcpts: remaining, code: r.accepted.length ? codeOf(r.response) ?? 250 : r.rejected[0]?.code ?? null, text: r.accepted.length ? r.response : r.rejected[0]?.text ?? '', ms: Date.now() - started };
       attempts.push(a);
       // A throttling answer to some recipients counts even when others went through.
       const throttled = r.rejected.find((x) => x.code === 421 || x.code === 450 || x.code === 451);
@@ -129,12 +161,13 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       if (r.rejected.some((x) => x.code === 421) && up) up.broken = true;
     } catch (e) {
       const err = e instanceof SmtpError ? e : new SmtpError((e as Error).message, null, 'CONN', (e as Error).message);
-      if (err.code === null && !up?.sent) pool.passiveResult(server, false);
-      attempts.push({ at: started, server: server.name, rcpts: remaining, code: err.code, text: err.text, ms: Date.now() - started });
+      if (err.code === null && !up?.sent && err.stage !== 'MX' && pool.cfg.kind !== 'mx') pool.passiveResult(server, false);
+      attempts.push({ at: started, server: server.name, member: server.name, rcpts: remaining, code: err.code, text: err.text, ms: Date.now() - started });
       last = { code: err.code, text: err.text, server: server.name };
       reply = { code: err.code, text: err.text, delivered: false };
-      if (classify(err.code) === 'failed' && (err.stage === 'MAIL FROM' || err.stage === 'DATA')) {
-        // The server refused the message itself (MAIL FROM or DATA 5xx): final for everyone.
+      if (classify(err.code) === 'failed' && (err.stage === 'MAIL FROM' || err.stage === 'DATA' || err.stage === 'MX')) {
+        // The server refused the message itself (MAIL FROM or DATA 5xx), or the domain takes
+        // no mail at all: final for everyone.
         for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'failed', code: err.code, text: err.text, server: server.name });
         remaining = [];
       }

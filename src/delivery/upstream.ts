@@ -13,6 +13,8 @@ export interface Upstream {
   /** Connections carrying one destination's mail (shaping's messages_per_connection) are kept apart. */
   group: string;
   maxMessages: number;
+  /** For logs: the server, or source → MX host for direct-to-MX pools. */
+  label: string;
 }
 
 export interface SendResult {
@@ -27,12 +29,15 @@ export class SmtpError extends Error {
   }
 }
 
-export function openUpstream(pool: Pool, server: Server, helo: string, group = '', maxMessages = Infinity): Promise<Upstream> {
+/** Where a connection goes when it is not the server's own address: a destination's MX host. */
+export interface Target { host: string; port: number; servername: string }
+
+export function openUpstream(pool: Pool, server: Server, helo: string, group = '', maxMessages = Infinity, target?: Target): Promise<Upstream> {
   const cfg = pool.cfg;
   return new Promise((resolve, reject) => {
     const conn = new SMTPConnection({
-      host: server.address.host,
-      port: server.address.port,
+      host: target?.host ?? server.address.host,
+      port: target?.port ?? server.address.port,
       name: helo,
       localAddress: server.source,
       connectionTimeout: cfg.connect_timeout,
@@ -41,9 +46,9 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
       ignoreTLS: cfg.tls === 'none',
       requireTLS: cfg.tls === 'require' || cfg.tls === 'verify',
       opportunisticTLS: cfg.tls === 'may',
-      tls: { rejectUnauthorized: cfg.tls === 'verify', servername: server.address.host },
+      tls: { rejectUnauthorized: cfg.tls === 'verify', servername: target?.servername ?? server.address.host },
     });
-    const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages };
+    const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages, label: target ? `${server.name}→${target.servername}` : server.name };
     let settled = false;
     const fail = (e: Error & { response?: string; responseCode?: number; command?: string }) => {
       up.broken = true;

@@ -34,6 +34,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const host = '127.0.0.1';
   const listenPort = opts.listen ? Number(opts.listen.split(':').pop()) : await pickPort(host, 2525);
   const adminPort = opts.admin ? Number(opts.admin.split(':').pop()) : await pickPort(host, 8025);
+  const relayPort = await pickPort(host, 2587);
   const counts = new Map<string, number>();
   const ups: DemoUpstream[] = [];
   const report = (u: DemoUpstream, id: string, from: string) => {
@@ -50,8 +51,13 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     `# Written by smtplb demo. Copy it as a starting point for your own config.
 hostname: demo.smtplb.test
 admin: { listen: ${host}:${adminPort}, token: demo-token-123 }
+spool: ${path.join(dir, 'spool')}
 listeners:
   - { name: passthrough, listen: ${host}:${listenPort}, mode: tcp, pool: demo }
+  - { name: relay, listen: ${host}:${relayPort}, mode: smtp, relay_networks: [127.0.0.0/8] }
+routes:
+  - { pool: demo }
+queue: { retry: [10s, 1m, 5m], max_age: 1h }
 pools:
   demo:
     balance: roundrobin
@@ -67,7 +73,9 @@ ${ups.map((u) => `      - { name: ${u.name}, address: ${host}:${u.port}, weight:
   console.log(`
 smtplb demo is running.
   smtp listener  ${host}:${listenPort}  (mode tcp, roundrobin over two demo MTAs)
+  smtp relay     ${host}:${relayPort}  (mode smtp: spools, then delivers through the same pool)
   demo MTAs      ${ups.map((u) => `${u.name} ${host}:${u.port}`).join(', ')}
+  dashboard      http://${host}:${adminPort}/dashboard#token=demo-token-123
   metrics        http://${host}:${adminPort}/metrics
   status         npx smtplb status -c ${file}
   config         ${file}
@@ -75,6 +83,8 @@ smtplb demo is running.
 Send a message (each demo MTA counts what it receives):
   npx smtplb send --server ${host}:${listenPort} --from demo@example.test --to you@example.test --count 10
   swaks --server ${host}:${listenPort} --from demo@example.test --to you@example.test
+Through the queueing relay (250 once the message is on disk, then delivered):
+  swaks --server ${host}:${relayPort} --from demo@example.test --to you@example.test
 
 Press Ctrl-C to stop.
 `);

@@ -15,7 +15,8 @@ export class HealthMonitor {
     this.pools = pools;
     const wanted = new Set<string>();
     for (const pool of pools.values()) {
-      if (pool.cfg.health.check === 'none') continue;
+      // Sources of a direct-to-MX pool are local addresses: nothing to check.
+      if (pool.cfg.health.check === 'none' || pool.cfg.kind === 'mx') continue;
       for (const server of pool.servers) {
         const id = `${pool.name}/${server.key}`;
         wanted.add(id);

@@ -8,6 +8,7 @@ import { deliver, type DeliveryGate, type DeliveryRequest, type RcptOutcome } fr
 import { DeliveryLog, enhancedCode } from '../delivery/delivery-log.js';
 import { Shaper } from '../scheduler/shaper.js';
 import { DkimSigner, loadKeys } from '../signing/dkim.js';
+import { MxResolver } from '../discovery/mx.js';
 import { UpstreamCache } from '../delivery/upstream.js';
 import type { InboundMessage, Reply } from '../listeners/smtp-listener.js';
 import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
@@ -23,6 +24,7 @@ export class Relay {
   /** The last failed delivery attempts, for status and the dashboard. */
   readonly lastErrors: { at: string; pool: string; server: string; code: number | null; reply: string }[] = [];
   private cache = new UpstreamCache();
+  private resolvers = new Map<string, { key: string; resolver: MxResolver }>();
 
   constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics) {
     const c = config();
@@ -118,8 +120,17 @@ export class Relay {
     return choice ? { address, domain, pool: choice.rule.pool, route: choice.index } : null;
   }
 
+  /** One MX resolver per direct-to-MX pool (each may name its own resolver). */
+  private mx(pool: Pool, domain: string) {
+    const key = JSON.stringify(pool.cfg.mx.resolver ?? null);
+    let r = this.resolvers.get(pool.name);
+    if (!r || r.key !== key) this.resolvers.set(pool.name, (r = { key, resolver: new MxResolver(pool.cfg.mx.resolver) }));
+    return r.resolver.lookup(domain);
+  }
+
   async deliverNow(req: DeliveryRequest) {
     const r = await deliver(req, {
+      mx: (pool, domain) => this.mx(pool, domain),
       pools: this.poolSet,
       cache: this.cache,
       helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname,
@@ -136,8 +147,8 @@ export class Relay {
         if (this.lastErrors.length > 50) this.lastErrors.shift();
       }
       const cls = a.code === null ? 'error' : `${String(a.code)[0]}xx`;
-      this.metrics.deliveries.labels(req.pool, a.server, cls).inc();
-      if (cls === '2xx') this.metrics.deliveryBytes.labels(req.pool, a.server).inc(req.body.length);
+      this.metrics.deliveries.labels(req.pool, a.member, cls).inc();
+      if (cls === '2xx') this.metrics.deliveryBytes.labels(req.pool, a.member).inc(req.body.length);
       this.metrics.deliverySeconds.labels(req.pool).observe(a.ms / 1000);
     }
     return r;
@@ -180,7 +191,7 @@ export class Relay {
         const p = this.pools().get(pool);
         const plan = p ? this.shaper.plan(p, domain) : { ok: true as const, exclude: new Set<string>() };
         if (!plan.ok) return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: plan.reason, server: null })), attempts: [] };
-        return this.deliverNow({ pool, sender: m.sender, recipients: rs.map((r) => r.address), body: m.body, exclude: plan.exclude, gate: this.gate(domain) });
+        return this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body: m.body, exclude: plan.exclude, gate: this.gate(domain) });
       }),
     );
     const outcomes: RcptOutcome[] = results.flatMap((r) => r.outcomes);

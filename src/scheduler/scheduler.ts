@@ -164,7 +164,7 @@ export class Scheduler {
       if (!this.ctx.pools().has(j.pool)) {
         result = { outcomes: j.rows.map((r) => ({ rcpt: r.rcpt, kind: 'deferred', code: null, text: `pool ${j.pool} no longer exists`, server: null })), attempts: [] };
       } else {
-        result = await this.ctx.deliver({ pool: j.pool, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body, exclude: j.exclude, gate });
+        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body, exclude: j.exclude, gate });
       }
       for (const a of result.attempts) this.ctx.onAttempt?.(m, j.rows, a);
       await this.record(m, j, result, body);

@@ -7,17 +7,18 @@ export interface SignJob { id: number; message: Uint8Array; domain: string; sele
 export interface SignDone { id: number; signature?: string; error?: string }
 
 parentPort!.on('message', (job: SignJob) => {
+  // mailauth reads the keys from `signatureData` (its typings suggest top-level options, which
+  // it silently ignores, producing no signature).
+  const key = { signingDomain: job.domain, selector: job.selector, privateKey: job.privateKey, algorithm: job.algorithm, canonicalization: 'relaxed/relaxed' };
   dkimSign(Buffer.from(job.message.buffer, job.message.byteOffset, job.message.byteLength), {
-    signingDomain: job.domain,
-    selector: job.selector,
-    privateKey: job.privateKey,
-    algorithm: job.algorithm,
-    canonicalization: 'relaxed/relaxed',
+    ...key,
+    signatureData: [key],
     ...(job.headers ? { headerList: job.headers } : {}),
-  })
+  } as Parameters<typeof dkimSign>[1])
     .then((r) => {
-      const err = r.errors?.[0] as (Error & { message?: string }) | undefined;
-      const done: SignDone = err || !r.signatures ? { id: job.id, error: err?.message ?? 'no signature produced' } : { id: job.id, signature: r.signatures };
+      const err = r.errors?.[0] as { err?: Error; message?: string } | undefined;
+      const signature = r.signatures?.trim();
+      const done: SignDone = err || !signature ? { id: job.id, error: err?.err?.message ?? err?.message ?? 'no signature produced' } : { id: job.id, signature: `${signature}\r\n` };
       parentPort!.postMessage(done);
     })
     .catch((e: Error) => parentPort!.postMessage({ id: job.id, error: e.message } satisfies SignDone));

@@ -63,7 +63,7 @@ export class DkimSigner {
       this.waiting.set(id, { resolve, reject });
       this.workers[this.next++ % this.workers.length].postMessage(job);
     });
-    return Buffer.concat([Buffer.from(signature.endsWith('\n') ? signature : `${signature}\r\n`, 'latin1'), message]);
+    return Buffer.concat([Buffer.from(signature, 'latin1'), message]);
   }
 
   async close(): Promise<void> {
