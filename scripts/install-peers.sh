@@ -10,9 +10,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin libsasl2-modules)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
-# headless Chromium for the dashboard tests (driven by playwright-core); OpenDKIM's tools to verify signatures
+# headless Chromium for the dashboard tests (driven by playwright-core)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v opendkim-testmsg >/dev/null 2>&1 || need+=(opendkim-tools)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   echo "installing test peers: ${need[*]}"

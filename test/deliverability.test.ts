@@ -184,6 +184,30 @@ test('a named suspension holds one destination on one pool until cancelled; othe
   assert.equal(runCli(['suspensions', '-c', lb.file]).stdout.trim(), 'no suspensions in force');
 });
 
+test('an operator\'s override slows one destination on one pool until cancelled, visible with who, why and until when', async () => {
+  const sink = await startSink();
+  const port = await freePort();
+  const admin = await freePort();
+  const lb = await startSmtplb(lbConfig(port, admin, pool('relays', [sink]), `  - { pool: relays }`));
+  const o = runCli(['override', 'slow.test', '--pool', 'relays', '--rate', '1/min', '--for', '1h', '--reason', 'receiver asked us to slow down', '--who', 'bob', '-c', lb.file]);
+  assert.equal(o.code, 0, o.stderr);
+  const id = /^override ([0-9a-f]+): relays → slow\.test: rate 1\/min until \S+ by bob: receiver asked us to slow down$/m.exec(o.stdout)?.[1];
+  assert.ok(id, o.stdout);
+  await send(port, 3, (i) => `s${i}@slow.test`, 3);
+  await send(port, 3, (i) => `o${i}@other.test`, 3);
+  await waitFor('the other destination flows', () => sink.messages().filter((m) => /^To: o\d@other\.test/m.test(m)).length === 3, 10_000);
+  await sleep(1500);
+  assert.equal(sink.messages().filter((m) => /^To: s\d@slow\.test/m.test(m)).length, 1, 'one message per minute to the overridden destination');
+  const q = JSON.parse(runCli(['queue', 'list', '--domain', 'slow.test', '--json', '-c', lb.file]).stdout) as { messages: { recipients: { waiting_for: string }[] }[] };
+  assert.equal(q.messages.length, 2);
+  assert.match(q.messages[0].recipients[0].waiting_for, /throttle: rate limit 1\/min/);
+  assert.match(runCli(['overrides', '-c', lb.file]).stdout, new RegExp(`${id}  relays → slow\\.test: rate 1/min until \\S+ by bob`));
+  assert.match(runCli(['status', '-c', lb.file]).stdout, /override [0-9a-f]+: relays → slow\.test: rate 1\/min/);
+  assert.equal(runCli(['unoverride', id, '-c', lb.file]).code, 0);
+  await waitFor('the rest once the override is gone', () => sink.count() === 6, 20_000);
+  assert.equal(runCli(['overrides', '-c', lb.file]).stdout.trim(), 'no overrides in force');
+});
+
 test('warm-up: a server capped at 50 today takes exactly 50 of 300 messages, the warmed server the rest', async () => {
   const cold = await startSink();
   const warm = await startSink();

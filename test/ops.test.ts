@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { createRequire } from 'node:module';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
-import { freePort, greeting, haveCommand, runCli, session, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { freePort, greeting, onStop, runCli, session, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -177,8 +177,15 @@ routes: [ { pool: p } ]
 
 const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
 
-test('dashboard in headless Chromium: a killed upstream shows DOWN, the drain button drains, a screenshot is saved', { skip: chromium ? false : 'chromium is not installed (scripts/install-peers.sh installs it)' }, async () => {
+/** Headless Chromium with one page, closed by the test's stop hooks. */
+async function browserPage() {
   const { chromium: pw } = await import('playwright-core');
+  const browser = await pw.launch({ executablePath: chromium, args: ['--no-sandbox', '--disable-gpu'] });
+  onStop(() => browser.close());
+  return browser.newPage({ viewport: { width: 1280, height: 800 } });
+}
+
+test('dashboard in headless Chromium: a killed upstream shows DOWN, the drain button drains, a screenshot is saved', { skip: chromium ? false : 'chromium is not installed (scripts/install-peers.sh installs it)' }, async () => {
   const a = await startSink();
   const b = await startSink();
   const port = await freePort();
@@ -195,36 +202,30 @@ pools:
       - { name: mta-a, address: 127.0.0.1:${a.port} }
       - { name: mta-b, address: 127.0.0.1:${b.port} }
 `);
-  const browser = await pw.launch({ executablePath: chromium, args: ['--no-sandbox', '--disable-gpu'] });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-    // Without a token the page asks for one.
-    await page.goto(`http://127.0.0.1:${admin}/dashboard`);
-    await page.locator('#token').fill(TOKEN);
-    await page.locator('#go').click();
-    const state = (name: string) => page.locator(`tr[data-server="relays/${name}"] [data-testid=state]`);
-    await page.waitForFunction(() => document.querySelectorAll('tr[data-server]').length === 2);
-    assert.equal(await state('mta-a').textContent(), 'UP');
-    assert.equal(await state('mta-b').textContent(), 'UP');
-    await a.kill();
-    await page.waitForFunction(() => document.querySelector('tr[data-server="relays/mta-a"] [data-testid=state]')?.textContent === 'DOWN', undefined, { timeout: 10_000 });
-    await page.locator('tr[data-server="relays/mta-b"] button[data-act=drain]').click();
-    await page.waitForFunction(() => document.querySelector('tr[data-server="relays/mta-b"] [data-testid=state]')?.textContent === 'DRAIN', undefined, { timeout: 5000 });
-    assert.match((await page.locator('#history').textContent()) ?? '', /relays\/mta-a.*down/);
-    const out = path.resolve('test-artifacts');
-    fs.mkdirSync(out, { recursive: true });
-    await page.screenshot({ path: path.join(out, 'dashboard.png'), fullPage: true });
-    assert.ok(fs.statSync(path.join(out, 'dashboard.png')).size > 10_000);
-    // The button state change is the server's, not just the page's.
-    const st = (await (await fetch(`http://127.0.0.1:${admin}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { pools: { servers: { name: string; admin: string }[] }[] };
-    assert.equal(st.pools[0].servers.find((s) => s.name === 'mta-b')?.admin, 'drain');
-  } finally {
-    await browser.close();
-  }
+  const page = await browserPage();
+  // Without a token the page asks for one.
+  await page.goto(`http://127.0.0.1:${admin}/dashboard`);
+  await page.locator('#token').fill(TOKEN);
+  await page.locator('#go').click();
+  const state = (name: string) => page.locator(`tr[data-server="relays/${name}"] [data-testid=state]`);
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-server]').length === 2);
+  assert.equal(await state('mta-a').textContent(), 'UP');
+  assert.equal(await state('mta-b').textContent(), 'UP');
+  await a.kill();
+  await page.waitForFunction(() => document.querySelector('tr[data-server="relays/mta-a"] [data-testid=state]')?.textContent === 'DOWN', undefined, { timeout: 10_000 });
+  await page.locator('tr[data-server="relays/mta-b"] button[data-act=drain]').click();
+  await page.waitForFunction(() => document.querySelector('tr[data-server="relays/mta-b"] [data-testid=state]')?.textContent === 'DRAIN', undefined, { timeout: 5000 });
+  assert.match((await page.locator('#history').textContent()) ?? '', /relays\/mta-a.*down/);
+  const out = path.resolve('test-artifacts');
+  fs.mkdirSync(out, { recursive: true });
+  await page.screenshot({ path: path.join(out, 'dashboard.png'), fullPage: true });
+  assert.ok(fs.statSync(path.join(out, 'dashboard.png')).size > 10_000);
+  // The button state change is the server's, not just the page's.
+  const st = (await (await fetch(`http://127.0.0.1:${admin}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { pools: { servers: { name: string; admin: string }[] }[] };
+  assert.equal(st.pools[0].servers.find((s) => s.name === 'mta-b')?.admin, 'drain');
 });
 
 test('the dashboard stays usable with 50 servers and 1,000 destinations', { skip: chromium ? false : 'chromium is not installed' }, async () => {
-  const { chromium: pw } = await import('playwright-core');
   const sink = await startSink();
   const port = await freePort();
   const admin = await freePort();
@@ -255,19 +256,14 @@ routes: [ { domains: [hold.me], pool: relays }, { pool: relays } ]
     assert.match(await s.send('Subject: many\r\n\r\nx\r\n.'), /^250/);
   }
   s.close();
-  const browser = await pw.launch({ executablePath: chromium, args: ['--no-sandbox', '--disable-gpu'] });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-    await page.goto(`http://127.0.0.1:${admin}/dashboard#token=${TOKEN}`);
-    await page.waitForFunction(() => document.querySelectorAll('tr[data-server]').length === 50 && document.querySelectorAll('#dests tr').length === 1001, undefined, { timeout: 10_000 });
-    // Filtering narrows both tables.
-    await page.locator('#df').fill('d999.wait');
-    await page.waitForFunction(() => document.querySelectorAll('#dests tr').length === 2);
-    await page.locator('#sf').fill('s49');
-    await page.waitForFunction(() => document.querySelectorAll('tr[data-server]').length === 1);
-    await sleep(1200); // a refresh keeps the filters
-    assert.equal(await page.locator('#dests tr').count(), 2);
-  } finally {
-    await browser.close();
-  }
+  const page = await browserPage();
+  await page.goto(`http://127.0.0.1:${admin}/dashboard#token=${TOKEN}`);
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-server]').length === 50 && document.querySelectorAll('#dests tr').length === 1001, undefined, { timeout: 10_000 });
+  // Filtering narrows both tables.
+  await page.locator('#df').fill('d999.wait');
+  await page.waitForFunction(() => document.querySelectorAll('#dests tr').length === 2);
+  await page.locator('#sf').fill('s49');
+  await page.waitForFunction(() => document.querySelectorAll('tr[data-server]').length === 1);
+  await sleep(1200); // a refresh keeps the filters
+  assert.equal(await page.locator('#dests tr').count(), 2);
 });

@@ -65,7 +65,9 @@ function renderQueue(st) {
   $('dests').innerHTML = h;
   $('errors').innerHTML = '<tr><th>when</th><th>server</th><th>reply</th></tr>' + (st.last_errors || []).map((e) => '<tr><td>' + esc(e.at.slice(11, 19)) + '</td><td>' + esc(e.pool + '/' + e.server) + '</td><td>' + esc((e.code ?? '-') + ' ' + e.reply) + '</td></tr>').join('');
   $('throttles').innerHTML = '<tr><th>throttled pair</th><th class=num>factor</th><th class=num>rate/min</th><th>suspended until</th></tr>' + (st.throttles || []).map((t) => '<tr><td>' + esc(t.pool + '/' + t.server + ' → ' + t.destination) + '</td><td class=num>' + t.factor + '</td><td class=num>' + esc(t.rate_per_minute ?? '-') + '</td><td>' + esc(t.suspended_until || '') + '</td></tr>').join('');
-  $('susp').innerHTML = '<tr><th>suspension</th><th>by</th><th>until</th><th>why</th></tr>' + (st.suspensions || []).map((s) => '<tr><td>' + esc(s.pool + ' → ' + s.destination) + '</td><td>' + esc(s.who) + '</td><td>' + esc(s.until) + '</td><td>' + esc(s.reason) + '</td></tr>').join('');
+  $('susp').innerHTML = '<tr><th>suspension / override</th><th>by</th><th>until</th><th>why</th></tr>' +
+    (st.suspensions || []).map((s) => '<tr><td>' + esc(s.pool + ' → ' + s.destination) + ' suspended</td><td>' + esc(s.who) + '</td><td>' + esc(s.until) + '</td><td>' + esc(s.reason) + '</td></tr>').join('') +
+    (st.overrides || []).map((o) => '<tr><td>' + esc(o.pool + ' → ' + o.destination + ' ' + [o.rate ? 'rate ' + o.rate : '', o.concurrency ? 'concurrency ' + o.concurrency : ''].filter(Boolean).join(', ')) + '</td><td>' + esc(o.who) + '</td><td>' + esc(o.until) + '</td><td>' + esc(o.reason) + '</td></tr>').join('');
 }
 function age(s) { return s < 120 ? s + 's' : s < 7200 ? Math.round(s / 60) + 'm' : Math.round(s / 3600) + 'h'; }
 async function refresh() {

@@ -96,80 +96,50 @@ export class Metrics {
     this.relay = relay;
   }
 
-  private relayGauges(): void {
+  /** A gauge filled at scrape time from the relay, when there is one. */
+  private relayGauge(name: string, help: string, labelNames: string[], fill: (relay: Relay, set: (labels: Record<string, string>, v: number) => void) => void): void {
     const self = this;
     new client.Gauge({
-      name: 'smtplb_queue_recipients',
-      help: `Recipients waiting in the queue per pool and destination (the ${TOP_DESTINATIONS} largest; the rest as destination="other")`,
-      labelNames: ['pool', 'destination'],
+      name,
+      help,
+      labelNames,
       registers: [this.registry],
       collect() {
         this.reset();
         const r = self.relay();
-        if (!r) return;
-        const rows = r.spool.destinations(10_000);
-        let other = 0;
-        rows.forEach((d, i) => (i < TOP_DESTINATIONS ? this.set({ pool: d.pool, destination: d.domain }, d.queued) : (other += d.queued)));
-        if (rows.length > TOP_DESTINATIONS) this.set({ pool: '', destination: 'other' }, other);
-      },
-    });
-    new client.Gauge({
-      name: 'smtplb_queue_oldest_seconds',
-      help: `Age of the oldest waiting message per pool and destination (the ${TOP_DESTINATIONS} largest destinations; the rest as "other")`,
-      labelNames: ['pool', 'destination'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        const r = self.relay();
-        if (!r) return;
-        const now = Date.now();
-        const rows = r.spool.destinations(10_000);
-        let oldest = now;
-        rows.forEach((d, i) => (i < TOP_DESTINATIONS ? this.set({ pool: d.pool, destination: d.domain }, (now - d.oldest) / 1000) : (oldest = Math.min(oldest, d.oldest))));
-        if (rows.length > TOP_DESTINATIONS) this.set({ pool: '', destination: 'other' }, (now - oldest) / 1000);
-      },
-    });
-    new client.Gauge({
-      name: 'smtplb_queue_state_recipients',
-      help: 'Recipients in the spool by state',
-      labelNames: ['state'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const c of self.relay()?.spool.counts() ?? []) this.set({ state: c.state }, c.n);
-      },
-    });
-    new client.Gauge({
-      name: 'smtplb_warmup_cap',
-      help: "Today's warm-up cap of a warming server (absent once warm)",
-      labelNames: ['pool', 'server'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const w of self.relay()?.shaper.warmupStatus(self.pools()) ?? []) if (w.cap !== null) this.set({ pool: w.pool, server: w.server }, w.cap);
-      },
-    });
-    new client.Gauge({
-      name: 'smtplb_warmup_sent',
-      help: 'Messages a warming server has sent today',
-      labelNames: ['pool', 'server'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const w of self.relay()?.shaper.warmupStatus(self.pools()) ?? []) this.set({ pool: w.pool, server: w.server }, w.sent);
-      },
-    });
-    new client.Gauge({
-      name: 'smtplb_throttle_factor',
-      help: 'Adaptive backoff: share of the configured concurrency and rate in force (only pairs below 1 or suspended)',
-      labelNames: ['pool', 'server', 'destination'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const t of self.relay()?.shaper.throttles() ?? []) if (t.factor < 1 || t.suspended_until) this.set({ pool: t.pool, server: t.server, destination: t.destination }, t.factor);
+        if (r) fill(r, (labels, v) => this.set(labels, v));
       },
     });
   }
+
+  private relayGauges(): void {
+    // Queue metrics name the largest destinations and sum the rest, so label cardinality stays bounded.
+    const byDestination = (r: Relay, set: (labels: Record<string, string>, v: number) => void, value: (d: { queued: number; oldest: number }) => number, rest: (ds: { queued: number; oldest: number }[]) => number) => {
+      const rows = r.spool.destinations(10_000);
+      rows.slice(0, TOP_DESTINATIONS).forEach((d) => set({ pool: d.pool, destination: d.domain }, value(d)));
+      if (rows.length > TOP_DESTINATIONS) set({ pool: '', destination: 'other' }, rest(rows.slice(TOP_DESTINATIONS)));
+    };
+    this.relayGauge('smtplb_queue_recipients', `Recipients waiting in the queue per pool and destination (the ${TOP_DESTINATIONS} largest; the rest as destination="other")`, ['pool', 'destination'], (r, set) =>
+      byDestination(r, set, (d) => d.queued, (ds) => ds.reduce((n, d) => n + d.queued, 0)),
+    );
+    this.relayGauge('smtplb_queue_oldest_seconds', `Age of the oldest waiting message per pool and destination (the ${TOP_DESTINATIONS} largest destinations; the rest as "other")`, ['pool', 'destination'], (r, set) => {
+      const now = Date.now();
+      byDestination(r, set, (d) => (now - d.oldest) / 1000, (ds) => (now - Math.min(...ds.map((d) => d.oldest))) / 1000);
+    });
+    this.relayGauge('smtplb_queue_state_recipients', 'Recipients in the spool by state', ['state'], (r, set) => {
+      for (const c of r.spool.counts()) set({ state: c.state }, c.n);
+    });
+    this.relayGauge('smtplb_warmup_cap', "Today's warm-up cap of a warming server (absent once warm)", ['pool', 'server'], (r, set) => {
+      for (const w of r.shaper.warmupStatus(this.pools())) if (w.cap !== null) set({ pool: w.pool, server: w.server }, w.cap);
+    });
+    this.relayGauge('smtplb_warmup_sent', 'Messages a warming server has sent today', ['pool', 'server'], (r, set) => {
+      for (const w of r.shaper.warmupStatus(this.pools())) set({ pool: w.pool, server: w.server }, w.sent);
+    });
+    this.relayGauge('smtplb_throttle_factor', 'Adaptive backoff: share of the configured concurrency and rate in force (only pairs below 1 or suspended)', ['pool', 'server', 'destination'], (r, set) => {
+      for (const t of r.shaper.throttles()) if (t.factor < 1 || t.suspended_until) set({ pool: t.pool, server: t.server, destination: t.destination }, t.factor);
+    });
+  }
+
 
   /** Exposition text; in a cluster primary, the sum over the worker processes. */
   async text(): Promise<string> {

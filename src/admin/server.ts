@@ -8,7 +8,7 @@ import type { AdminState } from '../balancing/eligible.js';
 import type { Metrics } from './metrics.js';
 import type { HostPort } from '../config/units.js';
 import type { Relay } from '../runtime/relay.js';
-import { parseDuration } from '../config/units.js';
+import { parseDuration, parseRate } from '../config/units.js';
 import { eligible } from '../balancing/eligible.js';
 import { domainOf } from '../routing/route.js';
 import { DASHBOARD_HTML } from './dashboard.js';
@@ -81,14 +81,17 @@ export class AdminServer {
     this.server = http.createServer((req, res) => void this.dispatch(req, res));
   }
 
+  /** The relay, or a 404 saying there is none (an smtplb with mode: tcp listeners only). */
+  private relayOr404(res: http.ServerResponse): Relay | undefined {
+    const r = this.ctx.relay();
+    if (!r) json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no queue or shaping' });
+    return r;
+  }
+
   /** Queue tools (postqueue / postsuper) and route explanation, for the relay. */
   private queueRoutes(): void {
     const ctx = this.ctx;
-    const relayOr404 = (res: http.ServerResponse) => {
-      const r = ctx.relay();
-      if (!r) json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no queue' });
-      return r;
-    };
+    const relayOr404 = (res: http.ServerResponse) => this.relayOr404(res);
     this.route('GET', /^\/api\/queue$/, (req, res) => {
       const relay = relayOr404(res);
       if (!relay) return;
@@ -188,43 +191,57 @@ export class AdminServer {
   /** Throttles (adaptive backoff state) and operators' named suspensions. */
   private shapingRoutes(): void {
     const ctx = this.ctx;
-    const relayOr404 = (res: http.ServerResponse) => {
-      const r = ctx.relay();
-      if (!r) json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no shaping' });
-      return r;
-    };
+    const relayOr404 = (res: http.ServerResponse) => this.relayOr404(res);
     this.route('GET', /^\/api\/throttles$/, (_req, res) => {
       const relay = relayOr404(res);
       if (relay) json(res, 200, { throttles: relay.shaper.throttles() });
     });
     this.route('GET', /^\/api\/suspensions$/, (_req, res) => {
       const relay = relayOr404(res);
-      if (relay) json(res, 200, { suspensions: relay.shaper.suspensions().map(suspensionView) });
+      if (relay) json(res, 200, { suspensions: relay.shaper.suspensions().map(controlView) });
     });
     this.route('POST', /^\/api\/suspensions$/, async (req, res) => {
       const relay = relayOr404(res);
+      const c = relay && (await this.readControl(req, res));
+      if (!relay || !c) return;
+      const s = await relay.shaper.suspend({ pool: c.pool, destination: c.destination, until: c.until, reason: c.reason, who: c.who });
+      ctx.log.warn({ suspension: s.id, pool: s.pool, destination: s.destination, until: new Date(s.until).toISOString(), who: s.who, reason: s.reason }, `suspension ${s.id}: ${s.pool} → ${s.destination} by ${s.who}: ${s.reason}`);
+      json(res, 200, { ok: true, suspension: controlView(s) });
+    });
+    this.route('GET', /^\/api\/overrides$/, (_req, res) => {
+      const relay = relayOr404(res);
+      if (relay) json(res, 200, { overrides: relay.shaper.overrides().map(controlView) });
+    });
+    this.route('POST', /^\/api\/overrides$/, async (req, res) => {
+      const relay = relayOr404(res);
+      const c = relay && (await this.readControl(req, res));
+      if (!relay || !c) return;
+      const concurrency = c.body.concurrency === undefined ? null : Number(c.body.concurrency);
+      if (concurrency !== null && (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10_000)) return json(res, 400, { error: 'concurrency must be a whole number 1-10000' });
+      let rate: string | null = null;
+      if (c.body.rate !== undefined) {
+        try {
+          parseRate(String(c.body.rate));
+          rate = String(c.body.rate);
+        } catch (e) {
+          return json(res, 400, { error: `rate: ${(e as Error).message}` });
+        }
+      }
+      if (rate === null && concurrency === null) return json(res, 400, { error: 'give rate, concurrency or both' });
+      const o = await relay.shaper.addOverride({ pool: c.pool, destination: c.destination, until: c.until, reason: c.reason, who: c.who, rate, concurrency });
+      ctx.log.warn({ override: o.id, pool: o.pool, destination: o.destination, rate, concurrency, until: new Date(o.until).toISOString(), who: o.who, reason: o.reason }, `override ${o.id}: ${o.pool} → ${o.destination} by ${o.who}: ${o.reason}`);
+      relay.scheduler.wake();
+      json(res, 200, { ok: true, override: controlView(o) });
+    });
+    this.route('DELETE', /^\/api\/overrides\/([A-Za-z0-9]+)$/, async (_req, res, [id]) => {
+      const relay = relayOr404(res);
       if (!relay) return;
-      let body: { destination?: unknown; pool?: unknown; for?: unknown; reason?: unknown; who?: unknown };
-      try {
-        body = JSON.parse((await readBody(req)) || '{}');
-      } catch {
-        return json(res, 400, { error: 'the body must be JSON' });
-      }
-      const destination = typeof body.destination === 'string' ? body.destination.trim().toLowerCase() : '';
-      const pool = typeof body.pool === 'string' ? body.pool : '';
-      if (!/^(\*\.)?[a-z0-9.-]+$/.test(destination)) return json(res, 400, { error: 'destination must be a domain or *.domain' });
-      if (pool !== '*' && !ctx.pools().has(pool)) return json(res, 400, { error: `no pool named "${pool}" (use * for every pool)` });
-      let ms: number;
-      try {
-        ms = parseDuration(String(body.for ?? ''));
-      } catch (e) {
-        return json(res, 400, { error: `for: ${(e as Error).message}` });
-      }
-      const reason = typeof body.reason === 'string' && body.reason.trim() ? body.reason.trim().slice(0, 500) : 'no reason given';
-      const who = typeof body.who === 'string' && body.who.trim() ? body.who.trim().slice(0, 100) : 'admin API';
-      const s = await relay.shaper.suspend({ pool, destination, until: Date.now() + ms, reason, who });
-      ctx.log.warn({ suspension: s.id, pool, destination, until: new Date(s.until).toISOString(), who, reason }, `suspension ${s.id}: ${pool} → ${destination} by ${who}: ${reason}`);
-      json(res, 200, { ok: true, suspension: suspensionView(s) });
+      if (!(await relay.shaper.cancelOverride(id))) return json(res, 404, { error: `no override ${id}` });
+      // Mail spaced out under the override's limits is looked at again under the configured ones.
+      await relay.spool.releaseWaiting('throttle: ');
+      relay.scheduler.wake();
+      ctx.log.info({ override: id }, `override ${id} cancelled`);
+      json(res, 200, { ok: true, cancelled: id });
     });
     this.route('DELETE', /^\/api\/suspensions\/([A-Za-z0-9]+)$/, async (_req, res, [id]) => {
       const relay = relayOr404(res);
@@ -235,6 +252,37 @@ export class AdminServer {
       ctx.log.info({ suspension: id }, `suspension ${id} cancelled`);
       json(res, 200, { ok: true, cancelled: id });
     });
+  }
+
+  /** The fields suspensions and overrides share: what, where, for how long, who and why. */
+  private async readControl(req: http.IncomingMessage, res: http.ServerResponse) {
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse((await readBody(req)) || '{}');
+    } catch {
+      json(res, 400, { error: 'the body must be JSON' });
+      return null;
+    }
+    const destination = typeof body.destination === 'string' ? body.destination.trim().toLowerCase() : '';
+    const pool = typeof body.pool === 'string' ? body.pool : '';
+    if (!/^(\*\.)?[a-z0-9.-]+$/.test(destination)) {
+      json(res, 400, { error: 'destination must be a domain or *.domain' });
+      return null;
+    }
+    if (pool !== '*' && !this.ctx.pools().has(pool)) {
+      json(res, 400, { error: `no pool named "${pool}" (use * for every pool)` });
+      return null;
+    }
+    let ms: number;
+    try {
+      ms = parseDuration(String(body.for ?? ''));
+    } catch (e) {
+      json(res, 400, { error: `for: ${(e as Error).message}` });
+      return null;
+    }
+    const reason = typeof body.reason === 'string' && body.reason.trim() ? body.reason.trim().slice(0, 500) : 'no reason given';
+    const who = typeof body.who === 'string' && body.who.trim() ? body.who.trim().slice(0, 100) : 'admin API';
+    return { body, destination, pool, until: Date.now() + ms, reason, who };
   }
 
   private route(method: string, re: RegExp, handler: Handler, open = false): void {
@@ -306,7 +354,7 @@ function messageView(m: import('../spool/spool.js').MessageRow & { recipients: i
   };
 }
 
-function suspensionView(s: import('../spool/spool.js').Suspension) {
+function controlView<T extends import('../spool/spool.js').Suspension>(s: T) {
   return { ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() };
 }
 

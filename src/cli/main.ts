@@ -27,6 +27,9 @@ const USAGE = `usage: smtplb <command> [options]
   suspend DESTINATION --pool P --for 2h --reason "..." [--who NAME] -c FILE
   suspensions -c FILE [--json]        named suspensions in force
   unsuspend ID -c FILE                cancel a suspension
+  override DESTINATION --pool P [--rate 100/min] [--concurrency N] --for 2h --reason "..." -c FILE
+  overrides -c FILE [--json]          shaping overrides in force
+  unoverride ID -c FILE               cancel an override
   throttles -c FILE [--json]          pairs slowed down by adaptive backoff
   dkim keygen --domain D --selector S [--algorithm rsa|ed25519] [--bits 2048] [--out KEYFILE]
   send --server HOST:PORT --from A --to B [--count N] [--concurrency C] [--tls]
@@ -72,7 +75,8 @@ interface StatusShape {
   pools: { name: string; balance: string; servers: (StatusServer & { warmup: { cap: number | null; sent: number } | null })[] }[];
   queue?: { counts: Record<string, number>; destinations: { pool: string; destination: string; queued: number; oldest_seconds: number }[] };
   throttles?: { pool: string; server: string; destination: string; factor: number; rate_per_minute: number | null; suspended_until: string | null }[];
-  suspensions?: { id: string; pool: string; destination: string; until: string; who: string; reason: string }[];
+  suspensions?: SuspensionView[];
+  overrides?: OverrideView[];
 }
 
 function printStatus(s: StatusShape): void {
@@ -93,9 +97,16 @@ function printStatus(s: StatusShape): void {
   }
   for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) console.log(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
   for (const x of s.suspensions ?? []) console.log(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
+  for (const o of s.overrides ?? []) console.log(`  override ${o.id}: ${describeOverride(o)}`);
 }
 
 interface SuspensionView { id: string; pool: string; destination: string; until: string; reason: string; who: string }
+interface OverrideView extends SuspensionView { rate: string | null; concurrency: number | null }
+
+function describeOverride(o: OverrideView): string {
+  const limits = [o.rate ? `rate ${o.rate}` : '', o.concurrency ? `concurrency ${o.concurrency}` : ''].filter(Boolean).join(', ');
+  return `${o.pool} → ${o.destination}: ${limits} until ${o.until} by ${o.who}: ${o.reason}`;
+}
 
 interface QueueMessage { id: string; created: string; age_seconds: number; sender: string; size: number; message_id: string | null; recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; waiting_for: string | null }[] }
 
@@ -163,6 +174,7 @@ async function main(argv: string[]): Promise<void> {
       reason: { type: 'string' },
       who: { type: 'string' },
       selector: { type: 'string' },
+      rate: { type: 'string' },
       algorithm: { type: 'string' },
       bits: { type: 'string' },
       out: { type: 'string' },
@@ -264,6 +276,28 @@ async function main(argv: string[]): Promise<void> {
       if (!id) throw new UsageError('usage: smtplb unsuspend ID -c FILE');
       await admin(configOf(values), 'DELETE', `/api/suspensions/${encodeURIComponent(id)}`);
       console.log(`suspension ${id} cancelled`);
+      return;
+    }
+    case 'override': {
+      const [destination] = positionals;
+      if (!destination || !values.pool || !values.for || (!values.rate && !values.concurrency)) throw new UsageError('usage: smtplb override DESTINATION --pool P [--rate 100/min] [--concurrency N] --for 2h --reason "..." -c FILE');
+      const r = (await admin(configOf(values), 'POST', '/api/overrides', { destination, pool: values.pool, for: values.for, reason: values.reason, who: values.who ?? process.env.USER ?? 'cli', rate: values.rate, concurrency: values.concurrency === undefined ? undefined : Number(values.concurrency) })) as { override: OverrideView };
+      if (values.json) return console.log(JSON.stringify(r, null, 2));
+      console.log(`override ${r.override.id}: ${describeOverride(r.override)}`);
+      return;
+    }
+    case 'overrides': {
+      const r = (await admin(configOf(values), 'GET', '/api/overrides')) as { overrides: OverrideView[] };
+      if (values.json) return console.log(JSON.stringify(r, null, 2));
+      if (!r.overrides.length) return console.log('no overrides in force');
+      for (const o of r.overrides) console.log(`${o.id}  ${describeOverride(o)}`);
+      return;
+    }
+    case 'unoverride': {
+      const [id] = positionals;
+      if (!id) throw new UsageError('usage: smtplb unoverride ID -c FILE');
+      await admin(configOf(values), 'DELETE', `/api/overrides/${encodeURIComponent(id)}`);
+      console.log(`override ${id} cancelled`);
       return;
     }
     case 'throttles': {

@@ -220,6 +220,7 @@ export class Relay {
       },
       throttles: this.shaper.throttles(now),
       suspensions: this.shaper.suspensions(now).map((s) => ({ ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() })),
+      overrides: this.shaper.overrides(now).map((o) => ({ ...o, until: new Date(o.until).toISOString(), created: new Date(o.created).toISOString() })),
       last_errors: this.lastErrors.slice(-20).reverse(),
     };
   }

@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import type { Pool, Server } from '../balancing/pool.js';
 import { eligible } from '../balancing/eligible.js';
 import type { BackoffConfig, ShapingRule } from '../config/schema.js';
-import type { Spool, Suspension } from '../spool/spool.js';
+import type { Override, Spool, Suspension } from '../spool/spool.js';
+import { parseRate } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
 import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, rateTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
 import { dayNumber, nextDay, warmupCap, warmupProgress } from './warmup.js';
@@ -22,16 +23,27 @@ export type Plan = { ok: true; exclude: Set<string> } | { ok: false; reason: str
 export class Shaper {
   private pairs = new Map<string, PairState & { pool: string; server: string; domain: string }>();
   private sent = new Map<string, { day: number; n: number }>();
+  private ended = 0;
   private susp: Suspension[];
+  private over: Override[];
 
   constructor(private cfg: () => ShaperConfig, private spool: Spool) {
     this.susp = spool.suspensions();
+    this.over = spool.overrides();
   }
 
-  private rule(domain: string): ShapingRule {
+  /** The shaping rule for a destination: an operator's override in force, else the config's. */
+  private rule(domain: string, pool?: string, now = Date.now()): ShapingRule {
     const rules = this.cfg().shaping;
     const key = ruleKeyFor(domain, Object.keys(rules));
-    return key ? rules[key] : { burst: 1 };
+    const rule = key ? rules[key] : { burst: 1 };
+    const o = pool === undefined ? undefined : this.override(pool, domain, now);
+    if (!o) return rule;
+    return { ...rule, ...(o.concurrency !== null ? { concurrency: o.concurrency } : {}), ...(o.rate !== null ? { rate: parseRate(o.rate) } : {}) };
+  }
+
+  override(pool: string, domain: string, now = Date.now()): Override | undefined {
+    return this.over.find((o) => o.until > now && (o.pool === pool || o.pool === '*') && domainMatches(o.destination, domain));
   }
 
   private pair(pool: string, server: Server, domain: string) {
@@ -67,14 +79,14 @@ export class Shaper {
   check(pool: Pool, server: Server, domain: string, now = Date.now(), needsConnection = true): Verdict & { hold?: boolean } {
     const w = this.warm(pool.name, server, now);
     if (!w.ok) return w;
-    const rule = this.rule(domain);
+    const rule = this.rule(domain, pool.name, now);
     const p = this.pair(pool.name, server, domain);
     return pairAdmits(p, effectiveLimits(rule, p.factor, Infinity), rule.burst, now, needsConnection);
   }
 
   /** Deliveries `server` can still start for `domain` now (Infinity when nothing limits it). */
   private slots(pool: Pool, server: Server, domain: string, now: number): number {
-    const rule = this.rule(domain);
+    const rule = this.rule(domain, pool.name, now);
     const p = this.pair(pool.name, server, domain);
     let n = pairSlots(p, effectiveLimits(rule, p.factor, Infinity), rule.burst, now);
     if (server.warmup) {
@@ -117,7 +129,7 @@ export class Shaper {
         const server = pool.servers[i];
         if (exclude.has(server.key)) continue;
         capacity += this.slots(pool, server, domain, now);
-        const rule = this.rule(domain);
+        const rule = this.rule(domain, pool.name, now);
         const interval = effectiveLimits(rule, this.pair(pool.name, server, domain).factor, Infinity).interval;
         if (!binding || interval > binding.interval) binding = { server, interval };
       }
@@ -133,7 +145,7 @@ export class Shaper {
 
   /** A delivery starts on (server, domain): count it against the limits. */
   begin(pool: string, server: Server, domain: string, newConnection: boolean, now = Date.now()): void {
-    const rule = this.rule(domain);
+    const rule = this.rule(domain, pool, now);
     const p = this.pair(pool, server, domain);
     const eff = effectiveLimits(rule, p.factor, Infinity);
     p.inflight++;
@@ -153,11 +165,22 @@ export class Shaper {
       const next = afterReply(p, code, text, this.cfg().backoff, now);
       Object.assign(p, next, { inflight: Math.max(0, p.inflight - 1) });
     }
+    if (++this.ended % 1000 === 0) this.prune(now);
     if (server.warmup) {
       const k = `${pool}/${server.name}`;
       const c = this.sent.get(k);
       if (c && !delivered) c.n = Math.max(0, c.n - 1);
       if (c) this.spool.setWarmupSent(k, c.day, c.n);
+    }
+  }
+
+  /**
+   * Forget pairs that hold nothing a fresh pair would not: direct-to-MX sending meets many
+   * destinations, and their state must not grow without bound.
+   */
+  private prune(now: number): void {
+    for (const [key, p] of this.pairs) {
+      if (p.inflight === 0 && p.factor >= 1 && p.suspendedUntil <= now && p.tat <= now && p.connTat <= now && p.strikes.length === 0) this.pairs.delete(key);
     }
   }
 
@@ -178,6 +201,22 @@ export class Shaper {
     return this.spool.removeSuspension(id);
   }
 
+  async addOverride(o: Omit<Override, 'id' | 'created'>): Promise<Override> {
+    const full = { ...o, id: randomBytes(4).toString('hex'), created: Date.now() };
+    await this.spool.addOverride(full);
+    this.over.push(full);
+    return full;
+  }
+
+  async cancelOverride(id: string): Promise<boolean> {
+    this.over = this.over.filter((o) => o.id !== id);
+    return this.spool.removeOverride(id);
+  }
+
+  overrides(now = Date.now()): Override[] {
+    return this.over.filter((o) => o.until > now);
+  }
+
   suspensions(now = Date.now()): Suspension[] {
     return this.susp.filter((s) => s.until > now);
   }
@@ -187,7 +226,7 @@ export class Shaper {
     return [...this.pairs.values()]
       .filter((p) => p.factor < 1 || p.suspendedUntil > now || p.inflight > 0)
       .map((p) => {
-        const rule = this.rule(p.domain);
+        const rule = this.rule(p.domain, p.pool, now);
         const eff = effectiveLimits(rule, p.factor, Infinity);
         return {
           pool: p.pool,

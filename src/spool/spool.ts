@@ -57,6 +57,9 @@ export interface RecipientRow {
 
 export interface Suspension { id: string; pool: string; destination: string; until: number; reason: string; who: string; created: number }
 
+/** An operator's temporary shaping limits for (pool, destination), replacing the configured ones. */
+export interface Override extends Suspension { concurrency: number | null; rate: string | null }
+
 export interface EventRow { msg: string; at: number; rcpt: string | null; kind: string; server: string | null; code: number | null; text: string | null }
 
 export class SpoolFullError extends Error {}
@@ -79,6 +82,9 @@ CREATE INDEX IF NOT EXISTS events_msg ON events (msg);
 CREATE TABLE IF NOT EXISTS suspensions (
   id TEXT PRIMARY KEY, pool TEXT NOT NULL, destination TEXT NOT NULL, until INTEGER NOT NULL,
   reason TEXT NOT NULL, who TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS overrides (
+  id TEXT PRIMARY KEY, pool TEXT NOT NULL, destination TEXT NOT NULL, until INTEGER NOT NULL,
+  reason TEXT NOT NULL, who TEXT NOT NULL, created INTEGER NOT NULL, concurrency INTEGER, rate TEXT);
 CREATE TABLE IF NOT EXISTS warmup (
   server TEXT NOT NULL, day INTEGER NOT NULL, sent INTEGER NOT NULL, PRIMARY KEY (server, day));
 `;
@@ -260,6 +266,20 @@ export class Spool extends EventEmitter {
   async removeSuspension(id: string): Promise<boolean> {
     let n = 0;
     await this.write(() => (n = this.db.prepare(`DELETE FROM suspensions WHERE id = ?`).run(id).changes));
+    return n > 0;
+  }
+
+  overrides(): Override[] {
+    return this.db.prepare(`SELECT * FROM overrides ORDER BY created`).all() as Override[];
+  }
+
+  async addOverride(o: Override): Promise<void> {
+    await this.write(() => this.db.prepare(`INSERT INTO overrides VALUES (@id, @pool, @destination, @until, @reason, @who, @created, @concurrency, @rate)`).run(o));
+  }
+
+  async removeOverride(id: string): Promise<boolean> {
+    let n = 0;
+    await this.write(() => (n = this.db.prepare(`DELETE FROM overrides WHERE id = ?`).run(id).changes));
     return n > 0;
   }
 
