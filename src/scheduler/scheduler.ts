@@ -35,7 +35,7 @@ interface Job { msg: string; pool: string; domain: string; rows: RecipientRow[];
 // pass sees only mail that could start now.
 const BATCH = 200;
 /** Wake-ups within this window share one pass over the queue (deliveries finish in bursts). */
-const COALESCE_MS = 3;
+const COALESCE_MS = 10;
 const IDLE_POLL = 1000;
 
 export class Scheduler {
