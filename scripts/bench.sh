@@ -7,3 +7,4 @@ bash scripts/install-peers.sh
 npx tsc -p tsconfig.json
 node dist/bench/l4.js
 node dist/bench/relay.js
+node dist/bench/queued.js
