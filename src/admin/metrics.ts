@@ -41,49 +41,19 @@ export class Metrics {
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'smtplb_' });
-    const self = this;
-    new client.Gauge({
-      name: 'smtplb_server_up',
-      aggregator: 'max', // the same in every worker process: do not add them up
-      help: '1 when the server passes health checks and is not ejected',
-      labelNames: ['pool', 'server', 'backup'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        const now = Date.now();
-        for (const p of self.pools()) for (const s of p.servers) this.set({ pool: p.name, server: s.name, backup: String(s.backup) }, s.health.up && s.ejection.until <= now ? 1 : 0);
-      },
+    // 'max': the same in every worker process, so a cluster's sum would be wrong.
+    this.stateGauge('smtplb_server_up', '1 when the server passes health checks and is not ejected', ['pool', 'server', 'backup'], (set) => {
+      const now = Date.now();
+      for (const p of this.pools()) for (const s of p.servers) set({ pool: p.name, server: s.name, backup: String(s.backup) }, s.health.up && s.ejection.until <= now ? 1 : 0);
+    }, 'max');
+    this.stateGauge('smtplb_server_active_connections', 'Connections in use to the server now', ['pool', 'server'], (set) => {
+      for (const p of this.pools()) for (const s of p.servers) set({ pool: p.name, server: s.name }, s.active);
     });
-    new client.Gauge({
-      name: 'smtplb_server_active_connections',
-      help: 'Connections in use to the server now',
-      labelNames: ['pool', 'server'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const p of self.pools()) for (const s of p.servers) this.set({ pool: p.name, server: s.name }, s.active);
-      },
-    });
-    new client.Gauge({
-      name: 'smtplb_server_admin_state',
-      aggregator: 'max', // the same in every worker process: do not add them up
-      help: 'Administrative state: 0 ready, 1 drain, 2 disabled',
-      labelNames: ['pool', 'server'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const p of self.pools()) for (const s of p.servers) this.set({ pool: p.name, server: s.name }, { ready: 0, drain: 1, disabled: 2 }[s.admin]);
-      },
-    });
-    new client.Gauge({
-      name: 'smtplb_pool_waiting_connections',
-      help: 'Connections waiting for a server slot (max_connections reached)',
-      labelNames: ['pool'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const p of self.pools()) this.set({ pool: p.name }, p.waiting);
-      },
+    this.stateGauge('smtplb_server_admin_state', 'Administrative state: 0 ready, 1 drain, 2 disabled', ['pool', 'server'], (set) => {
+      for (const p of this.pools()) for (const s of p.servers) set({ pool: p.name, server: s.name }, { ready: 0, drain: 1, disabled: 2 }[s.admin]);
+    }, 'max');
+    this.stateGauge('smtplb_pool_waiting_connections', 'Connections waiting for a server slot (max_connections reached)', ['pool'], (set) => {
+      for (const p of this.pools()) set({ pool: p.name }, p.waiting);
     });
     this.relayGauges();
   }
@@ -96,19 +66,26 @@ export class Metrics {
     this.relay = relay;
   }
 
-  /** A gauge filled at scrape time from the relay, when there is one. */
-  private relayGauge(name: string, help: string, labelNames: string[], fill: (relay: Relay, set: (labels: Record<string, string>, v: number) => void) => void): void {
-    const self = this;
+  /** A gauge computed at scrape time from the running state. */
+  private stateGauge(name: string, help: string, labelNames: string[], fill: (set: (labels: Record<string, string>, v: number) => void) => void, aggregator?: 'max'): void {
     new client.Gauge({
       name,
       help,
       labelNames,
+      ...(aggregator ? { aggregator } : {}),
       registers: [this.registry],
       collect() {
         this.reset();
-        const r = self.relay();
-        if (r) fill(r, (labels, v) => this.set(labels, v));
+        fill((labels, v) => this.set(labels, v));
       },
+    });
+  }
+
+  /** A gauge filled at scrape time from the relay, when there is one. */
+  private relayGauge(name: string, help: string, labelNames: string[], fill: (relay: Relay, set: (labels: Record<string, string>, v: number) => void) => void): void {
+    this.stateGauge(name, help, labelNames, (set) => {
+      const r = this.relay();
+      if (r) fill(r, set);
     });
   }
 
