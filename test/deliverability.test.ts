@@ -235,3 +235,31 @@ test('warm-up: a server capped at 50 today takes exactly 50 of 300 messages, the
 });
 
 export type { Sink };
+
+test('messages_per_connection and connect_rate: counted as connections at a real Postfix upstream', async () => {
+  const { startPostfix } = await import('./helpers/postfix.js');
+  const pf = await freePort();
+  const postfix = await startPostfix([{ port: pf }]);
+  const port = await freePort();
+  const admin = await freePort();
+  await startSmtplb(
+    lbConfig(
+      port,
+      admin,
+      `  relays:\n    health: { check: none }\n    tls: none\n    reuse: { messages: 100, seconds: 30s }\n    servers: [ { name: pf, address: 127.0.0.1:${pf} } ]\n`,
+      `  - { pool: relays }`,
+      `shaping:\n  per-conn.test: { messages_per_connection: 2, concurrency: 1 }\n  slow-conn.test: { messages_per_connection: 1, connect_rate: 2/s }\n`,
+    ),
+  );
+  const connects = () => (postfix.log().match(/smtpd\[\d+\]: connect from localhost\[127\.0\.0\.1\]/g) ?? []).length;
+  const sent = () => (postfix.log().match(/status=sent/g) ?? []).length;
+  const before = connects(); // startup's port probe
+  await send(port, 6, (i) => `p${i}@per-conn.test`, 3);
+  await waitFor('6 taken by Postfix', () => sent() >= 6, 30_000, 100);
+  assert.equal(connects() - before, 3, '6 messages, one at a time, at 2 per connection: 3 connections');
+  const t0 = Date.now();
+  await send(port, 5, (i) => `s${i}@slow-conn.test`, 5);
+  await waitFor('5 more taken by Postfix', () => sent() >= 11, 30_000, 100);
+  assert.equal(connects() - before, 8, 'one connection per message for slow-conn.test');
+  assert.ok(Date.now() - t0 >= 2000, `5 connections at 2/s need at least 2 s (took ${Date.now() - t0} ms)`);
+});
