@@ -1,7 +1,8 @@
 // `npm run bench` (relay part): end-to-end store-and-forward and cut-through, timed from the
 // first message sent until the last one reaches the smtp-sink, side by side in one run:
 // smtplb `delivery: queue` against Postfix 3.7 (relayhost to the same sink, default fsync),
-// smtplb `delivery: cutthrough` against HAProxy mode tcp. Rounds alternate; medians.
+// smtplb `delivery: cutthrough` against HAProxy mode tcp, and both against Haraka 3 (outbound
+// queue and smtp_forward) when scripts/bench.sh could install it. Rounds alternate; medians.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,6 +10,7 @@ import path from 'node:path';
 import { BIN, freePort, portOpen, ROOT, waitFor } from '../test/helpers/peers.js';
 import { startPostfix } from '../test/helpers/postfix.js';
 import { cpuTicks, descendants, median, peakRssMb, runSmtpSource, startProc, stop, TICK } from './common.js';
+import { harakaAvailable, startHaraka } from './haraka.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20000);
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
@@ -77,14 +79,24 @@ queue: { retry: [1s], max_age: 1h }
   const smtplb = spawn(process.execPath, [BIN, 'start', '-c', path.join(dir, 'smtplb.yaml')], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
   const haproxy = startProc('haproxy', ['-db', '-f', path.join(dir, 'haproxy.cfg')]);
   const postfix = await startPostfix([{ port: pfPort }], { default_transport: 'smtp', relay_transport: 'smtp', relayhost: `[127.0.0.1]:${sinkPort}`, maillog_file: '/var/log/postfix-smtplb-bench.log' });
+  const withHaraka = harakaAvailable();
+  const hkQPort = await freePort();
+  const hkFPort = await freePort();
+  const haraka = withHaraka ? [startHaraka('queue', hkQPort, sinkPort), startHaraka('forward', hkFPort, sinkPort)] : [];
   try {
-    for (const p of [sinkPort, qPort, ctPort, hpPort, pfPort]) await waitFor(`port ${p}`, () => portOpen(p), 15_000);
+    for (const p of [sinkPort, qPort, ctPort, hpPort, pfPort, ...(withHaraka ? [hkQPort, hkFPort] : [])]) await waitFor(`port ${p}`, () => portOpen(p), 15_000);
     await new Promise((r) => setTimeout(r, 1500));
     const systems: { name: string; port: number; pids: () => number[] }[] = [
       { name: 'postfix queue', port: pfPort, pids: postfixPids },
       { name: 'smtplb queue', port: qPort, pids: () => descendants(smtplb.pid!) },
       { name: 'smtplb cutthrough', port: ctPort, pids: () => descendants(smtplb.pid!) },
       { name: 'haproxy tcp', port: hpPort, pids: () => descendants(haproxy.pid!) },
+      ...(withHaraka
+        ? [
+            { name: 'haraka queue', port: hkQPort, pids: () => descendants(haraka[0].proc.pid!) },
+            { name: 'haraka forward', port: hkFPort, pids: () => descendants(haraka[1].proc.pid!) },
+          ]
+        : []),
     ];
     const measure = async (s: (typeof systems)[number], reuse: boolean): Promise<Sample> => {
       sink.clear();
@@ -139,8 +151,17 @@ queue: { retry: [1s], max_age: 1h }
       const r = summary[key] as Record<string, { msg_s: number }>;
       lines.push(`| | **smtplb queue / Postfix** | **${(r['smtplb queue'].msg_s / r['postfix queue'].msg_s).toFixed(2)}** | | |`);
       lines.push(`| | **smtplb cutthrough / HAProxy** | **${(r['smtplb cutthrough'].msg_s / r['haproxy tcp'].msg_s).toFixed(2)}** | | |`);
+      if (withHaraka) {
+        lines.push(`| | **smtplb queue / Haraka queue** | **${(r['smtplb queue'].msg_s / r['haraka queue'].msg_s).toFixed(2)}** | | |`);
+        lines.push(`| | **smtplb cutthrough / Haraka smtp_forward** | **${(r['smtplb cutthrough'].msg_s / r['haraka forward'].msg_s).toFixed(2)}** | | |`);
+      }
     }
-    lines.push('', 'Haraka was not measured in this run (not installed by the bench).');
+    lines.push(
+      '',
+      withHaraka
+        ? "Haraka 3.3.4: `haraka queue` is its outbound queue (which writes queue files without fsync, so it promises less than smtplb and Postfix); `haraka forward` is queue/smtp_forward. Both run one process (smtp.ini nodes unset)."
+        : 'Haraka was not measured in this run (scripts/bench.sh could not install it).',
+    );
     const md = `${lines.join('\n')}\n`;
     console.log(`\n${md}`);
     if (!process.env.BENCH_NO_WRITE) {
@@ -149,8 +170,9 @@ queue: { retry: [1s], max_age: 1h }
     }
   } finally {
     postfix.stop();
-    await Promise.all([stop(smtplb as ChildProcess), stop(haproxy), stop(sink.proc)]);
+    await Promise.all([stop(smtplb as ChildProcess), stop(haproxy), stop(sink.proc), ...haraka.map((h) => stop(h.proc))]);
     fs.rmSync(dir, { recursive: true, force: true });
+    for (const h of haraka) fs.rmSync(h.dir, { recursive: true, force: true });
     sink.remove();
   }
 }

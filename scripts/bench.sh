@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
 npx tsc -p tsconfig.json
+# Haraka is a benchmark peer only (not a dependency of smtplb): installed outside the repo.
+HARAKA_DIR="$HOME/.cache/smtplb-bench/haraka"
+[ -x "$HARAKA_DIR/node_modules/Haraka/bin/haraka" ] || { mkdir -p "$HARAKA_DIR" && npm install --prefix "$HARAKA_DIR" --no-audit --no-fund --no-save Haraka@3.3.4 >/dev/null; } || echo "Haraka could not be installed; the relay bench runs without it"
 node dist/bench/l4.js
 node dist/bench/relay.js
 node dist/bench/queued.js
