@@ -261,10 +261,6 @@ export class Spool extends EventEmitter {
     });
   }
 
-  lease(rows: RecipientRow[]): Promise<void> {
-    return this.plan(rows);
-  }
-
   /** Oldest queued message and count per (pool, destination), largest first. */
   destinations(limit: number): { pool: string; domain: string; queued: number; oldest: number }[] {
     return this.db
