@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
+[ -f build/Release/relay.node ] || npm run install
 npx tsc -p tsconfig.json
 # Haraka is a benchmark peer only (not a dependency of smtplb): installed outside the repo.
 HARAKA_DIR="$HOME/.cache/smtplb-bench/haraka"

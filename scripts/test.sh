@@ -6,5 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-peers.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
+# The native relay of mode: tcp (native/relay.c); `npm install` builds it, this covers a
+# checkout whose node_modules predates it.
+[ -f build/Release/relay.node ] || npm run install
 npx tsc -p tsconfig.json
 exec node --test --test-concurrency=1 --test-reporter=spec dist/test/*.test.js

@@ -15,6 +15,8 @@ export class Metrics {
   readonly listenerConnections = new client.Counter({ name: 'smtplb_listener_connections_total', help: 'Client connections accepted', labelNames: ['listener'], registers: [this.registry] });
   readonly listenerRejected = new client.Counter({ name: 'smtplb_listener_rejected_total', help: 'Client connections answered 421 and closed, by reason', labelNames: ['listener', 'reason'], registers: [this.registry] });
   readonly listenerActive = new client.Gauge({ name: 'smtplb_listener_active_connections', help: 'Client connections open now', labelNames: ['listener'], registers: [this.registry] });
+  readonly proxyBytes = new client.Counter({ name: 'smtplb_proxy_bytes_total', help: 'Bytes relayed by mode: tcp listeners, counted when a connection ends', labelNames: ['listener', 'direction'], registers: [this.registry] });
+  readonly proxyEnds = new client.Counter({ name: 'smtplb_proxy_connections_ended_total', help: 'Relayed mode: tcp connections by how they ended (closed, client_error, server_error, client_timeout, server_timeout, aborted)', labelNames: ['listener', 'reason'], registers: [this.registry] });
   readonly serverConnections = new client.Counter({ name: 'smtplb_server_connections_total', help: 'Connections opened to an upstream server', labelNames: ['pool', 'server'], registers: [this.registry] });
   readonly serverConnectFailures = new client.Counter({ name: 'smtplb_server_connect_failures_total', help: 'Failed connection attempts to an upstream server', labelNames: ['pool', 'server'], registers: [this.registry] });
   readonly connectSeconds = new client.Histogram({

@@ -116,7 +116,8 @@ export class Pool extends EventEmitter {
     const el = eligible(this.servers, now, this.cfg.slowstart, ctx.exclude);
     if (el.status !== 'ok') return { kind: el.status };
     const r = pick(this.cfg.balance, el.candidates, {
-      source: ctx.source,
+      // Read only when it decides: the client address can cost a system call to learn.
+      source: this.cfg.balance === 'source' ? ctx.source : undefined,
       r1: Math.random(),
       r2: Math.random(),
       offset: this.rotation++,

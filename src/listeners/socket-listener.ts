@@ -11,6 +11,8 @@ export interface ConnectionBudget {
   leave(): void;
 }
 
+const ignore = () => {};
+
 export abstract class SocketListener {
   readonly server: net.Server;
   protected sockets = new Set<net.Socket>();
@@ -26,20 +28,28 @@ export abstract class SocketListener {
     return false;
   }
 
+  /** The listener's series, looked up once: a label lookup on every connection adds up. */
+  private series?: { connections: { inc(): void }; active: { inc(): void; dec(): void }; full: { inc(): void } };
+
   private onSocket(sock: net.Socket): void {
     const m = this.base.metrics;
-    m.listenerConnections.labels(this.cfg.name).inc();
+    const series = (this.series ??= {
+      connections: m.listenerConnections.labels(this.cfg.name),
+      active: m.listenerActive.labels(this.cfg.name),
+      full: m.listenerRejected.labels(this.cfg.name, 'max_connections'),
+    });
+    series.connections.inc();
     if (this.full() || !this.base.admit()) {
-      m.listenerRejected.labels(this.cfg.name, 'max_connections').inc();
+      series.full.inc();
       this.refuse(sock, 'Too many connections, try again later');
       return;
     }
     this.sockets.add(sock);
-    m.listenerActive.labels(this.cfg.name).inc();
-    sock.on('error', () => {});
+    series.active.inc();
+    sock.on('error', ignore);
     sock.once('close', () => {
       this.sockets.delete(sock);
-      m.listenerActive.labels(this.cfg.name).dec();
+      series.active.dec();
       this.base.leave();
     });
     this.accept(sock);

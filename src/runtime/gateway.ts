@@ -12,6 +12,7 @@ import { DnsDiscovery } from '../discovery/dns.js';
 import { HealthMonitor, logHealthChanges } from '../health/monitor.js';
 import type { Ejection, HealthState } from '../health/state.js';
 import { TcpProxyListener } from '../listeners/tcp-proxy.js';
+import { nativeRelayUnavailable } from '../listeners/native-relay.js';
 import { SmtpListener } from '../listeners/smtp-listener.js';
 import { verifyPassword } from '../policy/password.js';
 import { Relay } from './relay.js';
@@ -177,6 +178,7 @@ export class Gateway {
       throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'listen'])}: cannot listen on ${formatAddress(l.listen)}: ${describeListenError(e)}`);
     }
     this.listeners.set(listenerKey(l), listener);
+    if (l.mode === 'tcp' && nativeRelayUnavailable()) this.log.warn(`mode tcp copies bytes with Node streams, not the native relay: ${nativeRelayUnavailable()}`);
     this.log.info({ listener: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool }, `listening on ${formatAddress(l.listen)} (${l.name}, mode ${l.mode})`);
   }
 
@@ -363,6 +365,7 @@ export class Gateway {
           ...(this.role === 'primary' ? remote(p.name, s.key) : { active: s.active, connections: s.connections, failures: s.failures }),
         })),
       })),
+      ...(this.config.listeners.some((l) => l.mode === 'tcp') ? { tcp_relay: tcpRelayMode() } : {}),
       health_history: this.history.slice(-50),
       ...(this.relay ? this.relay.status(now) : {}),
     };
@@ -391,6 +394,12 @@ export class Gateway {
     this.admin?.close();
     for (const p of this.pools.values()) p.close();
   }
+}
+
+/** How `mode: tcp` copies bytes in this process: "native", or "stream (why)". */
+function tcpRelayMode(): string {
+  const why = nativeRelayUnavailable();
+  return why ? `stream (${why})` : 'native';
 }
 
 export function serverSpec(s: { name: string; address: { host: string; port: number }; configuredWeight: number; backup: boolean; maxconn?: number; source?: string }): ServerSpec {

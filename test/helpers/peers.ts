@@ -140,12 +140,12 @@ export interface Smtplb {
 }
 
 /** smtplb start -c FILE as a child process; resolves once every listener accepts. */
-export async function startSmtplb(configText: string, opts: { waitPorts?: number[]; dir?: string } = {}): Promise<Smtplb> {
+export async function startSmtplb(configText: string, opts: { waitPorts?: number[]; dir?: string; env?: Record<string, string> } = {}): Promise<Smtplb> {
   const dir = opts.dir ?? tmpDir('smtplb-');
   const file = path.join(dir, 'smtplb.yaml');
   fs.writeFileSync(file, configText);
   let out = '';
-  const proc = spawn(process.execPath, [BIN, 'start', '-c', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [BIN, 'start', '-c', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ? { ...process.env, ...opts.env } : process.env });
   proc.stdout!.on('data', (c) => (out += c));
   proc.stderr!.on('data', (c) => (out += c));
   const lb: Smtplb = {
