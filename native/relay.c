@@ -8,7 +8,8 @@
  * bare `socket.pipe` proxy spends about twice HAProxy's CPU per message, which on a 2-core
  * machine caps it at ~0.65-0.75x HAProxy's throughput. No npm package relays file
  * descriptors natively, so this one does it the way HAProxy and nginx do: non-blocking
- * connect, edge-triggered epoll, a 16 KB buffer per direction, half-close passed through,
+ * connect, edge-triggered epoll, one 16 KB read buffer per thread (a pair holds memory only
+ * for bytes its peer cannot take yet), half-close passed through,
  * idle timeouts swept once a second. Every decision (which server, retries, PROXY headers,
  * metrics, logs) stays in TypeScript: JS hands over a duplicate of the accepted client's
  * descriptor with the server's address, and is told when the server connection is up or
@@ -63,8 +64,8 @@ typedef struct {
 
 /* Bytes read from side `src` waiting to be written to the other side. */
 typedef struct {
-  char *buf;
-  size_t cap, off, len;
+  char *buf; /* bytes the other side could not take yet; NULL when none */
+  size_t off, len;
   int rblocked; /* the last read drained the socket: wait for EPOLLIN */
   int wblocked; /* the other side's send buffer is full: wait for EPOLLOUT */
   int rdhup;    /* epoll saw src's FIN arrive: read until recv says so, no more edges come */
@@ -172,23 +173,75 @@ static void fail_connect(relay_t *r, int err, relay_t **graveyard) {
   *graveyard = r;
 }
 
+/* Bytes are read into one buffer of the thread and sent on at once; only what the other
+ * side's socket cannot take yet is copied to the flow, so an idle pair holds no buffer. */
+static char scratch[BUFSZ];
+
+static int keep(flow_t *f, const char *data, size_t n) {
+  f->buf = malloc(n);
+  if (!f->buf) return 0;
+  memcpy(f->buf, data, n);
+  f->off = 0;
+  f->len = n;
+  return 1;
+}
+
 /* Move bytes of one flow until it blocks; 0 while the pair is alive. */
 static int pump(relay_t *r, int src, int64_t now, relay_t **graveyard) {
   flow_t *f = &r->flow[src];
   int dst = 1 - src;
+  int dst_error = dst == CLIENT ? E_CLIENT_ERROR : E_SERVER_ERROR;
   for (;;) {
-    if (f->len == 0 && !f->eof) {
+    if (f->len > 0) {
+      /* Left over from a partial send (or a prefix): it goes first, and nothing is read
+       * from src meanwhile, which is the backpressure. */
+      if (f->wblocked) return 0;
+      ssize_t w = send(r->fd[dst], f->buf + f->off, f->len, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        finish(r, dst_error, graveyard);
+        return 1;
+      }
+      if (w > 0) {
+        f->off += (size_t)w;
+        f->len -= (size_t)w;
+        r->last[dst] = now;
+      }
+      if (f->len > 0) {
+        f->wblocked = 1;
+        return 0;
+      }
+      free(f->buf);
+      f->buf = NULL;
+      continue;
+    }
+    if (!f->eof) {
       if (f->rblocked) return 0;
-      ssize_t n = recv(r->fd[src], f->buf, f->cap, 0);
+      ssize_t n = recv(r->fd[src], scratch, sizeof scratch, 0);
       if (n > 0) {
-        f->off = 0;
-        f->len = (size_t)n;
         f->bytes += (uint64_t)n;
         r->last[src] = now;
         /* A short read drained the socket and the next arrival raises a new edge; but a FIN
          * that came with this data raises none, so then read on until recv returns 0. */
-        if ((size_t)n < f->cap && !f->rdhup) f->rblocked = 1;
-      } else if (n == 0) {
+        if ((size_t)n < sizeof scratch && !f->rdhup) f->rblocked = 1;
+        ssize_t w = f->wblocked ? 0 : send(r->fd[dst], scratch, (size_t)n, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) w = 0;
+        if (w < 0) {
+          finish(r, dst_error, graveyard);
+          return 1;
+        }
+        if (w > 0) r->last[dst] = now;
+        if (w < n) {
+          if (!keep(f, scratch + w, (size_t)(n - w))) {
+            finish(r, dst_error, graveyard);
+            return 1;
+          }
+          f->wblocked = 1;
+          return 0;
+        }
+        continue;
+      }
+      if (n == 0) {
         f->eof = 1;
       } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
         f->rblocked = 1;
@@ -197,27 +250,6 @@ static int pump(relay_t *r, int src, int64_t now, relay_t **graveyard) {
         continue;
       } else {
         finish(r, src == CLIENT ? E_CLIENT_ERROR : E_SERVER_ERROR, graveyard);
-        return 1;
-      }
-    }
-    if (f->len > 0) {
-      if (f->wblocked) return 0;
-      ssize_t w = send(r->fd[dst], f->buf + f->off, f->len, MSG_NOSIGNAL);
-      if (w > 0) {
-        f->off += (size_t)w;
-        f->len -= (size_t)w;
-        r->last[dst] = now;
-        if (f->len > 0) {
-          f->wblocked = 1;
-          return 0;
-        }
-      } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        f->wblocked = 1;
-        return 0;
-      } else if (w < 0 && errno == EINTR) {
-        continue;
-      } else {
-        finish(r, dst == CLIENT ? E_CLIENT_ERROR : E_SERVER_ERROR, graveyard);
         return 1;
       }
     }
@@ -485,16 +517,15 @@ static relay_t *new_relay(napi_env env, uint32_t id, int cfd, double ct, double 
   for (int s = 0; s < 2; s++) {
     r->tag[s].r = r;
     r->tag[s].side = s;
-    r->flow[s].cap = plen[s] > BUFSZ ? plen[s] : BUFSZ;
-    r->flow[s].buf = malloc(r->flow[s].cap);
-    if (r->flow[s].buf && plen[s]) {
-      memcpy(r->flow[s].buf, prefix[s], plen[s]);
-      r->flow[s].len = plen[s];
+    if (plen[s] && !keep(&r->flow[s], prefix[s], plen[s])) {
+      free_relay(r);
+      napi_throw_error(env, NULL, "out of memory");
+      return NULL;
     }
   }
   /* A duplicate shares libuv's non-blocking file description: nothing to set. */
   r->fd[CLIENT] = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
-  if (!r->flow[0].buf || !r->flow[1].buf || r->fd[CLIENT] < 0) {
+  if (r->fd[CLIENT] < 0) {
     int e = errno;
     if (r->fd[CLIENT] >= 0) close(r->fd[CLIENT]);
     free_relay(r);

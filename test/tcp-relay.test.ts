@@ -4,7 +4,9 @@
 // header followed at once by client bytes loses nothing, servers named by host name work.
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { after, afterEach, test } from 'node:test';
+import { sendOne } from '../src/cli/send.js';
 import { freePort, session, smtpSource, startSink, startSmtplb, stopAll, waitFor, type Sink } from './helpers/peers.js';
 
 after(stopAll);
@@ -70,6 +72,50 @@ for (const relay of ['native', 'stream'] as const) {
     const toClient = m.get('smtplb_proxy_bytes_total{listener="passthrough",direction="to_client"}') ?? 0;
     assert.ok(toServer > 400 * 1000, `to_server ${toServer}`);
     assert.ok(toClient > 400 * 50 && toClient < toServer, `to_client ${toClient}`);
+  });
+
+  test(`${relay} relay: an 8 MB message arrives byte for byte, with the sink writing it to disk as it reads`, async () => {
+    const sink = await startSink();
+    const { port, text } = await config([sink]);
+    await startSmtplb(text, { env });
+    // 8 MB of random base64 lines: far more than the socket buffers hold, so the relay has to
+    // hold back bytes the sink cannot take yet, in order.
+    const body = randomBytes(6 * 1024 * 1024).toString('base64').replace(/.{76}/g, '$&\r\n');
+    const r = await sendOne({ server: `127.0.0.1:${port}`, from: 'big@client.test', to: ['rcpt@dest.test'], headers: [], subject: 'big', body, count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true }, 0);
+    assert.ok(r.ok, r.ok ? '' : r.error);
+    const [got] = await sink.settle(1, 30_000);
+    // smtp-sink dumps lines with bare LF.
+    const want = body.replace(/\r\n/g, '\n');
+    assert.ok(got.includes(want), `the body arrived intact (${got.length} bytes dumped for ${want.length} sent)`);
+  });
+
+  test(`${relay} relay: a client that stops reading while it pipelines a million NOOPs gets every reply`, async () => {
+    const sink = await startSink();
+    const { port, text } = await config([sink]);
+    await startSmtplb(text, { env });
+    // The replies (about 14 MB) outgrow every socket buffer on the way while the client is
+    // not reading, so the relay must hold back and resume both directions without losing
+    // or reordering a byte.
+    const n = 1_000_000;
+    const replies = await new Promise<number>((resolve, reject) => {
+      const sock = net.connect({ host: '127.0.0.1', port });
+      let count = 0;
+      let rest = '';
+      sock.pause();
+      sock.write(`EHLO client.test\r\n${'NOOP\r\n'.repeat(n)}QUIT\r\n`);
+      setTimeout(() => {
+        sock.on('data', (c: Buffer) => {
+          const lines = (rest + c.toString('latin1')).split('\r\n');
+          rest = lines.pop()!;
+          for (const l of lines) if (l.startsWith('250 ')) count++;
+        });
+        sock.resume();
+      }, 1500);
+      sock.on('close', () => resolve(count));
+      sock.on('error', reject);
+      sock.setTimeout(60_000, () => reject(new Error(`stalled after ${count} replies`)));
+    });
+    assert.equal(replies, n + 1, 'the EHLO reply and one 250 per NOOP');
   });
 
   test(`${relay} relay: a PROXY header and the client's first bytes in one packet lose nothing`, async () => {
