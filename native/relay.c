@@ -143,8 +143,9 @@ static void unlink_live(relay_t *r) {
   if (r->connecting) connecting_count--;
 }
 
-/* The end of a pair; freed after the event batch, since later events may point at it. */
-static void finish(relay_t *r, int event, relay_t **graveyard) {
+/* Close the pair's sockets and tell JS; the relay is freed after the event batch, since
+ * later events of the batch may still point at it. */
+static void retire(relay_t *r, int event, const char *detail, relay_t **graveyard) {
   if (r->dead) return;
   r->dead = 1;
   for (int s = 0; s < 2; s++) {
@@ -153,24 +154,19 @@ static void finish(relay_t *r, int event, relay_t **graveyard) {
     close(r->fd[s]);
   }
   unlink_live(r);
-  report(r->id, event, (double)r->flow[CLIENT].bytes, (double)r->flow[SERVER].bytes, NULL);
+  report(r->id, event, (double)r->flow[CLIENT].bytes, (double)r->flow[SERVER].bytes, detail);
   r->next = *graveyard;
   *graveyard = r;
 }
 
+static void finish(relay_t *r, int event, relay_t **graveyard) {
+  retire(r, event, NULL, graveyard);
+}
+
+/* The client's descriptor closed here is our duplicate: JS keeps the client, to try again. */
 static void fail_connect(relay_t *r, int err, relay_t **graveyard) {
-  if (r->dead) return;
-  r->dead = 1;
-  for (int s = 0; s < 2; s++) {
-    if (r->fd[s] < 0) continue;
-    epoll_ctl(ep, EPOLL_CTL_DEL, r->fd[s], NULL);
-    close(r->fd[s]);
-  }
-  unlink_live(r);
   const char *name = err == ETIMEDOUT ? "timeout" : strerrorname_np(err);
-  report(r->id, E_CONNECT_FAILED, 0, 0, name ? name : "error");
-  r->next = *graveyard;
-  *graveyard = r;
+  retire(r, E_CONNECT_FAILED, name ? name : "error", graveyard);
 }
 
 /* Bytes are read into one buffer of the thread and sent on at once; only what the other
