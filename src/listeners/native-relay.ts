@@ -87,6 +87,8 @@ export class NativeRelay {
     if (cfd === undefined || sfd === undefined) return false;
     const early = takeOver(client);
     const toClient = takeOver(server);
+    // Node no longer does I/O on it, but an error event without a listener would be fatal.
+    server.on('error', () => {});
     const id = this.id();
     this.pairs.set(id, { client, server, ended });
     this.addon.add(id, cfd, sfd, o.clientTimeout, o.serverTimeout, joined(o.header, early), toClient);
