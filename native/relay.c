@@ -26,7 +26,7 @@
  * JS had already read).
  * events: "connected" (a = connect time in microseconds), "connect_failed" (detail = errno
  * name, or "timeout"; the client descriptor stays JS's to use again), and the endings, with
- * a/b = bytes to the server/client: "closed" (both sides ended cleanly), "client_error",
+ * a/b = bytes to the server/client: "closed" (the server closed, or both sides did; cleanly), "client_error",
  * "server_error", "client_timeout", "server_timeout", "aborted".
  */
 #define _GNU_SOURCE

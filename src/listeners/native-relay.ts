@@ -100,10 +100,6 @@ export class NativeRelay {
     for (const [id, p] of this.pairs) if (clients.has(p.client)) this.addon.abort(id);
   }
 
-  get active(): number {
-    return this.pairs.size;
-  }
-
   private id(): number {
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffff_ffff ? 1 : this.nextId + 1;
@@ -141,14 +137,10 @@ function joined(header: Buffer | undefined, early: Buffer | undefined): Buffer |
  * nothing; then libuv stops reading. All of it runs before libuv polls again.
  */
 function takeOver(sock: net.Socket): Buffer | undefined {
-  let early: Buffer | undefined;
-  if (sock.readableLength > 0) {
-    sock.pause();
-    early = (sock.read() as Buffer | null) ?? undefined;
-  }
+  sock.pause();
+  const early = sock.readableLength > 0 ? ((sock.read() as Buffer | null) ?? undefined) : undefined;
   // What `pause()` does not do for a plain socket: take it off libuv's read list.
   const h = (sock as unknown as { _handle?: { reading?: boolean; readStop?: () => number } })._handle;
-  sock.pause();
   if (h?.reading && h.readStop) {
     h.reading = false;
     h.readStop();
@@ -163,34 +155,40 @@ function descriptor(sock: net.Socket): number | undefined {
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
 
+let addon: Addon | string | undefined;
 let relay: NativeRelay | null | undefined;
-let unavailable = '';
+
+/** The addon, or why it cannot be used. */
+function loadAddon(): Addon | string {
+  if (addon !== undefined) return addon;
+  if (process.env.SMTPLB_RELAY === 'stream') return (addon = 'SMTPLB_RELAY=stream');
+  const file = addonPath();
+  if (!file) return (addon = 'build/Release/relay.node is not built');
+  try {
+    return (addon = createRequire(import.meta.url)(file) as Addon);
+  } catch (e) {
+    return (addon = (e as Error).message);
+  }
+}
 
 /** The process's relay thread, started on first use; null when streams must do. */
 export function nativeRelay(): NativeRelay | null {
   if (relay !== undefined) return relay;
+  const a = loadAddon();
   relay = null;
-  if (process.env.SMTPLB_RELAY === 'stream') {
-    unavailable = 'SMTPLB_RELAY=stream';
-    return relay;
-  }
-  const file = addonPath();
-  if (!file) {
-    unavailable = 'build/Release/relay.node is not built';
-    return relay;
-  }
+  if (typeof a === 'string') return relay;
   try {
-    relay = new NativeRelay(createRequire(import.meta.url)(file) as Addon);
+    relay = new NativeRelay(a);
   } catch (e) {
-    unavailable = (e as Error).message;
+    addon = `the relay thread did not start: ${(e as Error).message}`;
   }
   return relay;
 }
 
-/** Why the native relay is not in use ('' when it is). */
+/** Why the native relay cannot be used ('' when it can); starts nothing. */
 export function nativeRelayUnavailable(): string {
-  nativeRelay();
-  return unavailable;
+  const a = loadAddon();
+  return typeof a === 'string' ? a : '';
 }
 
 function addonPath(): string | undefined {

@@ -178,7 +178,8 @@ export class Gateway {
       throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'listen'])}: cannot listen on ${formatAddress(l.listen)}: ${describeListenError(e)}`);
     }
     this.listeners.set(listenerKey(l), listener);
-    if (l.mode === 'tcp' && nativeRelayUnavailable()) this.log.warn(`mode tcp copies bytes with Node streams, not the native relay: ${nativeRelayUnavailable()}`);
+    const noNative = l.mode === 'tcp' ? nativeRelayUnavailable() : '';
+    if (noNative) this.log.warn(`mode tcp copies bytes with Node streams, not the native relay: ${noNative}`);
     this.log.info({ listener: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool }, `listening on ${formatAddress(l.listen)} (${l.name}, mode ${l.mode})`);
   }
 
