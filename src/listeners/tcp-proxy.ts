@@ -22,12 +22,10 @@ const PROXY_HEADER_TIMEOUT = 5000;
 
 export class TcpProxyListener extends SocketListener {
   private counters;
-  private bytes;
 
   constructor(cfg: ListenerConfig, private ctx: TcpProxyContext) {
     super(cfg, ctx);
     this.counters = this.bindCounters();
-    this.bytes = this.bytesCounters();
   }
 
   private bindCounters() {
@@ -36,6 +34,8 @@ export class TcpProxyListener extends SocketListener {
     return {
       noServer: m.listenerRejected.labels(l, 'no_server'),
       badProxy: m.listenerRejected.labels(l, 'bad_proxy_header'),
+      toServer: m.proxyBytes.labels(l, 'to_server'),
+      toClient: m.proxyBytes.labels(l, 'to_client'),
     };
   }
 
@@ -45,11 +45,6 @@ export class TcpProxyListener extends SocketListener {
     let c = this.ends.get(reason);
     if (!c) this.ends.set(reason, (c = this.ctx.metrics.proxyEnds.labels(this.cfg.name, reason)));
     return c;
-  }
-
-  private bytesCounters() {
-    const m = this.ctx.metrics;
-    return { toServer: m.proxyBytes.labels(this.cfg.name, 'to_server'), toClient: m.proxyBytes.labels(this.cfg.name, 'to_client') };
   }
 
   /** New settings from a reload; they apply to new connections. */
@@ -213,8 +208,8 @@ export class TcpProxyListener extends SocketListener {
   /** A relayed pair has ended. */
   private ended(end: PairEnd, pool: Pool, server: Server, addrs: () => ProxyAddresses): void {
     pool.release(server);
-    this.bytes.toServer.inc(end.bytesToServer);
-    this.bytes.toClient.inc(end.bytesToClient);
+    this.counters.toServer.inc(end.bytesToServer);
+    this.counters.toClient.inc(end.bytesToClient);
     this.endCounter(end.reason).inc();
     if (end.reason !== 'closed' && this.ctx.log.isLevelEnabled('debug')) {
       this.ctx.log.debug({ listener: this.cfg.name, pool: pool.name, server: server.name, client: addrs().source, reason: end.reason }, 'proxied connection ended');
