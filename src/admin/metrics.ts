@@ -93,17 +93,23 @@ export class Metrics {
 
   private relayGauges(): void {
     // Queue metrics name the largest destinations and sum the rest, so label cardinality stays bounded.
-    const byDestination = (r: Relay, set: (labels: Record<string, string>, v: number) => void, value: (d: { queued: number; oldest: number }) => number, rest: (ds: { queued: number; oldest: number }[]) => number) => {
-      const rows = r.spool.destinations(10_000);
-      rows.slice(0, TOP_DESTINATIONS).forEach((d) => set({ pool: d.pool, destination: d.domain }, value(d)));
-      if (rows.length > TOP_DESTINATIONS) set({ pool: '', destination: 'other' }, rest(rows.slice(TOP_DESTINATIONS)));
-    };
-    this.relayGauge('smtplb_queue_recipients', `Recipients waiting in the queue per pool and destination (the ${TOP_DESTINATIONS} largest; the rest as destination="other")`, ['pool', 'destination'], (r, set) =>
-      byDestination(r, set, (d) => d.queued, (ds) => ds.reduce((n, d) => n + d.queued, 0)),
-    );
-    this.relayGauge('smtplb_queue_oldest_seconds', `Age of the oldest waiting message per pool and destination (the ${TOP_DESTINATIONS} largest destinations; the rest as "other")`, ['pool', 'destination'], (r, set) => {
+    // From the spool's counters (no scan of the queue), looked up once per scrape for both gauges.
+    let cached: { at: number; v: ReturnType<Relay['spool']['byDestination']> } | undefined;
+    const byDestination = (r: Relay) => {
       const now = Date.now();
-      byDestination(r, set, (d) => (now - d.oldest) / 1000, (ds) => (now - Math.min(...ds.map((d) => d.oldest))) / 1000);
+      if (!cached || now - cached.at > 500) cached = { at: now, v: r.spool.byDestination(TOP_DESTINATIONS) };
+      return cached.v;
+    };
+    this.relayGauge('smtplb_queue_recipients', `Recipients waiting in the queue per pool and destination (the ${TOP_DESTINATIONS} largest; the rest as destination="other")`, ['pool', 'destination'], (r, set) => {
+      const { top, rest } = byDestination(r);
+      for (const d of top) set({ pool: d.pool, destination: d.domain }, d.queued);
+      if (rest.destinations) set({ pool: '', destination: 'other' }, rest.queued);
+    });
+    this.relayGauge('smtplb_queue_oldest_seconds', `Age of the oldest waiting message per pool and destination (the ${TOP_DESTINATIONS} largest destinations; the rest as "other", looked up among its 200 largest)`, ['pool', 'destination'], (r, set) => {
+      const now = Date.now();
+      const { top, rest } = byDestination(r);
+      for (const d of top) set({ pool: d.pool, destination: d.domain }, (now - d.oldest) / 1000);
+      if (rest.oldest !== null) set({ pool: '', destination: 'other' }, (now - rest.oldest) / 1000);
     });
     this.relayGauge('smtplb_queue_state_recipients', 'Recipients in the spool by state', ['state'], (r, set) => {
       for (const c of r.spool.counts()) set({ state: c.state }, c.n);

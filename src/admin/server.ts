@@ -105,14 +105,14 @@ export class AdminServer {
         }
       }
       const list = relay.spool.list({ domain: q.get('domain') ?? undefined, pool: q.get('pool') ?? undefined, state: q.get('state') ?? undefined, olderThanMs });
-      json(res, 200, { messages: list.map(messageView), counts: relay.spool.counts() });
+      json(res, 200, { messages: list.map((m) => messageView(m, (r) => relay.waitingFor(r))), counts: relay.spool.counts() });
     });
     this.route('GET', /^\/api\/queue\/([A-Za-z0-9]+)$/, (_req, res, [id]) => {
       const relay = relayOr404(res);
       if (!relay) return;
       const m = relay.spool.message(id);
       if (!m) return json(res, 404, { error: `no message ${id} in the queue` });
-      json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }), history: relay.spool.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
+      json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }, (r) => relay.waitingFor(r)), history: relay.spool.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
     });
     this.route('POST', /^\/api\/queue\/flush$/, async (req, res) => {
       const relay = relayOr404(res);
@@ -144,11 +144,7 @@ export class AdminServer {
           await relay.spool.remove(id);
           break;
         case 'bounce': {
-          const open = relay.spool.recipients(id).filter((r) => r.state === 'queued' || r.state === 'held');
-          const body = await relay.spool.readBody(id);
-          await relay.scheduler.bounce(m, open.map((r) => ({ rcpt: r.rcpt, action: 'failed', code: 550, text: '5.0.0 Bounced by the operator', server: null })), body, 'rejected');
-          await relay.spool.record(id, open.map((r) => ({ ...r, state: 'bounced', updated: Date.now() })), [{ at: Date.now(), rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }]);
-          changed = open.length;
+          changed = await relay.scheduler.bounceNow(id);
           break;
         }
       }
@@ -238,8 +234,7 @@ export class AdminServer {
       if (!relay) return;
       if (!(await relay.shaper.cancelOverride(id))) return json(res, 404, { error: `no override ${id}` });
       // Mail spaced out under the override's limits is looked at again under the configured ones.
-      await relay.spool.releaseWaiting('throttle: ');
-      relay.scheduler.wake();
+      relay.scheduler.unblockAll();
       ctx.log.info({ override: id }, `override ${id} cancelled`);
       json(res, 200, { ok: true, cancelled: id });
     });
@@ -247,8 +242,7 @@ export class AdminServer {
       const relay = relayOr404(res);
       if (!relay) return;
       if (!(await relay.shaper.cancel(id))) return json(res, 404, { error: `no suspension ${id}` });
-      await relay.spool.releaseWaiting(`suspension: `);
-      relay.scheduler.wake();
+      relay.scheduler.unblockAll();
       ctx.log.info({ suspension: id }, `suspension ${id} cancelled`);
       json(res, 200, { ok: true, cancelled: id });
     });
@@ -326,7 +320,7 @@ export class AdminServer {
   }
 }
 
-function messageView(m: import('../spool/spool.js').MessageRow & { recipients: import('../spool/spool.js').RecipientRow[] }) {
+function messageView(m: import('../spool/spool.js').MessageRow & { recipients: import('../spool/spool.js').RecipientRow[] }, waitingFor: (r: import('../spool/spool.js').RecipientRow) => string | null) {
   return {
     id: m.id,
     created: new Date(m.created).toISOString(),
@@ -349,7 +343,7 @@ function messageView(m: import('../spool/spool.js').MessageRow & { recipients: i
       last_code: r.last_code,
       last_reply: r.last_reply,
       last_server: r.last_server,
-      waiting_for: r.state === 'queued' ? r.wait ?? (r.attempts === 0 ? 'first attempt' : 'retry schedule') : null,
+      waiting_for: waitingFor(r),
     })),
   };
 }

@@ -30,6 +30,11 @@ const cidr = parsed(parseCidr, 'a network such as 10.0.0.0/8');
 const rate = parsed(parseRate, 'a rate such as 600/min');
 const day = parsed(parseDay, 'a date such as 2026-11-27');
 const regex = z.string().transform((v, ctx) => {
+  const risky = riskyPattern(v);
+  if (risky) {
+    ctx.addIssue({ code: 'custom', message: `pattern refused: ${risky}` });
+    return z.NEVER;
+  }
   try {
     return new RegExp(v, 'i');
   } catch (e) {
@@ -37,6 +42,50 @@ const regex = z.string().transform((v, ctx) => {
     return z.NEVER;
   }
 });
+
+/**
+ * Why a user's pattern could take the event loop (matched against every upstream reply), or
+ * null. JavaScript's engine backtracks: a quantified group that itself contains a quantifier
+ * (`(a+)+`, `(\w*x?)*`) or a back-reference can take exponential time on a crafted reply.
+ * Replies are cut to 4 KB before matching, which bounds the polynomial cases.
+ */
+export function riskyPattern(source: string): string | null {
+  if (source.length > 500) return 'longer than 500 characters';
+  if (/\\[1-9]|\\k</.test(source)) return 'back-references can take exponential time';
+  // Walk the pattern: for each group, remember whether it holds a quantifier.
+  const stack: boolean[] = [];
+  let inner = false;
+  for (let i = 0; i < source.length; i++) {
+    const c = source[i];
+    if (c === '\\') {
+      i++;
+      continue;
+    }
+    if (c === '[') {
+      // A character class: quantifier characters inside are literals.
+      for (i++; i < source.length && source[i] !== ']'; i++) if (source[i] === '\\') i++;
+      continue;
+    }
+    if (c === '(') {
+      stack.push(inner);
+      inner = false;
+      continue;
+    }
+    const quantifier = c === '*' || c === '+' || (c === '{' && /^\{\d*,?\d*\}/.test(source.slice(i)));
+    if (c === ')') {
+      const had: boolean = inner;
+      inner = stack.pop() ?? false;
+      const next = source[i + 1];
+      const repeated = next === '*' || next === '+' || (next === '{' && /^\{\d*,\d*\}|^\{\d*[2-9]\d*\}/.test(source.slice(i + 1)));
+      if (had && repeated) return 'a repeated group contains a repeat or alternatives (this can take exponential time); write it without the outer repeat';
+      inner = inner || had;
+      continue;
+    }
+    // Alternatives that can match the same text are exponential under a repeat too: `(a|a)*`.
+    if (quantifier || c === '|') inner = true;
+  }
+  return null;
+}
 const int = (min: number, max: number) =>
   z.number({ error: 'expected a number' }).int({ error: 'expected a whole number' }).min(min).max(max);
 const name = z.string({ error: 'expected a name' }).regex(/^[A-Za-z0-9_.-]+$/, { error: 'names may use letters, digits, _ . -' });
@@ -125,6 +174,8 @@ export const poolSchema = z.strictObject({
   reuse: z.strictObject({ messages: int(1, 100_000).default(100), seconds: duration.default(30_000) }).default({ messages: 100, seconds: 30_000 }),
   destination_concurrency: int(1, 10_000).default(20),
   timeout: duration.default(60_000),
+  /** The wait for the reply to the final dot (RFC 5321 4.5.3.2.6: 10 minutes). */
+  data_timeout: duration.default(600_000),
 });
 
 export const tlsSchema = z.strictObject({

@@ -2,9 +2,12 @@
 // (bounded by the pool's `retries`) until every recipient has a final answer or no server is
 // left. A connect failure, a 421, or a 4xx for the whole message moves on to the next server
 // at once; per-recipient 4xx are tried on the next server too. Permanent answers are final.
+// One exception: when the body went out and no reply to the final dot came (data_timeout, a
+// lost connection), the upstream may have the message; sending it elsewhere at once would
+// deliver it twice, so the recipients are deferred and retried on the queue's schedule.
 import type { Pool, PoolSet, Server } from '../balancing/pool.js';
 import type { MxAnswer } from '../discovery/mx.js';
-import { openUpstream, sendOn, SmtpError, type Upstream, type UpstreamCache } from './upstream.js';
+import { openUpstream, sendOn, SmtpError, type Body, type Upstream, type UpstreamCache } from './upstream.js';
 
 export type OutcomeKind = 'delivered' | 'deferred' | 'failed';
 
@@ -32,7 +35,7 @@ export interface DeliveryRequest {
   pool: string;
   sender: string;
   recipients: string[];
-  body: Buffer;
+  body: Body;
   /** The recipients' domain (one per request): direct-to-MX pools look up its MX hosts. */
   domain?: string;
   /** Servers the queue manager found throttled or capped for this destination. */
@@ -140,7 +143,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         }
         pool.passiveResult(server, true);
       }
-      const r = await sendOn(up, req.sender, remaining, req.body);
+      const r = await sendOn(up, req.sender, remaining, req.body, pool.cfg.data_timeout);
       const next: string[] = [];
       const label = up.label;
       for (const rcpt of r.accepted) outcomes.set(rcpt, { rcpt, kind: 'delivered', code: codeOf(r.response) ?? 250, text: r.response, server: label });
@@ -165,7 +168,11 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       attempts.push({ at: started, server: server.name, member: server.name, rcpts: remaining, code: err.code, text: err.text, ms: Date.now() - started });
       last = { code: err.code, text: err.text, server: server.name };
       reply = { code: err.code, text: err.text, delivered: false };
-      if (classify(err.code) === 'failed' && (err.stage === 'MAIL FROM' || err.stage === 'DATA' || err.stage === 'MX')) {
+      if (err.unknown) {
+        const text = `4.4.2 No reply to the end of data from ${server.name} (${err.text}); the outcome is unknown, so it is retried later rather than sent elsewhere now`;
+        for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'deferred', code: null, text, server: server.name });
+        remaining = [];
+      } else if (classify(err.code) === 'failed' && (err.stage === 'MAIL FROM' || err.stage === 'DATA' || err.stage === 'MX')) {
         // The server refused the message itself (MAIL FROM or DATA 5xx), or the domain takes
         // no mail at all: final for everyone.
         for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'failed', code: err.code, text: err.text, server: server.name });

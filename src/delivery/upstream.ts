@@ -1,8 +1,28 @@
 // Outbound SMTP connections to pool servers, with nodemailer's SMTPConnection: STARTTLS
 // policy, AUTH, HELO name and bind address per pool, and reuse of idle connections within
 // the pool's `reuse` limits (messages and seconds), like Postfix's connection cache.
+import fs from 'node:fs';
+import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { Pool, Server } from '../balancing/pool.js';
+
+/** Reply text kept, stored, matched and quoted: an upstream's reply is bounded input. */
+export const REPLY_MAX = 4096;
+/** RFC 5321 allows 512 octets per reply line; past these an upstream is not speaking SMTP. */
+const LINE_MAX = 16 * 1024;
+const REPLY_LINES_MAX = 100;
+
+export function cutReply(text: string): string {
+  return text.length > REPLY_MAX ? `${text.slice(0, REPLY_MAX)}…` : text;
+}
+
+/** A message body: in memory (cut-through), or the spool's file, streamed (never read whole). */
+export type Body = Buffer | { file: string; size: number };
+
+export function bodySize(b: Body): number {
+  return Buffer.isBuffer(b) ? b.length : b.size;
+}
 
 export interface Upstream {
   conn: SMTPConnection;
@@ -24,9 +44,47 @@ export interface SendResult {
 }
 
 export class SmtpError extends Error {
-  constructor(message: string, readonly code: number | null, readonly stage: string, readonly text: string) {
+  readonly text: string;
+  /**
+   * The body went out and no reply to the final dot came (timeout, connection lost): the
+   * upstream may have taken the message. Deferred, never failed over at once (RFC 1047).
+   */
+  unknown = false;
+  constructor(message: string, readonly code: number | null, readonly stage: string, text: string) {
     super(message);
+    this.text = cutReply(text);
   }
+}
+
+/**
+ * Guard the connection's input before nodemailer parses it: a reply line longer than
+ * LINE_MAX or a reply of more than REPLY_LINES_MAX lines ends the connection, so a hostile or
+ * broken upstream costs bounded memory and CPU (nodemailer re-splits a multi-line reply on
+ * every line, quadratic in its length).
+ */
+function guard(conn: SMTPConnection): void {
+  const sock = (conn as unknown as { _socket?: Socket })._socket;
+  if (!sock) return;
+  let lineLen = 0;
+  let lines = 0;
+  let head = '';
+  sock.prependListener('data', (chunk: Buffer) => {
+    let from = 0;
+    for (;;) {
+      const nl = chunk.indexOf(10, from);
+      const end = nl < 0 ? chunk.length : nl;
+      if (lineLen < 4) head += chunk.toString('latin1', from, Math.min(end, from + 4 - lineLen));
+      lineLen += end - from;
+      if (lineLen > LINE_MAX) return sock.destroy(new Error(`upstream reply line longer than ${LINE_MAX} bytes`));
+      if (nl < 0) return;
+      // A continuation line ("250-") adds to the reply; any other line ends it.
+      lines = head[3] === '-' ? lines + 1 : 0;
+      if (lines > REPLY_LINES_MAX) return sock.destroy(new Error(`upstream reply longer than ${REPLY_LINES_MAX} lines`));
+      lineLen = 0;
+      head = '';
+      from = nl + 1;
+    }
+  });
 }
 
 /** Where a connection goes when it is not the server's own address: a destination's MX host. */
@@ -76,6 +134,7 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
     // nodemailer leaves Nagle's algorithm on; with SMTP's small command/reply turns that
     // costs a delayed-ACK wait (~40 ms) per exchange. The socket exists once connect() ran.
     noDelay(conn);
+    guard(conn);
   });
 }
 
@@ -84,12 +143,22 @@ export function noDelay(conn: SMTPConnection): void {
   (conn as unknown as { _socket?: { setNoDelay?(on: boolean): void } })._socket?.setNoDelay?.(true);
 }
 
-/** One transaction. Rejects with SmtpError for failures that concern the whole message. */
-export function sendOn(up: Upstream, sender: string, recipients: string[], body: Buffer): Promise<SendResult> {
+/**
+ * One transaction. Rejects with SmtpError for failures that concern the whole message. Once
+ * the body has gone out, the wait for the reply to the final dot is `dataTimeout` (RFC 5321
+ * 4.5.3.2.6 suggests 10 minutes), not the command timeout.
+ */
+export function sendOn(up: Upstream, sender: string, recipients: string[], body: Body, dataTimeout = 600_000): Promise<SendResult> {
   return new Promise((resolveSend, rejectSend) => {
     // nodemailer reports a connection lost mid-transaction only as 'end'/'error' events and
     // never calls back: settle on those too, or the delivery would wait forever.
     let settled = false;
+    let bodySent = false;
+    const source = Buffer.isBuffer(body) ? Readable.from([body]) : fs.createReadStream(body.file, { highWaterMark: 64 * 1024 });
+    source.once('end', () => {
+      bodySent = true;
+      (up.conn as unknown as { _socket?: Socket })._socket?.setTimeout(dataTimeout);
+    });
     const lost = (e?: Error) => {
       up.broken = true;
       reject(new SmtpError(e?.message ?? 'connection lost', null, 'CONN', e?.message ?? 'connection to the upstream lost during the transaction'));
@@ -102,17 +171,23 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
       if (settled) return;
       settled = true;
       cleanup();
+      if (!bodySent) source.destroy();
       resolveSend(r);
     };
     const reject = (e: Error) => {
       if (settled) return;
       settled = true;
       cleanup();
+      source.destroy();
+      if (e instanceof SmtpError && e.code === null && bodySent) {
+        e.unknown = true;
+        up.broken = true;
+      }
       rejectSend(e);
     };
     up.conn.once('end', lost);
     up.conn.once('error', lost);
-    up.conn.send({ from: sender, to: recipients }, body, (err, info) => {
+    up.conn.send({ from: sender, to: recipients, size: bodySize(body) } as Parameters<SMTPConnection['send']>[0], source, (err, info) => {
       if (err) {
         const e = err as Error & { response?: string; responseCode?: number; command?: string; rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] };
         if (e.rejectedErrors && e.command === 'RCPT TO') {
@@ -120,8 +195,8 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
           // transaction is still open upstream, so RSET before the connection is reused.
           const result = {
             accepted: [],
-            rejected: e.rejectedErrors.map((r) => ({ rcpt: r.recipient, code: r.responseCode ?? 451, text: (r.response ?? r.message).trim() })),
-            response: (e.response ?? '').trim(),
+            rejected: e.rejectedErrors.map((r) => ({ rcpt: r.recipient, code: r.responseCode ?? 451, text: cutReply((r.response ?? r.message).trim()) })),
+            response: cutReply((e.response ?? '').trim()),
           };
           return up.conn.reset((resetErr) => {
             if (resetErr) up.broken = true;
@@ -135,8 +210,8 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
       const rejectedErrors = (info as { rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] }).rejectedErrors ?? [];
       resolve({
         accepted: info.accepted.map(String),
-        rejected: rejectedErrors.map((r) => ({ rcpt: r.recipient, code: r.responseCode ?? 451, text: (r.response ?? r.message).trim() })),
-        response: (info.response ?? '').trim(),
+        rejected: rejectedErrors.map((r) => ({ rcpt: r.recipient, code: r.responseCode ?? 451, text: cutReply((r.response ?? r.message).trim()) })),
+        response: cutReply((info.response ?? '').trim()),
       });
     });
   });

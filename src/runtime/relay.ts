@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../admin/metrics.js';
-import { deliver, type DeliveryGate, type DeliveryRequest, type RcptOutcome } from '../delivery/deliver.js';
+import { deliver, type DeliveryGate, type DeliveryRequest } from '../delivery/deliver.js';
 import { DeliveryLog, enhancedCode } from '../delivery/delivery-log.js';
 import { Shaper } from '../scheduler/shaper.js';
 import { DkimSigner, loadKeys } from '../signing/dkim.js';
@@ -12,6 +12,8 @@ import { MxResolver } from '../discovery/mx.js';
 import { UpstreamCache } from '../delivery/upstream.js';
 import type { InboundMessage, Reply } from '../listeners/smtp-listener.js';
 import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
+import { bodySize } from '../delivery/upstream.js';
+import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { Spool, SpoolFullError } from '../spool/spool.js';
 
@@ -28,7 +30,7 @@ export class Relay {
 
   constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics) {
     const c = config();
-    this.spool = new Spool(c.spool, c.queue.min_free);
+    this.spool = new Spool(c.spool, () => this.config().queue.min_free);
     this.shaper = new Shaper(() => this.config(), this.spool);
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
     this.reloadKeys();
@@ -39,6 +41,7 @@ export class Relay {
       hostname: () => this.config().hostname,
       deliver: (req) => this.deliverNow(req),
       routeBounce: (address) => this.routeOne(address, { listener: 'dsn' }),
+      route: (m, domain) => this.routeQueued(m, domain),
       log,
       shape: { plan: (pool, domain, now, starting) => this.shaper.plan(pool, domain, now, starting), gate: (domain) => this.gate(domain) },
       onAttempt: (m, rows, a) =>
@@ -114,6 +117,13 @@ export class Relay {
     return chooseRoute(this.config().routes, q);
   }
 
+  /** The route of a queued message's recipients under the routes in force now (as at acceptance: same keys). */
+  routeQueued(m: MessageRow, domain: string): { pool: string; route: number } | null {
+    const q: RouteQuery = m.listener === 'dsn' ? { domain, listener: 'dsn' } : { domain, class: m.class ?? undefined, senderDomain: domainOf(m.sender) || undefined, user: m.user ?? undefined, listener: m.listener };
+    const choice = this.route(q);
+    return choice ? { pool: choice.rule.pool, route: choice.index } : null;
+  }
+
   private routeOne(address: string, q: Partial<RouteQuery>) {
     const domain = domainOf(address);
     const choice = this.route({ domain, ...q });
@@ -148,7 +158,7 @@ export class Relay {
       }
       const cls = a.code === null ? 'error' : `${String(a.code)[0]}xx`;
       this.metrics.deliveries.labels(req.pool, a.member, cls).inc();
-      if (cls === '2xx') this.metrics.deliveryBytes.labels(req.pool, a.member).inc(req.body.length);
+      if (cls === '2xx') this.metrics.deliveryBytes.labels(req.pool, a.member).inc(bodySize(req.body));
       this.metrics.deliverySeconds.labels(req.pool).observe(a.ms / 1000);
     }
     return r;
@@ -173,42 +183,87 @@ export class Relay {
   }
 
   /**
-   * Relay before answering DATA: the client's 250 follows an upstream's 250. Recipients no
-   * upstream took are queued (or the message refused with 451 when fallback is reject and
-   * nothing was delivered); recipients refused permanently get the upstream's refusal, or a
-   * DSN when others of the same message went through.
+   * Relay before answering DATA: the client's 250 follows an upstream's 250. What no upstream
+   * took is queued (or, with `fallback: reject`, refused with 451 when nothing went through).
+   * A client never hears 4xx once any upstream accepted any recipient: a message with several
+   * recipients is made durable first (recipients in flight), so whatever the upstreams answer
+   * the rest is ours, and its outcomes and DSN are settled as the queue manager settles any
+   * delivery. A single recipient has one outcome, so it needs no copy on disk first.
    */
   private async cutThrough(m: InboundMessage, fallback: 'queue' | 'reject'): Promise<Reply> {
-    // Shaping is per destination: recipients of one pool and one domain go together.
+    if (m.recipients.length > 1) return this.cutThroughOwned(m, fallback);
+    const [r] = m.recipients;
+    const result = await this.relayNow(m, m.recipients);
+    const o = result.outcomes[0];
+    this.logCutThrough(m, result.attempts);
+    if (o.kind === 'delivered') return { code: 250, text: `2.0.0 Ok: relayed via ${o.server}` };
+    if (o.kind === 'failed') return { code: o.code ?? 550, text: stripCode(o.text) || '5.0.0 Rejected by the upstream' };
+    if (fallback === 'reject') return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(o.text)}` };
+    return this.enqueue(m, [r], ' (upstreams busy, queued)');
+  }
+
+  private async cutThroughOwned(m: InboundMessage, fallback: 'queue' | 'reject'): Promise<Reply> {
+    let id: string;
+    try {
+      id = await this.spool.accept({ sender: m.sender, recipients: m.recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId }, m.body, { leased: true });
+    } catch (e) {
+      if (e instanceof SpoolFullError) return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
+      throw e;
+    }
+    const result = await this.relayNow(m, m.recipients);
+    this.logCutThrough(m, result.attempts);
+    const delivered = result.outcomes.filter((o) => o.kind === 'delivered');
+    const failed = result.outcomes.filter((o) => o.kind === 'failed');
+    // Nothing went through: the client may keep the message (no DSN, no copy here).
+    if (delivered.length === 0 && (failed.length === result.outcomes.length || fallback === 'reject')) {
+      await this.spool.remove(id);
+      if (failed.length === result.outcomes.length) return { code: failed[0].code ?? 550, text: stripCode(failed[0].text) || '5.0.0 Rejected by the upstream' };
+      const why = result.outcomes.find((o) => o.kind === 'deferred') ?? result.outcomes[0];
+      return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(why.text)}` };
+    }
+    const row = this.spool.message(id)!;
+    await this.scheduler.settleJob(row, this.spool.recipients(id), { outcomes: result.outcomes, attempts: result.attempts }, m.body);
+    const deferred = result.outcomes.length - delivered.length - failed.length;
+    const note = deferred ? `, ${deferred} queued` : '';
+    return { code: 250, text: `2.0.0 Ok: queued as ${id} (${delivered.length} relayed at once${note})` };
+  }
+
+  /** Deliver now, per (pool, destination) group, within shaping. */
+  private async relayNow(m: InboundMessage, recipients: InboundMessage['recipients']) {
     const groups = new Map<string, { pool: string; domain: string; rs: InboundMessage['recipients'] }>();
-    for (const r of m.recipients) {
+    for (const r of recipients) {
       const g = groups.get(`${r.pool}|${r.domain}`) ?? { pool: r.pool, domain: r.domain, rs: [] };
       g.rs.push(r);
       groups.set(`${r.pool}|${r.domain}`, g);
     }
     const results = await Promise.all(
-      [...groups.values()].map(({ pool, domain, rs }) => {
+      [...groups.values()].map(async ({ pool, domain, rs }) => {
         const p = this.pools().get(pool);
         const plan = p ? this.shaper.plan(p, domain) : { ok: true as const, exclude: new Set<string>() };
         if (!plan.ok) return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: plan.reason, server: null })), attempts: [] };
-        return this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body: m.body, exclude: plan.exclude, gate: this.gate(domain) });
+        try {
+          return await this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body: m.body, exclude: plan.exclude, gate: this.gate(domain) });
+        } catch (e) {
+          this.log.error({ err: e, listener: m.listener }, 'cut-through delivery failed unexpectedly');
+          return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: '4.3.0 internal error', server: null })), attempts: [] };
+        }
       }),
     );
-    const outcomes: RcptOutcome[] = results.flatMap((r) => r.outcomes);
-    const delivered = outcomes.filter((o) => o.kind === 'delivered');
-    const failed = outcomes.filter((o) => o.kind === 'failed');
-    const deferred = outcomes.filter((o) => o.kind === 'deferred');
-    for (const r of results) for (const a of r.attempts) this.log.info({ listener: m.listener, message_id: m.messageId, server: a.server, code: a.code, reply: a.text, delivery_ms: a.ms }, `cut-through attempt via ${a.server}: ${a.code ?? '-'} ${a.text}`);
-    if (failed.length === outcomes.length) return { code: failed[0].code ?? 550, text: stripCode(failed[0].text) || '5.0.0 Rejected by the upstream' };
-    if (failed.length) {
-      // Some recipients refused while others went on: they get a DSN, as a queued message would.
-      const row = { id: `C${Date.now().toString(36).toUpperCase()}`, created: Date.now(), sender: m.sender, size: m.body.length, message_id: m.messageId ?? null, listener: m.listener, user: m.user ?? null, class: m.class ?? null, client: m.client, file: '', dsn_of: null };
-      await this.scheduler.bounce(row, failed.map((f) => ({ rcpt: f.rcpt, action: 'failed', code: f.code, text: f.text, server: f.server })), m.body, 'rejected');
-    }
-    if (deferred.length === 0) return { code: 250, text: `2.0.0 Ok: relayed via ${[...new Set(delivered.map((d) => d.server))].join(', ')}` };
-    if (delivered.length === 0 && fallback === 'reject') return { code: 451, text: `4.4.1 No upstream accepted the message: ${deferred[0].text}` };
-    const rest = m.recipients.filter((r) => deferred.some((d) => d.rcpt === r.address));
-    return this.enqueue(m, rest, delivered.length ? ` (${delivered.length} relayed at once)` : ' (upstreams busy, queued)');
+    return { outcomes: results.flatMap((r) => r.outcomes), attempts: results.flatMap((r) => r.attempts) };
+  }
+
+  private logCutThrough(m: InboundMessage, attempts: { server: string; code: number | null; text: string; ms: number }[]): void {
+    for (const a of attempts) this.log.info({ listener: m.listener, message_id: m.messageId, server: a.server, code: a.code, reply: a.text, delivery_ms: a.ms }, `cut-through attempt via ${a.server}: ${a.code ?? '-'} ${a.text}`);
+  }
+
+  /** Why a queued recipient waits now: the queue manager's view of its destination, else the row's own reason. */
+  waitingFor(r: RecipientRow, now = Date.now()): string | null {
+    if (r.state !== 'queued') return null;
+    // Its own time has not come: the retry schedule (or an earlier throttle) says why.
+    if (r.next_at > now && r.wait) return r.wait;
+    const w = this.scheduler.waiting(r.pool, r.domain, now);
+    if (w) return w.reason;
+    return r.wait ?? (r.attempts === 0 ? 'first attempt' : 'retry schedule');
   }
 
   /** The relay's part of `smtplb status`: queue by destination, throttles, suspensions, errors. */
@@ -216,7 +271,9 @@ export class Relay {
     return {
       queue: {
         counts: Object.fromEntries(this.spool.counts().map((c) => [c.state, c.n])),
-        destinations: this.spool.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000) })),
+        // The 1,000 largest (one index seek each for the oldest), each with why it waits now.
+        destinations: this.spool.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000), waiting_for: this.scheduler.waiting(d.pool, d.domain, now)?.reason ?? null })),
+        destination_count: this.spool.destinationCount,
       },
       throttles: this.shaper.throttles(now),
       suspensions: this.shaper.suspensions(now).map((s) => ({ ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() })),

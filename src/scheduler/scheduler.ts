@@ -1,12 +1,20 @@
-// The queue manager (Postfix's qmgr): takes due recipients from the spool, groups them into
-// deliveries per (message, pool, destination domain), keeps each destination within its
-// concurrency, hands deliveries to the delivery agent, and records what happened: delivered,
-// deferred to the next retry, or bounced with a DSN on 5xx or expiry.
+// The queue manager (Postfix's qmgr, KumoMTA's scheduled → ready queues): the only part that
+// decides what is delivered when. The spool keeps, per (pool, destination), how much is
+// queued and when the next row is due; each pass serves the due destinations round-robin and
+// takes from each only as many rows as it may start now (one index seek per destination).
+// A destination at its concurrency limit, throttled, suspended or capped by warm-up costs one
+// comparison per pass and wakes when a slot frees or its wait ends, so a backlog for one
+// destination never delays another's first attempt. Routes are evaluated again when a
+// recipient is activated (as qmgr resolves the transport, not smtpd), so a reload's routes
+// apply to mail already queued. max_age is checked on every path, waiting mail included, by a
+// bounded sweep over the oldest messages. Outcomes are settled with the DSN they cause in one
+// transaction (see the spool's invariants); if the spool cannot record them, scheduling pauses
+// and the outcomes are retried from memory, never re-delivered.
 import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
 import { buildDsn, type DsnRecipient } from '../delivery/dsn.js';
-import type { Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
+import type { DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
 
@@ -20,6 +28,8 @@ export interface SchedulerContext {
   deliver: (req: DeliveryRequest) => Promise<DeliveryResult>;
   /** Shaping: may (pool, destination) go now, and through which servers. */
   shape?: { plan: (pool: Pool, domain: string, now: number, starting: number) => Plan; gate: (domain: string) => DeliveryGate };
+  /** The route a queued message's recipients of `domain` take under the config in force now. */
+  route?: (m: MessageRow, domain: string) => { pool: string; route: number } | null;
   /** Route a DSN's recipient (the original sender). */
   routeBounce: (address: string) => Envelope['recipients'][number] | null;
   log: Logger;
@@ -29,19 +39,25 @@ export interface SchedulerContext {
   onFinal?: (m: MessageRow, row: RecipientRow, kind: 'delivered' | 'bounced' | 'expired') => void;
 }
 
-interface Job { msg: string; pool: string; domain: string; rows: RecipientRow[]; exclude?: ReadonlySet<string> }
+export interface Job { msg: string; pool: string; domain: string; rows: RecipientRow[]; exclude?: ReadonlySet<string> }
 
-// Rows looked at per pass. Deliveries in flight are leased and skipped by the index, so a
-// pass sees only mail that could start now.
-const BATCH = 200;
+/** Run-time state of one destination: what runs, and why it waits when it waits. */
+interface DestState { inflight: number; starting: number; blockedUntil: number; reason?: string }
+
+/** Rows read per destination per look: enough for its free slots, bounded whatever the backlog. */
+const FETCH = 100;
 /** Wake-ups within this window share one pass over the queue (deliveries finish in bursts). */
 const COALESCE_MS = 10;
 const IDLE_POLL = 1000;
+/** max_age sweep: how often, and how many rows per sweep (bounded work per pass). */
+const EXPIRY_EVERY = 2000;
+const EXPIRY_BATCH = 500;
+/** DSNs owed (their file could not be written when the outcome was known): retried this often. */
+const OWED_EVERY = 5000;
+const UNSETTLED_RETRY = 1000;
 
 export class Scheduler {
-  private inflight = new Map<string, number>(); // pool|domain → deliveries running
-  /** pool|domain → deliveries let through that have not yet reserved their shaping slot. */
-  private starting = new Map<string, number>();
+  private dests = new Map<string, DestState>();
   private running = 0;
   private timer?: NodeJS.Timeout;
   private ticking = false;
@@ -49,6 +65,11 @@ export class Scheduler {
   private stopped = false;
   private idle: (() => void)[] = [];
   private soon = false;
+  private rr = 0;
+  private lastExpiry = 0;
+  private lastOwed = 0;
+  /** Outcomes known but not yet committed (the spool refused the write): retried in order. */
+  private unsettled: { what: string; retry: () => Promise<void> }[] = [];
 
   constructor(private ctx: SchedulerContext) {
     ctx.spool.on('queued', () => this.wake());
@@ -71,35 +92,52 @@ export class Scheduler {
     this.timer = setTimeout(() => void this.tick(), COALESCE_MS);
   }
 
+  /** Forget every destination's wait (a suspension or override was lifted): all are looked at again. */
+  unblockAll(): void {
+    for (const s of this.dests.values()) {
+      s.blockedUntil = 0;
+      s.reason = undefined;
+    }
+    this.wake();
+  }
+
+  /**
+   * Why (pool, destination) waits, if it does: for `queue show` and status. The reason stays
+   * until a pass has started every due row of the destination (a rate limit blocks it for a
+   * moment many times over; between two of them its mail still waits for the same reason).
+   */
+  waiting(pool: string, domain: string, now = Date.now()): { reason: string; until: number } | undefined {
+    const s = this.dests.get(`${pool}|${domain}`);
+    return s?.reason ? { reason: s.reason, until: Math.max(s.blockedUntil, now) } : undefined;
+  }
+
+  private state(key: string): DestState {
+    let s = this.dests.get(key);
+    if (!s) this.dests.set(key, (s = { inflight: 0, starting: 0, blockedUntil: 0 }));
+    return s;
+  }
+
   private async tick(): Promise<void> {
     this.soon = false;
     this.ticking = true;
     this.again = false;
+    let paused = false;
     try {
-      const now = Date.now();
-      const jobs = this.plan(this.ctx.spool.due(now, BATCH));
-      const started: Job[] = [];
-      const postponed: { row: RecipientRow; at: number; wait: string }[] = [];
-      const behind = new Map<string, number>(); // jobs already waiting per (pool, destination) this pass
-      for (const j of jobs) {
-        const key = `${j.pool}|${j.domain}`;
-        const pool = this.ctx.pools().get(j.pool);
-        const plan = pool && this.ctx.shape ? this.ctx.shape.plan(pool, j.domain, now, this.starting.get(key) ?? 0) : undefined;
-        if (plan && !plan.ok) {
-          const k = behind.get(key) ?? 0;
-          behind.set(key, k + 1);
-          const at = Math.round(plan.at + k * plan.spacing);
-          for (const row of j.rows) postponed.push({ row, at, wait: plan.reason });
-          continue;
+      if (this.unsettled.length) await this.retryUnsettled();
+      // While the spool cannot record outcomes, nothing new starts: each start would be one
+      // more outcome held only in memory.
+      paused = this.unsettled.length > 0;
+      if (!paused) {
+        const now = Date.now();
+        if (now - this.lastExpiry >= EXPIRY_EVERY) {
+          this.lastExpiry = now;
+          await this.expire(now);
         }
-        if (!this.admit(j)) continue;
-        this.starting.set(key, (this.starting.get(key) ?? 0) + 1);
-        if (plan?.ok && plan.exclude.size) j.exclude = plan.exclude;
-        started.push(j);
-      }
-      if (started.length || postponed.length) {
-        await this.ctx.spool.plan(started.flatMap((j) => j.rows), postponed);
-        for (const j of started) void this.run(j);
+        if (now - this.lastOwed >= OWED_EVERY) {
+          this.lastOwed = now;
+          await this.payOwedBounces();
+        }
+        await this.schedule(now);
       }
     } catch (e) {
       this.ctx.log.error({ err: e }, 'queue manager: scheduling failed');
@@ -107,46 +145,114 @@ export class Scheduler {
       this.ticking = false;
     }
     if (this.stopped) return;
-    if (this.again) return this.wake();
-    const next = this.ctx.spool.nextDueAt();
-    const delay = next === null ? IDLE_POLL : Math.max(5, Math.min(IDLE_POLL, next - Date.now()));
+    if (this.again && !paused) return this.wake();
+    const delay = paused ? UNSETTLED_RETRY : Math.max(5, Math.min(IDLE_POLL, this.nextWake() - Date.now()));
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.tick(), delay);
   }
 
-  /** Group recipient rows into one delivery per (message, pool, domain). */
-  private plan(rows: RecipientRow[]): Job[] {
-    const jobs = new Map<string, Job>();
-    for (const r of rows) {
-      const key = `${r.msg}|${r.pool}|${r.domain}`;
-      let j = jobs.get(key);
-      if (!j) jobs.set(key, (j = { msg: r.msg, pool: r.pool, domain: r.domain, rows: [] }));
-      j.rows.push(r);
+  /** When the next destination may start something: O(destinations), never O(queue). */
+  private nextWake(): number {
+    let at = Infinity;
+    for (const d of this.ctx.spool.destinationSummaries()) {
+      if (d.queued === 0 || d.nextDue === null) continue;
+      const s = this.dests.get(`${d.pool}|${d.domain}`);
+      if (s && s.inflight >= (this.ctx.pools().get(d.pool)?.cfg.destination_concurrency ?? 1)) continue; // woken by a finishing delivery
+      at = Math.min(at, Math.max(d.nextDue, s?.blockedUntil ?? 0));
     }
-    return [...jobs.values()];
+    return at;
   }
 
-  /** Reserve a slot for the job's destination, within the pool's destination_concurrency. */
-  private admit(j: Job): boolean {
-    const pool = this.ctx.pools().get(j.pool);
-    const limit = pool?.cfg.destination_concurrency ?? 1;
-    const key = `${j.pool}|${j.domain}`;
-    const n = this.inflight.get(key) ?? 0;
-    if (n >= limit) return false;
-    this.inflight.set(key, n + 1);
-    this.running++;
-    return true;
+  private async schedule(now: number): Promise<void> {
+    const due = [...this.ctx.spool.destinationSummaries()].filter((d) => d.queued > 0 && d.nextDue !== null && d.nextDue <= now);
+    if (due.length === 0) return;
+    // Round-robin: each pass starts one destination further on.
+    const first = this.rr++ % due.length;
+    const order = [...due.slice(first), ...due.slice(0, first)];
+    const started: Job[] = [];
+    const exhausted: { pool: string; domain: string }[] = [];
+    const moves: { rows: RecipientRow[]; pool: string; route: number }[] = [];
+    const expired: { m: MessageRow; rows: RecipientRow[] }[] = [];
+    const maxAge = this.ctx.policy().max_age;
+    for (const d of order) {
+      const key = `${d.pool}|${d.domain}`;
+      const st = this.state(key);
+      if (st.blockedUntil > now) continue;
+      const pool = this.ctx.pools().get(d.pool);
+      let free = (pool?.cfg.destination_concurrency ?? 1) - st.inflight;
+      if (free <= 0) continue;
+      const rows = this.ctx.spool.dueFor(d.pool, d.domain, now, FETCH);
+      const jobs = group(rows);
+      // The last message's rows may go on past the limit: it waits for the next look.
+      if (rows.length === FETCH && jobs.length > 1) jobs.pop();
+      let all = true;
+      for (const j of jobs) {
+        if (free <= 0) {
+          all = false;
+          break;
+        }
+        const m = this.ctx.spool.message(j.msg);
+        if (!m) continue;
+        if (now - m.created >= maxAge) {
+          expired.push({ m, rows: j.rows });
+          continue;
+        }
+        const r = this.ctx.route?.(m, d.domain);
+        if (r && r.pool !== d.pool) {
+          moves.push({ rows: j.rows, pool: r.pool, route: r.route });
+          continue;
+        }
+        if (!pool) {
+          // No pool by that name and no route elsewhere: waits for a config that has one.
+          st.blockedUntil = now + (this.ctx.policy().retry[0] ?? 60_000);
+          st.reason = `pool ${d.pool} does not exist in the configuration in force and no route sends ${d.domain} elsewhere`;
+          all = false;
+          break;
+        }
+        const plan = this.ctx.shape?.plan(pool, d.domain, now, st.starting);
+        if (plan && !plan.ok) {
+          st.blockedUntil = Math.max(plan.at, now + 1);
+          st.reason = plan.reason;
+          all = false;
+          break;
+        }
+        st.inflight++;
+        st.starting++;
+        this.running++;
+        free--;
+        if (plan?.ok && plan.exclude.size) j.exclude = plan.exclude;
+        started.push(j);
+      }
+      if (all && rows.length < FETCH) {
+        exhausted.push(d);
+        st.reason = undefined;
+      }
+    }
+    if (started.length) {
+      try {
+        await this.ctx.spool.lease(started.flatMap((j) => j.rows));
+      } catch (e) {
+        for (const j of started) this.finished(j, false);
+        throw e;
+      }
+      for (const j of started) void this.run(j);
+    }
+    for (const mv of moves) await this.ctx.spool.reroute(mv.rows, mv.pool, mv.route);
+    if (moves.length) this.again = true;
+    for (const x of expired) await this.settleExpired(x.m, x.rows);
+    // Every due row of these was taken: when is their next one due? (after the leases, so the
+    // seek does not find the rows just started)
+    for (const d of exhausted) this.ctx.spool.refreshDue(d.pool, d.domain);
   }
 
   private async run(j: Job): Promise<void> {
     const key = `${j.pool}|${j.domain}`;
+    const st = this.state(key);
     let reserved = false;
     const reserve = () => {
       if (reserved) return;
       reserved = true;
-      const n = (this.starting.get(key) ?? 1) - 1;
-      if (n <= 0) this.starting.delete(key);
-      else this.starting.set(key, n);
+      st.starting = Math.max(0, st.starting - 1);
     };
     const shaped = this.ctx.shape?.gate(j.domain);
     const gate: DeliveryGate | undefined = shaped && {
@@ -159,86 +265,184 @@ export class Scheduler {
     try {
       const m = this.ctx.spool.message(j.msg);
       if (!m) return;
-      const body = await this.ctx.spool.readBody(j.msg);
       let result: DeliveryResult;
-      if (!this.ctx.pools().has(j.pool)) {
-        result = { outcomes: j.rows.map((r) => ({ rcpt: r.rcpt, kind: 'deferred', code: null, text: `pool ${j.pool} no longer exists`, server: null })), attempts: [] };
-      } else {
-        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body, exclude: j.exclude, gate });
+      try {
+        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: { file: this.ctx.spool.fileFor(m.id), size: m.size }, exclude: j.exclude, gate });
+      } catch (e) {
+        // A fault of ours before any outcome: nothing is known to have been delivered.
+        this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');
+        result = { outcomes: j.rows.map((r) => ({ rcpt: r.rcpt, kind: 'deferred', code: null, text: `4.3.0 internal error: ${(e as Error).message}`.slice(0, 300), server: null })), attempts: [] };
       }
       for (const a of result.attempts) this.ctx.onAttempt?.(m, j.rows, a);
-      await this.record(m, j, result, body);
-    } catch (e) {
-      this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');
-      const now = Date.now();
-      await this.ctx.spool
-        .record(j.msg, j.rows.map((r) => ({ ...r, attempts: r.attempts + 1, next_at: now + (this.ctx.policy().retry[0] ?? 60_000), updated: now })), [])
-        .catch(() => {});
+      if (result.waitUntil !== undefined) {
+        st.blockedUntil = result.waitUntil;
+        st.reason = `throttle: ${result.outcomes[0]?.text ?? 'limits reached'}`;
+      }
+      await this.settleJob(m, j.rows, result);
     } finally {
       reserve();
-      const n = (this.inflight.get(key) ?? 1) - 1;
-      if (n <= 0) this.inflight.delete(key);
-      else this.inflight.set(key, n);
-      this.running--;
-      if (this.running === 0) this.idle.splice(0).forEach((f) => f());
-      this.wake();
+      this.finished(j, true);
     }
   }
 
-  private async record(m: MessageRow, j: Job, r: DeliveryResult, body: Buffer): Promise<void> {
+  private finished(j: Job, ran: boolean): void {
+    const st = this.state(`${j.pool}|${j.domain}`);
+    st.inflight = Math.max(0, st.inflight - 1);
+    if (!ran) st.starting = Math.max(0, st.starting - 1);
+    // A slot freed: a destination that waited for one is looked at again.
+    if (st.blockedUntil && st.reason?.includes('concurrency')) st.blockedUntil = 0;
+    if (st.inflight === 0 && st.blockedUntil <= Date.now() && !this.ctx.spool.summary(j.pool, j.domain)) this.dests.delete(`${j.pool}|${j.domain}`);
+    this.running--;
+    if (this.running === 0) this.idle.splice(0).forEach((f) => f());
+    this.wake();
+  }
+
+  /**
+   * Turn a delivery's outcomes into row updates, events and the DSN they cause, and commit
+   * them together. Never throws: when the spool cannot take the write, the outcome is kept in
+   * memory and retried (the rows stay leased, so nothing delivers them again meanwhile).
+   */
+  async settleJob(m: MessageRow, rows: RecipientRow[], r: DeliveryResult, head?: Buffer): Promise<void> {
     const now = Date.now();
     const policy = this.ctx.policy();
+    const updates: RecipientRow[] = [];
+    const finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[] = [];
+    const bounced: DsnRecipient[] = [];
+    const events: Omit<EventRow, 'msg'>[] = [];
     if (r.waitUntil !== undefined) {
       // Shaping turned every server away before anything was sent: not an attempt.
-      const wait = `throttle: ${r.outcomes[0]?.text ?? 'limits reached'}`;
-      await this.ctx.spool.record(m.id, j.rows.map((row) => ({ ...row, next_at: r.waitUntil!, wait, updated: now })), []);
-      return;
-    }
-    const updates: RecipientRow[] = [];
-    const bounced: DsnRecipient[] = [];
-    const events: Omit<EventRow, 'msg'>[] = r.attempts.map((a) => ({ at: a.at, rcpt: a.rcpts.join(', '), kind: 'attempt', server: a.server, code: a.code, text: a.text }));
-    for (const o of r.outcomes) {
-      const row = j.rows.find((x) => x.rcpt === o.rcpt)!;
-      const base = { ...row, attempts: row.attempts + 1, last_code: o.code, last_reply: o.text, last_server: o.server, updated: now, wait: null };
-      if (o.kind === 'delivered') {
-        updates.push({ ...base, state: 'delivered' });
-        this.ctx.onFinal?.(m, { ...base, state: 'delivered' }, 'delivered');
-        events.push({ at: now, rcpt: o.rcpt, kind: 'delivered', server: o.server, code: o.code, text: o.text });
-      } else if (o.kind === 'failed') {
-        updates.push({ ...base, state: 'bounced' });
-        this.ctx.onFinal?.(m, { ...base, state: 'bounced' }, 'bounced');
-        bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text, server: o.server });
-        events.push({ at: now, rcpt: o.rcpt, kind: 'bounced', server: o.server, code: o.code, text: o.text });
-      } else {
-        const at = nextAttempt(policy.retry, base.attempts, m.created, policy.max_age, now);
-        if (at === null) {
+      const wait = `throttle: ${r.outcomes[0]?.text ?? 'limits reached'}`.slice(0, 300);
+      for (const row of rows) updates.push({ ...row, next_at: r.waitUntil, wait, updated: now });
+    } else {
+      for (const a of r.attempts) events.push({ at: a.at, rcpt: a.rcpts.join(', '), kind: 'attempt', server: a.server, code: a.code, text: a.text });
+      for (const o of r.outcomes) {
+        const row = rows.find((x) => x.rcpt === o.rcpt);
+        if (!row) continue;
+        const base = { ...row, attempts: row.attempts + 1, last_code: o.code, last_reply: o.text, last_server: o.server, updated: now, wait: null };
+        if (o.kind === 'delivered') {
+          updates.push({ ...base, state: 'delivered' });
+          finals.push({ row: { ...base, state: 'delivered' }, kind: 'delivered' });
+          events.push({ at: now, rcpt: o.rcpt, kind: 'delivered', server: o.server, code: o.code, text: o.text });
+        } else if (o.kind === 'failed') {
           updates.push({ ...base, state: 'bounced' });
-          this.ctx.onFinal?.(m, { ...base, state: 'bounced' }, 'expired');
-          bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server });
-          events.push({ at: now, rcpt: o.rcpt, kind: 'expired', server: o.server, code: o.code, text: o.text });
+          finals.push({ row: { ...base, state: 'bounced' }, kind: 'bounced' });
+          bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text, server: o.server });
+          events.push({ at: now, rcpt: o.rcpt, kind: 'bounced', server: o.server, code: o.code, text: o.text });
         } else {
-          updates.push({ ...base, state: 'queued', next_at: at, wait: `retry schedule: attempt ${base.attempts} got ${o.code ?? 'no answer'} ${o.text}`.slice(0, 300) });
-          events.push({ at: now, rcpt: o.rcpt, kind: 'deferred', server: o.server, code: o.code, text: `${o.text} (next attempt ${new Date(at).toISOString()})` });
+          const at = nextAttempt(policy.retry, base.attempts, m.created, policy.max_age, now);
+          if (at === null) {
+            updates.push({ ...base, state: 'bounced' });
+            finals.push({ row: { ...base, state: 'bounced' }, kind: 'expired' });
+            bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server });
+            events.push({ at: now, rcpt: o.rcpt, kind: 'expired', server: o.server, code: o.code, text: o.text });
+          } else {
+            updates.push({ ...base, state: 'queued', next_at: at, wait: `retry schedule: attempt ${base.attempts} got ${o.code ?? 'no answer'} ${o.text}`.slice(0, 300) });
+            events.push({ at: now, rcpt: o.rcpt, kind: 'deferred', server: o.server, code: o.code, text: `${o.text} (next attempt ${new Date(at).toISOString()})`.slice(0, 1000) });
+          }
         }
       }
     }
-    // The DSN is queued before the bounce is recorded: a crash in between repeats the
-    // bounce rather than losing it.
-    if (bounced.length) await this.bounce(m, bounced, body, events.some((e) => e.kind === 'expired') ? 'expired' : 'rejected');
-    await this.ctx.spool.record(m.id, updates, events);
+    const reason = finals.some((f) => f.kind === 'expired') ? 'expired' : 'rejected';
+    await this.commit(`outcomes of ${m.id}`, m, updates, events, bounced, reason, head, finals);
   }
 
-  async bounce(m: MessageRow, rcpts: DsnRecipient[], body: Buffer, reason: 'rejected' | 'expired'): Promise<void> {
+  /** Settle with retries from memory when the spool refuses; finals are reported once committed. */
+  private async commit(what: string, m: MessageRow, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], bounced: DsnRecipient[], reason: 'rejected' | 'expired', head: Buffer | undefined, finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[]): Promise<void> {
+    const attempt = async () => {
+      const dsn = bounced.length ? await this.dsnFor(m, bounced, reason, head) : undefined;
+      const id = await this.ctx.spool.settle(m.id, updates, events, dsn);
+      for (const f of finals) this.ctx.onFinal?.(m, f.row, f.kind);
+      if (id) this.ctx.log.info({ queue_id: m.id, dsn_id: id, sender: m.sender, recipients: bounced.map((b) => b.rcpt) }, `bounce for ${m.id} queued as ${id}`);
+    };
+    try {
+      await attempt();
+    } catch (e) {
+      this.ctx.log.error({ err: e, queue_id: m.id }, `spool could not record ${what}; kept in memory and retried, queue paused`);
+      this.unsettled.push({ what, retry: attempt });
+    }
+  }
+
+  private async retryUnsettled(): Promise<void> {
+    while (this.unsettled.length) {
+      try {
+        await this.unsettled[0].retry();
+        this.unsettled.shift();
+      } catch {
+        return;
+      }
+    }
+  }
+
+  /** The DSN for some recipients of `m`, or none (null sender, a bounce itself, no route). */
+  private async dsnFor(m: MessageRow, rcpts: DsnRecipient[], reason: 'rejected' | 'expired', head?: Buffer): Promise<DsnToQueue | undefined> {
     // Never bounce a bounce, never to the null sender.
-    if (!m.sender || m.dsn_of) return;
+    if (!m.sender || m.dsn_of) return undefined;
     const route = this.ctx.routeBounce(m.sender);
     if (!route) {
       this.ctx.log.error({ queue_id: m.id, sender: m.sender }, 'no route for the DSN to the sender; bounce dropped');
-      return;
+      return undefined;
     }
-    const dsn = buildDsn({ hostname: this.ctx.hostname(), queueId: m.id, sender: m.sender, arrival: new Date(m.created), recipients: rcpts, reason, original: body });
-    const id = await this.ctx.spool.accept({ sender: '', recipients: [route], listener: 'dsn', client: 'smtplb', dsnOf: m.id }, dsn);
-    this.ctx.log.info({ queue_id: m.id, dsn_id: id, sender: m.sender, recipients: rcpts.map((r) => r.rcpt) }, `bounce for ${m.id} queued as ${id}`);
+    const original = head ?? (await this.ctx.spool.readHead(m.id).catch(() => Buffer.alloc(0)));
+    const body = buildDsn({ hostname: this.ctx.hostname(), queueId: m.id, sender: m.sender, arrival: new Date(m.created), recipients: rcpts, reason, original });
+    return { env: { sender: '', recipients: [route], listener: 'dsn', client: 'smtplb', dsnOf: m.id }, body };
+  }
+
+  /** Mail past max_age, whatever it waits for (retry, throttle, suspension, warm-up): bounced. */
+  private async expire(now: number): Promise<void> {
+    const rows = this.ctx.spool.expiredRows(now - this.ctx.policy().max_age, EXPIRY_BATCH);
+    for (const j of group(rows)) {
+      const m = this.ctx.spool.message(j.msg);
+      if (m) await this.settleExpired(m, j.rows);
+    }
+    if (rows.length === EXPIRY_BATCH) this.lastExpiry = 0; // more to do: next pass
+  }
+
+  private async settleExpired(m: MessageRow, rows: RecipientRow[]): Promise<void> {
+    const now = Date.now();
+    const updates: RecipientRow[] = [];
+    const bounced: DsnRecipient[] = [];
+    const events: Omit<EventRow, 'msg'>[] = [];
+    const finals: { row: RecipientRow; kind: 'expired' }[] = [];
+    for (const row of rows) {
+      const why = this.waiting(row.pool, row.domain, now)?.reason ?? row.wait ?? row.last_reply ?? 'not delivered';
+      const text = `4.4.7 Message expired after ${Math.round((now - m.created) / 1000)} s in the queue: ${why}`.slice(0, 600);
+      const u = { ...row, state: 'bounced' as const, updated: now, wait: null, last_reply: row.last_reply ?? text };
+      updates.push(u);
+      finals.push({ row: u, kind: 'expired' });
+      bounced.push({ rcpt: row.rcpt, action: 'failed', code: row.last_code, text, server: row.last_server });
+      events.push({ at: now, rcpt: row.rcpt, kind: 'expired', server: row.last_server, code: row.last_code, text });
+    }
+    await this.commit(`expiry of ${m.id}`, m, updates, events, bounced, 'expired', undefined, finals);
+  }
+
+  /** Failed recipients whose DSN could not be written when their outcome was recorded. */
+  private async payOwedBounces(): Promise<void> {
+    for (const j of group(this.ctx.spool.owedBounces(EXPIRY_BATCH))) {
+      const m = this.ctx.spool.message(j.msg);
+      if (!m) continue;
+      const now = Date.now();
+      const bounced = j.rows.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: r.last_code, text: r.last_reply ?? '5.0.0 failed', server: r.last_server }));
+      const dsn = await this.dsnFor(m, bounced, 'rejected');
+      try {
+        await this.ctx.spool.settle(m.id, j.rows.map((r) => ({ ...r, state: 'bounced', updated: now })), [], dsn);
+      } catch (e) {
+        this.ctx.log.warn({ err: e, queue_id: m.id }, 'owed DSN still cannot be queued; will retry');
+        return;
+      }
+    }
+  }
+
+  /** The operator's bounce: open, not in-flight recipients of one message, with one DSN. */
+  async bounceNow(id: string, text = '5.0.0 Bounced by the operator'): Promise<number> {
+    const m = this.ctx.spool.message(id);
+    if (!m) return 0;
+    const open = (this.ctx.spool.recipients(id) as (RecipientRow & { leased?: number })[]).filter((r) => (r.state === 'queued' || r.state === 'held' || r.state === 'failed') && !r.leased);
+    if (!open.length) return 0;
+    const now = Date.now();
+    const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null }));
+    const dsn = await this.dsnFor(m, bounced, 'rejected');
+    await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn);
+    return open.length;
   }
 
   /** Stop scheduling; resolves when running deliveries have finished. */
@@ -246,9 +450,21 @@ export class Scheduler {
     this.stopped = true;
     clearTimeout(this.timer);
     if (this.running > 0) await new Promise<void>((r) => this.idle.push(r));
+    await this.retryUnsettled().catch(() => {});
   }
 
   get active(): number {
     return this.running;
   }
+}
+
+/** Rows of one destination grouped into one delivery per message, in the order read. */
+function group(rows: RecipientRow[]): Job[] {
+  const jobs = new Map<string, Job>();
+  for (const r of rows) {
+    let j = jobs.get(r.msg);
+    if (!j) jobs.set(r.msg, (j = { msg: r.msg, pool: r.pool, domain: r.domain, rows: [] }));
+    j.rows.push(r);
+  }
+  return [...jobs.values()];
 }

@@ -58,6 +58,8 @@ export const BUILTIN_THROTTLE_PATTERNS: RegExp[] = [
 /** Does this reply ask us to slow down? Only 421/450/451 count, as receivers use them so. */
 export function isThrottleReply(code: number | null, text: string, extra: RegExp[]): boolean {
   if (code !== 421 && code !== 450 && code !== 451) return false;
+  // Bounded input whatever the caller: the patterns backtrack, so their cost grows with the text.
+  if (text.length > 4096) text = text.slice(0, 4096);
   return BUILTIN_THROTTLE_PATTERNS.some((p) => p.test(text)) || extra.some((p) => p.test(text));
 }
 

@@ -2,9 +2,27 @@
 // directory entry fsync'd, and its envelope committed to the index (SQLite in WAL mode) and
 // the WAL fdatasync'd. SQLite runs with synchronous=NORMAL and we sync the WAL ourselves after
 // each commit, on libuv's thread pool: the same guarantee as synchronous=FULL (the WAL is on
-// disk before anyone hears "committed"), without blocking the event loop on the fsync. Commits are grouped: sessions that finish DATA at the same moment share
-// one index transaction and one directory fsync — that, not skipping fsyncs, is what makes
-// it fast. State changes after acceptance (attempts, results) go through the same index.
+// disk before anyone hears "committed"), without blocking the event loop on the fsync.
+// Commits are grouped: sessions that finish DATA at the same moment share one index
+// transaction and one directory fsync — that, not skipping fsyncs, is what makes it fast.
+// State changes after acceptance (attempts, results) go through the same index.
+//
+// Exactly-once invariants (each has a test in test/queue-manager.test.ts):
+// 1. A recipient's known outcome (delivered, permanently failed, deferred) is committed by
+//    settle() in one transaction, together with the DSN it causes. The DSN's file is written
+//    first; when even that fails, the failed recipients are committed as `failed` (outcome
+//    known, DSN owed) and the DSN is made later from those rows: a delivered recipient is
+//    never put back in the queue because a bounce could not be written.
+// 2. Bounces are never refused for `min_free`: like Postfix's queue_minfree, that limit gates
+//    only new mail from SMTP clients (accept()), never what the queue already owes.
+// 3. A recipient in flight is leased; nothing else starts it until its outcome is settled or
+//    the process restarts (then it is due again: the in-flight window is the only source of
+//    duplicates, as in every MTA).
+// 4. A message's file is removed only in the commit that leaves it no open recipient
+//    (queued, held, or failed awaiting its DSN).
+//
+// Counters per (pool, destination) are kept up to date as rows change state, so status,
+// metrics and the queue manager never scan the queue (one GROUP BY at start-up).
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -12,7 +30,32 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
-export type RcptState = 'queued' | 'held' | 'delivered' | 'bounced' | 'deleted';
+/** `failed`: permanently failed, its DSN not yet queued (see invariant 1). */
+export type RcptState = 'queued' | 'held' | 'failed' | 'delivered' | 'bounced' | 'deleted';
+
+/** Recipients still owed something: a delivery attempt, an operator's release, or a DSN. */
+const OPEN: ReadonlySet<string> = new Set(['queued', 'held', 'failed']);
+
+/** What the queue holds for one (pool, destination), kept as rows move. */
+export interface DestSummary {
+  pool: string;
+  domain: string;
+  queued: number;
+  held: number;
+  failed: number;
+  /** Earliest next_at of a queued, unleased row; may be early (then a look finds nothing due and corrects it). */
+  nextDue: number | null;
+}
+
+/** The creation time encoded in a queue id (ids start with the time in base 36). */
+export function idTime(id: string): number {
+  return parseInt(id.slice(0, 9), 36);
+}
+
+/** The smallest id made at or after `ms`: ids sort by creation time. */
+export function idAt(ms: number): string {
+  return Math.max(0, Math.floor(ms)).toString(36).toUpperCase().padStart(9, '0');
+}
 
 export interface Envelope {
   sender: string; // '' for the null sender
@@ -77,7 +120,10 @@ CREATE TABLE IF NOT EXISTS recipients (
   last_code INTEGER, last_reply TEXT, last_server TEXT, updated INTEGER NOT NULL,
   PRIMARY KEY (msg, rcpt));
 DROP INDEX IF EXISTS recipients_due;
-CREATE INDEX IF NOT EXISTS recipients_ready ON recipients (state, leased, next_at);
+DROP INDEX IF EXISTS recipients_ready;
+CREATE INDEX IF NOT EXISTS recipients_dest ON recipients (pool, domain, state, leased, next_at);
+CREATE INDEX IF NOT EXISTS recipients_age ON recipients (pool, domain, msg);
+CREATE INDEX IF NOT EXISTS recipients_failed ON recipients (msg) WHERE state = 'failed';
 CREATE TABLE IF NOT EXISTS events (
   msg TEXT NOT NULL, at INTEGER NOT NULL, rcpt TEXT, kind TEXT NOT NULL, server TEXT, code INTEGER, text TEXT);
 CREATE INDEX IF NOT EXISTS events_msg ON events (msg);
@@ -100,6 +146,9 @@ interface PendingWrite {
   reject: (e: Error) => void;
 }
 
+/** A DSN to queue in the same transaction as the outcomes that cause it. */
+export interface DsnToQueue { env: Envelope; body: Buffer }
+
 /** Emits 'queued' (id) after each commit of new messages. */
 export class Spool extends EventEmitter {
   readonly db: Database.Database;
@@ -114,8 +163,10 @@ export class Spool extends EventEmitter {
   private freeChecked = { at: 0, bytes: Infinity };
   /** Per process, so ids stay unique across restarts without a random draw per message. */
   private idSalt = randomBytes(3).toString('hex').toUpperCase();
+  private dests = new Map<string, DestSummary>();
+  private totals = { queued: 0, held: 0, failed: 0 };
 
-  constructor(readonly dir: string, private minFreeBytes = 0) {
+  constructor(readonly dir: string, private minFree: () => number = () => 0) {
     super();
     this.msgDir = path.join(dir, 'messages');
     fs.mkdirSync(this.msgDir, { recursive: true });
@@ -128,19 +179,23 @@ export class Spool extends EventEmitter {
     if (!cols.includes('wait')) this.db.exec(`ALTER TABLE recipients ADD COLUMN wait TEXT`);
     this.stmts = {
       insMsg: this.db.prepare(`INSERT INTO messages VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of)`),
-      insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?)`),
+      insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated, leased) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`),
       insEvent: this.db.prepare(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)`),
-      due: this.db.prepare(`SELECT * FROM recipients WHERE state = 'queued' AND next_at <= ? AND leased = 0 ORDER BY next_at LIMIT ?`),
+      dueFor: this.db.prepare(`SELECT * FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`),
+      minDue: this.db.prepare(`SELECT MIN(next_at) AS at FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0`),
+      oldest: this.db.prepare(`SELECT msg FROM recipients WHERE pool = ? AND domain = ? AND state IN ('queued', 'held', 'failed') ORDER BY msg LIMIT 1`),
+      expired: this.db.prepare(`SELECT * FROM recipients WHERE msg < ? AND state = 'queued' AND leased = 0 LIMIT ?`),
+      failedRows: this.db.prepare(`SELECT * FROM recipients WHERE state = 'failed' AND leased = 0 LIMIT ?`),
       lease: this.db.prepare(`UPDATE recipients SET leased = ? WHERE msg = ? AND rcpt = ?`),
-      nextDue: this.db.prepare(`SELECT MIN(next_at) AS at FROM recipients WHERE state = 'queued' AND leased = 0`),
       msg: this.db.prepare(`SELECT * FROM messages WHERE id = ?`),
+      rcpt: this.db.prepare(`SELECT * FROM recipients WHERE msg = ? AND rcpt = ?`),
       rcpts: this.db.prepare(`SELECT * FROM recipients WHERE msg = ?`),
       events: this.db.prepare(`SELECT * FROM events WHERE msg = ? ORDER BY at, rowid`),
       update: this.db.prepare(`UPDATE recipients SET state = @state, attempts = @attempts, next_at = @next_at, last_code = @last_code, last_reply = @last_reply, last_server = @last_server, updated = @updated, wait = @wait, leased = 0 WHERE msg = @msg AND rcpt = @rcpt`),
-      postpone: this.db.prepare(`UPDATE recipients SET next_at = ?, wait = ? WHERE msg = ? AND rcpt = ? AND state = 'queued'`),
+      reroute: this.db.prepare(`UPDATE recipients SET pool = ?, route = ?, next_at = ?, wait = NULL, leased = 0 WHERE msg = ? AND rcpt = ?`),
       warmupGet: this.db.prepare(`SELECT sent FROM warmup WHERE server = ? AND day = ?`),
       warmupSet: this.db.prepare(`INSERT INTO warmup (server, day, sent) VALUES (?, ?, ?) ON CONFLICT (server, day) DO UPDATE SET sent = excluded.sent`),
-      open: this.db.prepare(`SELECT COUNT(*) AS n FROM recipients WHERE msg = ? AND state IN ('queued', 'held')`),
+      open: this.db.prepare(`SELECT COUNT(*) AS n FROM recipients WHERE msg = ? AND state IN ('queued', 'held', 'failed')`),
       delMsg: this.db.prepare(`DELETE FROM messages WHERE id = ?`),
       delRcpts: this.db.prepare(`DELETE FROM recipients WHERE msg = ?`),
       delEvents: this.db.prepare(`DELETE FROM events WHERE msg = ?`),
@@ -148,35 +203,78 @@ export class Spool extends EventEmitter {
     // Deliveries in flight when the process died are due again now (Postfix's active queue
     // is likewise put back on start).
     this.db.prepare(`UPDATE recipients SET leased = 0 WHERE leased = 1`).run();
+    this.summarize();
+  }
+
+  /** Counters from the index: at start-up, and after a failed commit left them unsure. */
+  private summarize(): void {
+    this.dests.clear();
+    this.totals = { queued: 0, held: 0, failed: 0 };
+    const rows = this.db
+      .prepare(`SELECT pool, domain, state, COUNT(*) AS n, MIN(CASE WHEN leased = 0 THEN next_at END) AS due FROM recipients WHERE state IN ('queued', 'held', 'failed') GROUP BY pool, domain, state`)
+      .all() as { pool: string; domain: string; state: 'queued' | 'held' | 'failed'; n: number; due: number | null }[];
+    for (const r of rows) {
+      const d = this.dest(r.pool, r.domain);
+      d[r.state] += r.n;
+      this.totals[r.state] += r.n;
+      if (r.state === 'queued' && r.due !== null) d.nextDue = d.nextDue === null ? r.due : Math.min(d.nextDue, r.due);
+    }
+  }
+
+  private dest(pool: string, domain: string): DestSummary {
+    const key = `${pool}|${domain}`;
+    let d = this.dests.get(key);
+    if (!d) this.dests.set(key, (d = { pool, domain, queued: 0, held: 0, failed: 0, nextDue: null }));
+    return d;
+  }
+
+  /** A row of (pool, domain) moved from one state to another (null: it did not exist / is gone). */
+  private count(pool: string, domain: string, from: string | null, to: string | null, nextAt?: number): void {
+    const d = this.dest(pool, domain);
+    if (from && OPEN.has(from)) {
+      d[from as 'queued']--;
+      this.totals[from as 'queued']--;
+    }
+    if (to && OPEN.has(to)) {
+      d[to as 'queued']++;
+      this.totals[to as 'queued']++;
+    }
+    if (to === 'queued' && nextAt !== undefined) d.nextDue = d.nextDue === null ? nextAt : Math.min(d.nextDue, nextAt);
+    if (d.queued + d.held + d.failed <= 0) this.dests.delete(`${pool}|${domain}`);
   }
 
   private newId(): string {
     // Sortable by time, unique within and across restarts; the last two characters (the
     // sequence) spread message files over subdirectories.
-    return `${Date.now().toString(36).toUpperCase().padStart(9, '0')}${this.idSalt}${(this.seq++ & 0xfff).toString(36).toUpperCase().padStart(3, '0')}`;
+    return `${idAt(Date.now())}${this.idSalt}${(this.seq++ & 0xfff).toString(36).toUpperCase().padStart(3, '0')}`;
   }
 
   fileFor(id: string): string {
     return path.join(this.msgDir, id.slice(-2), id);
   }
 
-  /** Store a message durably; resolves with its queue id once it is safe to answer 250. */
-  async accept(env: Envelope, body: Buffer): Promise<string> {
-    if (this.minFreeBytes > 0) {
-      // Asked of the kernel at most every 250 ms; in between, what we wrote is taken off.
-      const now = Date.now();
-      if (now - this.freeChecked.at > 250) {
-        const st = await fsp.statfs(this.dir);
-        this.freeChecked = { at: now, bytes: st.bavail * st.bsize };
-      }
-      this.freeChecked.bytes -= body.length;
-      if (this.freeChecked.bytes < this.minFreeBytes) throw new SpoolFullError('spool below its minimum free space');
+  /** Refuse new mail from clients when the spool's disk is below min_free (never what is already owed). */
+  private async checkFree(bytes: number): Promise<void> {
+    const min = this.minFree();
+    if (min <= 0) return;
+    // Asked of the kernel at most every 250 ms; in between, what we wrote is taken off.
+    const now = Date.now();
+    if (now - this.freeChecked.at > 250) {
+      const st = await fsp.statfs(this.dir);
+      this.freeChecked = { at: now, bytes: st.bavail * st.bsize };
     }
+    this.freeChecked.bytes -= bytes;
+    if (this.freeChecked.bytes < min) throw new SpoolFullError('spool below its minimum free space');
+  }
+
+  /** Write a new message's file and sync it; the index does not know it yet. */
+  private async writeFile(env: Envelope, body: Buffer): Promise<{ row: MessageRow; dir: string }> {
     const id = this.newId();
     const file = this.fileFor(id);
     const sub = path.dirname(file);
     if (!this.madeDirs.has(sub)) {
       await fsp.mkdir(sub, { recursive: true });
+      await fsyncDir(this.msgDir);
       this.madeDirs.add(sub);
     }
     let fh: fsp.FileHandle | undefined;
@@ -204,19 +302,79 @@ export class Spool extends EventEmitter {
       file,
       dsn_of: env.dsnOf ?? null,
     };
+    return { row, dir: sub };
+  }
+
+  /** Inside a transaction: the index learns of a message whose file is on disk. */
+  private insert(row: MessageRow, env: Envelope, leased = false): void {
+    const now = Date.now();
+    this.stmts.insMsg.run(row);
+    for (const r of env.recipients) {
+      this.stmts.insRcpt.run(row.id, r.address, r.domain, r.pool, r.route, now, now, leased ? 1 : 0);
+      this.count(r.pool, r.domain, null, 'queued', now);
+    }
+    this.stmts.insEvent.run(row.id, now, null, 'accepted', null, 250, `from ${env.client} via ${env.listener}, ${env.recipients.length} recipient(s), ${row.size} bytes`);
+  }
+
+  /**
+   * Store a message durably; resolves with its queue id once it is safe to answer 250.
+   * `leased`: its recipients are in flight already (cut-through delivers them now and settles).
+   */
+  async accept(env: Envelope, body: Buffer, opts: { leased?: boolean } = {}): Promise<string> {
+    await this.checkFree(body.length);
+    const { row, dir } = await this.writeFile(env, body);
     try {
-      await this.write(() => {
-        const now = Date.now();
-        this.stmts.insMsg.run(row);
-        for (const r of env.recipients) this.stmts.insRcpt.run(id, r.address, r.domain, r.pool, r.route, now, now);
-        this.stmts.insEvent.run(id, now, null, 'accepted', null, 250, `from ${env.client} via ${env.listener}, ${env.recipients.length} recipient(s), ${row.size} bytes`);
-      }, path.dirname(file));
+      await this.write(() => this.insert(row, env, opts.leased), dir);
     } catch (e) {
-      await fsp.rm(file, { force: true }).catch(() => {});
+      await fsp.rm(row.file, { force: true }).catch(() => {});
       throw (e as NodeJS.ErrnoException).code === 'SQLITE_FULL' ? new SpoolFullError('disk full') : e;
     }
-    this.emit('queued', id);
-    return id;
+    this.emit('queued', row.id);
+    return row.id;
+  }
+
+  /**
+   * Commit attempt outcomes for some recipients of one message, with their history events and
+   * the DSN they cause, in one transaction (invariant 1). Rows set to `bounced` become
+   * `failed` (DSN owed) when the DSN's file cannot be written. A message left with no open
+   * recipient is removed with its file. Returns the DSN's queue id, if one was queued.
+   */
+  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue): Promise<string | undefined> {
+    let file: { row: MessageRow; dir: string } | undefined;
+    if (dsn) {
+      try {
+        file = await this.writeFile(dsn.env, dsn.body);
+      } catch (e) {
+        this.emit('dsn-deferred', msg, e);
+        updates = updates.map((u) => (u.state === 'bounced' ? { ...u, state: 'failed' } : u));
+      }
+    }
+    let done = false;
+    try {
+      await this.write(() => {
+        for (const u of updates) {
+          const prev = this.stmts.rcpt.get(msg, u.rcpt) as RecipientRow | undefined;
+          if (!prev) continue;
+          this.stmts.update.run(u);
+          this.count(prev.pool, prev.domain, prev.state, u.state, u.next_at);
+        }
+        for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
+        if (file) this.insert(file.row, dsn!.env);
+        done = (this.stmts.open.get(msg) as { n: number }).n === 0;
+        if (done) this.removeRows(msg);
+      }, file?.dir);
+    } catch (e) {
+      if (file) await fsp.rm(file.row.file, { force: true }).catch(() => {});
+      throw e;
+    }
+    if (file) this.emit('queued', file.row.id);
+    if (done) await unlinkIfThere(this.fileFor(msg));
+    return file?.row.id;
+  }
+
+  /** Record outcomes that cause no DSN (kept for callers that have none). */
+  async record(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[]): Promise<void> {
+    await this.settle(msg, updates, events);
   }
 
   /** Group commit: writes queued in the same turn of the event loop share one transaction. */
@@ -237,9 +395,15 @@ export class Spool extends EventEmitter {
       // New directory entries must be on disk before the index says the files exist.
       const dirs = new Set(batch.flatMap((p) => (p.dir ? [p.dir] : [])));
       await Promise.all([...dirs].map(fsyncDir));
-      this.db.transaction(() => {
-        for (const p of batch) p.apply();
-      })();
+      try {
+        this.db.transaction(() => {
+          for (const p of batch) p.apply();
+        })();
+      } catch (e) {
+        // Rolled back: the counters moved with rows that did not.
+        this.summarize();
+        throw e;
+      }
       this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
       await this.wal.datasync();
       for (const p of batch) p.resolve();
@@ -250,27 +414,94 @@ export class Spool extends EventEmitter {
     else this.committing = false;
   }
 
-  /**
-   * One queue-manager pass in one transaction: lease what starts now (in flight, not picked
-   * twice, cleared on start), and move what must wait to when it may go, with the reason.
-   */
-  plan(lease: RecipientRow[], postpone: { row: RecipientRow; at: number; wait: string }[] = []): Promise<void> {
+  /** Lease what starts now: in flight, not picked twice, cleared on start. */
+  lease(rows: RecipientRow[]): Promise<void> {
     return this.write(() => {
-      for (const r of lease) this.stmts.lease.run(1, r.msg, r.rcpt);
-      for (const p of postpone) this.stmts.postpone.run(p.at, p.wait, p.row.msg, p.row.rcpt);
+      for (const r of rows) this.stmts.lease.run(1, r.msg, r.rcpt);
     });
   }
 
-  /** Oldest queued message and count per (pool, destination), largest first. */
-  destinations(limit: number): { pool: string; domain: string; queued: number; oldest: number }[] {
-    return this.db
-      .prepare(`SELECT r.pool, r.domain, COUNT(*) AS queued, MIN(m.created) AS oldest FROM recipients r JOIN messages m ON m.id = r.msg WHERE r.state IN ('queued', 'held') GROUP BY r.pool, r.domain ORDER BY queued DESC LIMIT ?`)
-      .all(limit) as { pool: string; domain: string; queued: number; oldest: number }[];
+  /** Give leased rows back untouched (nothing was attempted). */
+  unlease(rows: RecipientRow[]): Promise<void> {
+    return this.write(() => {
+      for (const r of rows) this.stmts.lease.run(0, r.msg, r.rcpt);
+    });
   }
 
-  /** Mail postponed for a reason that no longer holds (a cancelled suspension) is due now. */
-  async releaseWaiting(reasonPrefix: string): Promise<void> {
-    await this.write(() => this.db.prepare(`UPDATE recipients SET next_at = ?, wait = NULL WHERE state = 'queued' AND leased = 0 AND wait LIKE ?`).run(Date.now(), `${reasonPrefix}%`));
+  /** Queued rows of one destination that are due, oldest due first. */
+  dueFor(pool: string, domain: string, now: number, limit: number): RecipientRow[] {
+    return this.stmts.dueFor.all(pool, domain, now, limit) as RecipientRow[];
+  }
+
+  /** Look up when a destination's next row is due (an index seek), and remember it. */
+  refreshDue(pool: string, domain: string): number | null {
+    const at = (this.stmts.minDue.get(pool, domain) as { at: number | null }).at;
+    const d = this.dests.get(`${pool}|${domain}`);
+    if (d) d.nextDue = at;
+    return at;
+  }
+
+  /** Destinations with something in the queue (the live summary, not a copy: do not change it). */
+  destinationSummaries(): IterableIterator<DestSummary> {
+    return this.dests.values();
+  }
+
+  summary(pool: string, domain: string): DestSummary | undefined {
+    return this.dests.get(`${pool}|${domain}`);
+  }
+
+  /** Queued rows of messages created before `cutoff` (max_age), not in flight. */
+  expiredRows(cutoff: number, limit: number): RecipientRow[] {
+    return this.stmts.expired.all(idAt(cutoff), limit) as RecipientRow[];
+  }
+
+  /** Permanently failed rows whose DSN could not be queued yet. */
+  owedBounces(limit: number): RecipientRow[] {
+    return this.stmts.failedRows.all(limit) as RecipientRow[];
+  }
+
+  /** Move queued rows to another pool (routes changed since they were accepted); due now. */
+  reroute(rows: RecipientRow[], pool: string, route: number): Promise<void> {
+    const now = Date.now();
+    return this.write(() => {
+      for (const r of rows) {
+        const prev = this.stmts.rcpt.get(r.msg, r.rcpt) as RecipientRow | undefined;
+        if (!prev || prev.state !== 'queued') continue;
+        this.stmts.reroute.run(pool, route, now, r.msg, r.rcpt);
+        this.count(prev.pool, prev.domain, 'queued', null);
+        this.count(pool, prev.domain, null, 'queued', now);
+      }
+    });
+  }
+
+  /** Oldest open message and count per (pool, destination), largest first: from the counters plus one index seek each. */
+  destinations(limit: number): { pool: string; domain: string; queued: number; oldest: number }[] {
+    return this.byDestination(limit).top;
+  }
+
+  /**
+   * The `limit` largest destinations with their oldest message, and the rest summed. The rest's
+   * oldest is looked up among its 200 largest only: the work per call stays bounded however
+   * many destinations there are.
+   */
+  byDestination(limit: number): { top: { pool: string; domain: string; queued: number; oldest: number }[]; rest: { destinations: number; queued: number; oldest: number | null } } {
+    const size = (d: DestSummary) => d.queued + d.held + d.failed;
+    const all = [...this.dests.values()].sort((a, b) => size(b) - size(a));
+    const oldest = (d: DestSummary) => {
+      const o = this.stmts.oldest.get(d.pool, d.domain) as { msg: string } | undefined;
+      return o ? idTime(o.msg) : Date.now();
+    };
+    const top = all.slice(0, limit).map((d) => ({ pool: d.pool, domain: d.domain, queued: size(d), oldest: oldest(d) }));
+    const others = all.slice(limit);
+    return {
+      top,
+      rest: { destinations: others.length, queued: others.reduce((n, d) => n + size(d), 0), oldest: others.length ? Math.min(...others.slice(0, 200).map(oldest)) : null },
+    };
+  }
+
+  /** How many destinations have mail queued. */
+  get destinationCount(): number {
+    return this.dests.size;
   }
 
   suspensions(): Suspension[] {
@@ -310,14 +541,6 @@ export class Spool extends EventEmitter {
     void this.write(() => this.stmts.warmupSet.run(server, day, sent)).catch(() => {});
   }
 
-  due(now: number, limit: number): RecipientRow[] {
-    return this.stmts.due.all(now, limit) as RecipientRow[];
-  }
-
-  nextDueAt(): number | null {
-    return (this.stmts.nextDue.get() as { at: number | null }).at;
-  }
-
   message(id: string): MessageRow | undefined {
     return this.stmts.msg.get(id) as MessageRow | undefined;
   }
@@ -334,22 +557,20 @@ export class Spool extends EventEmitter {
     return fsp.readFile(this.fileFor(id));
   }
 
-  /**
-   * Record attempt results for some recipients of one message, with their history events;
-   * a message with no open recipient left is removed with its file.
-   */
-  async record(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[]): Promise<void> {
-    let done = false;
-    await this.write(() => {
-      for (const u of updates) this.stmts.update.run(u);
-      for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
-      done = (this.stmts.open.get(msg) as { n: number }).n === 0;
-      if (done) this.removeRows(msg);
-    });
-    if (done) await unlinkIfThere(this.fileFor(msg));
+  /** The start of a message (its header, for DSNs): at most `max` bytes read, whatever its size. */
+  async readHead(id: string, max = 65536): Promise<Buffer> {
+    const fh = await fsp.open(this.fileFor(id), 'r');
+    try {
+      const buf = Buffer.alloc(max);
+      const { bytesRead } = await fh.read(buf, 0, max, 0);
+      return buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
   }
 
   private removeRows(id: string): void {
+    for (const r of this.stmts.rcpts.all(id) as RecipientRow[]) this.count(r.pool, r.domain, r.state, null);
     this.stmts.delRcpts.run(id);
     this.stmts.delEvents.run(id);
     this.stmts.delMsg.run(id);
@@ -386,16 +607,22 @@ export class Spool extends EventEmitter {
     return ids.map(({ id }) => ({ ...this.message(id)!, recipients: this.recipients(id) }));
   }
 
+  /** Open recipients by state, from the counters (no scan). */
   counts(): { state: string; n: number }[] {
-    return this.db.prepare(`SELECT state, COUNT(*) AS n FROM recipients GROUP BY state`).all() as { state: string; n: number }[];
+    return Object.entries(this.totals).map(([state, n]) => ({ state, n }));
   }
 
-  /** Change the state of a message's open recipients (hold, release, flush). */
+  /** Change the state of a message's open recipients (hold, release, flush); in-flight ones are left alone. */
   async setState(id: string, from: RcptState[], to: RcptState, nextAt: number, kind: string): Promise<number> {
     let n = 0;
     await this.write(() => {
       const now = Date.now();
-      n = this.db.prepare(`UPDATE recipients SET state = ?, next_at = ?, updated = ? WHERE msg = ? AND state IN (${from.map(() => '?').join(',')})`).run(to, nextAt, now, id, ...from).changes;
+      for (const r of this.stmts.rcpts.all(id) as (RecipientRow & { leased: number })[]) {
+        if (!from.includes(r.state) || r.leased) continue;
+        this.db.prepare(`UPDATE recipients SET state = ?, next_at = ?, updated = ?, wait = NULL WHERE msg = ? AND rcpt = ?`).run(to, nextAt, now, id, r.rcpt);
+        this.count(r.pool, r.domain, r.state, to, nextAt);
+        n++;
+      }
       if (n) this.stmts.insEvent.run(id, now, null, kind, null, null, null);
     });
     return n;
