@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, afterEach, test } from 'node:test';
-import { freePort, runCli, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
+import { freePort, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -133,4 +133,46 @@ queue: { retry: [1h], max_age: 2h, min_free: ${minFree} }
   assert.deepEqual(st.queue.destinations.map((d) => [d.pool, d.destination, d.queued]), [['two', 'two.test', 1]]);
   await new Promise((res) => setTimeout(res, 1000));
   assert.equal(one.count(), 1, 'a@one.test got exactly one copy');
+});
+
+test('20,000 queued for a destination at concurrency 1 on a slow upstream: 10 messages to another domain arrive within 2 s, on the same pool and on another', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const slow = await startSink({ args: ['-w', '1'] }); // answers each DATA after 1 s
+  const fast = await startSink();
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  slow: { servers: [ { name: s1, address: 127.0.0.1:${slow.port} } ] }
+  fast: { servers: [ { name: f1, address: 127.0.0.1:${fast.port} } ] }
+routes:
+  - { domains: [other.test], pool: fast }
+  - { pool: slow }
+shaping:
+  dest.test: { concurrency: 1 }
+queue: { retry: [1h], max_age: 2h }
+`);
+  const load = await smtpSource(port, 20_000, 20);
+  assert.equal(load.code, 0, load.stderr);
+  const st = await api<QueueStatus>(admin, '/api/status');
+  const backlog = st.queue.destinations.find((d) => d.destination === 'dest.test');
+  assert.ok(backlog && backlog.queued >= 19_900, `the backlog is there: ${JSON.stringify(st.queue.destinations)}`);
+  const slowBefore = slow.count();
+  const started = Date.now();
+  const sends = [];
+  for (let i = 0; i < 10; i++) {
+    sends.push(swaks(['--server', `127.0.0.1:${port}`, '--from', 'reset@client.test', '--to', `same${i}@samepool.test`, '--header', 'Subject: password reset']));
+    sends.push(swaks(['--server', `127.0.0.1:${port}`, '--from', 'reset@client.test', '--to', `other${i}@other.test`, '--header', 'Subject: password reset']));
+  }
+  for (const r of await Promise.all(sends)) assert.match(r.stdout, /<- {2}250 /);
+  await waitFor('10 at the other pool', () => fast.count() >= 10, 2_000, 20);
+  // The same slow pool: its other destination has its own slots; each reply takes the sink's 1 s.
+  await waitFor('10 of the other domain on the same pool', () => slow.messages().filter((m) => /^To: same\d@samepool\.test/m.test(m)).length >= 10, 2_500, 20);
+  const took = Date.now() - started;
+  assert.ok(took < 2_500, `took ${took} ms`);
+  assert.ok(slow.count() - slowBefore <= 25, 'the backlog still goes one at a time');
+  await lb.stop();
 });

@@ -1,0 +1,52 @@
+// The queue manager's bounded-input rules as pure functions: backoff patterns that could take
+// the event loop are refused at `smtplb check`; upstream reply text is cut before it is
+// matched, stored or quoted.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { riskyPattern } from '../src/config/schema.js';
+import { cutReply, REPLY_MAX, SmtpError } from '../src/delivery/upstream.js';
+import { isThrottleReply } from '../src/scheduler/throttle.js';
+import { idAt, idTime } from '../src/spool/spool.js';
+import { runCli, stopAll, tmpDir } from './helpers/peers.js';
+
+after(stopAll);
+
+test('backoff patterns: nested repeats, repeated alternatives and back-references are refused; plain ones pass', () => {
+  for (const p of ['(a+)+$', '(\\w*x?)*', '(a|a)*', '(x+){2,}', '(.)\\1', '((ab)*c)+']) assert.ok(riskyPattern(p), `${p} refused`);
+  for (const p of ['mailbox busy', 'try (again )?later', 'exceeded.*(rate|limit)', '[a+]+', '\\(a+\\)+', '(ab){2}', 'TSS0\\d']) assert.equal(riskyPattern(p), null, `${p} allowed`);
+});
+
+test('smtplb check names the file, line and key of a risky backoff pattern', () => {
+  const dir = tmpDir();
+  const file = path.join(dir, 'smtplb.yaml');
+  fs.writeFileSync(file, `hostname: gw.test
+listeners:
+  - { name: relay, listen: 127.0.0.1:2525, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  relays: { servers: [ { name: a, address: 127.0.0.1:2601 } ] }
+routes: [ { pool: relays } ]
+backoff:
+  patterns: ["mailbox busy", "(a+)+$"]
+`);
+  const r = runCli(['check', '-c', file]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr + r.stdout, /smtplb\.yaml:8:\d+: backoff\.patterns\[1\]: pattern refused: .*exponential/);
+});
+
+test('reply text is cut to 4 KB before it is matched, stored or quoted; matching a 1 MB reply stays cheap', () => {
+  const huge = `451 4.7.1 ${'a'.repeat(1024 * 1024)} try again later`;
+  assert.equal(cutReply(huge).length, REPLY_MAX + 1);
+  assert.equal(new SmtpError('x', 451, 'DATA', huge).text.length, REPLY_MAX + 1);
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < 20; i++) isThrottleReply(451, `${'exceeded '.repeat(100_000)}`, [/x.*y.*z/i]);
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  assert.ok(ms < 500, `20 matches of a 900 KB reply took ${ms} ms`);
+});
+
+test('queue ids sort by creation time and carry it', () => {
+  const t = Date.UTC(2026, 10, 28, 6, 0, 0);
+  assert.equal(idTime(`${idAt(t)}ABCDEF001`), t);
+  assert.ok(idAt(t) < idAt(t + 1) && idAt(t + 1) < idAt(t + 86_400_000));
+});
