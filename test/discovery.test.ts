@@ -76,3 +76,37 @@ test('A discovery: every address serves on the given port; a DNS outage keeps th
   await new Promise((r) => setTimeout(r, 2500));
   assert.equal((await servers(admin)).length, 2, 'servers kept through a DNS outage');
 });
+
+test('SRV discovery: a failed lookup of one target (SERVFAIL) or a silent resolver keeps every known server; a real change still applies', async () => {
+  const a = await startSink({ hostname: 'a.test' });
+  const b = await startSink({ hostname: 'b.test' });
+  const dns = await startDns([
+    { type: 'SRV', name: '_smtp._tcp.relays.test', target: 'a.relays.test', port: a.port, priority: 10, weight: 1 },
+    { type: 'SRV', name: '_smtp._tcp.relays.test', target: 'b.relays.test', port: b.port, priority: 10, weight: 1 },
+    { type: 'A', name: 'a.relays.test', address: '127.0.0.1' },
+    { type: 'A', name: 'b.relays.test', address: '127.0.0.1' },
+  ]);
+  const port = await freePort();
+  const admin = await freePort();
+  await startSmtplb(config(dns.port, port, admin, '{ srv: _smtp._tcp.relays.test, resolver: RESOLVER }'));
+  await waitFor('discovered', async () => (await servers(admin)).length === 2);
+  const both = await servers(admin);
+
+  // b's address lookup fails: before, b silently left the pool.
+  dns.fault('servfail', 'b.relays.test', 'A');
+  await waitFor('a refresh met the SERVFAIL', () => dns.faulted.some((q) => q === 'b.relays.test/A servfail'), 5000);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual(await servers(admin), both, 'b kept through its SERVFAIL');
+
+  // Once DNS answers again, a real change (b removed) is applied.
+  dns.clearFaults();
+  dns.records = dns.records.filter((r) => !(r.type === 'SRV' && r.target === 'b.relays.test'));
+  await waitFor('b removed', async () => (await servers(admin)).length === 1, 10_000);
+
+  // The resolver drops every query: the pool stays as it is.
+  dns.fault('drop');
+  await waitFor('a refresh met the silent resolver', () => dns.faulted.some((q) => q.endsWith(' drop')), 5000);
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.deepEqual(await servers(admin), [`127.0.0.1:${a.port} w1`]);
+  assert.match(await greeting(port), /a\.test/);
+});

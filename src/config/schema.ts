@@ -151,7 +151,7 @@ export const poolSchema = z.strictObject({
   /** relay: deliver to the listed servers; mx: straight to each destination's MX hosts, from `sources`. */
   kind: z.enum(['relay', 'mx'], { error: 'expected relay or mx' }).default('relay'),
   sources: z.array(sourceSchema).default([]),
-  mx: z.strictObject({ resolver: address.optional(), port: int(1, 65535).default(25) }).default({ port: 25 }),
+  mx: z.strictObject({ resolver: address.optional(), port: int(1, 65535).default(25), timeout: duration.default(2000), retries: int(0, 10).default(2) }).default({ port: 25, timeout: 2000, retries: 2 }),
   balance: z
     .enum(['roundrobin', 'leastconn', 'first', 'random2', 'source'], {
       error: 'expected roundrobin, leastconn, first, random2 or source',

@@ -172,6 +172,11 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         const text = `4.4.2 No reply to the end of data from ${server.name} (${err.text}); the outcome is unknown, so it is retried later rather than sent elsewhere now`;
         for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'deferred', code: null, text, server: server.name });
         remaining = [];
+      } else if (err.stage === 'MX' && err.code === null) {
+        // DNS failed for the destination: another source address cannot fix that.
+        last = { code: null, text: err.text, server: server.name };
+        for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'deferred', code: null, text: err.text, server: server.name });
+        remaining = [];
       } else if (classify(err.code) === 'failed' && (err.stage === 'MAIL FROM' || err.stage === 'DATA' || err.stage === 'MX')) {
         // The server refused the message itself (MAIL FROM or DATA 5xx), or the domain takes
         // no mail at all: final for everyone.

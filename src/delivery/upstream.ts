@@ -18,7 +18,7 @@ export function cutReply(text: string): string {
 }
 
 /** A message body: in memory (cut-through), or the spool's file, streamed (never read whole). */
-export type Body = Buffer | { file: string; size: number };
+export type Body = Buffer | { file: string; size: number; prefix?: Buffer | null };
 
 export function bodySize(b: Body): number {
   return Buffer.isBuffer(b) ? b.length : b.size;
@@ -154,7 +154,7 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     // never calls back: settle on those too, or the delivery would wait forever.
     let settled = false;
     let bodySent = false;
-    const source = Buffer.isBuffer(body) ? Readable.from([body]) : fs.createReadStream(body.file, { highWaterMark: 64 * 1024 });
+    const source = Buffer.isBuffer(body) ? Readable.from([body]) : fileSource(body.file, body.prefix);
     source.once('end', () => {
       bodySent = true;
       (up.conn as unknown as { _socket?: Socket })._socket?.setTimeout(dataTimeout);
@@ -215,6 +215,17 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
       });
     });
   });
+}
+
+/** The lines added at acceptance, then the spool file, read 64 KB at a time. */
+function fileSource(file: string, prefix?: Buffer | null): Readable {
+  if (!prefix?.length) return fs.createReadStream(file, { highWaterMark: 64 * 1024 });
+  return Readable.from(
+    (async function* () {
+      yield prefix;
+      yield* fs.createReadStream(file, { highWaterMark: 64 * 1024 });
+    })(),
+  );
 }
 
 /** Idle connections per server, handed out again within the pool's reuse limits. */

@@ -267,7 +267,7 @@ export class Scheduler {
       if (!m) return;
       let result: DeliveryResult;
       try {
-        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: { file: this.ctx.spool.fileFor(m.id), size: m.size }, exclude: j.exclude, gate });
+        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: { file: this.ctx.spool.fileFor(m.id), size: m.size, prefix: m.prefix }, exclude: j.exclude, gate });
       } catch (e) {
         // A fault of ours before any outcome: nothing is known to have been delivered.
         this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');

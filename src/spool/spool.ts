@@ -81,6 +81,8 @@ export interface MessageRow {
   client: string;
   file: string;
   dsn_of: string | null;
+  /** Header lines added at acceptance (Received, DKIM-Signature), sent before the file's bytes. */
+  prefix?: Buffer | null;
 }
 
 export interface RecipientRow {
@@ -177,8 +179,10 @@ export class Spool extends EventEmitter {
     this.db.exec(SCHEMA);
     const cols = (this.db.prepare(`PRAGMA table_info(recipients)`).all() as { name: string }[]).map((c) => c.name);
     if (!cols.includes('wait')) this.db.exec(`ALTER TABLE recipients ADD COLUMN wait TEXT`);
+    const mcols = (this.db.prepare(`PRAGMA table_info(messages)`).all() as { name: string }[]).map((c) => c.name);
+    if (!mcols.includes('prefix')) this.db.exec(`ALTER TABLE messages ADD COLUMN prefix BLOB`);
     this.stmts = {
-      insMsg: this.db.prepare(`INSERT INTO messages VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of)`),
+      insMsg: this.db.prepare(`INSERT INTO messages (id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix) VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of, @prefix)`),
       insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated, leased) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`),
       insEvent: this.db.prepare(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)`),
       dueFor: this.db.prepare(`SELECT * FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`),
@@ -301,6 +305,7 @@ export class Spool extends EventEmitter {
       client: env.client,
       file,
       dsn_of: env.dsnOf ?? null,
+      prefix: null,
     };
     return { row, dir: sub };
   }
@@ -331,6 +336,53 @@ export class Spool extends EventEmitter {
     }
     this.emit('queued', row.id);
     return row.id;
+  }
+
+  /**
+   * A message arriving: its file is written as the client sends it (never held whole in
+   * memory), and becomes part of the queue only through commitIncoming(). `expected` is the
+   * size the client declared (SIZE=), checked against min_free up front.
+   */
+  async incoming(expected = 0): Promise<Incoming> {
+    await this.checkFree(expected);
+    const id = this.newId();
+    const file = this.fileFor(id);
+    const sub = path.dirname(file);
+    if (!this.madeDirs.has(sub)) {
+      await fsp.mkdir(sub, { recursive: true });
+      await fsyncDir(this.msgDir);
+      this.madeDirs.add(sub);
+    }
+    return new Incoming(id, file, await fsp.open(file, 'wx', 0o600));
+  }
+
+  /** Make an incoming message durable and queued; resolves with its id once it is safe to answer 250. */
+  async commitIncoming(inc: Incoming, env: Envelope, prefix: Buffer | null, opts: { leased?: boolean } = {}): Promise<string> {
+    try {
+      await this.checkFree(0);
+      await inc.seal();
+      const row: MessageRow = {
+        id: inc.id,
+        created: Date.now(),
+        sender: env.sender,
+        size: inc.size + (prefix?.length ?? 0),
+        message_id: env.messageId ?? null,
+        listener: env.listener,
+        user: env.user ?? null,
+        class: env.class ?? null,
+        client: env.client,
+        file: inc.file,
+        dsn_of: env.dsnOf ?? null,
+        prefix,
+      };
+      await this.write(() => this.insert(row, env, opts.leased), path.dirname(inc.file));
+    } catch (e) {
+      await inc.discard();
+      const code = (e as NodeJS.ErrnoException).code;
+      throw code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT' ? new SpoolFullError('disk full') : e;
+    }
+    this.emit('queued', inc.id);
+    return inc.id;
   }
 
   /**
@@ -553,17 +605,20 @@ export class Spool extends EventEmitter {
     return this.stmts.events.all(id) as EventRow[];
   }
 
-  readBody(id: string): Promise<Buffer> {
-    return fsp.readFile(this.fileFor(id));
+  async readBody(id: string): Promise<Buffer> {
+    const prefix = this.message(id)?.prefix;
+    const rest = await fsp.readFile(this.fileFor(id));
+    return prefix ? Buffer.concat([prefix, rest]) : rest;
   }
 
   /** The start of a message (its header, for DSNs): at most `max` bytes read, whatever its size. */
   async readHead(id: string, max = 65536): Promise<Buffer> {
+    const prefix = this.message(id)?.prefix ?? Buffer.alloc(0);
     const fh = await fsp.open(this.fileFor(id), 'r');
     try {
       const buf = Buffer.alloc(max);
       const { bytesRead } = await fh.read(buf, 0, max, 0);
-      return buf.subarray(0, bytesRead);
+      return Buffer.concat([prefix, buf.subarray(0, bytesRead)]);
     } finally {
       await fh.close();
     }
@@ -636,6 +691,56 @@ export class Spool extends EventEmitter {
   close(): void {
     this.db.close();
     void this.wal?.close().catch(() => {});
+  }
+}
+
+/** A message file being written as it arrives. */
+export class Incoming {
+  size = 0;
+  private sealed = false;
+  private closed = false;
+
+  constructor(readonly id: string, readonly file: string, private fh: fsp.FileHandle) {}
+
+  async write(chunk: Buffer): Promise<void> {
+    try {
+      let off = 0;
+      while (off < chunk.length) off += (await this.fh.write(chunk, off, chunk.length - off)).bytesWritten;
+      this.size += chunk.length;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw code === 'ENOSPC' || code === 'EDQUOT' ? new SpoolFullError('disk full') : e;
+    }
+  }
+
+  /** On disk, synced: what commitIncoming needs before the index may say it exists. */
+  async seal(): Promise<void> {
+    if (this.sealed) return;
+    if (this.closed) {
+      // Closed for a cut-through attempt first: fsync works through any descriptor of the file.
+      const fh = await fsp.open(this.file, 'r');
+      try {
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+    } else {
+      await this.fh.datasync();
+      await this.close();
+    }
+    this.sealed = true;
+  }
+
+  /** Done writing, not (yet) durable: for delivery straight from the file (cut-through). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+
+  async discard(): Promise<void> {
+    await this.close().catch(() => {});
+    await fsp.rm(this.file, { force: true }).catch(() => {});
   }
 }
 

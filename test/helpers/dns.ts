@@ -1,4 +1,15 @@
 // A real DNS server on loopback (dns2's UDP server) answering from a table the test edits.
+// A test can also make it fail, globally or per name (and type): answer SERVFAIL, REFUSED or
+// NXDOMAIN, or drop the query (the client times out):
+//
+//   dns.fault('servfail', 'slow.test');        // every question about slow.test
+//   dns.fault('drop', 'mx.slow.test', 'A');    // only its A question
+//   dns.fault('refused');                      // everything ("*")
+//   dns.fault(null, 'slow.test');              // back to answering from `records`
+//   dns.clearFaults();
+//
+// An SOA record in `records` is put in the authority section of negative answers (NXDOMAIN,
+// or NOERROR with nothing) for names under it, as real servers do (RFC 2308).
 import DNS from 'dns2';
 import { onStop } from './peers.js';
 
@@ -6,25 +17,80 @@ const { Packet } = DNS;
 
 export type Rec =
   | { type: 'A'; name: string; address: string; ttl?: number }
+  | { type: 'AAAA'; name: string; address: string; ttl?: number }
   | { type: 'SRV'; name: string; target: string; port: number; priority: number; weight: number; ttl?: number }
-  | { type: 'MX'; name: string; exchange: string; priority: number; ttl?: number };
+  | { type: 'MX'; name: string; exchange: string; priority: number; ttl?: number }
+  | { type: 'SOA'; name: string; minimum: number; ttl?: number };
 
-export interface TestDns { port: number; records: Rec[]; queries: string[]; close(): Promise<void> }
+export type Fault = 'servfail' | 'refused' | 'nxdomain' | 'drop';
+export type QType = Rec['type'];
+
+const RCODE: Record<Exclude<Fault, 'drop'>, number> = { servfail: 2, nxdomain: 3, refused: 5 };
+
+export interface TestDns {
+  port: number;
+  records: Rec[];
+  /** Every question received, "name/type-number", in order (dropped ones too). */
+  queries: string[];
+  /** Questions that got a fault instead of an answer: "name/TYPE fault". */
+  faulted: string[];
+  /** Faults in force, by "name/TYPE", "name" or "*". */
+  faults: Map<string, Fault>;
+  /** Set (or with null, clear) a fault for a name, a name and type, or (no name) every question. */
+  fault(f: Fault | null, name?: string, type?: QType): void;
+  clearFaults(): void;
+  /** Set the AA bit in answers (off by default, as from a recursive resolver). */
+  authoritative: boolean;
+  close(): Promise<void>;
+}
+
+const TYPES = Packet.TYPE as Record<string, number>;
+const typeName = (n: number) => Object.keys(TYPES).find((k) => TYPES[k] === n) ?? String(n);
 
 export async function startDns(records: Rec[]): Promise<TestDns> {
-  const t: TestDns = { port: 0, records, queries: [], close: async () => {} };
+  const faults = new Map<string, Fault>();
+  const keyOf = (name?: string, type?: string) => (name ? `${name.toLowerCase().replace(/\.$/, '')}${type ? `/${type}` : ''}` : '*');
+  const t: TestDns = {
+    port: 0,
+    records,
+    queries: [],
+    faulted: [],
+    faults,
+    authoritative: false,
+    fault(f, name, type) {
+      if (f) faults.set(keyOf(name, type), f);
+      else faults.delete(keyOf(name, type));
+    },
+    clearFaults: () => faults.clear(),
+    close: async () => {},
+  };
   const server = DNS.createServer({
     udp: true,
     handle(request: { questions: { name: string; type: number }[] }, send: (r: unknown) => void) {
-      const response = Packet.createResponseFromRequest(request as never) as { answers: unknown[] };
+      const response = Packet.createResponseFromRequest(request as never) as { header: { rcode: number; aa: number }; answers: unknown[]; authorities: unknown[] };
       const [q] = request.questions;
       t.queries.push(`${q.name}/${q.type}`);
-      for (const r of t.records) {
-        if (r.name.toLowerCase() !== q.name.toLowerCase() || (Packet.TYPE as Record<string, number>)[r.type] !== q.type) continue;
-        const base = { name: r.name, type: (Packet.TYPE as Record<string, number>)[r.type], class: Packet.CLASS.IN, ttl: r.ttl ?? 1 };
-        if (r.type === 'A') response.answers.push({ ...base, address: r.address } as never);
-        else if (r.type === 'SRV') response.answers.push({ ...base, target: r.target, port: r.port, priority: r.priority, weight: r.weight } as never);
-        else response.answers.push({ ...base, exchange: r.exchange, priority: r.priority } as never);
+      const qname = q.name.toLowerCase().replace(/\.$/, '');
+      const tname = typeName(q.type);
+      const fault = faults.get(`${qname}/${tname}`) ?? faults.get(qname) ?? faults.get('*');
+      if (fault) {
+        t.faulted.push(`${qname}/${tname} ${fault}`);
+        if (fault === 'drop') return;
+        response.header.rcode = RCODE[fault];
+      } else {
+        for (const r of t.records) {
+          if (r.name.toLowerCase() !== qname || TYPES[r.type] !== q.type) continue;
+          const base = { name: r.name, type: TYPES[r.type], class: Packet.CLASS.IN, ttl: r.ttl ?? 1 };
+          if (r.type === 'A' || r.type === 'AAAA') response.answers.push({ ...base, address: r.address } as never);
+          else if (r.type === 'SRV') response.answers.push({ ...base, target: r.target, port: r.port, priority: r.priority, weight: r.weight } as never);
+          else if (r.type === 'MX') response.answers.push({ ...base, exchange: r.exchange, priority: r.priority } as never);
+          else response.answers.push({ ...base, ...soa(r) } as never);
+        }
+        response.header.aa = t.authoritative ? 1 : 0;
+      }
+      if (response.answers.length === 0 && response.header.rcode !== 2 && response.header.rcode !== 5) {
+        const zone = t.records.filter((r): r is Extract<Rec, { type: 'SOA' }> => r.type === 'SOA' && (qname === r.name.toLowerCase() || qname.endsWith(`.${r.name.toLowerCase()}`))).sort((a, b) => b.name.length - a.name.length)[0];
+        if (zone) response.authorities.push({ name: zone.name, type: TYPES.SOA, class: Packet.CLASS.IN, ttl: zone.ttl ?? 3600, ...soa(zone) } as never);
       }
       send(response);
     },
@@ -36,4 +102,8 @@ export async function startDns(records: Rec[]): Promise<TestDns> {
   };
   onStop(t.close);
   return t;
+}
+
+function soa(r: Extract<Rec, { type: 'SOA' }>) {
+  return { primary: `ns.${r.name}`, admin: `hostmaster.${r.name}`, serial: 1, refresh: 3600, retry: 600, expiration: 86400, minimum: r.minimum };
 }
