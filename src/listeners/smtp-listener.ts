@@ -11,7 +11,7 @@ import type { Metrics } from '../admin/metrics.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { inNetworks } from '../config/units.js';
 import type { RouteChoice, RouteQuery } from '../routing/route.js';
-import type { Envelope } from '../spool/spool.js';
+import type { Envelope, Incoming } from '../spool/spool.js';
 import { domainOf } from '../routing/route.js';
 import { plainIp, readProxyHeader } from './proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
@@ -21,7 +21,8 @@ import { classOf, fromDomain, takeHeader } from '../policy/classify.js';
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
 /** An accepted message on its way to the spool (or straight to an upstream). */
-export type InboundMessage = Omit<Envelope, 'dsnOf'> & { body: Buffer };
+/** What a listener hands on: the envelope, and the message whole, or as the spool file it was written to as it arrived. */
+export type InboundMessage = Omit<Envelope, 'dsnOf'> & ({ body: Buffer } | { incoming: Incoming; prefix: Buffer | null });
 
 /** The reply for an accepted or refused message: code and text with its enhanced code. */
 export interface Reply { code: number; text: string }

@@ -15,7 +15,10 @@ import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
 import { bodySize } from '../delivery/upstream.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
-import { Spool, SpoolFullError } from '../spool/spool.js';
+import { Spool, SpoolFullError, type Incoming } from '../spool/spool.js';
+
+/** A message as the relay takes it: envelope, its file in the spool, the header lines added on top. */
+type Received = Exclude<InboundMessage, { body: Buffer }>;
 
 export class Relay {
   readonly spool: Spool;
@@ -164,20 +167,52 @@ export class Relay {
     return r;
   }
 
-  async accept(m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject'): Promise<Reply> {
-    if (mode === 'cutthrough') return this.cutThrough(m, fallback);
-    return this.enqueue(m, m.recipients);
+  /** A file in the spool for a message that is arriving (listeners write it as DATA comes in). */
+  receive(expectedSize = 0): Promise<Incoming> {
+    return this.spool.incoming(expectedSize);
   }
 
-  private async enqueue(m: InboundMessage, recipients: InboundMessage['recipients'], note = ''): Promise<Reply> {
+  async accept(m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject'): Promise<Reply> {
+    let msg: Received;
     try {
-      const id = await this.spool.accept({ sender: m.sender, recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId }, m.body);
+      msg = await this.received(m);
+    } catch (e) {
+      if (e instanceof SpoolFullError) return this.spoolFull(m, e);
+      throw e;
+    }
+    if (mode === 'cutthrough') return this.cutThrough(msg, fallback);
+    return this.enqueue(msg, msg.recipients);
+  }
+
+  /** Whole messages (tests, tools) are written to an incoming file like streamed ones. */
+  private async received(m: InboundMessage): Promise<Received> {
+    if ('incoming' in m) return m;
+    const incoming = await this.spool.incoming(m.body.length);
+    try {
+      await incoming.write(m.body);
+    } catch (e) {
+      await incoming.discard();
+      throw e;
+    }
+    const { body: _body, ...env } = m;
+    return { ...env, incoming, prefix: null };
+  }
+
+  private spoolFull(m: { listener: string }, e: Error): Reply {
+    this.log.error({ listener: m.listener, error: e.message }, 'spool full: refusing mail with 452 4.3.1');
+    return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
+  }
+
+  private envelope(m: Received, recipients: Received['recipients']) {
+    return { sender: m.sender, recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId };
+  }
+
+  private async enqueue(m: Received, recipients: Received['recipients'], note = ''): Promise<Reply> {
+    try {
+      const id = await this.spool.commitIncoming(m.incoming, this.envelope(m, recipients), m.prefix);
       return { code: 250, text: `2.0.0 Ok: queued as ${id}${note}` };
     } catch (e) {
-      if (e instanceof SpoolFullError) {
-        this.log.error({ listener: m.listener, error: e.message }, 'spool full: refusing mail with 452 4.3.1');
-        return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
-      }
+      if (e instanceof SpoolFullError) return this.spoolFull(m, e);
       throw e;
     }
   }
@@ -188,26 +223,27 @@ export class Relay {
    * A client never hears 4xx once any upstream accepted any recipient: a message with several
    * recipients is made durable first (recipients in flight), so whatever the upstreams answer
    * the rest is ours, and its outcomes and DSN are settled as the queue manager settles any
-   * delivery. A single recipient has one outcome, so it needs no copy on disk first.
+   * delivery. A single recipient has one outcome, so it needs no durable copy first.
    */
-  private async cutThrough(m: InboundMessage, fallback: 'queue' | 'reject'): Promise<Reply> {
+  private async cutThrough(m: Received, fallback: 'queue' | 'reject'): Promise<Reply> {
     if (m.recipients.length > 1) return this.cutThroughOwned(m, fallback);
-    const [r] = m.recipients;
+    await m.incoming.close();
     const result = await this.relayNow(m, m.recipients);
     const o = result.outcomes[0];
     this.logCutThrough(m, result.attempts);
+    if (o.kind === 'deferred' && fallback === 'queue') return this.enqueue(m, m.recipients, ' (upstreams busy, queued)');
+    await m.incoming.discard();
     if (o.kind === 'delivered') return { code: 250, text: `2.0.0 Ok: relayed via ${o.server}` };
     if (o.kind === 'failed') return { code: o.code ?? 550, text: stripCode(o.text) || '5.0.0 Rejected by the upstream' };
-    if (fallback === 'reject') return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(o.text)}` };
-    return this.enqueue(m, [r], ' (upstreams busy, queued)');
+    return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(o.text)}` };
   }
 
-  private async cutThroughOwned(m: InboundMessage, fallback: 'queue' | 'reject'): Promise<Reply> {
+  private async cutThroughOwned(m: Received, fallback: 'queue' | 'reject'): Promise<Reply> {
     let id: string;
     try {
-      id = await this.spool.accept({ sender: m.sender, recipients: m.recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId }, m.body, { leased: true });
+      id = await this.spool.commitIncoming(m.incoming, this.envelope(m, m.recipients), m.prefix, { leased: true });
     } catch (e) {
-      if (e instanceof SpoolFullError) return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
+      if (e instanceof SpoolFullError) return this.spoolFull(m, e);
       throw e;
     }
     const result = await this.relayNow(m, m.recipients);
@@ -222,15 +258,16 @@ export class Relay {
       return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(why.text)}` };
     }
     const row = this.spool.message(id)!;
-    await this.scheduler.settleJob(row, this.spool.recipients(id), { outcomes: result.outcomes, attempts: result.attempts }, m.body);
+    await this.scheduler.settleJob(row, this.spool.recipients(id), { outcomes: result.outcomes, attempts: result.attempts });
     const deferred = result.outcomes.length - delivered.length - failed.length;
     const note = deferred ? `, ${deferred} queued` : '';
     return { code: 250, text: `2.0.0 Ok: queued as ${id} (${delivered.length} relayed at once${note})` };
   }
 
   /** Deliver now, per (pool, destination) group, within shaping. */
-  private async relayNow(m: InboundMessage, recipients: InboundMessage['recipients']) {
-    const groups = new Map<string, { pool: string; domain: string; rs: InboundMessage['recipients'] }>();
+  private async relayNow(m: Received, recipients: Received['recipients']) {
+    const body = { file: m.incoming.file, size: m.incoming.size + (m.prefix?.length ?? 0), prefix: m.prefix };
+    const groups = new Map<string, { pool: string; domain: string; rs: Received['recipients'] }>();
     for (const r of recipients) {
       const g = groups.get(`${r.pool}|${r.domain}`) ?? { pool: r.pool, domain: r.domain, rs: [] };
       g.rs.push(r);
@@ -242,7 +279,7 @@ export class Relay {
         const plan = p ? this.shaper.plan(p, domain) : { ok: true as const, exclude: new Set<string>() };
         if (!plan.ok) return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: plan.reason, server: null })), attempts: [] };
         try {
-          return await this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body: m.body, exclude: plan.exclude, gate: this.gate(domain) });
+          return await this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body, exclude: plan.exclude, gate: this.gate(domain) });
         } catch (e) {
           this.log.error({ err: e, listener: m.listener }, 'cut-through delivery failed unexpectedly');
           return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: '4.3.0 internal error', server: null })), attempts: [] };
@@ -252,7 +289,7 @@ export class Relay {
     return { outcomes: results.flatMap((r) => r.outcomes), attempts: results.flatMap((r) => r.attempts) };
   }
 
-  private logCutThrough(m: InboundMessage, attempts: { server: string; code: number | null; text: string; ms: number }[]): void {
+  private logCutThrough(m: Received, attempts: { server: string; code: number | null; text: string; ms: number }[]): void {
     for (const a of attempts) this.log.info({ listener: m.listener, message_id: m.messageId, server: a.server, code: a.code, reply: a.text, delivery_ms: a.ms }, `cut-through attempt via ${a.server}: ${a.code ?? '-'} ${a.text}`);
   }
 
