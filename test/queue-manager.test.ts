@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, afterEach, test } from 'node:test';
-import { freePort, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
+import { freePort, greeting, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
+import { startSmtplbSink } from './helpers/sink.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -175,4 +176,134 @@ queue: { retry: [1h], max_age: 2h }
   assert.ok(took < 2_500, `took ${took} ms`);
   assert.ok(slow.count() - slowBefore <= 25, 'the backlog still goes one at a time');
   await lb.stop();
+});
+
+test('mixed outcomes (250 / 550 / 451) with the spool below min_free while bounces are written: each accepted recipient gets one copy over 30 s of retries, one bounce per message names its failed recipient', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const mta = await startSmtplbSink({ rules: ['rcpt=bad*@*,reply=550 5.1.1 User unknown', 'rcpt=later*@*,reply=451 4.2.0 Mailbox temporarily unavailable'] });
+  const bounces = await startSink();
+  const config = (minFree: string) => `hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: m1, address: 127.0.0.1:${mta.port} } ] }
+  back: { servers: [ { name: b1, address: 127.0.0.1:${bounces.port} } ] }
+routes:
+  - { domains: [sender.test], pool: back }
+  - { pool: out }
+queue: { retry: [1s], max_age: 1h, min_free: ${minFree} }
+`;
+  const lb = await startSmtplb(config('0'));
+  // Held by a suspension while the disk "fills", so the deliveries and their bounces happen below min_free.
+  assert.equal(runCli(['suspend', 'mixed.test', '--pool', 'out', '--for', '1h', '--reason', 'hold for the test', '-c', lb.file]).code, 0);
+  for (let i = 0; i < 3; i++) {
+    const r = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@sender.test', '--to', `good${i}@mixed.test,bad${i}@mixed.test,later${i}@mixed.test`, '--header', `Subject: mixed ${i}`]);
+    assert.match(r.stdout, /<- {2}250 /);
+  }
+  fs.writeFileSync(lb.file, config('1000000GB'));
+  lb.reload();
+  await new Promise((res) => setTimeout(res, 800));
+  const refused = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@sender.test', '--to', 'new@mixed.test']);
+  assert.match(refused.stdout, /<\*\* 452 4\.3\.1/, 'new mail is refused below min_free');
+  const sus = (await api<{ suspensions: { id: string }[] }>(admin, '/api/suspensions')).suspensions;
+  assert.equal(runCli(['unsuspend', sus[0].id, '-c', lb.file]).code, 0);
+  const dsns = await bounces.settle(3, 15_000);
+  // 30 s of retries of the 451 recipients, each retry a chance to send the others again.
+  await new Promise((res) => setTimeout(res, 30_000));
+  const st = await mta.stats();
+  for (let i = 0; i < 3; i++) assert.equal(st.recipients[`good${i}@mixed.test`], 1, `good${i} got exactly one copy: ${JSON.stringify(st.recipients)}`);
+  assert.ok((st.rcpt_replies['451'] ?? 0) >= 3 * 10, `the 451 recipients were retried: ${JSON.stringify(st.rcpt_replies)}`);
+  assert.equal(bounces.count(), 3, 'one bounce per message');
+  for (let i = 0; i < 3; i++) {
+    const mine = dsns.filter((d) => new RegExp(`Subject: mixed ${i}`).test(d));
+    assert.equal(mine.length, 1);
+    assert.match(mine[0], new RegExp(`Final-Recipient: rfc822; ?bad${i}@mixed\\.test`, 'i'));
+    assert.doesNotMatch(mine[0], /Final-Recipient: rfc822; ?(good|later)/i);
+  }
+  const q = JSON.parse(runCli(['queue', 'list', '--json', '-c', lb.file]).stdout) as { messages: { recipients: { address: string; state: string }[] }[] };
+  assert.deepEqual(q.messages.flatMap((m) => m.recipients.filter((r) => r.state === 'queued').map((r) => r.address)).sort(), ['later0@mixed.test', 'later1@mixed.test', 'later2@mixed.test']);
+});
+
+test('the reply to the final dot has its own data_timeout: a slow answer within it is waited for; past it the outcome is unknown, deferred, never failed over at once, and delivered once', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const a = await startSmtplbSink({ rules: ['domain=slow3.test,data_delay=3s', 'domain=slow70.test,data_delay=70s'] });
+  const b = await startSmtplbSink();
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out:
+    balance: first
+    timeout: 1s
+    data_timeout: 5s
+    servers: [ { name: a, address: 127.0.0.1:${a.port} }, { name: b, address: 127.0.0.1:${b.port} } ]
+routes:
+  - { pool: out }
+queue: { retry: [3s], max_age: 1h }
+`);
+  // Slower than the command timeout, within data_timeout: waited for, delivered by a alone.
+  assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', 'x@slow3.test'])).stdout, /<- {2}250 /);
+  await waitFor('delivered by a', async () => (await a.stats()).messages === 1, 8_000);
+  assert.equal((await b.stats()).messages, 0, 'b got nothing: the slow reply was not taken for a failure');
+
+  // Past data_timeout: unknown outcome, deferred; b gets nothing at once.
+  const t0 = Date.now();
+  assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', 'y@slow70.test'])).stdout, /<- {2}250 /);
+  const q = await waitFor('deferred as unknown', () => {
+    const l = JSON.parse(runCli(['queue', 'list', '--domain', 'slow70.test', '--json', '-c', lb.file]).stdout) as { messages: { recipients: { attempts: number; last_reply: string | null }[] }[] };
+    return l.messages[0]?.recipients[0].attempts === 1 ? l.messages[0].recipients[0] : null;
+  }, 10_000, 100);
+  const took = Date.now() - t0;
+  assert.ok(took >= 4_500, `gave up after data_timeout, not before (${took} ms)`);
+  assert.match(q.last_reply ?? '', /outcome is unknown/);
+  assert.equal((await b.stats()).messages, 0, 'not sent to b at once');
+  // The retry: a is gone by then, so b takes it; one copy in all (a never answered, so never took it).
+  await a.stop();
+  await waitFor('delivered by b on the retry', async () => (await b.stats()).messages === 1, 10_000);
+  await new Promise((res) => setTimeout(res, 1000));
+  const st = await b.stats();
+  assert.equal(st.messages, 1);
+  assert.equal(st.recipients['y@slow70.test'], 1);
+});
+
+test('a 1 MB reply line and a 1,000-line reply from an upstream: another listener greets within 100 ms throughout, and the stored reply is cut', async () => {
+  const [port, other, admin] = [await freePort(), await freePort(), await freePort()];
+  const mta = await startSmtplbSink({ rules: ['domain=long.test,long_reply=1MB', 'domain=many.test,multiline_reply=1000'] });
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: other, listen: 127.0.0.1:${other}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: m1, address: 127.0.0.1:${mta.port} } ] }
+routes:
+  - { pool: out }
+queue: { retry: [500ms], max_age: 1h }
+`);
+  for (let i = 0; i < 5; i++) {
+    for (const d of ['long.test', 'many.test']) assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', `u${i}@${d}`])).stdout, /<- {2}250 /);
+  }
+  let worst = 0;
+  const until = Date.now() + 5_000;
+  while (Date.now() < until) {
+    const t = Date.now();
+    assert.match(await greeting(other), /^220 /);
+    worst = Math.max(worst, Date.now() - t);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  assert.ok(worst < 100, `slowest greeting ${worst} ms`);
+  const dataReplies = (await mta.stats()).replies;
+  assert.ok(Object.values(dataReplies).reduce((n, x) => n + x, 0) >= 20, `the upstream answered many times over: ${JSON.stringify(dataReplies)}`);
+  const q = JSON.parse(runCli(['queue', 'list', '--json', '-c', lb.file]).stdout) as { messages: { recipients: { last_reply: string | null }[] }[] };
+  assert.equal(q.messages.length, 10);
+  for (const m of q.messages) assert.ok((m.recipients[0].last_reply ?? '').length <= 4200, `stored reply cut: ${(m.recipients[0].last_reply ?? '').length}`);
+  assert.equal(lb.proc.exitCode, null);
 });

@@ -11,6 +11,7 @@ import { runProcess } from '../runtime/process.js';
 import { defaultHelo, runSend } from './send.js';
 import { runDemo } from '../demo/demo.js';
 import { dkimKeygen, zoneLine } from '../signing/keygen.js';
+import { runSinkCommand } from '../sink/cli.js';
 
 const USAGE = `usage: smtplb <command> [options]
 
@@ -35,6 +36,8 @@ const USAGE = `usage: smtplb <command> [options]
   send --server HOST:PORT --from A --to B [--count N] [--concurrency C] [--tls]
        [--tls-on-connect] [--auth-user U --auth-password P] [--header "K: V"]
   passwd [--password P]     print a password hash for users (reads stdin without --password)
+  sink [--listen H:P] [--stats H:P] [-c sink.yaml] [--rule 'k=v,...']... [--verbose]
+                            a test MTA that counts mail and misbehaves on request (smtplb sink --help)
 `;
 
 class UsageError extends Error {}
@@ -140,6 +143,7 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
+  if (command === 'sink') return runSinkCommand(rest); // its own options: src/sink/cli.ts
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,

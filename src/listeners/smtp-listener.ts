@@ -16,11 +16,12 @@ import { domainOf } from '../routing/route.js';
 import { plainIp, readProxyHeader } from './proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
-import { classOf, fromDomain, takeHeader } from '../policy/classify.js';
+import { classOf, fromDomain } from '../policy/classify.js';
+import { receive } from '../cleanup/receive.js';
+import { SpoolFullError } from '../spool/spool.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
-/** An accepted message on its way to the spool (or straight to an upstream). */
 /** What a listener hands on: the envelope, and the message whole, or as the spool file it was written to as it arrived. */
 export type InboundMessage = Omit<Envelope, 'dsnOf'> & ({ body: Buffer } | { incoming: Incoming; prefix: Buffer | null });
 
@@ -35,8 +36,10 @@ export interface SmtpListenerContext extends ConnectionBudget {
   verifyPassword: (password: string, hash: string) => Promise<boolean>;
   route: (q: RouteQuery) => RouteChoice | null;
   classes: () => { header: string; sender_domains: Record<string, string> };
-  /** DKIM-sign with the key of the first of these domains that has one (or return the message as is). */
-  sign: (message: Buffer, domains: (string | undefined)[]) => Promise<Buffer>;
+  /** The DKIM-Signature header for a spool file, with the key of the first of these domains that has one ('' for none). */
+  signatureFor: (file: string, domains: (string | undefined)[]) => Promise<string>;
+  /** A new spool file for a message arriving now (refused with SpoolFullError below min_free). */
+  receive: (expectedSize: number) => Promise<Incoming>;
   /** Queue or relay the message; resolves with the reply for the client's DATA. */
   accept: (m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject') => Promise<Reply>;
 }
@@ -231,40 +234,61 @@ export class SmtpListener extends SocketListener {
       this.ctx.metrics.listenerMessages.labels(this.cfg.name, err ? String(err.responseCode ?? 451) : '250').inc();
       done(err, message);
     };
-    const chunks: Buffer[] = [];
-    stream.on('data', (c: Buffer) => {
-      if (!stream.sizeExceeded) chunks.push(c);
-    });
-    stream.on('error', (e) => cb(smtpError(451, `4.3.0 Error reading the message: ${e.message}`)));
-    stream.on('end', () => {
-      if (stream.sizeExceeded) {
-        this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'too_big').inc();
-        return cb(smtpError(552, `5.3.4 Message size exceeds the limit of ${this.cfg.max_message_size} bytes`));
+    const st = this.sessions.get(session.id);
+    void this.take(stream, session, st)
+      .then((reply) => {
+        if (reply.code >= 200 && reply.code < 300) cb(null, reply.text);
+        else cb(smtpError(reply.code, reply.text));
+      })
+      .catch((e: Error) => {
+        this.ctx.log.error({ err: e, listener: this.cfg.name }, 'accepting a message failed');
+        cb(smtpError(451, '4.3.0 Temporary failure, please try again'));
+      });
+  }
+
+  /** DATA: written to the spool as it arrives (cleanup), then policy, signing, and the relay's answer. */
+  private async take(stream: SMTPServerDataStream, session: SMTPServerSession, st: SessionState | undefined): Promise<Reply> {
+    const from = session.envelope.mailFrom as { args?: Record<string, string> } | false;
+    const declared = (from && Number(from.args?.SIZE)) || 0;
+    let got: Awaited<ReturnType<typeof receive>>;
+    try {
+      got = await receive(stream, () => this.ctx.receive(declared), this.ctx.classes().header, () => stream.sizeExceeded);
+    } catch (e) {
+      stream.resume(); // read the rest, so the reply comes after the final dot
+      if (e instanceof SpoolFullError) {
+        this.ctx.log.error({ listener: this.cfg.name, error: e.message }, 'spool full: refusing mail with 452 4.3.1');
+        return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
       }
-      const st = this.sessions.get(session.id);
-      void this.prepare(Buffer.concat(chunks), session, st)
-        .then((r) => ('reply' in r ? r.reply : this.ctx.accept(r.message, this.cfg.delivery, this.cfg.cutthrough_fallback)))
-        .then((reply) => {
-          if (reply.code >= 200 && reply.code < 300) cb(null, reply.text);
-          else cb(smtpError(reply.code, reply.text));
-        })
-        .catch((e: Error) => {
-          this.ctx.log.error({ err: e, listener: this.cfg.name }, 'accepting a message failed');
-          cb(smtpError(451, '4.3.0 Temporary failure, please try again'));
-        });
-    });
+      throw e;
+    }
+    if (stream.sizeExceeded) {
+      await got.incoming.discard();
+      this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'too_big').inc();
+      return { code: 552, text: `5.3.4 Message size exceeds the limit of ${this.cfg.max_message_size} bytes` };
+    }
+    let r: { message: InboundMessage } | { reply: Reply };
+    try {
+      r = await this.prepare(got, session, st);
+    } catch (e) {
+      await got.incoming.discard();
+      throw e;
+    }
+    if ('reply' in r) {
+      await got.incoming.discard();
+      return r.reply;
+    }
+    return this.ctx.accept(r.message, this.cfg.delivery, this.cfg.cutthrough_fallback);
   }
 
   /**
-   * The message as it goes to the spool: class decided (the class header taken out), routes
-   * redone if the class changed them, DKIM-signed, and our Received line on top.
+   * The message as it goes to the spool: class decided (the class header already taken out),
+   * routes redone if the class changed them, DKIM-signed, and our Received line on top.
    */
-  private async prepare(data: Buffer, session: SMTPServerSession, st: SessionState | undefined): Promise<{ message: InboundMessage } | { reply: Reply }> {
+  private async prepare(got: Awaited<ReturnType<typeof receive>>, session: SMTPServerSession, st: SessionState | undefined): Promise<{ message: InboundMessage } | { reply: Reply }> {
     const classes = this.ctx.classes();
-    const taken = takeHeader(data, classes.header);
     const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const senderDomain = domainOf(sender) || undefined;
-    const cls = classOf({ userClass: st?.user?.class, headerClass: taken.value && /^[A-Za-z0-9_.-]+$/.test(taken.value) ? taken.value : undefined, senderDomain, listenerClass: this.cfg.class }, classes.sender_domains);
+    const cls = classOf({ userClass: st?.user?.class, headerClass: got.classValue && /^[A-Za-z0-9_.-]+$/.test(got.classValue) ? got.classValue : undefined, senderDomain, listenerClass: this.cfg.class }, classes.sender_domains);
     const rcpts = session.envelope.rcptTo.map((r) => r.address);
     const routes = new Map(st?.routes);
     if (cls !== st?.rcptClass) {
@@ -275,16 +299,16 @@ export class SmtpListener extends SocketListener {
         routes.set(address, { pool: choice.rule.pool, route: choice.index, domain });
       }
     }
-    let body = taken.message;
+    let signature: string;
     try {
-      body = await this.ctx.sign(body, [fromDomain(body), senderDomain]);
+      await got.incoming.close();
+      signature = await this.ctx.signatureFor(got.incoming.file, [fromDomain(got.header), senderDomain]);
     } catch (e) {
       this.ctx.log.error({ listener: this.cfg.name, err: (e as Error).message }, 'DKIM signing failed');
       return { reply: { code: 451, text: '4.7.0 Signing failed, please try again later' } };
     }
-    const header = body.subarray(0, Math.min(body.length, 64 * 1024)).toString('latin1');
-    const headEnd = header.search(/\r?\n\r?\n/);
-    const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(headEnd < 0 ? header : header.slice(0, headEnd))?.[1];
+    const header = got.header.subarray(0, Math.min(got.header.length, 64 * 1024)).toString('latin1');
+    const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(header)?.[1];
     const proto = `ESMTP${session.secure ? 'S' : ''}${st?.user ? 'A' : ''}`;
     const received =
       `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
@@ -299,7 +323,8 @@ export class SmtpListener extends SocketListener {
         class: cls,
         client: session.remoteAddress,
         messageId,
-        body: Buffer.concat([Buffer.from(received, 'latin1'), body]),
+        incoming: got.incoming,
+        prefix: Buffer.from(received + signature, 'latin1'),
       },
     };
   }

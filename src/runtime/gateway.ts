@@ -205,7 +205,8 @@ export class Gateway {
       verifyPassword,
       route: (q) => relay.route(q),
       classes: () => this.config.classes,
-      sign: (m, domains) => relay.sign(m, domains),
+      signatureFor: (file, domains) => relay.signatureFor(file, domains),
+      receive: (size) => relay.receive(size),
       accept: (m, mode, fallback) => relay.accept(m, mode, fallback),
       ...this.budget,
     });

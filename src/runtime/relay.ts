@@ -112,6 +112,11 @@ export class Relay {
     else this.signer = new DkimSigner(keys, dkim.headers, dkim.threads);
   }
 
+  /** The DKIM-Signature header for a spool file, or '' without a key for these domains. */
+  signatureFor(file: string, domains: (string | undefined)[]): Promise<string> {
+    return this.signer ? this.signer.signatureFor(file, ...domains) : Promise.resolve('');
+  }
+
   sign(message: Buffer, domains: (string | undefined)[]): Promise<Buffer> {
     return this.signer ? this.signer.sign(message, ...domains) : Promise.resolve(message);
   }

@@ -1,16 +1,19 @@
 // Runs in a worker thread: DKIM-signs with mailauth, so RSA's CPU cost stays off the thread
 // that serves SMTP sessions.
+import fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 
-export interface SignJob { id: number; message: Uint8Array; domain: string; selector: string; privateKey: string; algorithm: string; headers?: string[] }
+/** The message in memory, or the spool file it was written to (read as a stream, never whole). */
+export interface SignJob { id: number; message?: Uint8Array; file?: string; domain: string; selector: string; privateKey: string; algorithm: string; headers?: string[] }
 export interface SignDone { id: number; signature?: string; error?: string }
 
 parentPort!.on('message', (job: SignJob) => {
   // mailauth reads the keys from `signatureData` (its typings suggest top-level options, which
   // it silently ignores, producing no signature).
   const key = { signingDomain: job.domain, selector: job.selector, privateKey: job.privateKey, algorithm: job.algorithm, canonicalization: 'relaxed/relaxed' };
-  dkimSign(Buffer.from(job.message.buffer, job.message.byteOffset, job.message.byteLength), {
+  const input = job.file ? fs.createReadStream(job.file, { highWaterMark: 64 * 1024 }) : Buffer.from(job.message!.buffer, job.message!.byteOffset, job.message!.byteLength);
+  dkimSign(input, {
     ...key,
     signatureData: [key],
     ...(job.headers ? { headerList: job.headers } : {}),

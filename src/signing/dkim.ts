@@ -55,15 +55,24 @@ export class DkimSigner {
 
   /** The message with a DKIM-Signature header on top, or unchanged when no key matches. */
   async sign(message: Buffer, ...domains: (string | undefined)[]): Promise<Buffer> {
+    const signature = await this.run({ message }, domains);
+    return signature ? Buffer.concat([Buffer.from(signature, 'latin1'), message]) : message;
+  }
+
+  /** The DKIM-Signature header for the message in `file` (read by the worker as a stream), or '' when no key matches. */
+  signatureFor(file: string, ...domains: (string | undefined)[]): Promise<string> {
+    return this.run({ file }, domains);
+  }
+
+  private async run(input: Pick<SignJob, 'message' | 'file'>, domains: (string | undefined)[]): Promise<string> {
     const key = this.keyFor(...domains);
-    if (!key) return message;
+    if (!key) return '';
     const id = this.seq++;
-    const job: SignJob = { id, message, domain: key.domain, selector: key.selector, privateKey: key.privateKey, algorithm: key.algorithm, headers: this.headers };
-    const signature = await new Promise<string>((resolve, reject) => {
+    const job: SignJob = { id, ...input, domain: key.domain, selector: key.selector, privateKey: key.privateKey, algorithm: key.algorithm, headers: this.headers };
+    return new Promise<string>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.workers[this.next++ % this.workers.length].postMessage(job);
     });
-    return Buffer.concat([Buffer.from(signature, 'latin1'), message]);
   }
 
   async close(): Promise<void> {

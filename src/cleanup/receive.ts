@@ -1,0 +1,66 @@
+// The cleanup stage's intake (Postfix's cleanup, between smtpd and the queue): the message is
+// written to its spool file as the client sends it, so memory per message in flight is the
+// header block (bounded by HEADER_MAX) plus one chunk, whatever the message's size. Header
+// rules apply to the header block on its way through: the traffic-class header is taken out
+// before anything is written. Signing and the Received line come after, as header lines kept
+// beside the file (the spool's prefix), so the body is never copied.
+import type { Incoming } from '../spool/spool.js';
+import { headerEnd, takeHeader } from '../policy/classify.js';
+
+/** Header block kept in memory for the header rules; past it, the rest is body (Postfix's header_size_limit is 100 KB). */
+export const HEADER_MAX = 256 * 1024;
+
+export interface Received {
+  incoming: Incoming;
+  /** The header block as written (class header taken out), for policy: From, Message-ID. */
+  header: Buffer;
+  /** The class header's value, if the message had one. */
+  classValue?: string;
+}
+
+/**
+ * Read a DATA stream into a new spool file. `open` creates the file (it may refuse: spool
+ * full); on any failure the file is removed and the error thrown.
+ */
+export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<Incoming>, classHeader: string, tooBig: () => boolean = () => false): Promise<Received> {
+  const incoming = await open();
+  try {
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let header: Buffer | undefined;
+    let classValue: string | undefined;
+    for await (const chunk of data) {
+      // Past the size limit the rest is read and dropped: the reply (552) follows the final dot.
+      if (tooBig()) continue;
+      if (header) {
+        await incoming.write(chunk);
+        continue;
+      }
+      pending.push(chunk);
+      pendingBytes += chunk.length;
+      const buf = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
+      pending = [buf];
+      const end = headerEnd(buf);
+      if (end === buf.length && buf.length < HEADER_MAX) continue; // the header block goes on
+      const cut = Math.min(end, HEADER_MAX);
+      const taken = takeHeader(buf.subarray(0, cut), classHeader);
+      header = taken.message;
+      classValue = taken.value;
+      await incoming.write(header);
+      if (cut < buf.length) await incoming.write(buf.subarray(cut));
+      pending = [];
+    }
+    if (!header) {
+      // A message that is all header (or empty).
+      const buf = Buffer.concat(pending, pendingBytes);
+      const taken = takeHeader(buf, classHeader);
+      header = taken.message;
+      classValue = taken.value;
+      await incoming.write(header);
+    }
+    return { incoming, header, classValue };
+  } catch (e) {
+    await incoming.discard();
+    throw e;
+  }
+}
