@@ -307,3 +307,31 @@ queue: { retry: [500ms], max_age: 1h }
   for (const m of q.messages) assert.ok((m.recipients[0].last_reply ?? '').length <= 4200, `stored reply cut: ${(m.recipients[0].last_reply ?? '').length}`);
   assert.equal(lb.proc.exitCode, null);
 });
+
+test('200 concurrent 10 MB messages in: written to the spool as they arrive, peak RSS stays under 400 MB', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const dest = await startSink();
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8], max_message_size: 20MB, max_connections_per_ip: 500 }
+pools:
+  out: { servers: [ { name: d1, address: 127.0.0.1:${dest.port} } ] }
+routes:
+  - { pool: out }
+queue: { retry: [1h], max_age: 2h, min_free: 0 }
+`);
+  // Held, so what is measured is the intake alone.
+  assert.equal(runCli(['suspend', 'big.test', '--pool', 'out', '--for', '1h', '--reason', 'memory test', '-c', lb.file]).code, 0);
+  const load = await smtpSource(port, 200, 200, ['-l', String(10 * 1024 * 1024), '-t', 'x@big.test']);
+  assert.equal(load.code, 0, load.stderr);
+  const st = await api<QueueStatus>(admin, '/api/status');
+  assert.equal(st.queue.counts.queued, 200, JSON.stringify(st.queue.counts));
+  const status = fs.readFileSync(`/proc/${lb.proc.pid}/status`, 'utf8');
+  const peakMb = Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
+  console.log(`200 x 10 MB in: peak RSS ${peakMb.toFixed(0)} MB`);
+  assert.ok(peakMb < 400, `peak RSS ${peakMb.toFixed(0)} MB`);
+  assert.equal(dest.count(), 0);
+});
