@@ -34,6 +34,8 @@ export class Relay {
   constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics) {
     const c = config();
     this.spool = new Spool(c.spool, () => this.config().queue.min_free);
+    this.spool.on('reserve-released', () => this.log.warn({ spool: c.spool }, 'spool disk full: released the reserve to record delivery outcomes; new mail gets 452 until there is room'));
+    this.spool.on('dsn-deferred', (id: string, e: Error) => this.log.warn({ queue_id: id, err: e.message }, 'bounce could not be written (disk full); DSN owed and retried'));
     this.shaper = new Shaper(() => this.config(), this.spool);
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
     this.reloadKeys();

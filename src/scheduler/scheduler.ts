@@ -132,6 +132,7 @@ export class Scheduler {
         if (now - this.lastExpiry >= EXPIRY_EVERY) {
           this.lastExpiry = now;
           await this.expire(now);
+          if (!this.ctx.spool.reserveHeld) this.ctx.spool.makeReserve();
         }
         if (now - this.lastOwed >= OWED_EVERY) {
           this.lastOwed = now;

@@ -21,6 +21,11 @@
 // 4. A message's file is removed only in the commit that leaves it no open recipient
 //    (queued, held, or failed awaiting its DSN).
 //
+// 5. The spool keeps a reserve file (RESERVE bytes). When the disk is full and the index
+//    cannot grow to record an outcome, the reserve is given up so the outcome is committed
+//    (and files freed) rather than held: new mail is refused with 452 meanwhile, and the
+//    reserve is made again once there is room.
+//
 // Counters per (pool, destination) are kept up to date as rows change state, so status,
 // metrics and the queue manager never scan the queue (one GROUP BY at start-up).
 import Database from 'better-sqlite3';
@@ -110,6 +115,14 @@ export interface Override extends Suspension { concurrency: number | null; rate:
 export interface EventRow { msg: string; at: number; rcpt: string | null; kind: string; server: string | null; code: number | null; text: string | null }
 
 export class SpoolFullError extends Error {}
+
+/** Room kept aside for recording outcomes when the disk fills (invariant 5). */
+export const RESERVE = 1024 * 1024;
+
+function diskFull(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT';
+}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS messages (
@@ -208,6 +221,46 @@ export class Spool extends EventEmitter {
     // is likewise put back on start).
     this.db.prepare(`UPDATE recipients SET leased = 0 WHERE leased = 1`).run();
     this.summarize();
+    this.reservePath = path.join(dir, 'reserve');
+    this.makeReserve();
+  }
+
+  private reservePath: string;
+  private reserved = false;
+
+  /** Keep RESERVE bytes aside on the spool's disk (see invariant 5); quietly not when there is no room. */
+  makeReserve(): void {
+    try {
+      if (fs.statSync(this.reservePath, { throwIfNoEntry: false })?.size === RESERVE) {
+        this.reserved = true;
+        return;
+      }
+      const st = fs.statfsSync(this.dir);
+      if (st.bavail * st.bsize < 2 * RESERVE) return; // not yet: the room is needed more elsewhere
+      const fd = fs.openSync(this.reservePath, 'w', 0o600);
+      try {
+        fs.writeSync(fd, Buffer.alloc(RESERVE));
+        fs.fdatasyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      this.reserved = true;
+    } catch {
+      fs.rmSync(this.reservePath, { force: true });
+    }
+  }
+
+  /** Give the reserve up (the disk is full and an outcome must be recorded); true if there was one. */
+  private releaseReserve(): boolean {
+    if (!this.reserved) return false;
+    this.reserved = false;
+    fs.rmSync(this.reservePath, { force: true });
+    this.emit('reserve-released');
+    return true;
+  }
+
+  get reserveHeld(): boolean {
+    return this.reserved;
   }
 
   /** Counters from the index: at start-up, and after a failed commit left them unsure. */
@@ -344,6 +397,8 @@ export class Spool extends EventEmitter {
    * size the client declared (SIZE=), checked against min_free up front.
    */
   async incoming(expected = 0): Promise<Incoming> {
+    // Without its reserve the spool's disk is full: what room there is belongs to the queue.
+    if (!this.reserved) throw new SpoolFullError('spool disk full (its reserve is in use)');
     await this.checkFree(expected);
     const id = this.newId();
     const file = this.fileFor(id);
@@ -378,8 +433,7 @@ export class Spool extends EventEmitter {
       await this.write(() => this.insert(row, env, opts.leased), path.dirname(inc.file));
     } catch (e) {
       await inc.discard();
-      const code = (e as NodeJS.ErrnoException).code;
-      throw code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT' ? new SpoolFullError('disk full') : e;
+      throw diskFull(e) ? new SpoolFullError('disk full') : e;
     }
     this.emit('queued', inc.id);
     return inc.id;
@@ -447,14 +501,18 @@ export class Spool extends EventEmitter {
       // New directory entries must be on disk before the index says the files exist.
       const dirs = new Set(batch.flatMap((p) => (p.dir ? [p.dir] : [])));
       await Promise.all([...dirs].map(fsyncDir));
-      try {
+      const run = () =>
         this.db.transaction(() => {
           for (const p of batch) p.apply();
         })();
+      try {
+        run();
       } catch (e) {
         // Rolled back: the counters moved with rows that did not.
         this.summarize();
-        throw e;
+        if (!diskFull(e) || !this.releaseReserve()) throw e;
+        // The disk is full: the reserve makes room for what the queue must record.
+        run();
       }
       this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
       await this.wal.datasync();
