@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { freePort, ROOT, runCli, stopAll, tmpDir } from './helpers/peers.js';
+import { freePort, ROOT, runCli, selfSignedCert, stopAll, tmpDir } from './helpers/peers.js';
 
 after(stopAll);
 
@@ -102,6 +102,8 @@ test('the configuration shown in the README passes check', () => {
   const key = runCli(['dkim', 'keygen', '--domain', 'example.com', '--selector', 's2026', '--out', path.join(dir, 'dkim/example.com.pem')]);
   assert.equal(key.code, 0, key.stderr);
   fs.writeFileSync(path.join(dir, 'transport'), 'example.net smtp:[10.0.0.20]:25\n');
+  fs.mkdirSync(path.join(dir, 'tls'));
+  selfSignedCert(path.join(dir, 'tls'), 'gw.example.test');
   const file = path.join(dir, 'smtplb.yaml');
   fs.writeFileSync(file, yaml.replace('/etc/postfix/transport', path.join(dir, 'transport')));
   const r = runCli(['check', '-c', file]);

@@ -39,6 +39,8 @@ export class Metrics {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
+  readonly reloads = new client.Counter({ name: 'smtplb_config_reloads_total', help: 'Configuration reloads (SIGHUP), by result: applied, or refused (the running config kept)', labelNames: ['result'], registers: [this.registry] });
+  readonly internalErrors = new client.Counter({ name: 'smtplb_internal_errors_total', help: 'Errors that reached the process-level last resort (bugs), by kind', labelNames: ['kind'], registers: [this.registry] });
   readonly finalOutcomes = new client.Counter({ name: 'smtplb_recipients_final_total', help: 'Recipients that left the queue, by outcome (delivered, bounced, expired)', labelNames: ['pool', 'outcome'], registers: [this.registry] });
 
   constructor() {

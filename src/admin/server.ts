@@ -78,7 +78,17 @@ export class AdminServer {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'" });
       res.end(DASHBOARD_HTML);
     }, true);
-    this.server = http.createServer((req, res) => void this.dispatch(req, res));
+    this.server = http.createServer((req, res) =>
+      this.dispatch(req, res).catch((e: Error) => {
+        this.ctx.log.error({ err: e }, 'admin request failed');
+        res.destroy();
+      }),
+    );
+    // A client that sends garbage before any request: answered 400 by Node and closed, never thrown.
+    this.server.on('clientError', (_e, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+      else socket.destroy();
+    });
   }
 
   /** The relay, or a 404 saying there is none (an smtplb with mode: tcp listeners only). */
@@ -283,8 +293,16 @@ export class AdminServer {
     this.routes.push({ method, re, handler, open });
   }
 
+  /** Every request ends here, whatever it holds: a malformed one gets 400, a failing handler 500; nothing escapes. */
   private async dispatch(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://admin');
+    let url: URL;
+    let params: (m: RegExpExecArray) => string[];
+    try {
+      url = new URL(req.url ?? '/', 'http://admin');
+      params = (m) => m.slice(1).map(decodeURIComponent);
+    } catch {
+      return json(res, 400, { error: 'malformed request target' });
+    }
     let pathMatched = false;
     for (const r of this.routes) {
       const m = r.re.exec(url.pathname);
@@ -292,11 +310,18 @@ export class AdminServer {
       pathMatched = true;
       if (req.method !== r.method) continue;
       if (!r.open && !tokenMatches(this.ctx.token, req.headers.authorization)) return json(res, 401, { error: 'a valid token is required (Authorization: Bearer TOKEN)' });
+      let args: string[];
       try {
-        await r.handler(req, res, m.slice(1).map(decodeURIComponent));
+        args = params(m);
+      } catch {
+        return json(res, 400, { error: 'malformed percent-encoding in the path' });
+      }
+      try {
+        await r.handler(req, res, args);
       } catch (e) {
         this.ctx.log.error({ err: e }, 'admin request failed');
         if (!res.headersSent) json(res, 500, { error: (e as Error).message });
+        else res.destroy();
       }
       return;
     }

@@ -2,7 +2,7 @@
 // exit status, never a stack trace.
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { ConfigError, configWarnings, loadConfig } from '../config/load.js';
 import { formatAddress } from '../config/units.js';
 import { createLogger } from '../core/logger.js';
 import { hashPassword } from '../policy/password.js';
@@ -192,7 +192,9 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case 'check': {
       const file = configOf(values);
-      const { config } = loadConfig(file);
+      const loaded = loadConfig(file);
+      const { config } = loaded;
+      for (const w of configWarnings(loaded)) console.error(`warning: ${w}`);
       console.log(`${file}: OK (${config.listeners.length} listeners, ${Object.keys(config.pools).length} pools, ${config.routes.length} routes)`);
       return;
     }

@@ -1,8 +1,9 @@
 // Reads the YAML config and validates it. Every problem is reported as
 // "FILE:LINE:COL: key.path: what is wrong", so an operator can jump straight to it.
 import fs from 'node:fs';
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import path from 'node:path';
+import tls from 'node:tls';
 import type { z } from 'zod';
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { parseRoutesFromTransport } from '../routing/transport.js';
@@ -156,6 +157,36 @@ export function parseConfig(text: string, file: string): Config {
 /** Files the config names must be usable now, not at the first message that needs them. */
 function fileChecks(c: Config): Problem[] {
   const out: Problem[] = [];
+  for (const [i, l] of c.listeners.entries()) {
+    if (!l.tls) continue;
+    const at: PathKey[] = ['listeners', i, 'tls'];
+    let cert: Buffer;
+    let key: Buffer;
+    try {
+      cert = fs.readFileSync(l.tls.cert);
+    } catch (e) {
+      out.push({ path: [...at, 'cert'], message: `cannot read ${l.tls.cert}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+      continue;
+    }
+    try {
+      key = fs.readFileSync(l.tls.key);
+    } catch (e) {
+      out.push({ path: [...at, 'key'], message: `cannot read ${l.tls.key}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` });
+      continue;
+    }
+    try {
+      new X509Certificate(cert);
+    } catch {
+      out.push({ path: [...at, 'cert'], message: `${l.tls.cert} is not a PEM certificate` });
+      continue;
+    }
+    try {
+      tls.createSecureContext({ cert, key });
+    } catch (e) {
+      const msg = (e as Error).message;
+      out.push({ path: [...at, 'key'], message: /mismatch/i.test(msg) ? `${l.tls.key} does not match the certificate ${l.tls.cert}` : `${l.tls.key} is not a usable private key (${msg})` });
+    }
+  }
   for (const [domain, k] of Object.entries(c.dkim?.domains ?? {})) {
     const at: PathKey[] = ['dkim', 'domains', domain, 'key_file'];
     try {
@@ -215,6 +246,24 @@ export function locateKey(text: string, file: string, p: PathKey[]): string {
   const doc = parseDocument(text, { lineCounter: lc });
   const { line, col } = lc.linePos(locate(doc, p));
   return `${file}:${line}:${col}: ${keyPath(p)}`;
+}
+
+/** Not errors, but what an operator must hear: certificates expired or expiring within 30 days. */
+export function configWarnings(loaded: LoadedConfig, now = Date.now()): string[] {
+  const out: string[] = [];
+  for (const [i, l] of loaded.config.listeners.entries()) {
+    if (!l.tls) continue;
+    try {
+      const until = Date.parse(new X509Certificate(fs.readFileSync(l.tls.cert)).validTo);
+      const days = Math.floor((until - now) / 86_400_000);
+      const where = locateKey(loaded.text, loaded.file, ['listeners', i, 'tls', 'cert']);
+      if (until < now) out.push(`${where}: ${l.tls.cert} expired on ${new Date(until).toISOString()}`);
+      else if (days < 30) out.push(`${where}: ${l.tls.cert} expires in ${days} days (${new Date(until).toISOString()})`);
+    } catch {
+      /* reported as an error by fileChecks */
+    }
+  }
+  return out;
 }
 
 export interface LoadedConfig { config: Config; file: string; text: string }

@@ -71,7 +71,8 @@ export class SmtpListener extends SocketListener {
   }
 
   private createSmtpServer(cfg: ListenerConfig): SMTPServer {
-    const tlsFiles = cfg.tls ? { key: fs.readFileSync(cfg.tls.key), cert: fs.readFileSync(cfg.tls.cert) } : {};
+    // TLS 1.2 at least, with Node's default cipher list (OpenSSL's secure defaults), for STARTTLS and implicit TLS alike.
+    const tlsFiles = cfg.tls ? { key: fs.readFileSync(cfg.tls.key), cert: fs.readFileSync(cfg.tls.cert), minVersion: 'TLSv1.2' as const } : {};
     if (cfg.tls?.implicit) this.secureContext = tls.createSecureContext(tlsFiles);
     const server = new SMTPServer({
       name: this.ctx.hostname,

@@ -5,7 +5,7 @@ import { AdminServer } from '../admin/server.js';
 import { Metrics } from '../admin/metrics.js';
 import { Pool, PoolSet, specsFromConfig, type ServerSpec } from '../balancing/pool.js';
 import type { AdminState } from '../balancing/eligible.js';
-import { loadConfig, locateKey, type LoadedConfig } from '../config/load.js';
+import { configWarnings, loadConfig, locateKey, type LoadedConfig } from '../config/load.js';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import { formatAddress } from '../config/units.js';
 import { DnsDiscovery } from '../discovery/dns.js';
@@ -213,14 +213,21 @@ export class Gateway {
   }
 
   /** Re-read the config file; an invalid one is reported and the running one kept. */
+  /**
+   * Reload is transactional: the new file is parsed and validated, and every file it names
+   * (TLS certificates and keys, DKIM keys) read and checked, before anything is swapped; any
+   * problem keeps the running config, logged with file, line and key, and counted.
+   */
   async reload(): Promise<boolean> {
     let next: LoadedConfig;
     try {
       next = loadConfig(this.loaded.file);
     } catch (e) {
+      this.metrics.reloads.labels('refused').inc();
       this.log.error({ problems: (e as Error).message.split('\n') }, `reload refused, keeping the running config:\n${(e as Error).message}`);
       return false;
     }
+    for (const w of configWarnings(next)) this.log.warn(w);
     this.loaded = next;
     this.config = next.config;
     this.applyPools(next.config);
@@ -229,12 +236,28 @@ export class Gateway {
     } catch (e) {
       this.log.error(`reload: DKIM keys: ${(e as Error).message}`);
     }
+    if (this.runsListeners && !this.relay && next.config.listeners.some((l) => l.mode === 'smtp')) {
+      // The first mode: smtp listener arrives by reload: the relay it needs comes with it.
+      try {
+        this.relay = new Relay(() => this.config, () => this.pools, this.poolSet, this.log, this.metrics);
+        this.metrics.watchRelay(() => this.relay);
+        this.relay.start();
+      } catch (e) {
+        this.log.error(`${locateKey(next.text, next.file, ['spool'])}: cannot open the spool at ${next.config.spool}: ${(e as Error).message}; smtp listeners not opened`);
+      }
+    }
+    this.metrics.reloads.labels('applied').inc();
     if (this.runsListeners) {
       const wanted = new Map(next.config.listeners.map((l, i) => [listenerKey(l), { l, i }]));
       for (const [key, listener] of this.listeners) {
         const w = wanted.get(key);
-        if (w) listener.update(w.l);
-        else {
+        if (w) {
+          try {
+            listener.update(w.l);
+          } catch (e) {
+            this.log.error({ listener: listener.cfg.name }, `reload: listener ${listener.cfg.name} keeps its previous settings: ${(e as Error).message}`);
+          }
+        } else {
           void listener.close();
           this.listeners.delete(key);
           this.log.info({ listener: listener.cfg.name }, `listener ${listener.cfg.name} closed by reload`);
@@ -242,6 +265,7 @@ export class Gateway {
       }
       for (const [key, { l, i }] of wanted) {
         if (this.listeners.has(key)) continue;
+        if (l.mode === 'smtp' && !this.relay) continue;
         try {
           await this.openListener(l, i);
         } catch (e) {

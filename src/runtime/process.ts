@@ -9,6 +9,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from 'pino';
+import { installLastResort } from './last-resort.js';
 import type { LoadedConfig } from '../config/load.js';
 import { Gateway, StartError, type ControlMessage, type WorkerStats } from './gateway.js';
 
@@ -23,6 +24,7 @@ export function workerCount(setting: number | 'auto'): number {
 }
 
 export async function runProcess(loaded: LoadedConfig, log: Logger): Promise<void> {
+  installLastResort(log);
   const n = workerCount(loaded.config.workers);
   if (cluster.isWorker) return runWorker(loaded, log);
   if (n > 1) return runPrimary(loaded, log, n);

@@ -1,0 +1,126 @@
+// Hostile input and unlucky operations never take the daemon down: a malformed admin request,
+// a SIGHUP while a TLS certificate is missing, TLS files checked by `smtplb check`, and a
+// reload that brings the first mode: smtp listener. Real peers: smtp-sink, swaks, openssl.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import { after, afterEach, test } from 'node:test';
+import { freePort, greeting, runCli, selfSignedCert, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
+
+after(stopAll);
+afterEach(stopAll);
+
+const TOKEN = 'test-token-1';
+
+function raw(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    let out = '';
+    s.on('data', (c) => (out += c));
+    s.on('error', () => resolve(out));
+    s.on('close', () => resolve(out));
+    s.write(bytes);
+    setTimeout(() => s.destroy(), 2000);
+  });
+}
+
+async function metric(admin: number, name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+test('malformed admin requests get 400 and the process keeps serving SMTP', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const sink = await startSink();
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+`);
+  assert.match(await raw(admin, 'GET http://[ HTTP/1.1\r\nHost: x\r\n\r\n'), /^HTTP\/1\.1 400/);
+  assert.match(await raw(admin, 'GET /api/queue/%zz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-token-1\r\n\r\n'), /^HTTP\/1\.1 (400|404)/);
+  assert.match(await raw(admin, '\x00\x01\x02 garbage\r\n\r\n'), /^HTTP\/1\.1 400|^$/);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(lb.proc.exitCode, null, 'still running');
+  assert.equal((await fetch(`http://127.0.0.1:${admin}/healthz`)).status, 200);
+  assert.match(await greeting(port), /^220 /);
+  assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--from', 'a@client.test', '--to', 'b@dest.test'])).stdout, /<- {2}250 /);
+  await sink.settle(1);
+});
+
+test('SIGHUP with a missing certificate keeps the running config (and TLS) and counts the refusal; check names the file, line and key', async () => {
+  const dir = tmpDir();
+  const { cert, key } = selfSignedCert(dir, 'gw.test');
+  const [port, admin] = [await freePort(), await freePort()];
+  const sink = await startSink();
+  const text = `hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: sub, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8],
+      tls: { cert: ${cert}, key: ${key} } }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+`;
+  const lb = await startSmtplb(text, { dir });
+  fs.renameSync(cert, `${cert}.renewing`); // certbot mid-renewal
+  lb.reload();
+  await waitFor('reload refused', async () => (await metric(admin, 'smtplb_config_reloads_total', 'result="refused"')) === 1, 5000);
+  assert.equal(lb.proc.exitCode, null);
+  assert.match(lb.output(), /smtplb\.yaml:7:\d+: listeners\[0\]\.tls\.cert: cannot read .*ENOENT/);
+  const r = await swaks(['--server', `127.0.0.1:${port}`, '--tls', '--from', 'a@client.test', '--to', 'b@dest.test']);
+  assert.match(r.stdout, /<- {2}250 /, 'STARTTLS still works with the certificate loaded before');
+  await sink.settle(1);
+  const check = runCli(['check', '-c', lb.file]);
+  assert.equal(check.code, 1);
+  assert.match(check.stderr, /smtplb\.yaml:7:\d+: listeners\[0\]\.tls\.cert: cannot read/);
+
+  // The renewal lands: a key that does not match is refused, the right one applies.
+  const other = selfSignedCert(tmpDir(), 'other.test');
+  fs.copyFileSync(`${cert}.renewing`, cert);
+  fs.copyFileSync(other.key, key);
+  const mismatch = runCli(['check', '-c', lb.file]);
+  assert.equal(mismatch.code, 1);
+  assert.match(mismatch.stderr, /listeners\[0\]\.tls\.key: .* does not match the certificate/);
+  fs.copyFileSync(other.cert, cert);
+  const ok = runCli(['check', '-c', lb.file]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, /warning: .*listeners\[0\]\.tls\.cert: .* expires in [01] days/, 'a certificate about to expire is named');
+  lb.reload();
+  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total', 'result="applied"')) === 1, 5000);
+  const peer = spawnSync('openssl', ['s_client', '-starttls', 'smtp', '-connect', `127.0.0.1:${port}`, '-brief'], { input: 'QUIT\r\n', encoding: 'utf8', timeout: 10_000 });
+  assert.match(peer.stdout + peer.stderr, /CN ?= ?other\.test/, 'new sessions see the renewed certificate');
+  assert.match(peer.stdout + peer.stderr, /Protocol version: TLSv1\.[23]/);
+});
+
+test('a reload that adds the first mode: smtp listener brings the relay with it', async () => {
+  const [tcpPort, port, admin] = [await freePort(), await freePort(), await freePort()];
+  const sink = await startSink();
+  const base = `hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+listeners:
+  - { name: l4, listen: 127.0.0.1:${tcpPort}, mode: tcp, pool: out }
+`;
+  const lb = await startSmtplb(base);
+  fs.writeFileSync(lb.file, `${base}  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }\n`);
+  lb.reload();
+  await waitFor('the new listener', () => greeting(port).then((g) => /^220 /.test(g)).catch(() => false), 5000);
+  const r = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'a@client.test', '--to', 'b@dest.test']);
+  assert.match(r.stdout, /<- {2}250 2\.0\.0 Ok: queued as/);
+  await sink.settle(1);
+  assert.equal(lb.proc.exitCode, null);
+});
