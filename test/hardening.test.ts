@@ -124,3 +124,60 @@ listeners:
   await sink.settle(1);
   assert.equal(lb.proc.exitCode, null);
 });
+
+test('STARTTLS sessions that end with QUIT give their connection back; SIGTERM then exits at once', async () => {
+  const dir = tmpDir();
+  const { cert, key } = selfSignedCert(dir, 'gw.test');
+  const [port, admin] = [await freePort(), await freePort()];
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+shutdown_timeout: 20s
+listeners:
+  - { name: sub, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8], tls: { cert: ${cert}, key: ${key} } }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${await freePort()} } ] }
+routes: [ { pool: out } ]
+`, { dir });
+  for (let i = 0; i < 7; i++) assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--tls', '--quit-after', 'EHLO'])).stdout, /<~ {2}221 /);
+  await waitFor('all connections given back', async () => (await metric(admin, 'smtplb_listener_active_connections', 'listener="sub"')) === 0, 3000);
+  const t0 = Date.now();
+  await lb.stop();
+  assert.ok(Date.now() - t0 < 3000, `SIGTERM took ${Date.now() - t0} ms`);
+});
+
+test('a user bound to sender_domains cannot get a signature for another domain by its header From', async () => {
+  const dir = tmpDir();
+  const { cert, key } = selfSignedCert(dir, 'gw.test');
+  const keyA = runCli(['dkim', 'keygen', '--domain', 'a.test', '--selector', 's1', '--out', `${dir}/a.pem`]);
+  const keyB = runCli(['dkim', 'keygen', '--domain', 'b.test', '--selector', 's1', '--out', `${dir}/b.pem`]);
+  assert.deepEqual([keyA.code, keyB.code], [0, 0]);
+  const hash = runCli(['passwd', '--password', 'app-secret-1']).stdout.trim();
+  const [port, admin] = [await freePort(), await freePort()];
+  const sink = await startSink();
+  await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+users:
+  - { name: app, password: "${hash}", sender_domains: [a.test] }
+listeners:
+  - { name: sub, listen: 127.0.0.1:${port}, mode: smtp, require_auth: true, tls: { cert: ${cert}, key: ${key} } }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+dkim:
+  domains:
+    a.test: { selector: s1, key_file: ${dir}/a.pem, algorithm: rsa-sha256 }
+    b.test: { selector: s1, key_file: ${dir}/b.pem, algorithm: rsa-sha256 }
+`, { dir });
+  const auth = ['--server', `127.0.0.1:${port}`, '--tls', '--auth', 'PLAIN', '--auth-user', 'app', '--auth-password', 'app-secret-1', '--from', 'x@a.test', '--to', 'y@dest.test'];
+  const spoof = await swaks([...auth, '--header', 'From: ceo@b.test']);
+  assert.match(spoof.stdout, /<~\* 550 5\.7\.1 user app may not send as b\.test/, spoof.stdout);
+  const own = await swaks([...auth, '--header', 'From: news@a.test']);
+  assert.match(own.stdout, /<~ {2}250 /);
+  const [m] = await sink.settle(1);
+  assert.match(m, /DKIM-Signature:[^]*?d=a\.test/);
+  assert.doesNotMatch(m, /d=b\.test/);
+});

@@ -206,6 +206,8 @@ export const listenerSchema = z.strictObject({
   max_clients: int(1, 1_000_000).default(1000),
   max_connections_per_ip: int(1, 100_000).default(100),
   max_auth_failures: int(1, 1000).default(5),
+  /** Relay-network clients: sign for the header From domain only when aligned with the envelope sender (see policy/identity.ts), or for any. */
+  identity: z.enum(['aligned', 'any'], { error: 'expected aligned or any' }).default('aligned'),
   cutthrough_fallback: z.enum(['queue', 'reject'], { error: 'expected queue or reject' }).default('queue'),
 });
 

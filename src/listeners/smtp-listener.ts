@@ -17,6 +17,8 @@ import { plainIp, readProxyHeader } from './proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
 import { classOf, fromDomain } from '../policy/classify.js';
+import { BoundedMap, clientKey } from '../policy/client-key.js';
+import { domainAllowed, identity } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
 import { SpoolFullError } from '../spool/spool.js';
 
@@ -53,6 +55,7 @@ interface SessionState {
 
 const PROXY_HEADER_TIMEOUT = 5000;
 const LOCKOUT_MS = 5 * 60_000;
+const AUTH_TABLE_MAX = 10_000;
 
 function smtpError(code: number, text: string): Error & { responseCode: number } {
   return Object.assign(new Error(text), { responseCode: code });
@@ -61,8 +64,11 @@ function smtpError(code: number, text: string): Error & { responseCode: number }
 export class SmtpListener extends SocketListener {
   private smtp: SMTPServer;
   private sessions = new Map<string, SessionState>();
+  private raw = new Map<string, net.Socket>();
+  /** Open sessions per client (IPv4 address or IPv6 /64); an entry lives while it has sessions. */
   private perIp = new Map<string, number>();
-  private authFailures = new Map<string, { count: number; until: number }>();
+  /** AUTH failures per client, bounded: lockouts that ended are the first to go. */
+  private authFailures = new BoundedMap<{ count: number; until: number }>(AUTH_TABLE_MAX, (f) => f.until < Date.now());
   private secureContext?: tls.SecureContext;
 
   constructor(cfg: ListenerConfig, private ctx: SmtpListenerContext) {
@@ -133,6 +139,10 @@ export class SmtpListener extends SocketListener {
 
   private startSession(sock: net.Socket, opts: { remoteAddress: string; remotePort?: number }): void {
     const smtp = this.smtp as unknown as { connect(s: net.Socket, o: unknown): void };
+    // The session's end gives the connection back even when TLS took the socket over.
+    const key = `${opts.remoteAddress}|${opts.remotePort}`;
+    this.raw.set(key, sock);
+    sock.once('close', () => this.raw.get(key) === sock && this.raw.delete(key));
     if (!this.secureContext) {
       smtp.connect(sock, opts);
       sock.resume();
@@ -153,7 +163,7 @@ export class SmtpListener extends SocketListener {
   }
 
   private onConnect(session: SMTPServerSession, cb: (err?: Error) => void): void {
-    const ip = session.remoteAddress;
+    const ip = clientKey(session.remoteAddress);
     const lock = this.authFailures.get(ip);
     if (lock && lock.until > Date.now()) return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many authentication failures, try again later`));
     const n = (this.perIp.get(ip) ?? 0) + 1;
@@ -165,8 +175,14 @@ export class SmtpListener extends SocketListener {
   }
 
   private onClose(session: SMTPServerSession): void {
+    const key = `${session.remoteAddress}|${session.remotePort}`;
+    const sock = this.raw.get(key);
+    if (sock) {
+      this.raw.delete(key);
+      this.released(sock);
+    }
     if (!this.sessions.delete(session.id)) return;
-    const ip = session.remoteAddress;
+    const ip = clientKey(session.remoteAddress);
     const n = (this.perIp.get(ip) ?? 1) - 1;
     if (n <= 0) this.perIp.delete(ip);
     else this.perIp.set(ip, n);
@@ -180,7 +196,7 @@ export class SmtpListener extends SocketListener {
       if (st) st.user = user;
       return cb(null, { user: user.name });
     }
-    const ip = session.remoteAddress;
+    const ip = clientKey(session.remoteAddress);
     const f = this.authFailures.get(ip) ?? { count: 0, until: 0 };
     f.count++;
     if (f.count >= this.cfg.max_auth_failures) {
@@ -200,7 +216,7 @@ export class SmtpListener extends SocketListener {
     const user = st?.user;
     if (user?.sender_domains && address.address) {
       const d = domainOf(address.address);
-      if (!user.sender_domains.some((p) => p.toLowerCase() === d || (p.startsWith('*.') && d.endsWith(p.slice(1).toLowerCase())))) {
+      if (!domainAllowed(user.sender_domains, d)) {
         return cb(smtpError(553, `5.7.1 <${address.address}>: user ${user.name} may not send as ${d}`));
       }
     }
@@ -300,10 +316,12 @@ export class SmtpListener extends SocketListener {
         routes.set(address, { pool: choice.rule.pool, route: choice.index, domain });
       }
     }
+    const who = identity({ user: st?.user, fromDomain: fromDomain(got.header), senderDomain, rule: this.cfg.identity });
+    if (!who.ok) return { reply: { code: who.code, text: who.text } };
     let signature: string;
     try {
       await got.incoming.close();
-      signature = await this.ctx.signatureFor(got.incoming.file, [fromDomain(got.header), senderDomain]);
+      signature = await this.ctx.signatureFor(got.incoming.file, who.signFor);
     } catch (e) {
       this.ctx.log.error({ listener: this.cfg.name, err: (e as Error).message }, 'DKIM signing failed');
       return { reply: { code: 451, text: '4.7.0 Signing failed, please try again later' } };

@@ -47,12 +47,19 @@ export abstract class SocketListener {
     this.sockets.add(sock);
     series.active.inc();
     sock.on('error', ignore);
-    sock.once('close', () => {
-      this.sockets.delete(sock);
-      series.active.dec();
-      this.base.leave();
-    });
+    sock.once('close', () => this.released(sock));
     this.accept(sock);
+  }
+
+  /**
+   * A connection is over: its counts are given back, once. Called on the socket's 'close',
+   * and by subclasses whose sessions outlive that event's reach (a socket taken over by TLS
+   * after STARTTLS never emits it on the original object).
+   */
+  protected released(sock: net.Socket): void {
+    if (!this.sockets.delete(sock)) return;
+    this.series?.active.dec();
+    this.base.leave();
   }
 
   /** Answer 421 4.3.2 and close, reading and dropping whatever the client still sends. */

@@ -21,26 +21,56 @@ export function loadKeys(cfg: DkimConfig): Map<string, DkimKey> {
   return keys;
 }
 
+/** A signing job that takes longer than this fails (the client gets 451) and its worker is replaced. */
+const SIGN_TIMEOUT = 30_000;
+
 export class DkimSigner {
   private workers: Worker[] = [];
   private next = 0;
   private seq = 0;
-  private waiting = new Map<number, { resolve: (s: string) => void; reject: (e: Error) => void }>();
+  private closing = false;
+  private waiting = new Map<number, { resolve: (s: string) => void; reject: (e: Error) => void; worker: Worker; timer: NodeJS.Timeout }>();
+  private file = fileURLToPath(new URL('./dkim-worker.js', import.meta.url));
 
   constructor(private keys: Map<string, DkimKey>, private headers: string[] | undefined, threads: number) {
-    const file = fileURLToPath(new URL('./dkim-worker.js', import.meta.url));
-    for (let i = 0; i < threads; i++) {
-      const w = new Worker(file);
-      w.on('message', (d: SignDone) => {
-        const p = this.waiting.get(d.id);
-        if (!p) return;
-        this.waiting.delete(d.id);
-        if (d.signature) p.resolve(d.signature);
-        else p.reject(new Error(d.error ?? 'signing failed'));
-      });
-      w.unref();
-      this.workers.push(w);
-    }
+    for (let i = 0; i < threads; i++) this.workers.push(this.spawn());
+  }
+
+  /** A worker thread; one that fails or exits fails its pending jobs (temporary errors) and is replaced. */
+  private spawn(): Worker {
+    const w = new Worker(this.file);
+    w.on('message', (d: SignDone) => {
+      const p = this.waiting.get(d.id);
+      if (!p) return;
+      this.settle(d.id);
+      if (d.signature) p.resolve(d.signature);
+      else p.reject(new Error(d.error ?? 'signing failed'));
+    });
+    const lost = (why: string) => {
+      for (const [id, p] of this.waiting) {
+        if (p.worker !== w) continue;
+        this.settle(id);
+        p.reject(new Error(`DKIM worker ${why}`));
+      }
+      const i = this.workers.indexOf(w);
+      if (i >= 0 && !this.closing) this.workers[i] = this.spawn();
+    };
+    w.on('error', (e) => lost(`failed: ${e.message}`));
+    w.on('exit', (code) => lost(`exited (${code})`));
+    w.unref();
+    return w;
+  }
+
+  private settle(id: number): void {
+    const p = this.waiting.get(id);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.waiting.delete(id);
+  }
+
+  /** For tests of the failure path: end one worker thread as a crash would. */
+  crashOne(): Promise<number> {
+    return this.workers[0].terminate();
   }
 
   setKeys(keys: Map<string, DkimKey>, headers?: string[]): void {
@@ -69,15 +99,24 @@ export class DkimSigner {
     if (!key) return '';
     const id = this.seq++;
     const job: SignJob = { id, ...input, domain: key.domain, selector: key.selector, privateKey: key.privateKey, algorithm: key.algorithm, headers: this.headers };
+    const worker = this.workers[this.next++ % this.workers.length];
     return new Promise<string>((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject });
-      this.workers[this.next++ % this.workers.length].postMessage(job);
+      const timer = setTimeout(() => {
+        this.settle(id);
+        reject(new Error(`DKIM signing took over ${SIGN_TIMEOUT / 1000} s`));
+        void worker.terminate(); // a hung worker is replaced by its exit handler
+      }, SIGN_TIMEOUT);
+      this.waiting.set(id, { resolve, reject, worker, timer });
+      worker.postMessage(job);
     });
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all(this.workers.map((w) => w.terminate()));
-    for (const p of this.waiting.values()) p.reject(new Error('signer closed'));
-    this.waiting.clear();
+    for (const [id, p] of this.waiting) {
+      this.settle(id);
+      p.reject(new Error('signer closed'));
+    }
   }
 }

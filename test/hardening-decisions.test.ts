@@ -1,0 +1,53 @@
+// The pure parts of hardening: client keys (IPv6 per /64), bounded tables, identity binding,
+// and a DKIM worker thread that dies (a real worker thread, ended as a crash would end it).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { BoundedMap, clientKey } from '../src/policy/client-key.js';
+import { identity } from '../src/policy/identity.js';
+import { DkimSigner, loadKeys } from '../src/signing/dkim.js';
+import { runCli, stopAll, tmpDir } from './helpers/peers.js';
+
+after(stopAll);
+
+test('client keys: IPv4 as is, IPv4-mapped as IPv4, IPv6 by its /64 in any spelling', () => {
+  assert.equal(clientKey('192.0.2.7'), '192.0.2.7');
+  assert.equal(clientKey('::ffff:192.0.2.7'), '192.0.2.7');
+  assert.equal(clientKey('2001:db8:1:2::1'), '2001:db8:1:2::/64');
+  assert.equal(clientKey('2001:0db8:0001:0002:ffff:0:0:9'), '2001:db8:1:2::/64');
+  assert.notEqual(clientKey('2001:db8:1:3::1'), clientKey('2001:db8:1:2::1'));
+  assert.equal(clientKey('::1'), '0:0:0:0::/64');
+});
+
+test('a bounded table drops stale entries first, then the oldest, and never grows past its ceiling', () => {
+  const m = new BoundedMap<{ until: number }>(100, (v) => v.until < 1000);
+  for (let i = 0; i < 10_000; i++) m.set(`k${i}`, { until: i % 2 ? 5000 : 0 });
+  assert.ok(m.size <= 100);
+  assert.ok(m.has('k9999'));
+});
+
+test('identity: sender_domains bind the header From; relay clients sign only for an aligned From', () => {
+  const user = { name: 'app', sender_domains: ['a.test', '*.a.test'] };
+  assert.deepEqual(identity({ user, fromDomain: 'b.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: false, code: 550, text: '5.7.1 user app may not send as b.test (header From)' });
+  assert.deepEqual(identity({ user, fromDomain: 'news.a.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['news.a.test'] });
+  assert.deepEqual(identity({ fromDomain: 'b.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['a.test'] });
+  assert.deepEqual(identity({ fromDomain: 'mail.a.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['mail.a.test', 'a.test'] });
+  assert.deepEqual(identity({ fromDomain: 'b.test', senderDomain: 'a.test', rule: 'any' }), { ok: true, signFor: ['b.test', 'a.test'] });
+});
+
+test('a DKIM worker that dies fails its jobs with an error (never a hang), and is replaced', async () => {
+  const dir = tmpDir();
+  const file = path.join(dir, 'k.pem');
+  assert.equal(runCli(['dkim', 'keygen', '--domain', 'a.test', '--selector', 's', '--out', file]).code, 0);
+  const signer = new DkimSigner(loadKeys({ domains: { 'a.test': { selector: 's', key_file: file, algorithm: 'rsa-sha256' } }, threads: 1 }), undefined, 1);
+  const msg = Buffer.from('From: x@a.test\r\nSubject: t\r\n\r\nbody\r\n');
+  assert.match((await signer.sign(msg, 'a.test')).toString(), /^DKIM-Signature:/);
+  const big = Buffer.alloc(20 * 1024 * 1024, 'a');
+  const pending = signer.sign(Buffer.concat([msg, big]), 'a.test');
+  await signer.crashOne();
+  await assert.rejects(pending, /DKIM worker exited/);
+  assert.match((await signer.sign(msg, 'a.test')).toString(), /^DKIM-Signature:/, 'a new worker signs again');
+  await signer.close();
+  fs.rmSync(file);
+});
