@@ -181,3 +181,72 @@ dkim:
   assert.match(m, /DKIM-Signature:[^]*?d=a\.test/);
   assert.doesNotMatch(m, /d=b\.test/);
 });
+
+test('slowloris: 1,000 idle connections held open; a new client is greeted within 1 s and its message delivered', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const sink = await startSink();
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+`);
+  const rssBefore = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${lb.proc.pid}/status`, 'utf8'))![1]);
+  const held: net.Socket[] = [];
+  // Ten attacking addresses, 100 connections each (the per-client limit), all silent after the greeting.
+  for (let a = 2; a < 12; a++) {
+    await Promise.all(
+      Array.from({ length: 100 }, () => new Promise<void>((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port, localAddress: `127.0.0.${a}` });
+        s.on('error', () => resolve());
+        s.once('data', () => resolve());
+        held.push(s);
+      })),
+    );
+  }
+  try {
+    const open = await metric(admin, 'smtplb_listener_active_connections', 'listener="relay"');
+    assert.ok(open >= 1000, `${open} connections held`);
+    const t0 = Date.now();
+    assert.match(await greeting(port), /^220 /);
+    const took = Date.now() - t0;
+    assert.ok(took < 1000, `greeted after ${took} ms`);
+    assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--from', 'a@client.test', '--to', 'b@dest.test'])).stdout, /<- {2}250 /);
+    await sink.settle(1);
+    const rssAfter = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${lb.proc.pid}/status`, 'utf8'))![1]);
+    console.log(`slowloris: 1,000 idle sessions cost ${((rssAfter - rssBefore) / 1024).toFixed(1)} MB of RSS; new client greeted in ${took} ms`);
+  } finally {
+    for (const s of held) s.destroy();
+  }
+});
+
+test('message files written before a crash but never committed are swept at start; committed mail is kept and delivered', async () => {
+  const dir = tmpDir();
+  const [port, admin] = [await freePort(), await freePort()];
+  const sink = await startSink();
+  const config = `hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+`;
+  const first = await startSmtplb(config, { dir });
+  await first.stop();
+  const orphan = `${dir}/spool/messages/ZZ/0MX0000000ABCDEF0ZZ`;
+  fs.mkdirSync(`${dir}/spool/messages/ZZ`, { recursive: true });
+  fs.writeFileSync(orphan, 'Subject: half-written\r\n\r\nnever acknowledged');
+  fs.utimesSync(orphan, new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+  const lb = await startSmtplb(config, { dir });
+  await waitFor('orphan swept', () => !fs.existsSync(orphan), 5000);
+  assert.match(lb.output(), /removed 1 message file/);
+  assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--from', 'a@client.test', '--to', 'b@dest.test'])).stdout, /<- {2}250 /);
+  await sink.settle(1);
+});

@@ -203,7 +203,7 @@ export const listenerSchema = z.strictObject({
   class: name.optional(),
   max_message_size: size.default(25 * 1024 * 1024),
   max_recipients: int(1, 100_000).default(1000),
-  max_clients: int(1, 1_000_000).default(1000),
+  max_clients: int(1, 1_000_000).default(10_000),
   max_connections_per_ip: int(1, 100_000).default(100),
   max_auth_failures: int(1, 1000).default(5),
   /** Relay-network clients: sign for the header From domain only when aligned with the envelope sender (see policy/identity.ts), or for any. */

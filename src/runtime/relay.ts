@@ -103,6 +103,11 @@ export class Relay {
 
   start(): void {
     this.scheduler.start();
+    const started = Date.now();
+    void this.spool.sweepOrphans(started).then(
+      (n) => n && this.log.warn({ files: n }, `spool: removed ${n} message file(s) never committed (written before a crash, never acknowledged)`),
+      (e: Error) => this.log.error({ err: e }, 'spool: sweeping uncommitted files failed'),
+    );
   }
 
   /** DKIM keys as the config has them now (start and reload). */

@@ -741,6 +741,32 @@ export class Spool extends EventEmitter {
     return n;
   }
 
+  /**
+   * Remove message files the index never learned of: written before a crash, before their
+   * commit. Files made by this process are left alone (they may be arriving now). Works in
+   * slices so the event loop stays free however many files there are.
+   */
+  async sweepOrphans(startedAt = Date.now()): Promise<number> {
+    let removed = 0;
+    const has = this.db.prepare(`SELECT 1 FROM messages WHERE id = ?`);
+    const subs = await fsp.readdir(this.msgDir).catch(() => [] as string[]);
+    for (const sub of subs) {
+      const dir = path.join(this.msgDir, sub);
+      const names = await fsp.readdir(dir).catch(() => [] as string[]);
+      for (let i = 0; i < names.length; i++) {
+        if (i % 500 === 499) await new Promise((r) => setImmediate(r));
+        if (has.get(names[i])) continue;
+        const file = path.join(dir, names[i]);
+        const st = await fsp.stat(file).catch(() => null);
+        if (!st?.isFile() || st.mtimeMs >= startedAt) continue;
+        if (has.get(names[i])) continue; // committed meanwhile
+        await fsp.unlink(file).catch(() => {});
+        removed++;
+      }
+    }
+    return removed;
+  }
+
   /** Wait for every write queued so far (shutdown). */
   async flush(): Promise<void> {
     if (this.committing) await this.write(() => {});
