@@ -10,6 +10,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin libsasl2-modules)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 # headless Chromium for the dashboard tests (driven by playwright-core)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

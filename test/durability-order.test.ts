@@ -1,0 +1,99 @@
+// Proof of the durability order, not only of the kill: smtplb runs under strace (every thread,
+// since the fsyncs run on libuv's thread pool), and for each message the trace must show the
+// message file's fdatasync, its directory's fsync and the index WAL's fdatasync completing
+// before the "250 … queued as ID" reply is written to the client. A kill -9 test cannot tell
+// a missing fsync from a present one (the page cache survives a process kill); this can.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, afterEach, test } from 'node:test';
+import { sendOne, type SendOptions } from '../src/cli/send.js';
+import { BIN, freePort, haveCommand, onStop, portOpen, startSink, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+
+after(stopAll);
+afterEach(stopAll);
+
+interface Call { pid: string; at: number; name: string; args: string; ret: string }
+
+/** strace -f -ttt lines, with unfinished calls joined to their resumption (completion time). */
+function parse(trace: string): Call[] {
+  const open = new Map<string, { at: number; name: string; args: string }>();
+  const calls: Call[] = [];
+  for (const line of trace.split('\n')) {
+    const m = /^(\d+)\s+(\d+\.\d+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    const [, pid, t, rest] = m;
+    const at = Number(t);
+    const resumed = /^<\.\.\. (\w+) resumed>(.*)\)\s+=\s+(-?\d+)/.exec(rest);
+    if (resumed) {
+      const o = open.get(`${pid}|${resumed[1]}`);
+      if (o) calls.push({ pid, at, name: o.name, args: o.args + resumed[2], ret: resumed[3] });
+      continue;
+    }
+    const unfinished = /^(\w+)\((.*) <unfinished \.\.\.>$/.exec(rest);
+    if (unfinished) {
+      open.set(`${pid}|${unfinished[1]}`, { at, name: unfinished[1], args: unfinished[2] });
+      continue;
+    }
+    const done = /^(\w+)\((.*)\)\s+=\s+(-?\d+)/.exec(rest);
+    if (done) calls.push({ pid, at, name: done[1], args: done[2], ret: done[3] });
+  }
+  return calls.sort((a, b) => a.at - b.at);
+}
+
+test('under strace: the message file, its directory and the index are synced before each 250', { skip: haveCommand('strace') ? false : 'strace is not installed' }, async () => {
+  const dir = tmpDir();
+  const [port, hold] = [await freePort(), await freePort()];
+  const sink = await startSink({ port: hold });
+  await sink.stop(); // an upstream that is down: mail stays queued, only acceptance is traced
+  const file = path.join(dir, 'smtplb.yaml');
+  fs.writeFileSync(file, `hostname: gw.test
+log: { level: warn }
+spool: ./spool
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${hold} } ] }
+routes: [ { pool: out } ]
+queue: { retry: [1h], max_age: 2h, min_free: 0 }
+`);
+  const tracePath = path.join(dir, 'trace');
+  const proc = spawn('strace', ['-f', '-ttt', '-s', '120', '-e', 'trace=openat,fsync,fdatasync,write,writev,close', '-o', tracePath, process.execPath, BIN, 'start', '-c', file], { cwd: dir, stdio: 'ignore' });
+  onStop(() => {
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+    spawnSync('pkill', ['-KILL', '-f', file]);
+  });
+  await waitFor('smtplb under strace', () => portOpen(port), 30_000, 200);
+  const base: SendOptions = { server: `127.0.0.1:${port}`, from: 'a@client.test', to: [], headers: [], subject: 'durable', body: 'body', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    const r = await sendOne({ ...base, to: [`u${i}@dest.test`] }, i);
+    assert.ok(r.ok, r.ok ? '' : r.error);
+    ids.push(/queued as (\w+)/.exec(r.response)![1]);
+  }
+  // Stop smtplb itself (strace's child); strace ends with it and flushes the trace.
+  const exited = new Promise((r) => proc.once('exit', r));
+  const child = spawnSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+  if (child) process.kill(Number(child), 'SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+  const calls = parse(fs.readFileSync(tracePath, 'utf8'));
+  const walOpen = calls.find((c) => c.name === 'openat' && /queue\.db-wal"/.test(c.args) && /O_RDONLY/.test(c.args) && Number(c.ret) >= 0);
+  assert.ok(walOpen, 'the WAL is opened for syncing');
+  const walFd = walOpen!.ret;
+  for (const id of ids) {
+    const reply = calls.find((c) => (c.name === 'write' || c.name === 'writev') && c.args.includes(`queued as ${id}`));
+    assert.ok(reply, `the 250 for ${id} is in the trace`);
+    const created = calls.find((c) => c.name === 'openat' && c.args.includes(`/${id}"`) && /O_CREAT/.test(c.args));
+    assert.ok(created, `${id}: file created`);
+    const fd = created!.ret;
+    const fileSync = calls.find((c) => c.at > created!.at && c.name === 'fdatasync' && c.args.startsWith(fd) && c.ret === '0');
+    assert.ok(fileSync && fileSync.at < reply!.at, `${id}: the message file is fdatasync'd before the 250`);
+    const sub = `/messages/${id.slice(-2)}"`;
+    const dirOpens = calls.filter((c) => c.name === 'openat' && c.args.includes(sub) && c.at > created!.at && c.at < reply!.at);
+    const dirSync = dirOpens.map((o) => calls.find((c) => c.at > o.at && c.at < reply!.at && c.name === 'fsync' && c.args.startsWith(o.ret) && c.ret === '0')).find(Boolean);
+    assert.ok(dirSync, `${id}: its directory is fsync'd after the file was made and before the 250`);
+    const walSync = calls.find((c) => c.at > fileSync!.at && c.at < reply!.at && c.name === 'fdatasync' && c.args.startsWith(walFd) && c.ret === '0');
+    assert.ok(walSync, `${id}: the index (WAL) is fdatasync'd after the file and before the 250`);
+  }
+});
