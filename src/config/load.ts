@@ -128,7 +128,14 @@ export function parseConfig(text: string, file: string): Config {
   if (doc.errors.length) {
     throw new ConfigError(doc.errors.map((e) => `${at(e.pos[0])}: YAML syntax: ${e.message.split('\n')[0]}`));
   }
-  const raw = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    // toJS resolves aliases: an alias to an anchor that is not there (an unquoted "*.example.com") throws.
+    raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (e) {
+    const hint = /alias/i.test((e as Error).message) ? ' (a value starting with * is a YAML alias: quote it, e.g. "*.example.com")' : '';
+    throw new ConfigError([`${file}:1:1: YAML: ${(e as Error).message.split('\n')[0]}${hint}`]);
+  }
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError([`${file}:1:1: the config must be a mapping of keys`]);
   const result = configSchema.safeParse(raw);
   if (!result.success) {
