@@ -116,6 +116,9 @@ export interface EventRow { msg: string; at: number; rcpt: string | null; kind: 
 
 export class SpoolFullError extends Error {}
 
+/** How long a destination's oldest-message time is remembered for status and metrics. */
+const OLDEST_TTL = 5000;
+
 /** Room kept aside for recording outcomes when the disk fills (invariant 5). */
 export const RESERVE = 1024 * 1024;
 
@@ -179,6 +182,7 @@ export class Spool extends EventEmitter {
   /** Per process, so ids stay unique across restarts without a random draw per message. */
   private idSalt = randomBytes(3).toString('hex').toUpperCase();
   private dests = new Map<string, DestSummary>();
+  private oldestCache = new Map<string, { at: number; oldest: number }>();
   private totals = { queued: 0, held: 0, failed: 0 };
 
   constructor(readonly dir: string, private minFree: () => number = () => 0) {
@@ -597,9 +601,18 @@ export class Spool extends EventEmitter {
   byDestination(limit: number): { top: { pool: string; domain: string; queued: number; oldest: number }[]; rest: { destinations: number; queued: number; oldest: number | null } } {
     const size = (d: DestSummary) => d.queued + d.held + d.failed;
     const all = [...this.dests.values()].sort((a, b) => size(b) - size(a));
+    const now = Date.now();
+    // An index seek each, remembered for a few seconds: dashboards poll every second, and on
+    // a large spool a seek can wait for the disk (SQLite runs on the event loop).
     const oldest = (d: DestSummary) => {
+      const key = `${d.pool}|${d.domain}`;
+      const hit = this.oldestCache.get(key);
+      if (hit && now - hit.at < OLDEST_TTL) return hit.oldest;
       const o = this.stmts.oldest.get(d.pool, d.domain) as { msg: string } | undefined;
-      return o ? idTime(o.msg) : Date.now();
+      const v = o ? idTime(o.msg) : now;
+      if (this.oldestCache.size > 10_000) this.oldestCache.clear();
+      this.oldestCache.set(key, { at: now, oldest: v });
+      return v;
     };
     const top = all.slice(0, limit).map((d) => ({ pool: d.pool, domain: d.domain, queued: size(d), oldest: oldest(d) }));
     const others = all.slice(limit);
