@@ -6,8 +6,10 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { BoundedMap, clientKey } from '../src/policy/client-key.js';
 import { identity } from '../src/policy/identity.js';
+import { configWarnings, loadConfig } from '../src/config/load.js';
+import { survivable } from '../src/runtime/last-resort.js';
 import { DkimSigner, loadKeys } from '../src/signing/dkim.js';
-import { runCli, stopAll, tmpDir } from './helpers/peers.js';
+import { runCli, selfSignedCert, stopAll, tmpDir } from './helpers/peers.js';
 
 after(stopAll);
 
@@ -50,4 +52,47 @@ test('a DKIM worker that dies fails its jobs with an error (never a hang), and i
   assert.match((await signer.sign(msg, 'a.test')).toString(), /^DKIM-Signature:/, 'a new worker signs again');
   await signer.close();
   fs.rmSync(file);
+});
+
+test('a DKIM worker that hangs fails its job after the timeout and is replaced (test hook SMTPLB_TEST_DKIM_FAULT)', async () => {
+  const dir = tmpDir();
+  const file = path.join(dir, 'k.pem');
+  const fault = path.join(dir, 'fault');
+  assert.equal(runCli(['dkim', 'keygen', '--domain', 'a.test', '--selector', 's', '--out', file]).code, 0);
+  process.env.SMTPLB_TEST_DKIM_FAULT = fault; // read by each worker (and its replacements) as it starts
+  after(() => delete process.env.SMTPLB_TEST_DKIM_FAULT);
+  const signer = new DkimSigner(loadKeys({ domains: { 'a.test': { selector: 's', key_file: file, algorithm: 'rsa-sha256' } }, threads: 1 }), undefined, 1, { timeoutMs: 500 });
+  const msg = Buffer.from('From: x@a.test\r\nSubject: t\r\n\r\nbody\r\n');
+  fs.writeFileSync(fault, 'hang');
+  const t0 = Date.now();
+  await assert.rejects(signer.sign(msg, 'a.test'), /DKIM signing took over 500 ms/);
+  assert.ok(Date.now() - t0 < 3000);
+  assert.match((await signer.sign(msg, 'a.test')).toString(), /^DKIM-Signature:[^]*d=a\.test/, 'a new worker signs again');
+  fs.writeFileSync(fault, 'exit');
+  await assert.rejects(signer.sign(msg, 'a.test'), /DKIM worker exited/);
+  assert.match((await signer.sign(msg, 'a.test')).toString(), /^DKIM-Signature:/);
+  await signer.close();
+});
+
+test('the last resort: bugs are survived, a spool database that cannot be trusted or a broken invariant is not', () => {
+  assert.equal(survivable(new TypeError("Cannot read properties of undefined (reading 'x')")), true);
+  assert.equal(survivable(new URIError('URI malformed')), true);
+  assert.equal(survivable('a string thrown'), true);
+  assert.equal(survivable(undefined), true);
+  assert.equal(survivable(Object.assign(new Error('database disk image is malformed'), { code: 'SQLITE_CORRUPT' })), false);
+  assert.equal(survivable(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_WRITE' })), false);
+  assert.equal(survivable(Object.assign(new Error('file is not a database'), { code: 'SQLITE_NOTADB' })), false);
+  assert.equal(survivable(Object.assign(new Error('invariant'), { code: 'ERR_ASSERTION' })), false);
+  assert.equal(survivable(Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' })), true);
+});
+
+test('certificate warnings: expiring within 30 days, and expired', () => {
+  const dir = tmpDir();
+  const { cert, key } = selfSignedCert(dir, 'gw.test'); // valid for 2 days
+  const file = path.join(dir, 'smtplb.yaml');
+  fs.writeFileSync(file, `hostname: gw.test\nlisteners:\n  - { name: sub, listen: 127.0.0.1:2587, mode: smtp, tls: { cert: ${cert}, key: ${key} } }\npools:\n  out: { servers: [ { name: s1, address: 127.0.0.1:2525 } ] }\nroutes: [ { pool: out } ]\n`);
+  const loaded = loadConfig(file);
+  assert.match(configWarnings(loaded).join('\n'), /smtplb\.yaml:3:\d+: listeners\[0\]\.tls\.cert: .*cert\.pem expires in [01] days/);
+  assert.match(configWarnings(loaded, Date.now() + 5 * 86_400_000).join('\n'), /smtplb\.yaml:3:\d+: listeners\[0\]\.tls\.cert: .*cert\.pem expired on /);
+  assert.deepEqual(configWarnings(loaded, Date.now() - 60 * 86_400_000), []);
 });

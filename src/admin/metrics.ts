@@ -40,6 +40,8 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly reloads = new client.Counter({ name: 'smtplb_config_reloads_total', help: 'Configuration reloads (SIGHUP), by result: applied, or refused (the running config kept)', labelNames: ['result'], registers: [this.registry] });
+  /** 1 when the last reload (or the start) applied its file, 0 when the last SIGHUP was refused and an older config runs. */
+  readonly lastReloadSuccess = new client.Gauge({ name: 'smtplb_config_last_reload_success', help: '1 when the running config is the file as last read (start or reload applied), 0 when the last reload was refused and the previous config runs', registers: [this.registry], aggregator: 'min' });
   readonly internalErrors = new client.Counter({ name: 'smtplb_internal_errors_total', help: 'Errors that reached the process-level last resort (bugs), by kind', labelNames: ['kind'], registers: [this.registry] });
   readonly finalOutcomes = new client.Counter({ name: 'smtplb_recipients_final_total', help: 'Recipients that left the queue, by outcome (delivered, bounced, expired)', labelNames: ['pool', 'outcome'], registers: [this.registry] });
 

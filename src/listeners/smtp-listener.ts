@@ -5,6 +5,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Metrics } from '../admin/metrics.js';
@@ -65,7 +66,13 @@ export class SmtpListener extends SocketListener {
   private smtp: SMTPServer;
   private sessions = new Map<string, SessionState>();
   private raw = new Map<string, net.Socket>();
-  /** Open sessions per client (IPv4 address or IPv6 /64); an entry lives while it has sessions. */
+  /**
+   * Open sessions per client (IPv4 address or IPv6 /64). An entry lives only while that client
+   * has a session open (taken at connect, given back at close), so the table is bounded by the
+   * open sessions themselves (max_clients per listener, max_connections in all): no flood of
+   * addresses can leave entries behind. The AUTH-failure table below outlives sessions, so it
+   * has its own ceiling.
+   */
   private perIp = new Map<string, number>();
   /** AUTH failures per client, bounded: lockouts that ended are the first to go. */
   private authFailures = new BoundedMap<{ count: number; until: number }>(AUTH_TABLE_MAX, (f) => f.until < Date.now());
@@ -73,13 +80,19 @@ export class SmtpListener extends SocketListener {
 
   constructor(cfg: ListenerConfig, private ctx: SmtpListenerContext) {
     super(cfg, ctx);
-    this.smtp = this.createSmtpServer(cfg);
+    ({ server: this.smtp, secureContext: this.secureContext } = this.createSmtpServer(cfg));
   }
 
-  private createSmtpServer(cfg: ListenerConfig): SMTPServer {
-    // TLS 1.2 at least, with Node's default cipher list (OpenSSL's secure defaults), for STARTTLS and implicit TLS alike.
+  /**
+   * The SMTP server for `cfg`, with its TLS contexts built (certificate and key read, and
+   * checked against each other, now): nothing of the running listener is touched, so a file
+   * that cannot be used throws here and the listener keeps serving as it was.
+   */
+  private createSmtpServer(cfg: ListenerConfig): { server: SMTPServer; secureContext?: tls.SecureContext } {
+    // TLS 1.2 at least (smtp-server's own default is TLS 1.0), with Node's default cipher list
+    // (OpenSSL's secure defaults), for STARTTLS and implicit TLS alike.
     const tlsFiles = cfg.tls ? { key: fs.readFileSync(cfg.tls.key), cert: fs.readFileSync(cfg.tls.cert), minVersion: 'TLSv1.2' as const } : {};
-    if (cfg.tls?.implicit) this.secureContext = tls.createSecureContext(tlsFiles);
+    const secureContext = cfg.tls?.implicit ? tls.createSecureContext(tlsFiles) : undefined;
     const server = new SMTPServer({
       name: this.ctx.hostname,
       banner: 'smtplb',
@@ -107,13 +120,25 @@ export class SmtpListener extends SocketListener {
     });
     server.on('error', (e) => this.ctx.log.debug({ listener: cfg.name, err: e.message }, 'smtp session error'));
     useRelaySessions(server, (session) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress));
-    return server;
+    return { server, secureContext };
+  }
+
+  /**
+   * Reload, in two steps: build the new SMTP server and TLS contexts (throws, changing
+   * nothing, when a TLS file cannot be used), then apply them. New sessions get the new
+   * certificate; sessions already open keep the server and certificate they started with.
+   */
+  stage(cfg: ListenerConfig): () => void {
+    const built = this.createSmtpServer(cfg);
+    return () => {
+      this.smtp = built.server;
+      this.secureContext = built.secureContext;
+      this.cfg = cfg;
+    };
   }
 
   update(cfg: ListenerConfig): void {
-    // TLS files and limits are read again; sessions already open keep what they started with.
-    this.smtp = this.createSmtpServer(cfg);
-    this.cfg = cfg;
+    this.stage(cfg)();
   }
 
   protected accept(sock: net.Socket): void {
@@ -139,12 +164,15 @@ export class SmtpListener extends SocketListener {
 
   private startSession(sock: net.Socket, opts: { remoteAddress: string; remotePort?: number }): void {
     const smtp = this.smtp as unknown as { connect(s: net.Socket, o: unknown): void };
-    // The session's end gives the connection back even when TLS took the socket over.
-    const key = `${opts.remoteAddress}|${opts.remotePort}`;
-    this.raw.set(key, sock);
-    sock.once('close', () => this.raw.get(key) === sock && this.raw.delete(key));
+    // The session's end gives the connection back even when TLS took the socket over (STARTTLS
+    // removes every listener from the plain socket, so its 'close' is never heard): the socket
+    // is found again by the session id, chosen here (smtp-server's own format), never by the
+    // client's address and port, which a PROXY header could repeat.
+    const id = BigInt(`0x${randomBytes(10).toString('hex')}`).toString(32).padStart(16, '0');
+    this.raw.set(id, sock);
+    sock.once('close', () => this.raw.get(id) === sock && this.raw.delete(id));
     if (!this.secureContext) {
-      smtp.connect(sock, opts);
+      smtp.connect(sock, { ...opts, id });
       sock.resume();
       return;
     }
@@ -152,7 +180,7 @@ export class SmtpListener extends SocketListener {
     const timer = setTimeout(() => tlsSock.destroy(), 10_000);
     tlsSock.once('secure', () => {
       clearTimeout(timer);
-      smtp.connect(tlsSock, opts);
+      smtp.connect(tlsSock, { ...opts, id });
     });
     tlsSock.on('error', (e) => {
       clearTimeout(timer);
@@ -175,10 +203,9 @@ export class SmtpListener extends SocketListener {
   }
 
   private onClose(session: SMTPServerSession): void {
-    const key = `${session.remoteAddress}|${session.remotePort}`;
-    const sock = this.raw.get(key);
+    const sock = this.raw.get(session.id);
     if (sock) {
-      this.raw.delete(key);
+      this.raw.delete(session.id);
       this.released(sock);
     }
     if (!this.sessions.delete(session.id)) return;
@@ -324,7 +351,8 @@ export class SmtpListener extends SocketListener {
       signature = await this.ctx.signatureFor(got.incoming.file, who.signFor);
     } catch (e) {
       this.ctx.log.error({ listener: this.cfg.name, err: (e as Error).message }, 'DKIM signing failed');
-      return { reply: { code: 451, text: '4.7.0 Signing failed, please try again later' } };
+      // A worker that died or hung, or a key that failed: nothing is acknowledged, the client retries.
+      return { reply: { code: 451, text: '4.3.0 Signing failed (temporary), please try again later' } };
     }
     const header = got.header.subarray(0, Math.min(got.header.length, 64 * 1024)).toString('latin1');
     const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(header)?.[1];

@@ -15,6 +15,7 @@ import { TcpProxyListener } from '../listeners/tcp-proxy.js';
 import { nativeRelayUnavailable } from '../listeners/native-relay.js';
 import { SmtpListener } from '../listeners/smtp-listener.js';
 import { verifyPassword } from '../policy/password.js';
+import { loadKeys } from '../signing/dkim.js';
 import { Relay } from './relay.js';
 
 /** What the gateway needs from any listener, whatever its mode. */
@@ -23,6 +24,8 @@ interface Listener {
   readonly connections: number;
   listen(): Promise<void>;
   update(cfg: ListenerConfig): void;
+  /** Build what `cfg` needs (TLS context…) without applying it; throws when it cannot be built; the result applies it. */
+  stage?(cfg: ListenerConfig): () => void;
   close(): Promise<void>;
   destroyAll(): void;
 }
@@ -74,6 +77,7 @@ export class Gateway {
     this.config = loaded.config;
     this.role = opts.role ?? 'single';
     this.metrics.watchPools(() => this.pools.values());
+    this.metrics.lastReloadSuccess.set(1);
   }
 
   private get runsListeners(): boolean {
@@ -96,7 +100,7 @@ export class Gateway {
       this.relay.start();
     }
     if (this.runsListeners) {
-      for (const [i, l] of this.config.listeners.entries()) await this.openListener(l, i);
+      for (const [i, l] of this.config.listeners.entries()) this.listeners.set(listenerKey(l), await this.openListener(l, i));
     }
     if (this.runsControl) {
       this.monitor = new HealthMonitor(this.pools, this.config.hostname);
@@ -161,26 +165,28 @@ export class Gateway {
     for (const [k, v] of fresh) this.pools.set(k, v);
   }
 
-  private async openListener(l: ListenerConfig, index: number): Promise<void> {
+  /** Build and bind a listener (`staged`: for a reload, before its config is swapped in). */
+  private async openListener(l: ListenerConfig, index: number, staged?: { relay?: Relay; config: LoadedConfig }): Promise<Listener> {
     const budget = this.budget;
+    const loaded = staged?.config ?? this.loaded;
     let listener: Listener;
     try {
       listener =
         l.mode === 'tcp'
-          ? new TcpProxyListener(l, { pools: this.poolSet, hostname: this.config.hostname, log: this.log, metrics: this.metrics, ...budget })
-          : this.smtpListener(l);
+          ? new TcpProxyListener(l, { pools: this.poolSet, hostname: loaded.config.hostname, log: this.log, metrics: this.metrics, ...budget })
+          : this.smtpListener(l, staged ? staged.relay : this.relay, loaded.config.hostname);
     } catch (e) {
-      throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'tls'])}: cannot set up listener ${l.name}: ${(e as Error).message}`);
+      throw new StartError(`${locateKey(loaded.text, loaded.file, ['listeners', index, 'tls'])}: cannot set up listener ${l.name}: ${(e as Error).message}`);
     }
     try {
       await listener.listen();
     } catch (e) {
-      throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['listeners', index, 'listen'])}: cannot listen on ${formatAddress(l.listen)}: ${describeListenError(e)}`);
+      throw new StartError(`${locateKey(loaded.text, loaded.file, ['listeners', index, 'listen'])}: cannot listen on ${formatAddress(l.listen)}: ${describeListenError(e)}`);
     }
-    this.listeners.set(listenerKey(l), listener);
     const noNative = l.mode === 'tcp' ? nativeRelayUnavailable() : '';
     if (noNative) this.log.warn(`mode tcp copies bytes with Node streams, not the native relay: ${noNative}`);
     this.log.info({ listener: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool }, `listening on ${formatAddress(l.listen)} (${l.name}, mode ${l.mode})`);
+    return listener;
   }
 
   /** The global connection limit (max_connections), shared by every listener. */
@@ -195,10 +201,10 @@ export class Gateway {
     },
   };
 
-  private smtpListener(l: ListenerConfig): SmtpListener {
-    const relay = this.relay!;
+  private smtpListener(l: ListenerConfig, relay: Relay | undefined, hostname: string): SmtpListener {
+    if (!relay) throw new Error('no relay for a mode: smtp listener');
     return new SmtpListener(l, {
-      hostname: this.config.hostname,
+      hostname,
       log: this.log,
       metrics: this.metrics,
       users: () => new Map(this.config.users.map((u) => [u.name, u])),
@@ -212,68 +218,134 @@ export class Gateway {
     });
   }
 
-  /** Re-read the config file; an invalid one is reported and the running one kept. */
   /**
-   * Reload is transactional: the new file is parsed and validated, and every file it names
-   * (TLS certificates and keys, DKIM keys) read and checked, before anything is swapped; any
-   * problem keeps the running config, logged with file, line and key, and counted.
+   * Re-read the config file, transactionally. Everything the new file needs that can fail is
+   * built and checked first, while the running config keeps serving: the file parsed and
+   * validated (loadConfig reads every TLS certificate and key and every DKIM key it names),
+   * the DKIM keys loaded, each kept listener's TLS context and SMTP server built, the relay
+   * created when the first mode: smtp listener arrives, and new listeners bound. Any failure
+   * undoes what was built, keeps the running config, logs file, line and key, and counts
+   * (smtplb_config_reloads_total{result="refused"}, smtplb_config_last_reload_success 0).
+   * Only then is anything swapped; the swap itself cannot fail. Sessions already open keep
+   * the settings (and TLS certificate) they started with.
    */
-  async reload(): Promise<boolean> {
+  reload(): Promise<boolean> {
+    // One at a time: a second SIGHUP during a reload waits for it, then reads the file again.
+    const run = this.reloading.then(() => this.reloadNow());
+    this.reloading = run.catch(() => false);
+    return run;
+  }
+
+  private reloading: Promise<unknown> = Promise.resolve();
+
+  private async reloadNow(): Promise<boolean> {
+    const refuse = (message: string, problems?: string[]) => {
+      this.metrics.reloads.labels('refused').inc();
+      this.metrics.lastReloadSuccess.set(0);
+      this.log.error({ problems: problems ?? message.split('\n') }, `reload refused, keeping the running config:\n${message}`);
+      return false;
+    };
     let next: LoadedConfig;
     try {
       next = loadConfig(this.loaded.file);
     } catch (e) {
-      this.metrics.reloads.labels('refused').inc();
-      this.log.error({ problems: (e as Error).message.split('\n') }, `reload refused, keeping the running config:\n${(e as Error).message}`);
-      return false;
+      return refuse((e as Error).message, (e as { problems?: string[] }).problems);
     }
+    const where = (p: (string | number)[]) => locateKey(next.text, next.file, p);
     for (const w of configWarnings(next)) this.log.warn(w);
+    if (next.config.dkim) {
+      for (const [domain, k] of Object.entries(next.config.dkim.domains)) {
+        try {
+          loadKeys({ ...next.config.dkim, domains: { [domain]: k } });
+        } catch (e) {
+          return refuse(`${where(['dkim', 'domains', domain, 'key_file'])}: cannot read ${k.key_file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        }
+      }
+    }
+    // Kept listeners: their new TLS contexts and SMTP servers, built but not yet in use.
+    const commits: (() => void)[] = [];
+    const wanted = new Map(next.config.listeners.map((l, i) => [listenerKey(l), { l, i }]));
+    const removed: Listener[] = [];
+    if (this.runsListeners) {
+      for (const [key, listener] of this.listeners) {
+        const w = wanted.get(key);
+        if (!w) {
+          removed.push(listener);
+          continue;
+        }
+        try {
+          commits.push(listener.stage ? listener.stage(w.l) : () => listener.update(w.l));
+        } catch (e) {
+          return refuse(`${where(['listeners', w.i, 'tls'])}: listener ${w.l.name}: ${(e as Error).message}`);
+        }
+      }
+    }
+    // The first mode: smtp listener brings the relay it needs (reading the new config until the swap).
+    let staged: Config | undefined = next.config;
+    let relay = this.relay;
+    const needsRelay = this.runsListeners && next.config.listeners.some((l) => l.mode === 'smtp');
+    if (needsRelay && !relay) {
+      try {
+        relay = new Relay(() => staged ?? this.config, () => this.pools, this.poolSet, this.log, this.metrics);
+      } catch (e) {
+        return refuse(`${where(['spool'])}: cannot open the spool at ${next.config.spool}: ${(e as Error).message}`);
+      }
+    }
+    // New listeners are bound now, unless their address is still held by one this reload removes.
+    const opened: [string, Listener][] = [];
+    const later: { l: ListenerConfig; i: number }[] = [];
+    const held = new Set(removed.map((l) => formatAddress(l.cfg.listen)));
+    if (this.runsListeners) {
+      for (const [key, w] of wanted) {
+        if (this.listeners.has(key)) continue;
+        if (held.has(formatAddress(w.l.listen))) {
+          later.push(w);
+          continue;
+        }
+        try {
+          opened.push([key, await this.openListener(w.l, w.i, { relay, config: next })]);
+        } catch (e) {
+          for (const [, l] of opened) void l.close();
+          if (relay && relay !== this.relay) await relay.shutdown().catch(() => {});
+          return refuse((e as Error).message);
+        }
+      }
+    }
+    // The swap: nothing below can fail the reload.
     this.loaded = next;
     this.config = next.config;
+    staged = undefined;
     this.applyPools(next.config);
+    if (relay && relay !== this.relay) {
+      this.relay = relay;
+      this.metrics.watchRelay(() => this.relay);
+      relay.start();
+    }
     try {
       this.relay?.reloadKeys();
     } catch (e) {
-      this.log.error(`reload: DKIM keys: ${(e as Error).message}`);
+      // Read a moment ago; gone since (a renewal in progress): the previous keys stay in use.
+      this.log.error(`${where(['dkim'])}: DKIM keys changed during the reload, the previous keys stay in use: ${(e as Error).message}`);
     }
-    if (this.runsListeners && !this.relay && next.config.listeners.some((l) => l.mode === 'smtp')) {
-      // The first mode: smtp listener arrives by reload: the relay it needs comes with it.
+    for (const commit of commits) commit();
+    for (const listener of removed) {
+      void listener.close();
+      this.listeners.delete(listenerKey(listener.cfg));
+      this.log.info({ listener: listener.cfg.name }, `listener ${listener.cfg.name} closed by reload`);
+    }
+    for (const [key, l] of opened) this.listeners.set(key, l);
+    for (const { l, i } of later) {
+      // Taking over the address of a listener this reload closed: bound once it let go (the
+      // one step after the swap that can fail; then it is logged, and the rest stays applied).
       try {
-        this.relay = new Relay(() => this.config, () => this.pools, this.poolSet, this.log, this.metrics);
-        this.metrics.watchRelay(() => this.relay);
-        this.relay.start();
+        this.listeners.set(listenerKey(l), await this.openListener(l, i));
       } catch (e) {
-        this.log.error(`${locateKey(next.text, next.file, ['spool'])}: cannot open the spool at ${next.config.spool}: ${(e as Error).message}; smtp listeners not opened`);
-      }
-    }
-    this.metrics.reloads.labels('applied').inc();
-    if (this.runsListeners) {
-      const wanted = new Map(next.config.listeners.map((l, i) => [listenerKey(l), { l, i }]));
-      for (const [key, listener] of this.listeners) {
-        const w = wanted.get(key);
-        if (w) {
-          try {
-            listener.update(w.l);
-          } catch (e) {
-            this.log.error({ listener: listener.cfg.name }, `reload: listener ${listener.cfg.name} keeps its previous settings: ${(e as Error).message}`);
-          }
-        } else {
-          void listener.close();
-          this.listeners.delete(key);
-          this.log.info({ listener: listener.cfg.name }, `listener ${listener.cfg.name} closed by reload`);
-        }
-      }
-      for (const [key, { l, i }] of wanted) {
-        if (this.listeners.has(key)) continue;
-        if (l.mode === 'smtp' && !this.relay) continue;
-        try {
-          await this.openListener(l, i);
-        } catch (e) {
-          this.log.error(`reload: ${(e as Error).message}`);
-        }
+        this.log.error(`reload: ${(e as Error).message}`);
       }
     }
     this.monitor?.sync(this.pools);
+    this.metrics.reloads.labels('applied').inc();
+    this.metrics.lastReloadSuccess.set(1);
     this.log.info('configuration reloaded');
     return true;
   }

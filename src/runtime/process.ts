@@ -23,12 +23,15 @@ export function workerCount(setting: number | 'auto'): number {
   return setting === 'auto' ? Math.max(1, os.availableParallelism()) : setting;
 }
 
+/** The gateway of this process, once there is one: the last resort counts into its metrics. */
+let current: Gateway | undefined;
+
 export async function runProcess(loaded: LoadedConfig, log: Logger): Promise<void> {
-  installLastResort(log);
+  installLastResort(log, (kind) => current?.metrics.internalErrors.labels(kind).inc());
   const n = workerCount(loaded.config.workers);
   if (cluster.isWorker) return runWorker(loaded, log);
   if (n > 1) return runPrimary(loaded, log, n);
-  const gw = new Gateway(loaded, log);
+  const gw = (current = new Gateway(loaded, log));
   await gw.start();
   process.on('SIGHUP', () => void gw.reload());
   // logrotate's postrotate: start a new delivery log file at the configured path.
@@ -49,12 +52,12 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
   const broadcast = (m: ControlMessage, except?: Worker) => {
     for (const w of Object.values(cluster.workers ?? {})) if (w && w !== except && w.isConnected()) w.send(m);
   };
-  const gw = new Gateway(loaded, log, {
+  const gw = (current = new Gateway(loaded, log, {
     role: 'primary',
     onPool: (pool) => pool.on('health', ({ server }) => broadcast({ t: 'health', pool: pool.name, key: server.key, health: server.health })),
     onServers: (pool, specs) => broadcast({ t: 'servers', pool, specs }),
     onServerAction: (pool, server, action) => broadcast({ t: 'admin', pool, server, action }),
-  });
+  }));
   gw.metrics.aggregateWorkers();
   await gw.start();
 
@@ -131,10 +134,10 @@ async function runWorker(loaded: LoadedConfig, log: Logger): Promise<void> {
   const send = (m: WorkerMessage) => {
     if (process.connected) process.send!(m);
   };
-  const gw = new Gateway(loaded, log.child({ worker: cluster.worker!.id }), {
+  const gw = (current = new Gateway(loaded, log.child({ worker: cluster.worker!.id }), {
     role: 'worker',
     onPool: (pool) => pool.on('ejected', ({ server }) => send({ t: 'ejected', pool: pool.name, key: server.key, ejection: server.ejection })),
-  });
+  }));
   gw.metrics.serveToPrimary();
   // The primary coordinates reloads and shutdown; a terminal's Ctrl-C reaches the whole
   // process group, so workers wait for the primary's SIGTERM instead.

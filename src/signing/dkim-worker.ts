@@ -8,7 +8,26 @@ import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 export interface SignJob { id: number; message?: Uint8Array; file?: string; domain: string; selector: string; privateKey: string; algorithm: string; headers?: string[] }
 export interface SignDone { id: number; signature?: string; error?: string }
 
+// Test hook, for the failure path of the pool in dkim.ts (test/hardening-dkim.test.ts): with
+// SMTPLB_TEST_DKIM_FAULT=FILE in the environment, the worker that takes the next job while
+// FILE exists removes it and, as FILE says, exits ("exit") or hangs ("hang") the way a crashed
+// or stuck worker would. Unset (always, outside tests) it costs nothing.
+const faultFile = process.env.SMTPLB_TEST_DKIM_FAULT;
+
+function injectFault(file: string): void {
+  let what: string;
+  try {
+    what = fs.readFileSync(file, 'utf8').trim();
+    fs.unlinkSync(file); // whoever removes it acts: one fault per file
+  } catch {
+    return;
+  }
+  if (what === 'exit') process.exit(3); // in a worker thread: ends the thread, not the process
+  if (what === 'hang') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+}
+
 parentPort!.on('message', (job: SignJob) => {
+  if (faultFile) injectFault(faultFile);
   // mailauth reads the keys from `signatureData` (its typings suggest top-level options, which
   // it silently ignores, producing no signature).
   const key = { signingDomain: job.domain, selector: job.selector, privateKey: job.privateKey, algorithm: job.algorithm, canonicalization: 'relaxed/relaxed' };

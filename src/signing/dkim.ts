@@ -31,12 +31,18 @@ export class DkimSigner {
   private closing = false;
   private waiting = new Map<number, { resolve: (s: string) => void; reject: (e: Error) => void; worker: Worker; timer: NodeJS.Timeout }>();
   private file = fileURLToPath(new URL('./dkim-worker.js', import.meta.url));
+  private timeoutMs: number;
 
-  constructor(private keys: Map<string, DkimKey>, private headers: string[] | undefined, threads: number) {
+  constructor(private keys: Map<string, DkimKey>, private headers: string[] | undefined, threads: number, opts: { timeoutMs?: number } = {}) {
+    this.timeoutMs = opts.timeoutMs ?? SIGN_TIMEOUT;
     for (let i = 0; i < threads; i++) this.workers.push(this.spawn());
   }
 
-  /** A worker thread; one that fails or exits fails its pending jobs (temporary errors) and is replaced. */
+  /**
+   * A worker thread. One that fails (an uncaught error in it) or exits fails its pending jobs
+   * with an error (a temporary failure for the client: nothing was acknowledged) and is
+   * replaced, so later messages are signed again.
+   */
   private spawn(): Worker {
     const w = new Worker(this.file);
     w.on('message', (d: SignDone) => {
@@ -52,13 +58,18 @@ export class DkimSigner {
         this.settle(id);
         p.reject(new Error(`DKIM worker ${why}`));
       }
-      const i = this.workers.indexOf(w);
-      if (i >= 0 && !this.closing) this.workers[i] = this.spawn();
+      this.replace(w);
     };
     w.on('error', (e) => lost(`failed: ${e.message}`));
     w.on('exit', (code) => lost(`exited (${code})`));
     w.unref();
     return w;
+  }
+
+  /** Take `w` out of rotation at once (a fresh worker in its place), so no new job is sent to a worker that is going. */
+  private replace(w: Worker): void {
+    const i = this.workers.indexOf(w);
+    if (i >= 0 && !this.closing) this.workers[i] = this.spawn();
   }
 
   private settle(id: number): void {
@@ -103,9 +114,11 @@ export class DkimSigner {
     return new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.settle(id);
-        reject(new Error(`DKIM signing took over ${SIGN_TIMEOUT / 1000} s`));
-        void worker.terminate(); // a hung worker is replaced by its exit handler
-      }, SIGN_TIMEOUT);
+        reject(new Error(`DKIM signing took over ${this.timeoutMs} ms`));
+        // A hung worker: replaced now, then ended (its exit fails whatever else it held).
+        this.replace(worker);
+        void worker.terminate();
+      }, this.timeoutMs);
       this.waiting.set(id, { resolve, reject, worker, timer });
       worker.postMessage(job);
     });
