@@ -12,3 +12,5 @@ HARAKA_DIR="$HOME/.cache/smtplb-bench/haraka"
 node dist/bench/l4.js
 node dist/bench/relay.js
 node dist/bench/queued.js
+# The queue manager at 10,000 / 100,000 / 1,000,000 queued (issue #9): BENCH_SIZES, BENCH_ROUNDS.
+node dist/bench/queue-scale.js
