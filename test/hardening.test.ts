@@ -239,7 +239,11 @@ pools:
 routes: [ { pool: out } ]
 `;
   const first = await startSmtplb(config, { dir });
-  await first.stop();
+  // A crash (kill -9), not a clean stop: a clean stop leaves nothing to sweep.
+  await new Promise((r) => {
+    first.proc.once('exit', r);
+    first.proc.kill('SIGKILL');
+  });
   const orphan = `${dir}/spool/messages/ZZ/0MX0000000ABCDEF0ZZ`;
   fs.mkdirSync(`${dir}/spool/messages/ZZ`, { recursive: true });
   fs.writeFileSync(orphan, 'Subject: half-written\r\n\r\nnever acknowledged');

@@ -104,6 +104,8 @@ export class Relay {
   start(): void {
     this.scheduler.start();
     const started = Date.now();
+    // After a clean shutdown there is nothing to sweep (and at a million files it is not free).
+    if (this.spool.cleanStart) return;
     void this.spool.sweepOrphans(started).then(
       (n) => n && this.log.warn({ files: n }, `spool: removed ${n} message file(s) never committed (written before a crash, never acknowledged)`),
       (e: Error) => this.log.error({ err: e }, 'spool: sweeping uncommitted files failed'),
@@ -113,7 +115,11 @@ export class Relay {
   /** DKIM keys as the config has them now (start and reload). */
   reloadKeys(): void {
     const dkim = this.config().dkim;
-    if (!dkim || Object.keys(dkim.domains).length === 0) return;
+    if (!dkim || Object.keys(dkim.domains).length === 0) {
+      // Signing removed by a reload: the old keys must stop signing too.
+      this.signer?.setKeys(new Map());
+      return;
+    }
     const keys = loadKeys(dkim);
     if (this.signer) this.signer.setKeys(keys, dkim.headers);
     else this.signer = new DkimSigner(keys, dkim.headers, dkim.threads);
@@ -332,7 +338,7 @@ export class Relay {
   }
 
   async shutdown(): Promise<void> {
-    await this.scheduler.stop();
+    await this.scheduler.stop(this.config().shutdown_timeout);
     await this.deliveryLog.close();
     await this.signer?.close();
     this.cache.closeAll();

@@ -182,10 +182,20 @@ export class Scheduler {
       const pool = this.ctx.pools().get(d.pool);
       let free = (pool?.cfg.destination_concurrency ?? 1) - st.inflight;
       if (free <= 0) continue;
-      const rows = this.ctx.spool.dueFor(d.pool, d.domain, now, FETCH);
+      // Shaping first: it needs no rows, so a throttled, suspended or capped destination
+      // costs no read of the queue however large its backlog.
+      const gate = pool && this.ctx.shape?.plan(pool, d.domain, now, st.starting);
+      if (gate && !gate.ok) {
+        st.blockedUntil = Math.max(gate.at, now + 1);
+        st.reason = gate.reason;
+        continue;
+      }
+      // Only as many rows as may start now (a message's rows come together; FETCH bounds it).
+      const rows = this.ctx.spool.dueFor(d.pool, d.domain, now, Math.min(FETCH, Math.max(free * 4, 20)));
       const jobs = group(rows);
+      const limit = Math.min(FETCH, Math.max(free * 4, 20));
       // The last message's rows may go on past the limit: it waits for the next look.
-      if (rows.length === FETCH && jobs.length > 1) jobs.pop();
+      if (rows.length === limit && jobs.length > 1) jobs.pop();
       let all = true;
       for (const j of jobs) {
         if (free <= 0) {
@@ -224,7 +234,7 @@ export class Scheduler {
         if (plan?.ok && plan.exclude.size) j.exclude = plan.exclude;
         started.push(j);
       }
-      if (all && rows.length < FETCH) {
+      if (all && rows.length < limit) {
         exhausted.push(d);
         st.reason = undefined;
       }
@@ -447,10 +457,15 @@ export class Scheduler {
   }
 
   /** Stop scheduling; resolves when running deliveries have finished. */
-  async stop(): Promise<void> {
+  async stop(deadlineMs = Infinity): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    if (this.running > 0) await new Promise<void>((r) => this.idle.push(r));
+    if (this.running > 0) {
+      // Within the drain deadline: what is still in flight then is put back on the next start.
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([new Promise<void>((r) => this.idle.push(r)), new Promise<void>((r) => (t = setTimeout(r, deadlineMs)))]);
+      clearTimeout(t);
+    }
     await this.retryUnsettled().catch(() => {});
   }
 

@@ -227,7 +227,15 @@ export class Spool extends EventEmitter {
     this.summarize();
     this.reservePath = path.join(dir, 'reserve');
     this.makeReserve();
+    // A clean shutdown leaves this marker: no crash, so no half-written files to sweep.
+    this.cleanPath = path.join(dir, 'clean-shutdown');
+    this.cleanStart = fs.existsSync(this.cleanPath);
+    fs.rmSync(this.cleanPath, { force: true });
   }
+
+  private cleanPath: string;
+  /** The previous process shut down cleanly (its marker was there). */
+  readonly cleanStart: boolean;
 
   private reservePath: string;
   private reserved = false;
@@ -767,7 +775,8 @@ export class Spool extends EventEmitter {
       const dir = path.join(this.msgDir, sub);
       const names = await fsp.readdir(dir).catch(() => [] as string[]);
       for (let i = 0; i < names.length; i++) {
-        if (i % 500 === 499) await new Promise((r) => setImmediate(r));
+        // Slices of 200 lookups with a pause between: a background job, not a stall.
+        if (i % 200 === 199) await new Promise((r) => setTimeout(r, 5));
         if (has.get(names[i])) continue;
         const file = path.join(dir, names[i]);
         const st = await fsp.stat(file).catch(() => null);
@@ -787,6 +796,11 @@ export class Spool extends EventEmitter {
 
   close(): void {
     this.db.close();
+    try {
+      fs.writeFileSync(this.cleanPath, `${new Date().toISOString()}\n`);
+    } catch {
+      /* a read-only or full disk: the next start sweeps, which is only slower */
+    }
     void this.wal?.close().catch(() => {});
   }
 }
