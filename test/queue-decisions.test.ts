@@ -50,3 +50,31 @@ test('queue ids sort by creation time and carry it', () => {
   assert.equal(idTime(`${idAt(t)}ABCDEF001`), t);
   assert.ok(idAt(t) < idAt(t + 1) && idAt(t + 1) < idAt(t + 86_400_000));
 });
+
+test('a hostile upstream sending 20,000 short continuation lines ("2-a") is cut off, and the event loop stays free', async () => {
+  // A peer no MTA package can play: a raw socket writing the reply nodemailer parses quadratically.
+  const { Pool } = await import('../src/balancing/pool.js');
+  const { poolSchema } = await import('../src/config/schema.js');
+  const { openUpstream } = await import('../src/delivery/upstream.js');
+  const net = await import('node:net');
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.write(`220-x\r\n${'2-a\r\n'.repeat(20_000)}220 ok\r\n`);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as import('node:net').AddressInfo).port;
+  const pool = new Pool('p', poolSchema.parse({ tls: 'none', servers: [{ name: 's', address: `127.0.0.1:${port}` }] }));
+  let worstTick = 0;
+  let last = Date.now();
+  const ticker = setInterval(() => {
+    worstTick = Math.max(worstTick, Date.now() - last);
+    last = Date.now();
+  }, 10);
+  try {
+    await assert.rejects(openUpstream(pool, pool.servers[0], 'gw.test'), /longer than 100 lines/);
+  } finally {
+    clearInterval(ticker);
+    server.close();
+  }
+  assert.ok(worstTick < 500, `event loop blocked ${worstTick} ms`);
+});

@@ -143,7 +143,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         }
         pool.passiveResult(server, true);
       }
-      const r = await sendOn(up, req.sender, remaining, req.body, pool.cfg.data_timeout);
+      const r = await sendOn(up, req.sender, remaining, req.body, pool.cfg.data_timeout, pool.cfg.timeout);
       const next: string[] = [];
       const label = up.label;
       for (const rcpt of r.accepted) outcomes.set(rcpt, { rcpt, kind: 'delivered', code: codeOf(r.response) ?? 250, text: r.response, server: label });

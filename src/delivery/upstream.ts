@@ -63,28 +63,37 @@ export class SmtpError extends Error {
  * every line, quadratic in its length).
  */
 function guard(conn: SMTPConnection): void {
-  const sock = (conn as unknown as { _socket?: Socket })._socket;
-  if (!sock) return;
+  // nodemailer's socket listeners (plain, and the TLS socket after STARTTLS) all call
+  // this._onData: wrapping it guards both, and a chunk that trips the guard is never parsed.
+  const c = conn as unknown as { _onData(chunk: Buffer): void; _socket?: Socket };
+  const parse = c._onData.bind(conn);
   let lineLen = 0;
   let lines = 0;
   let head = '';
-  sock.prependListener('data', (chunk: Buffer) => {
+  let tripped = false;
+  const trip = (why: string) => {
+    tripped = true;
+    c._socket?.destroy(new Error(why));
+  };
+  c._onData = (chunk: Buffer) => {
+    if (tripped) return;
     let from = 0;
     for (;;) {
       const nl = chunk.indexOf(10, from);
       const end = nl < 0 ? chunk.length : nl;
-      if (lineLen < 4) head += chunk.toString('latin1', from, Math.min(end, from + 4 - lineLen));
+      if (head.length < 12) head += chunk.toString('latin1', from, Math.min(end, from + 12 - head.length));
       lineLen += end - from;
-      if (lineLen > LINE_MAX) return sock.destroy(new Error(`upstream reply line longer than ${LINE_MAX} bytes`));
-      if (nl < 0) return;
-      // A continuation line ("250-") adds to the reply; any other line ends it.
-      lines = head[3] === '-' ? lines + 1 : 0;
-      if (lines > REPLY_LINES_MAX) return sock.destroy(new Error(`upstream reply longer than ${REPLY_LINES_MAX} lines`));
+      if (lineLen > LINE_MAX) return trip(`upstream reply line longer than ${LINE_MAX} bytes`);
+      if (nl < 0) break;
+      // A continuation line (as nodemailer reads it: digits then "-") adds to the reply.
+      lines = /^\d+-/.test(head) ? lines + 1 : 0;
+      if (lines > REPLY_LINES_MAX) return trip(`upstream reply longer than ${REPLY_LINES_MAX} lines`);
       lineLen = 0;
       head = '';
       from = nl + 1;
     }
-  });
+    parse(chunk);
+  };
 }
 
 /** Where a connection goes when it is not the server's own address: a destination's MX host. */
@@ -106,6 +115,7 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
       opportunisticTLS: cfg.tls === 'may',
       tls: { rejectUnauthorized: cfg.tls === 'verify', servername: target?.servername ?? server.address.host },
     });
+    guard(conn);
     const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages, label: target ? `${server.name}→${target.servername}` : server.name };
     let settled = false;
     const fail = (e: Error & { response?: string; responseCode?: number; command?: string }) => {
@@ -134,7 +144,6 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
     // nodemailer leaves Nagle's algorithm on; with SMTP's small command/reply turns that
     // costs a delayed-ACK wait (~40 ms) per exchange. The socket exists once connect() ran.
     noDelay(conn);
-    guard(conn);
   });
 }
 
@@ -148,7 +157,7 @@ export function noDelay(conn: SMTPConnection): void {
  * the body has gone out, the wait for the reply to the final dot is `dataTimeout` (RFC 5321
  * 4.5.3.2.6 suggests 10 minutes), not the command timeout.
  */
-export function sendOn(up: Upstream, sender: string, recipients: string[], body: Body, dataTimeout = 600_000): Promise<SendResult> {
+export function sendOn(up: Upstream, sender: string, recipients: string[], body: Body, dataTimeout = 600_000, commandTimeout = 60_000): Promise<SendResult> {
   return new Promise((resolveSend, rejectSend) => {
     // nodemailer reports a connection lost mid-transaction only as 'end'/'error' events and
     // never calls back: settle on those too, or the delivery would wait forever.
@@ -166,6 +175,8 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     const cleanup = () => {
       up.conn.off('end', lost);
       up.conn.off('error', lost);
+      // A reused connection's next commands wait the command timeout again, not data_timeout.
+      if (bodySent) (up.conn as unknown as { _socket?: Socket })._socket?.setTimeout(commandTimeout);
     };
     const resolve = (r: SendResult) => {
       if (settled) return;

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
 import { buildDsn, type DsnRecipient } from '../delivery/dsn.js';
-import type { DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
+import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
 
@@ -134,11 +134,13 @@ export class Scheduler {
           await this.expire(now);
           if (!this.ctx.spool.reserveHeld) this.ctx.spool.makeReserve();
         }
+        // An expiry the spool could not record pauses scheduling too (it would expire them again).
+        paused = this.unsettled.length > 0;
         if (now - this.lastOwed >= OWED_EVERY) {
           this.lastOwed = now;
           await this.payOwedBounces();
         }
-        await this.schedule(now);
+        if (!paused) await this.schedule(now);
       }
     } catch (e) {
       this.ctx.log.error({ err: e }, 'queue manager: scheduling failed');
@@ -175,6 +177,32 @@ export class Scheduler {
     const moves: { rows: RecipientRow[]; pool: string; route: number }[] = [];
     const expired: { m: MessageRow; rows: RecipientRow[] }[] = [];
     const maxAge = this.ctx.policy().max_age;
+    try {
+      this.pass(order, now, started, exhausted, moves, expired, maxAge);
+    } catch (e) {
+      // A read failed mid-pass: jobs counted but not leased give their slots back.
+      for (const job of started) this.finished(job, false);
+      throw e;
+    }
+    if (started.length) {
+      try {
+        await this.ctx.spool.lease(started.flatMap((j) => j.rows));
+      } catch (e) {
+        for (const j of started) this.finished(j, false);
+        throw e;
+      }
+      for (const j of started) void this.run(j);
+    }
+    for (const mv of moves) await this.ctx.spool.reroute(mv.rows, mv.pool, mv.route);
+    if (moves.length) this.again = true;
+    for (const x of expired) await this.settleExpired(x.m, x.rows);
+    // Every due row of these was taken: when is their next one due? (after the leases, so the
+    // seek does not find the rows just started)
+    for (const d of exhausted) this.ctx.spool.refreshDue(d.pool, d.domain);
+  }
+
+  /** One walk over the due destinations: what starts, what moves to another pool, what expired. */
+  private pass(order: DestSummary[], now: number, started: Job[], exhausted: { pool: string; domain: string }[], moves: { rows: RecipientRow[]; pool: string; route: number }[], expired: { m: MessageRow; rows: RecipientRow[] }[], maxAge: number): void {
     for (const d of order) {
       const key = `${d.pool}|${d.domain}`;
       const st = this.state(key);
@@ -239,21 +267,6 @@ export class Scheduler {
         st.reason = undefined;
       }
     }
-    if (started.length) {
-      try {
-        await this.ctx.spool.lease(started.flatMap((j) => j.rows));
-      } catch (e) {
-        for (const j of started) this.finished(j, false);
-        throw e;
-      }
-      for (const j of started) void this.run(j);
-    }
-    for (const mv of moves) await this.ctx.spool.reroute(mv.rows, mv.pool, mv.route);
-    if (moves.length) this.again = true;
-    for (const x of expired) await this.settleExpired(x.m, x.rows);
-    // Every due row of these was taken: when is their next one due? (after the leases, so the
-    // seek does not find the rows just started)
-    for (const d of exhausted) this.ctx.spool.refreshDue(d.pool, d.domain);
   }
 
   private async run(j: Job): Promise<void> {
@@ -452,7 +465,7 @@ export class Scheduler {
     const now = Date.now();
     const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null }));
     const dsn = await this.dsnFor(m, bounced, 'rejected');
-    await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn);
+    await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn, { unleasedOnly: true });
     return open.length;
   }
 

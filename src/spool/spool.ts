@@ -234,6 +234,8 @@ export class Spool extends EventEmitter {
   }
 
   private cleanPath: string;
+  /** Incoming files not yet committed or discarded: a shutdown with any is not clean. */
+  private openIncoming = 0;
   /** The previous process shut down cleanly (its marker was there). */
   readonly cleanStart: boolean;
 
@@ -420,7 +422,8 @@ export class Spool extends EventEmitter {
       await fsyncDir(this.msgDir);
       this.madeDirs.add(sub);
     }
-    return new Incoming(id, file, await fsp.open(file, 'wx', 0o600));
+    this.openIncoming++;
+    return new Incoming(id, file, await fsp.open(file, 'wx', 0o600), () => this.openIncoming--);
   }
 
   /** Make an incoming message durable and queued; resolves with its id once it is safe to answer 250. */
@@ -443,6 +446,7 @@ export class Spool extends EventEmitter {
         prefix,
       };
       await this.write(() => this.insert(row, env, opts.leased), path.dirname(inc.file));
+      inc.done();
     } catch (e) {
       await inc.discard();
       throw diskFull(e) ? new SpoolFullError('disk full') : e;
@@ -457,7 +461,7 @@ export class Spool extends EventEmitter {
    * `failed` (DSN owed) when the DSN's file cannot be written. A message left with no open
    * recipient is removed with its file. Returns the DSN's queue id, if one was queued.
    */
-  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue): Promise<string | undefined> {
+  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: { unleasedOnly?: boolean } = {}): Promise<string | undefined> {
     let file: { row: MessageRow; dir: string } | undefined;
     if (dsn) {
       try {
@@ -471,8 +475,10 @@ export class Spool extends EventEmitter {
     try {
       await this.write(() => {
         for (const u of updates) {
-          const prev = this.stmts.rcpt.get(msg, u.rcpt) as RecipientRow | undefined;
-          if (!prev) continue;
+          const prev = this.stmts.rcpt.get(msg, u.rcpt) as (RecipientRow & { leased: number }) | undefined;
+          // An outcome is recorded once: a row that already has its final state keeps it.
+          if (!prev || !OPEN.has(prev.state)) continue;
+          if (opts.unleasedOnly && prev.leased) continue;
           this.stmts.update.run(u);
           this.count(prev.pool, prev.domain, prev.state, u.state, u.next_at);
         }
@@ -486,7 +492,8 @@ export class Spool extends EventEmitter {
       throw e;
     }
     if (file) this.emit('queued', file.row.id);
-    if (done) await unlinkIfThere(this.fileFor(msg));
+    // Committed: a file left behind is only disk space, never a reason to report failure.
+    if (done) await unlinkIfThere(this.fileFor(msg)).catch((e: Error) => this.emit('unlink-failed', msg, e));
     return file?.row.id;
   }
 
@@ -736,7 +743,7 @@ export class Spool extends EventEmitter {
       args.push(Date.now() - f.olderThanMs);
     }
     const ids = this.db
-      .prepare(`SELECT DISTINCT m.id FROM messages m JOIN recipients r ON r.msg = m.id ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.created LIMIT ?`)
+      .prepare(`SELECT DISTINCT m.id FROM messages m JOIN recipients r ON r.msg = m.id ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.id LIMIT ?`)
       .all(...args, f.limit ?? 1000) as { id: string }[];
     return ids.map(({ id }) => ({ ...this.message(id)!, recipients: this.recipients(id) }));
   }
@@ -797,7 +804,7 @@ export class Spool extends EventEmitter {
   close(): void {
     this.db.close();
     try {
-      fs.writeFileSync(this.cleanPath, `${new Date().toISOString()}\n`);
+      if (this.openIncoming === 0) fs.writeFileSync(this.cleanPath, `${new Date().toISOString()}\n`);
     } catch {
       /* a read-only or full disk: the next start sweeps, which is only slower */
     }
@@ -811,7 +818,16 @@ export class Incoming {
   private sealed = false;
   private closed = false;
 
-  constructor(readonly id: string, readonly file: string, private fh: fsp.FileHandle) {}
+  private finished = false;
+
+  constructor(readonly id: string, readonly file: string, private fh: fsp.FileHandle, private onDone: () => void = () => {}) {}
+
+  /** Committed to the index or discarded: no longer an open file of the spool's. */
+  done(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.onDone();
+  }
 
   async write(chunk: Buffer): Promise<void> {
     try {
@@ -852,6 +868,7 @@ export class Incoming {
   async discard(): Promise<void> {
     await this.close().catch(() => {});
     await fsp.rm(this.file, { force: true }).catch(() => {});
+    this.done();
   }
 }
 
