@@ -86,14 +86,17 @@ queue: { retry: [1h], max_age: 2h, min_free: 0 }
     assert.ok(reply, `the 250 for ${id} is in the trace`);
     const created = calls.find((c) => c.name === 'openat' && c.args.includes(`/${id}"`) && /O_CREAT/.test(c.args));
     assert.ok(created, `${id}: file created`);
-    const fd = created!.ret;
-    const fileSync = calls.find((c) => c.at > created!.at && c.name === 'fdatasync' && c.args.startsWith(fd) && c.ret === '0');
+    // The file may be closed (for the signer to read) and opened again to be synced: any descriptor of it counts.
+    const opens = calls.filter((c) => c.name === 'openat' && c.args.includes(`/${id}"`) && Number(c.ret) >= 0 && c.at < reply!.at);
+    const fileSync = opens
+      .map((o) => calls.find((c) => c.at > o.at && c.name === 'fdatasync' && c.args.split(/[^\d]/)[0] === o.ret && c.ret === '0'))
+      .find((c) => c && c.at < reply!.at);
     assert.ok(fileSync && fileSync.at < reply!.at, `${id}: the message file is fdatasync'd before the 250`);
     const sub = `/messages/${id.slice(-2)}"`;
     const dirOpens = calls.filter((c) => c.name === 'openat' && c.args.includes(sub) && c.at > created!.at && c.at < reply!.at);
-    const dirSync = dirOpens.map((o) => calls.find((c) => c.at > o.at && c.at < reply!.at && c.name === 'fsync' && c.args.startsWith(o.ret) && c.ret === '0')).find(Boolean);
+    const dirSync = dirOpens.map((o) => calls.find((c) => c.at > o.at && c.at < reply!.at && c.name === 'fsync' && c.args.split(/[^\d]/)[0] === o.ret && c.ret === '0')).find(Boolean);
     assert.ok(dirSync, `${id}: its directory is fsync'd after the file was made and before the 250`);
-    const walSync = calls.find((c) => c.at > fileSync!.at && c.at < reply!.at && c.name === 'fdatasync' && c.args.startsWith(walFd) && c.ret === '0');
+    const walSync = calls.find((c) => c.at > fileSync!.at && c.at < reply!.at && c.name === 'fdatasync' && c.args.split(/[^\d]/)[0] === walFd && c.ret === '0');
     assert.ok(walSync, `${id}: the index (WAL) is fdatasync'd after the file and before the 250`);
   }
 });
