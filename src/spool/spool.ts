@@ -338,8 +338,8 @@ export class Spool extends EventEmitter {
     if (this.freeChecked.bytes < min) throw new SpoolFullError('spool below its minimum free space');
   }
 
-  /** Write a new message's file and sync it; the index does not know it yet. */
-  private async writeFile(env: Envelope, body: Buffer): Promise<{ row: MessageRow; dir: string }> {
+  /** A new queue id and its file's path, its subdirectory made (and its entry synced) once. */
+  private async newFile(): Promise<{ id: string; file: string; sub: string }> {
     const id = this.newId();
     const file = this.fileFor(id);
     const sub = path.dirname(file);
@@ -348,6 +348,12 @@ export class Spool extends EventEmitter {
       await fsyncDir(this.msgDir);
       this.madeDirs.add(sub);
     }
+    return { id, file, sub };
+  }
+
+  /** Write a new message's file and sync it; the index does not know it yet. */
+  private async writeFile(env: Envelope, body: Buffer): Promise<{ row: MessageRow; dir: string }> {
+    const { id, file, sub } = await this.newFile();
     let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(file, 'wx', 0o600);
@@ -389,23 +395,6 @@ export class Spool extends EventEmitter {
   }
 
   /**
-   * Store a message durably; resolves with its queue id once it is safe to answer 250.
-   * `leased`: its recipients are in flight already (cut-through delivers them now and settles).
-   */
-  async accept(env: Envelope, body: Buffer, opts: { leased?: boolean } = {}): Promise<string> {
-    await this.checkFree(body.length);
-    const { row, dir } = await this.writeFile(env, body);
-    try {
-      await this.write(() => this.insert(row, env, opts.leased), dir);
-    } catch (e) {
-      await fsp.rm(row.file, { force: true }).catch(() => {});
-      throw (e as NodeJS.ErrnoException).code === 'SQLITE_FULL' ? new SpoolFullError('disk full') : e;
-    }
-    this.emit('queued', row.id);
-    return row.id;
-  }
-
-  /**
    * A message arriving: its file is written as the client sends it (never held whole in
    * memory), and becomes part of the queue only through commitIncoming(). `expected` is the
    * size the client declared (SIZE=), checked against min_free up front.
@@ -414,14 +403,7 @@ export class Spool extends EventEmitter {
     // Without its reserve the spool's disk is full: what room there is belongs to the queue.
     if (!this.reserved) throw new SpoolFullError('spool disk full (its reserve is in use)');
     await this.checkFree(expected);
-    const id = this.newId();
-    const file = this.fileFor(id);
-    const sub = path.dirname(file);
-    if (!this.madeDirs.has(sub)) {
-      await fsp.mkdir(sub, { recursive: true });
-      await fsyncDir(this.msgDir);
-      this.madeDirs.add(sub);
-    }
+    const { id, file } = await this.newFile();
     this.openIncoming++;
     return new Incoming(id, file, await fsp.open(file, 'wx', 0o600), () => this.openIncoming--);
   }
@@ -497,11 +479,6 @@ export class Spool extends EventEmitter {
     return file?.row.id;
   }
 
-  /** Record outcomes that cause no DSN (kept for callers that have none). */
-  async record(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[]): Promise<void> {
-    await this.settle(msg, updates, events);
-  }
-
   /** Group commit: writes queued in the same turn of the event loop share one transaction. */
   private write(apply: () => void, dir?: string): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -547,13 +524,6 @@ export class Spool extends EventEmitter {
   lease(rows: RecipientRow[]): Promise<void> {
     return this.write(() => {
       for (const r of rows) this.stmts.lease.run(1, r.msg, r.rcpt);
-    });
-  }
-
-  /** Give leased rows back untouched (nothing was attempted). */
-  unlease(rows: RecipientRow[]): Promise<void> {
-    return this.write(() => {
-      for (const r of rows) this.stmts.lease.run(0, r.msg, r.rcpt);
     });
   }
 
@@ -689,12 +659,6 @@ export class Spool extends EventEmitter {
 
   events(id: string): EventRow[] {
     return this.stmts.events.all(id) as EventRow[];
-  }
-
-  async readBody(id: string): Promise<Buffer> {
-    const prefix = this.message(id)?.prefix;
-    const rest = await fsp.readFile(this.fileFor(id));
-    return prefix ? Buffer.concat([prefix, rest]) : rest;
   }
 
   /** The start of a message (its header, for DSNs): at most `max` bytes read, whatever its size. */
