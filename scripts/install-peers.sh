@@ -11,6 +11,9 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin libsasl2-modules)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+# a loop-mounted ext4 spool for the read-only spool test
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v findmnt >/dev/null 2>&1 || need+=(util-linux)
 # headless Chromium for the dashboard tests (driven by playwright-core)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -74,13 +74,17 @@ test('a DKIM worker that hangs fails its job after the timeout and is replaced (
   await signer.close();
 });
 
-test('the last resort: bugs are survived, a spool database that cannot be trusted or a broken invariant is not', () => {
+test('the last resort: bugs and refused writes are survived; a spool database that cannot be trusted, a failed sync or a broken invariant is not', () => {
   assert.equal(survivable(new TypeError("Cannot read properties of undefined (reading 'x')")), true);
   assert.equal(survivable(new URIError('URI malformed')), true);
   assert.equal(survivable('a string thrown'), true);
   assert.equal(survivable(undefined), true);
   assert.equal(survivable(Object.assign(new Error('database disk image is malformed'), { code: 'SQLITE_CORRUPT' })), false);
-  assert.equal(survivable(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_WRITE' })), false);
+  // A write the filesystem refused was rolled back: the spool refuses mail and probes (spool-readonly.test.ts).
+  assert.equal(survivable(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_WRITE' })), true);
+  // A failed sync leaves the disk's content unknown.
+  assert.equal(survivable(Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_FSYNC' })), false);
+  assert.equal(survivable(Object.assign(new Error('syncing the spool index failed after a commit'), { code: 'SPOOL_FATAL' })), false);
   assert.equal(survivable(Object.assign(new Error('file is not a database'), { code: 'SQLITE_NOTADB' })), false);
   assert.equal(survivable(Object.assign(new Error('invariant'), { code: 'ERR_ASSERTION' })), false);
   assert.equal(survivable(Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' })), true);

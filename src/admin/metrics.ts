@@ -115,6 +115,9 @@ export class Metrics {
       for (const d of top) set({ pool: d.pool, destination: d.domain }, (now - d.oldest) / 1000);
       if (rest.oldest !== null) set({ pool: '', destination: 'other' }, (now - rest.oldest) / 1000);
     });
+    this.relayGauge('smtplb_spool_writable', '1 when the spool takes writes; 0 while its filesystem refuses them (read-only, I/O errors) and new mail gets 451', [], (r, set) => {
+      set({}, r.spool.unwritable ? 0 : 1);
+    });
     this.relayGauge('smtplb_queue_state_recipients', 'Recipients in the spool by state', ['state'], (r, set) => {
       for (const c of r.spool.counts()) set({ state: c.state }, c.n);
     });

@@ -21,7 +21,6 @@ import { classOf, fromDomain } from '../policy/classify.js';
 import { BoundedMap, clientKey } from '../policy/client-key.js';
 import { domainAllowed, identity } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
-import { SpoolFullError } from '../spool/spool.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
@@ -45,6 +44,10 @@ export interface SmtpListenerContext extends ConnectionBudget {
   receive: (expectedSize: number) => Promise<Incoming>;
   /** Queue or relay the message; resolves with the reply for the client's DATA. */
   accept: (m: InboundMessage, mode: 'queue' | 'cutthrough', fallback: 'queue' | 'reject') => Promise<Reply>;
+  /** Why the spool cannot take mail now (full, cannot write), as the reply; null when it can. */
+  spoolRefusal: (listener: string) => Reply | null;
+  /** The reply for an error the spool raised while taking a message; null if it is not the spool's refusal. */
+  spoolRefused: (m: { listener: string }, e: unknown) => Reply | null;
 }
 
 interface SessionState {
@@ -238,6 +241,8 @@ export class SmtpListener extends SocketListener {
   }
 
   private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error) => void): void {
+    const refused = this.ctx.spoolRefusal(this.cfg.name);
+    if (refused) return cb(smtpError(refused.code, refused.text));
     const st = this.sessions.get(session.id);
     if (st) st.routes.clear();
     const user = st?.user;
@@ -299,10 +304,8 @@ export class SmtpListener extends SocketListener {
       got = await receive(stream, () => this.ctx.receive(declared), this.ctx.classes().header, () => stream.sizeExceeded);
     } catch (e) {
       stream.resume(); // read the rest, so the reply comes after the final dot
-      if (e instanceof SpoolFullError) {
-        this.ctx.log.error({ listener: this.cfg.name, error: e.message }, 'spool full: refusing mail with 452 4.3.1');
-        return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
-      }
+      const refused = this.ctx.spoolRefused({ listener: this.cfg.name }, e);
+      if (refused) return refused;
       throw e;
     }
     if (stream.sizeExceeded) {

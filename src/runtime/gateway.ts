@@ -214,6 +214,8 @@ export class Gateway {
       signatureFor: (file, domains) => relay.signatureFor(file, domains),
       receive: (size) => relay.receive(size),
       accept: (m, mode, fallback) => relay.accept(m, mode, fallback),
+      spoolRefusal: (listener) => relay.spoolRefusal(listener),
+      spoolRefused: (m, e) => relay.spoolRefused(m, e),
       ...this.budget,
     });
   }

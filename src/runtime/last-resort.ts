@@ -7,10 +7,12 @@
 // - A thrown exception may have stopped one operation half-way (one session, one delivery
 //   attempt); the mail itself is safe (nothing is acknowledged before it is on disk, and an
 //   attempt left half-way is retried from the spool), so it too is logged and survived.
-// - Not survivable, whatever the path: the spool's database reporting corruption or an I/O
-//   error (SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_IOERR*: what is on disk is no longer known),
-//   and a failed internal assertion (an invariant is broken). Those exit (status 70) for the
-//   supervisor to restart the process; the spool puts in-flight mail back at start.
+// - Not survivable, whatever the path: the spool's database reporting corruption, or a sync
+//   that failed (SQLITE_CORRUPT, SQLITE_NOTADB, SQLITE_IOERR_FSYNC, SPOOL_FATAL: what is on
+//   disk is no longer known), and a failed internal assertion (an invariant is broken). Those
+//   exit (status 70) for the supervisor to restart the process; the spool puts in-flight mail
+//   back at start. A write the filesystem refused (read-only, EIO: SQLite rolled it back) is
+//   not among them: the spool refuses new mail and probes until it can write again.
 // - A burst (over 20 uncaught exceptions within a minute) means state is broken somewhere:
 //   exit the same way.
 //
@@ -21,7 +23,7 @@ import type { Logger } from 'pino';
 
 const BURST = 20;
 const WINDOW_MS = 60_000;
-const FATAL_CODES = /^(SQLITE_CORRUPT|SQLITE_NOTADB|SQLITE_IOERR|ERR_ASSERTION)/;
+const FATAL_CODES = /^(SQLITE_CORRUPT|SQLITE_NOTADB|SQLITE_IOERR_FSYNC|SPOOL_FATAL|ERR_ASSERTION)/;
 
 /** May the process keep serving after this error reached the last resort? */
 export function survivable(err: unknown): boolean {

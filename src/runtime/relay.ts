@@ -15,7 +15,7 @@ import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
 import { bodySize } from '../delivery/upstream.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
-import { Spool, SpoolFullError, type Incoming } from '../spool/spool.js';
+import { Spool, SpoolFullError, SpoolUnavailableError, type Incoming } from '../spool/spool.js';
 
 /** A message as the relay takes it: envelope, its file in the spool, the header lines added on top. */
 type Received = Exclude<InboundMessage, { body: Buffer }>;
@@ -35,6 +35,13 @@ export class Relay {
     const c = config();
     this.spool = new Spool(c.spool, () => this.config().queue.min_free);
     this.spool.on('reserve-released', () => this.log.warn({ spool: c.spool }, 'spool disk full: released the reserve to record delivery outcomes; new mail gets 452 until there is room'));
+    this.spool.on('unwritable', (e: NodeJS.ErrnoException) =>
+      this.log.error({ spool: c.spool, code: e.code, err: e.message }, 'spool cannot write (read-only or failing filesystem): new mail gets 451 4.3.0, deliveries pause; probing every second'),
+    );
+    this.spool.on('writable', () => this.log.warn({ spool: c.spool }, 'spool writes again: taking mail and delivering'));
+    // A sync that failed after a commit: what the disk holds is unknown, so the last resort
+    // ends the process (exit 70) before any reply is given.
+    this.spool.on('fatal', (e: Error) => process.nextTick(() => { throw e; }));
     this.spool.on('dsn-deferred', (id: string, e: Error) => this.log.warn({ queue_id: id, err: e.message }, 'bounce could not be written (disk full); DSN owed and retried'));
     this.shaper = new Shaper(() => this.config(), this.spool);
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
@@ -195,7 +202,8 @@ export class Relay {
     try {
       msg = await this.received(m);
     } catch (e) {
-      if (e instanceof SpoolFullError) return this.spoolFull(m, e);
+      const r = this.spoolRefused(m, e);
+      if (r) return r;
       throw e;
     }
     if (mode === 'cutthrough') return this.cutThrough(msg, fallback);
@@ -216,9 +224,25 @@ export class Relay {
     return { ...env, incoming, prefix: null };
   }
 
-  private spoolFull(m: { listener: string }, e: Error): Reply {
-    this.log.error({ listener: m.listener, error: e.message }, 'spool full: refusing mail with 452 4.3.1');
-    return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
+  /** The reply for mail the spool cannot take (full, or unable to write at all); null for other errors. */
+  spoolRefused(m: { listener: string }, e: unknown): Reply | null {
+    if (e instanceof SpoolFullError) {
+      this.log.error({ listener: m.listener, error: e.message }, 'spool full: refusing mail with 452 4.3.1');
+      return { code: 452, text: '4.3.1 Insufficient system storage, try again later' };
+    }
+    if (e instanceof SpoolUnavailableError) {
+      this.log.error({ listener: m.listener, error: e.message }, 'spool cannot write: refusing mail with 451 4.3.0');
+      return { code: 451, text: '4.3.0 Queue file write error, try again later' };
+    }
+    return null;
+  }
+
+  /** Refused at MAIL FROM, before the client sends a body the spool could not keep. */
+  spoolRefusal(listener: string): Reply | null {
+    const u = this.spool.unwritable;
+    if (u) return this.spoolRefused({ listener }, new SpoolUnavailableError(u.error));
+    if (!this.spool.reserveHeld) return this.spoolRefused({ listener }, new SpoolFullError('spool disk full (its reserve is in use)'));
+    return null;
   }
 
   private envelope(m: Received, recipients: Received['recipients']) {
@@ -230,7 +254,8 @@ export class Relay {
       const id = await this.spool.commitIncoming(m.incoming, this.envelope(m, recipients), m.prefix);
       return { code: 250, text: `2.0.0 Ok: queued as ${id}${note}` };
     } catch (e) {
-      if (e instanceof SpoolFullError) return this.spoolFull(m, e);
+      const r = this.spoolRefused(m, e);
+      if (r) return r;
       throw e;
     }
   }
@@ -261,7 +286,8 @@ export class Relay {
     try {
       id = await this.spool.commitIncoming(m.incoming, this.envelope(m, m.recipients), m.prefix, { leased: true });
     } catch (e) {
-      if (e instanceof SpoolFullError) return this.spoolFull(m, e);
+      const r = this.spoolRefused(m, e);
+      if (r) return r;
       throw e;
     }
     const result = await this.relayNow(m, m.recipients);
@@ -321,6 +347,12 @@ export class Relay {
     return r.wait ?? (r.attempts === 0 ? 'first attempt' : 'retry schedule');
   }
 
+  /** Can the spool take mail now, and if not why (status, metrics). */
+  spoolState(): { writable: boolean; full: boolean; error: string | null; since: string | null } {
+    const u = this.spool.unwritable;
+    return { writable: !u, full: !this.spool.reserveHeld, error: u?.error ?? null, since: u ? new Date(u.since).toISOString() : null };
+  }
+
   /** The relay's part of `smtplb status`: queue by destination, throttles, suspensions, errors. */
   status(now = Date.now()) {
     return {
@@ -330,6 +362,7 @@ export class Relay {
         destinations: this.spool.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000), waiting_for: this.scheduler.waiting(d.pool, d.domain, now)?.reason ?? null })),
         destination_count: this.spool.destinationCount,
       },
+      spool: this.spoolState(),
       throttles: this.shaper.throttles(now),
       suspensions: this.shaper.suspensions(now).map((s) => ({ ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() })),
       overrides: this.shaper.overrides(now).map((o) => ({ ...o, until: new Date(o.until).toISOString(), created: new Date(o.created).toISOString() })),

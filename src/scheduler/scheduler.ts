@@ -123,10 +123,12 @@ export class Scheduler {
     this.again = false;
     let paused = false;
     try {
-      if (this.unsettled.length) await this.retryUnsettled();
+      // A spool that cannot write is probed (once per pause); until it can, nothing is tried.
+      if (this.ctx.spool.unwritable) await this.ctx.spool.probe();
+      if (this.unsettled.length && !this.ctx.spool.unwritable) await this.retryUnsettled();
       // While the spool cannot record outcomes, nothing new starts: each start would be one
       // more outcome held only in memory.
-      paused = this.unsettled.length > 0;
+      paused = this.unsettled.length > 0 || !!this.ctx.spool.unwritable;
       if (!paused) {
         const now = Date.now();
         if (now - this.lastExpiry >= EXPIRY_EVERY) {
@@ -135,7 +137,7 @@ export class Scheduler {
           if (!this.ctx.spool.reserveHeld) this.ctx.spool.makeReserve();
         }
         // An expiry the spool could not record pauses scheduling too (it would expire them again).
-        paused = this.unsettled.length > 0;
+        paused = this.unsettled.length > 0 || !!this.ctx.spool.unwritable;
         if (now - this.lastOwed >= OWED_EVERY) {
           this.lastOwed = now;
           await this.payOwedBounces();
@@ -143,7 +145,9 @@ export class Scheduler {
         if (!paused) await this.schedule(now);
       }
     } catch (e) {
-      this.ctx.log.error({ err: e }, 'queue manager: scheduling failed');
+      // A spool that refused the write has said so once (and is probed); anything else is news.
+      if (this.ctx.spool.unwritable) paused = true;
+      else this.ctx.log.error({ err: e }, 'queue manager: scheduling failed');
     } finally {
       this.ticking = false;
     }

@@ -116,6 +116,14 @@ export interface EventRow { msg: string; at: number; rcpt: string | null; kind: 
 
 export class SpoolFullError extends Error {}
 
+/** The spool cannot write (read-only or failing filesystem): new mail is refused until it can again. */
+export class SpoolUnavailableError extends Error {}
+
+/** The spool's state on disk is no longer known (a sync failed after a commit): only a restart is safe. */
+export class SpoolFatalError extends Error {
+  readonly code = 'SPOOL_FATAL';
+}
+
 /** How long a destination's oldest-message time is remembered for status and metrics. */
 const OLDEST_TTL = 5000;
 
@@ -125,6 +133,16 @@ export const RESERVE = 1024 * 1024;
 function diskFull(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException)?.code;
   return code === 'SQLITE_FULL' || code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/**
+ * A write the filesystem refused as a whole (remounted read-only, failing device): nothing
+ * half-done is left (SQLite rolled back; our files are unlinked or never committed), so the
+ * spool stops taking writes and probes until it can again.
+ */
+function writeRefused(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return typeof code === 'string' && /^(EROFS|EIO|EACCES|EPERM|SQLITE_READONLY|SQLITE_IOERR|SQLITE_CANTOPEN)/.test(code) && code !== 'SQLITE_IOERR_FSYNC';
 }
 
 const SCHEMA = `
@@ -142,6 +160,7 @@ DROP INDEX IF EXISTS recipients_ready;
 CREATE INDEX IF NOT EXISTS recipients_dest ON recipients (pool, domain, state, leased, next_at);
 CREATE INDEX IF NOT EXISTS recipients_age ON recipients (pool, domain, msg);
 CREATE INDEX IF NOT EXISTS recipients_failed ON recipients (msg) WHERE state = 'failed';
+CREATE TABLE IF NOT EXISTS probe (at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
   msg TEXT NOT NULL, at INTEGER NOT NULL, rcpt TEXT, kind TEXT NOT NULL, server TEXT, code INTEGER, text TEXT);
 CREATE INDEX IF NOT EXISTS events_msg ON events (msg);
@@ -184,6 +203,10 @@ export class Spool extends EventEmitter {
   private dests = new Map<string, DestSummary>();
   private oldestCache = new Map<string, { at: number; oldest: number }>();
   private totals = { queued: 0, held: 0, failed: 0 };
+  /** Counter moves made inside the open transaction: applied only once it commits. */
+  private journal: Parameters<Spool['move']>[] | null = null;
+  /** Why the spool cannot write now (null: it can). */
+  private refused: { since: number; error: string } | null = null;
 
   constructor(readonly dir: string, private minFree: () => number = () => 0) {
     super();
@@ -220,6 +243,7 @@ export class Spool extends EventEmitter {
       delMsg: this.db.prepare(`DELETE FROM messages WHERE id = ?`),
       delRcpts: this.db.prepare(`DELETE FROM recipients WHERE msg = ?`),
       delEvents: this.db.prepare(`DELETE FROM events WHERE msg = ?`),
+      probe: this.db.prepare(`INSERT OR REPLACE INTO probe (rowid, at) VALUES (1, ?)`),
     };
     // Deliveries in flight when the process died are due again now (Postfix's active queue
     // is likewise put back on start).
@@ -277,7 +301,50 @@ export class Spool extends EventEmitter {
     return this.reserved;
   }
 
-  /** Counters from the index: at start-up, and after a failed commit left them unsure. */
+  /** Why the spool cannot write, since when; null while it can. */
+  get unwritable(): { since: number; error: string } | null {
+    return this.refused;
+  }
+
+  /** A write was refused by the filesystem: say so once, refuse new mail until probe() succeeds. */
+  private noteRefused(e: unknown): void {
+    if (this.refused || !writeRefused(e)) return;
+    const { code, message } = e as NodeJS.ErrnoException;
+    this.refused = { since: Date.now(), error: message.startsWith(`${code}`) ? message : `${code}: ${message}` };
+    this.emit('unwritable', e);
+  }
+
+  /** The error to pass on for a failed write: SpoolUnavailableError when the filesystem refused it. */
+  private refusal(e: unknown): unknown {
+    this.noteRefused(e);
+    const r = this.refused as { error: string } | null;
+    return r ? new SpoolUnavailableError(`spool cannot write (${r.error})`) : e;
+  }
+
+  /** Try one small file and one small transaction; the spool takes writes again if both work. */
+  async probe(): Promise<boolean> {
+    if (!this.refused) return true;
+    const file = path.join(this.msgDir, 'probe');
+    try {
+      const fh = await fsp.open(file, 'w', 0o600);
+      try {
+        await fh.write('probe\n');
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.unlink(file);
+      await this.write(() => void this.stmts.probe.run(Date.now()), undefined, true);
+    } catch {
+      return false;
+    }
+    this.refused = null;
+    this.freeChecked.at = 0;
+    this.emit('writable');
+    return true;
+  }
+
+  /** Counters from the index, once at start-up (afterwards they move with each commit). */
   private summarize(): void {
     this.dests.clear();
     this.totals = { queued: 0, held: 0, failed: 0 };
@@ -301,6 +368,11 @@ export class Spool extends EventEmitter {
 
   /** A row of (pool, domain) moved from one state to another (null: it did not exist / is gone). */
   private count(pool: string, domain: string, from: string | null, to: string | null, nextAt?: number): void {
+    if (this.journal) this.journal.push([pool, domain, from, to, nextAt]);
+    else this.move(pool, domain, from, to, nextAt);
+  }
+
+  private move(pool: string, domain: string, from: string | null, to: string | null, nextAt?: number): void {
     const d = this.dest(pool, domain);
     if (from && OPEN.has(from)) {
       d[from as 'queued']--;
@@ -344,7 +416,10 @@ export class Spool extends EventEmitter {
     const file = this.fileFor(id);
     const sub = path.dirname(file);
     if (!this.madeDirs.has(sub)) {
-      await fsp.mkdir(sub, { recursive: true });
+      // One level, not recursive: a recursive mkdir reports a read-only disk as ENOENT.
+      await fsp.mkdir(sub).catch((e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EEXIST') throw e;
+      });
       await fsyncDir(this.msgDir);
       this.madeDirs.add(sub);
     }
@@ -361,8 +436,9 @@ export class Spool extends EventEmitter {
       await fh.datasync();
     } catch (e) {
       await fh?.close().catch(() => {});
-      await fsp.rm(file, { force: true });
-      if ((e as NodeJS.ErrnoException).code === 'ENOSPC' || (e as NodeJS.ErrnoException).code === 'EDQUOT') throw new SpoolFullError('disk full');
+      await fsp.rm(file, { force: true }).catch(() => {});
+      if (diskFull(e)) throw new SpoolFullError('disk full');
+      this.noteRefused(e);
       throw e;
     }
     await fh.close();
@@ -401,11 +477,19 @@ export class Spool extends EventEmitter {
    */
   async incoming(expected = 0): Promise<Incoming> {
     // Without its reserve the spool's disk is full: what room there is belongs to the queue.
+    if (this.refused) throw new SpoolUnavailableError(`spool cannot write (${this.refused.error})`);
     if (!this.reserved) throw new SpoolFullError('spool disk full (its reserve is in use)');
     await this.checkFree(expected);
-    const { id, file } = await this.newFile();
+    let fh: fsp.FileHandle;
+    let id: string, file: string;
+    try {
+      ({ id, file } = await this.newFile());
+      fh = await fsp.open(file, 'wx', 0o600);
+    } catch (e) {
+      throw this.refusal(e);
+    }
     this.openIncoming++;
-    return new Incoming(id, file, await fsp.open(file, 'wx', 0o600), () => this.openIncoming--);
+    return new Incoming(id, file, fh, () => this.openIncoming--, (e) => this.noteRefused(e));
   }
 
   /** Make an incoming message durable and queued; resolves with its id once it is safe to answer 250. */
@@ -431,7 +515,8 @@ export class Spool extends EventEmitter {
       inc.done();
     } catch (e) {
       await inc.discard();
-      throw diskFull(e) ? new SpoolFullError('disk full') : e;
+      if (diskFull(e)) throw new SpoolFullError('disk full');
+      throw this.refusal(e);
     }
     this.emit('queued', inc.id);
     return inc.id;
@@ -480,7 +565,9 @@ export class Spool extends EventEmitter {
   }
 
   /** Group commit: writes queued in the same turn of the event loop share one transaction. */
-  private write(apply: () => void, dir?: string): Promise<void> {
+  private write(apply: () => void, dir?: string, probing = false): Promise<void> {
+    // While the filesystem refuses writes, none is tried but the probe's.
+    if (this.refused && !probing) return Promise.reject(new SpoolUnavailableError(`spool cannot write (${this.refused.error})`));
     return new Promise((resolve, reject) => {
       this.pending.push({ apply, dir, resolve, reject });
       if (!this.committing) {
@@ -497,23 +584,40 @@ export class Spool extends EventEmitter {
       // New directory entries must be on disk before the index says the files exist.
       const dirs = new Set(batch.flatMap((p) => (p.dir ? [p.dir] : [])));
       await Promise.all([...dirs].map(fsyncDir));
-      const run = () =>
-        this.db.transaction(() => {
-          for (const p of batch) p.apply();
-        })();
+      const run = () => {
+        this.journal = [];
+        try {
+          this.db.transaction(() => {
+            for (const p of batch) p.apply();
+          })();
+          return this.journal;
+        } finally {
+          // Rolled back: its counter moves are dropped with it.
+          this.journal = null;
+        }
+      };
+      let moves: Parameters<Spool['move']>[];
       try {
-        run();
+        moves = run();
       } catch (e) {
-        // Rolled back: the counters moved with rows that did not.
-        this.summarize();
         if (!diskFull(e) || !this.releaseReserve()) throw e;
         // The disk is full: the reserve makes room for what the queue must record.
-        run();
+        moves = run();
       }
-      this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
-      await this.wal.datasync();
+      for (const m of moves) this.move(...m);
+      try {
+        this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
+        await this.wal.datasync();
+      } catch (e) {
+        // Committed, but not known to be on disk (after a failed fsync the page cache may
+        // already have dropped the pages): neither "done" nor "not done" is true. No reply
+        // is given; the process must restart and read what the disk really holds.
+        this.emit('fatal', new SpoolFatalError(`syncing the spool index failed after a commit: ${(e as Error).message}`));
+        return;
+      }
       for (const p of batch) p.resolve();
     } catch (e) {
+      this.noteRefused(e);
       for (const p of batch) p.reject(e as Error);
     }
     if (this.pending.length) setImmediate(() => void this.commit());
@@ -762,7 +866,8 @@ export class Spool extends EventEmitter {
 
   /** Wait for every write queued so far (shutdown). */
   async flush(): Promise<void> {
-    if (this.committing) await this.write(() => {});
+    // A spool that cannot write has nothing more to flush (what failed was never acknowledged).
+    if (this.committing) await this.write(() => {}).catch(() => {});
   }
 
   close(): void {
@@ -784,7 +889,13 @@ export class Incoming {
 
   private finished = false;
 
-  constructor(readonly id: string, readonly file: string, private fh: fsp.FileHandle, private onDone: () => void = () => {}) {}
+  constructor(
+    readonly id: string,
+    readonly file: string,
+    private fh: fsp.FileHandle,
+    private onDone: () => void = () => {},
+    private onRefused: (e: unknown) => void = () => {},
+  ) {}
 
   /** Committed to the index or discarded: no longer an open file of the spool's. */
   done(): void {
@@ -799,14 +910,25 @@ export class Incoming {
       while (off < chunk.length) off += (await this.fh.write(chunk, off, chunk.length - off)).bytesWritten;
       this.size += chunk.length;
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw code === 'ENOSPC' || code === 'EDQUOT' ? new SpoolFullError('disk full') : e;
+      if (diskFull(e)) throw new SpoolFullError('disk full');
+      this.onRefused(e);
+      throw e;
     }
   }
 
   /** On disk, synced: what commitIncoming needs before the index may say it exists. */
   async seal(): Promise<void> {
     if (this.sealed) return;
+    try {
+      await this.sync();
+    } catch (e) {
+      this.onRefused(e);
+      throw e;
+    }
+    this.sealed = true;
+  }
+
+  private async sync(): Promise<void> {
     if (this.closed) {
       // Closed for a cut-through attempt first: fsync works through any descriptor of the file.
       const fh = await fsp.open(this.file, 'r');
@@ -819,7 +941,6 @@ export class Incoming {
       await this.fh.datasync();
       await this.close();
     }
-    this.sealed = true;
   }
 
   /** Done writing, not (yet) durable: for delivery straight from the file (cut-through). */
