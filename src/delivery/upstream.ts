@@ -2,7 +2,7 @@
 // policy, AUTH, HELO name and bind address per pool, and reuse of idle connections within
 // the pool's `reuse` limits (messages and seconds), like Postfix's connection cache.
 import fs from 'node:fs';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { Pool, Server } from '../balancing/pool.js';
@@ -101,6 +101,9 @@ export interface Target { host: string; port: number; servername: string }
 
 export function openUpstream(pool: Pool, server: Server, helo: string, group = '', maxMessages = Infinity, target?: Target): Promise<Upstream> {
   const cfg = pool.cfg;
+  // The name the certificate must carry. An IP address is not a TLS server name (Node warns
+  // and SNI may not carry one): then the certificate is checked against the address itself.
+  const name = target?.servername ?? server.address.host;
   return new Promise((resolve, reject) => {
     const conn = new SMTPConnection({
       host: target?.host ?? server.address.host,
@@ -113,7 +116,7 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
       ignoreTLS: cfg.tls === 'none',
       requireTLS: cfg.tls === 'require' || cfg.tls === 'verify',
       opportunisticTLS: cfg.tls === 'may',
-      tls: { rejectUnauthorized: cfg.tls === 'verify', servername: target?.servername ?? server.address.host },
+      tls: { rejectUnauthorized: cfg.tls === 'verify', ...(net.isIP(name) ? {} : { servername: name }) },
     });
     guard(conn);
     const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages, label: target ? `${server.name}→${target.servername}` : server.name };
