@@ -5,7 +5,7 @@
 // before anything is written. Signing and the Received line come after, as header lines kept
 // beside the file (the spool's prefix), so the body is never copied.
 import type { Incoming } from '../spool/spool.js';
-import { headerEnd, takeHeader } from '../policy/classify.js';
+import { takeHeader } from '../policy/classify.js';
 
 /** Header block kept in memory for the header rules; past it, the rest is body (Postfix's header_size_limit is 100 KB). */
 export const HEADER_MAX = 256 * 1024;
@@ -25,8 +25,10 @@ export interface Received {
 export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<Incoming>, classHeader: string, tooBig: () => boolean = () => false): Promise<Received> {
   const incoming = await open();
   try {
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
+    // The header block so far, in a buffer that doubles as it fills (each byte copied O(1)
+    // times), searched for its end only from where the last search stopped.
+    let acc = Buffer.allocUnsafe(0);
+    let len = 0;
     let header: Buffer | undefined;
     let classValue: string | undefined;
     for await (const chunk of data) {
@@ -36,23 +38,29 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
         await incoming.write(chunk);
         continue;
       }
-      pending.push(chunk);
-      pendingBytes += chunk.length;
-      const buf = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes);
-      pending = [buf];
-      const end = headerEnd(buf);
-      if (end === buf.length && buf.length < HEADER_MAX) continue; // the header block goes on
+      if (len + chunk.length > acc.length) {
+        const grown = Buffer.allocUnsafe(Math.max(len + chunk.length, acc.length * 2, 4096));
+        acc.copy(grown, 0, 0, len);
+        acc = grown;
+      }
+      const from = Math.max(0, len - 3);
+      chunk.copy(acc, len);
+      len += chunk.length;
+      const buf = acc.subarray(0, len);
+      const end = headerEndFrom(buf, from);
+      if (end === len && len < HEADER_MAX) continue; // the header block goes on
       const cut = Math.min(end, HEADER_MAX);
-      const taken = takeHeader(buf.subarray(0, cut), classHeader);
+      const taken = takeHeader(Buffer.from(buf.subarray(0, cut)), classHeader);
       header = taken.message;
       classValue = taken.value;
       await incoming.write(header);
-      if (cut < buf.length) await incoming.write(buf.subarray(cut));
-      pending = [];
+      if (cut < len) await incoming.write(Buffer.from(buf.subarray(cut)));
+      acc = Buffer.allocUnsafe(0);
+      len = 0;
     }
     if (!header) {
       // A message that is all header (or empty).
-      const buf = Buffer.concat(pending, pendingBytes);
+      const buf = Buffer.from(acc.subarray(0, len));
       const taken = takeHeader(buf, classHeader);
       header = taken.message;
       classValue = taken.value;
@@ -63,4 +71,13 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
     await incoming.discard();
     throw e;
   }
+}
+
+/** Where the header block ends (after its blank line), searching from `from`; the length if not yet. */
+function headerEndFrom(buf: Buffer, from: number): number {
+  const crlf = buf.indexOf('\r\n\r\n', from);
+  const lf = buf.indexOf('\n\n', from);
+  if (crlf < 0 && lf < 0) return buf.length;
+  if (crlf >= 0 && (lf < 0 || crlf < lf)) return crlf + 2;
+  return lf + 1;
 }
