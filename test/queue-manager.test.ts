@@ -136,6 +136,31 @@ queue: { retry: [1h], max_age: 2h, min_free: ${minFree} }
   assert.equal(one.count(), 1, 'a@one.test got exactly one copy');
 });
 
+test('cut-through: an operator deletes the message while its upstream is taking it; the client still gets 250, the process keeps serving', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const slow = await startSmtplbSink({ rules: ['domain=slow.test,data_delay=2s'] });
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, delivery: cutthrough, relay_networks: [127.0.0.0/8] }
+pools:
+  slow: { servers: [ { name: s1, address: 127.0.0.1:${slow.port} } ] }
+routes: [ { pool: slow } ]
+`);
+  const sending = swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', 'a@slow.test,b@slow.test']);
+  const id = await waitFor('the message in the queue, in flight', async () => (await api<{ messages: { id: string }[] }>(admin, '/api/queue')).messages[0]?.id, 5000);
+  const del = await fetch(`http://127.0.0.1:${admin}/api/queue/${id}/delete`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(del.status, 200);
+  const r = await sending;
+  assert.match(r.stdout, /<- {2}250 /, r.stdout);
+  assert.doesNotMatch(r.stdout, /<\*\* 4/, 'never a 4xx after the upstream accepted');
+  assert.equal((await slow.stats()).messages, 1, 'the upstream got it once');
+  assert.equal(lb.proc.exitCode, null);
+  assert.match(await greeting(port), /^220 /);
+});
+
 test('20,000 queued for a destination at concurrency 1 on a slow upstream: 10 messages to another domain arrive within 2 s, on the same pool and on another', async () => {
   const [port, admin] = [await freePort(), await freePort()];
   const slow = await startSink({ args: ['-w', '1'] }); // answers each DATA after 1 s

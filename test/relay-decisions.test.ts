@@ -11,7 +11,7 @@ import { expired, nextAttempt, retryDelay } from '../src/scheduler/retry.js';
 import { afterReply, effectiveLimits, isThrottleReply, newPair, pairAdmits, rateReadyAt, rateTake, rateTokens, ruleKeyFor } from '../src/scheduler/throttle.js';
 import { nextDay, warmupCap, warmupProgress } from '../src/scheduler/warmup.js';
 import { classOf, fromDomain, takeHeader } from '../src/policy/classify.js';
-import { enhancedCode } from '../src/delivery/delivery-log.js';
+import { enhancedCode, replyLine } from '../src/delivery/delivery-log.js';
 
 test('domain patterns: exact, *.sub (subdomains only), .sub (Postfix), any case', () => {
   assert.ok(domainMatches('gmail.com', 'GMAIL.com'));
@@ -177,6 +177,11 @@ test('shaping rules: exact domain, then the longest *.parent, then default; enha
   assert.equal(enhancedCode('250 2.0.0 Ok: queued as X'), '2.0.0');
   assert.equal(enhancedCode('4.7.0 Try again later'), '4.7.0');
   assert.equal(enhancedCode('550 no such user'), null);
+  // Delivery log lines say the code once (it was "250 250 2.0.0 Ok").
+  assert.equal(replyLine(250, '250 2.0.0 Ok: queued as X'), '250 2.0.0 Ok: queued as X');
+  assert.equal(replyLine(451, '4.4.1 connection refused'), '451 4.4.1 connection refused');
+  assert.equal(replyLine(250, '250-first line'), '250-first line');
+  assert.equal(replyLine(null, 'connection timed out'), '- connection timed out');
   assert.deepEqual(parseRate('600/min'), { count: 600, perMs: 60_000 });
   assert.throws(() => parseRate('fast'), /not a valid rate/);
 });

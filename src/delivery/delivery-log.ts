@@ -28,6 +28,13 @@ export function enhancedCode(reply: string): string | null {
   return /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply.trim())?.[1] ?? null;
 }
 
+/** A reply as one line, its code once: upstream replies arrive with their code ("250 2.0.0 Ok"), ours may not. */
+export function replyLine(code: number | null, text: string): string {
+  const t = text.trim();
+  if (code === null) return t ? `- ${t}` : '-';
+  return new RegExp(`^${code}[ -]`).test(t) || t === String(code) ? t : `${code} ${t}`.trim();
+}
+
 export class DeliveryLog {
   private out?: fs.WriteStream;
 
@@ -45,7 +52,7 @@ export class DeliveryLog {
       this.out.write(`${JSON.stringify({ time: new Date().toISOString(), ...r })}\n`);
       return;
     }
-    this.log.info({ delivery: r }, `${r.event} ${r.queue_id} to ${r.recipient ?? r.recipient_domain} via ${r.pool}/${r.server ?? '-'}: ${r.code ?? '-'} ${r.reply}`);
+    this.log.info({ delivery: r }, `${r.event} ${r.queue_id} to ${r.recipient ?? r.recipient_domain} via ${r.pool}/${r.server ?? '-'}: ${replyLine(r.code, r.reply)}`);
   }
 
   /** After logrotate moved the file: start a new one at the configured path. */

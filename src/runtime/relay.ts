@@ -5,7 +5,7 @@ import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../admin/metrics.js';
 import { deliver, type DeliveryGate, type DeliveryRequest } from '../delivery/deliver.js';
-import { DeliveryLog, enhancedCode } from '../delivery/delivery-log.js';
+import { DeliveryLog, enhancedCode, replyLine } from '../delivery/delivery-log.js';
 import { Shaper } from '../scheduler/shaper.js';
 import { DkimSigner, loadKeys } from '../signing/dkim.js';
 import { MxResolver } from '../discovery/mx.js';
@@ -301,8 +301,11 @@ export class Relay {
       const why = result.outcomes.find((o) => o.kind === 'deferred') ?? result.outcomes[0];
       return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(why.text)}` };
     }
-    const row = this.spool.message(id)!;
-    await this.scheduler.settleJob(row, this.spool.recipients(id), { outcomes: result.outcomes, attempts: result.attempts });
+    // Deleted by an operator while it was being relayed: what went through went through, and
+    // the client, which must never hear 4xx after an upstream accepted, gets its 250.
+    const row = this.spool.message(id);
+    if (row) await this.scheduler.settleJob(row, this.spool.recipients(id), { outcomes: result.outcomes, attempts: result.attempts });
+    else this.log.warn({ queue_id: id }, 'message deleted from the queue during its cut-through relay; outcomes not recorded');
     const deferred = result.outcomes.length - delivered.length - failed.length;
     const note = deferred ? `, ${deferred} queued` : '';
     return { code: 250, text: `2.0.0 Ok: queued as ${id} (${delivered.length} relayed at once${note})` };
@@ -334,7 +337,7 @@ export class Relay {
   }
 
   private logCutThrough(m: Received, attempts: { server: string; code: number | null; text: string; ms: number }[]): void {
-    for (const a of attempts) this.log.info({ listener: m.listener, message_id: m.messageId, server: a.server, code: a.code, reply: a.text, delivery_ms: a.ms }, `cut-through attempt via ${a.server}: ${a.code ?? '-'} ${a.text}`);
+    for (const a of attempts) this.log.info({ listener: m.listener, message_id: m.messageId, server: a.server, code: a.code, reply: a.text, delivery_ms: a.ms }, `cut-through attempt via ${a.server}: ${replyLine(a.code, a.text)}`);
   }
 
   /** Why a queued recipient waits now: the queue manager's view of its destination, else the row's own reason. */
