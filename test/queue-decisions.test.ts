@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { riskyPattern } from '../src/config/schema.js';
 import { cutReply, REPLY_MAX, SmtpError } from '../src/delivery/upstream.js';
+import { silentServers } from '../src/scheduler/scheduler.js';
 import { isThrottleReply } from '../src/scheduler/throttle.js';
 import { idAt, idTime } from '../src/spool/spool.js';
 import { runCli, stopAll, tmpDir } from './helpers/peers.js';
@@ -77,4 +78,15 @@ test('a hostile upstream sending 20,000 short continuation lines ("2-a") is cut 
     server.close();
   }
   assert.ok(worstTick < 500, `event loop blocked ${worstTick} ms`);
+});
+
+test('a server that went silent on a message (no reply: outcome unknown) is tried last for it, except from direct-to-MX sources (greylisting)', () => {
+  const rows = [
+    { attempts: 1, last_code: null, last_server: 'a' },
+    { attempts: 1, last_code: 451, last_server: 'b' },
+    { attempts: 0, last_code: null, last_server: null },
+  ];
+  assert.deepEqual([...(silentServers(rows, 'relay') ?? [])], ['a']);
+  assert.equal(silentServers(rows, 'mx'), undefined);
+  assert.equal(silentServers([{ attempts: 2, last_code: 421, last_server: 'a' }], 'relay'), undefined);
 });

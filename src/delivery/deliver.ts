@@ -40,6 +40,11 @@ export interface DeliveryRequest {
   domain?: string;
   /** Servers the queue manager found throttled or capped for this destination. */
   exclude?: ReadonlySet<string>;
+  /**
+   * Server names tried only when no other server is up: the ones that went silent on this
+   * message last time (an outcome left unknown), so a retry does not meet the same fault.
+   */
+  avoid?: ReadonlySet<string>;
   gate?: DeliveryGate;
 }
 
@@ -98,6 +103,14 @@ async function connect(pool: Pool, server: Server, req: DeliveryRequest, ctx: De
   throw lastErr ?? new SmtpError('no MX host', null, 'CONN', 'no MX host could be reached');
 }
 
+/** `tried` plus the keys of the servers named in `avoid` (by name: that is what the spool keeps). */
+function avoided(tried: ReadonlySet<string>, avoid: ReadonlySet<string> | undefined, pool: Pool | undefined): ReadonlySet<string> {
+  if (!avoid?.size || !pool) return tried;
+  const out = new Set(tried);
+  for (const s of pool.servers) if (avoid.has(s.name)) out.add(s.key);
+  return out;
+}
+
 export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promise<DeliveryResult> {
   const outcomes = new Map<string, RcptOutcome>();
   const attempts: Attempt[] = [];
@@ -111,7 +124,8 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   const maxTries = (ctx.pools.get(req.pool)?.cfg.retries ?? 0) + 1;
   // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
   for (let n = 0; n < maxTries && remaining.length; n++) {
-    const { pool, result } = await ctx.pools.acquire(req.pool, { exclude: tried });
+    let { pool, result } = await ctx.pools.acquire(req.pool, { exclude: avoided(tried, req.avoid, ctx.pools.get(req.pool)) });
+    if (result.kind === 'down' && req.avoid?.size) ({ pool, result } = await ctx.pools.acquire(req.pool, { exclude: tried }));
     if (result.kind !== 'lease') {
       if (attempts.length === 0 && waitUntil === undefined) last = { code: null, text: result.kind === 'busy' ? 'all servers of the pool are at max_connections' : `no server of pool ${req.pool} is up`, server: null };
       break;

@@ -39,6 +39,17 @@ export interface SchedulerContext {
   onFinal?: (m: MessageRow, row: RecipientRow, kind: 'delivered' | 'bounced' | 'expired') => void;
 }
 
+/**
+ * Servers to try last for these rows: a relay server that gave no reply on the last attempt
+ * (connection lost or timed out mid-transaction, outcome unknown). Not for direct-to-MX
+ * sources: a retry from another address starts greylisting over.
+ */
+export function silentServers(rows: readonly Pick<RecipientRow, 'last_code' | 'last_server' | 'attempts'>[], kind: string | undefined): ReadonlySet<string> | undefined {
+  if (kind === 'mx') return undefined;
+  const names = rows.filter((r) => r.attempts > 0 && r.last_code === null && r.last_server).map((r) => r.last_server!);
+  return names.length ? new Set(names) : undefined;
+}
+
 export interface Job { msg: string; pool: string; domain: string; rows: RecipientRow[]; exclude?: ReadonlySet<string> }
 
 /** Run-time state of one destination: what runs, and why it waits when it waits. */
@@ -295,7 +306,7 @@ export class Scheduler {
       if (!m) return;
       let result: DeliveryResult;
       try {
-        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: { file: this.ctx.spool.fileFor(m.id), size: m.size, prefix: m.prefix }, exclude: j.exclude, gate });
+        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: { file: this.ctx.spool.fileFor(m.id), size: m.size, prefix: m.prefix }, exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate });
       } catch (e) {
         // A fault of ours before any outcome: nothing is known to have been delivered.
         this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');
