@@ -54,6 +54,24 @@ test('a DKIM worker that dies fails its jobs with an error (never a hang), and i
   fs.rmSync(file);
 });
 
+test('dkim.threads changed by a reload: the pool grows, and shrinks without failing the jobs of the workers it retires', async () => {
+  const dir = tmpDir();
+  const file = path.join(dir, 'k.pem');
+  assert.equal(runCli(['dkim', 'keygen', '--domain', 'a.test', '--selector', 's', '--out', file]).code, 0);
+  const keys = loadKeys({ domains: { 'a.test': { selector: 's', key_file: file, algorithm: 'rsa-sha256' } }, threads: 1 });
+  const signer = new DkimSigner(keys, undefined, 1);
+  signer.setKeys(keys, undefined, 3);
+  assert.equal(signer.threads, 3);
+  const msg = Buffer.from('From: x@a.test\r\nSubject: t\r\n\r\nbody\r\n');
+  // Jobs on every worker, then the pool shrinks under them: each still gets its signature.
+  const jobs = Array.from({ length: 6 }, () => signer.sign(Buffer.concat([msg, Buffer.alloc(2 * 1024 * 1024, 'a')]), 'a.test'));
+  signer.setKeys(keys, undefined, 1);
+  assert.equal(signer.threads, 1);
+  for (const signed of await Promise.all(jobs)) assert.match(signed.toString('latin1', 0, 20), /^DKIM-Signature:/);
+  assert.match((await signer.sign(msg, 'a.test')).toString(), /^DKIM-Signature:/);
+  await signer.close();
+});
+
 test('a DKIM worker that hangs fails its job after the timeout and is replaced (test hook SMTPLB_TEST_DKIM_FAULT)', async () => {
   const dir = tmpDir();
   const file = path.join(dir, 'k.pem');

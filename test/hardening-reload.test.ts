@@ -7,19 +7,14 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
+import { metric, reload, TOKEN } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
 import { freePort, greeting, selfSignedCert, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
 
-const TOKEN = 'test-token-1';
 
-async function metric(admin: number, series: string): Promise<number | undefined> {
-  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
 
 /** An SMTP conversation over a socket that STARTTLS can swap for a TLS one. */
 class Conversation {
@@ -117,7 +112,7 @@ routes: [ { pool: out } ]
   fs.copyFileSync(renewed.key, key);
   fs.copyFileSync(renewed.cert, cert);
   lb.reload();
-  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total{result="applied"}')) === 1, 5000);
+  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' })) === 1, 5000);
   assert.equal(await metric(admin, 'smtplb_config_last_reload_success'), 1);
 
   const fresh = await open(port);
@@ -190,7 +185,7 @@ routes: [ { pool: out } ]
   await new Promise<void>((r) => squatter.listen(extra, '127.0.0.1', () => r()));
   fs.writeFileSync(lb.file, config(second.port, `  - { name: extra, listen: 127.0.0.1:${extra}, mode: smtp, relay_networks: [127.0.0.0/8] }\n`));
   lb.reload();
-  await waitFor('reload refused', async () => (await metric(admin, 'smtplb_config_reloads_total{result="refused"}')) === 1, 5000);
+  await waitFor('reload refused', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'refused' })) === 1, 5000);
   assert.equal(await metric(admin, 'smtplb_config_last_reload_success'), 0);
   assert.match(lb.output(), /smtplb\.yaml:\d+:\d+: listeners\[1\]\.listen: cannot listen on 127\.0\.0\.1:\d+: the address is already in use/);
   const send = () => swaks(['--server', `127.0.0.1:${port}`, '--from', 'a@client.test', '--to', 'b@dest.test']);
@@ -200,7 +195,7 @@ routes: [ { pool: out } ]
 
   await new Promise<void>((r) => squatter.close(() => r()));
   lb.reload();
-  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total{result="applied"}')) === 1, 5000);
+  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' })) === 1, 5000);
   assert.equal(await metric(admin, 'smtplb_config_last_reload_success'), 1);
   assert.match(await greeting(extra), /^220 /);
   assert.match((await send()).stdout, /<- {2}250 /);
@@ -225,7 +220,7 @@ listeners:
   await new Promise<void>((r) => squatter.listen(port, '127.0.0.1', () => r()));
   fs.writeFileSync(lb.file, `${base}  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }\n`);
   lb.reload();
-  await waitFor('reload refused', async () => (await metric(admin, 'smtplb_config_reloads_total{result="refused"}')) === 1, 5000);
+  await waitFor('reload refused', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'refused' })) === 1, 5000);
   const status = async () => (await (await fetch(`http://127.0.0.1:${admin}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { queue?: unknown; listeners: unknown[] };
   const refused = await status();
   assert.equal(refused.queue, undefined, 'no relay was left behind');
@@ -233,10 +228,34 @@ listeners:
 
   await new Promise<void>((r) => squatter.close(() => r()));
   lb.reload();
-  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total{result="applied"}')) === 1, 5000);
+  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' })) === 1, 5000);
   assert.ok((await status()).queue, 'the relay came with the listener');
   const r = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'a@client.test', '--to', 'b@dest.test']);
   assert.match(r.stdout, /<- {2}250 2\.0\.0 Ok: queued as/);
   await sink.settle(1);
   assert.equal(lb.proc.exitCode, null);
+});
+
+test('a reload that changes hostname: new sessions are greeted with it and their Received lines carry it', async () => {
+  const sink = await startSink();
+  const [port, admin] = [await freePort(), await freePort()];
+  const config = (name: string) => `hostname: ${name}
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+`;
+  const lb = await startSmtplb(config('old-name.test'));
+  assert.match(await greeting(port), /^220 old-name\.test /);
+  fs.writeFileSync(lb.file, config('new-name.test'));
+  assert.equal(await reload(lb, admin), 'applied');
+  assert.match(await greeting(port), /^220 new-name\.test /);
+  const sent = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', 'x@dest.test']);
+  assert.equal(sent.code, 0, sent.stdout);
+  const [m] = await sink.settle(1);
+  assert.match(m, /by new-name\.test \(smtplb\)/);
 });

@@ -5,31 +5,15 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import { metric, raw, TOKEN } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
 import { freePort, greeting, runCli, selfSignedCert, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
 
-const TOKEN = 'test-token-1';
 
-function raw(port: number, bytes: string): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    let out = '';
-    s.on('data', (c) => (out += c));
-    s.on('error', () => resolve(out));
-    s.on('close', () => resolve(out));
-    s.write(bytes);
-    setTimeout(() => s.destroy(), 2000);
-  });
-}
 
-async function metric(admin: number, name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-  const m = new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
 
 test('malformed admin requests get 400 and the process keeps serving SMTP', async () => {
   const [port, admin] = [await freePort(), await freePort()];
@@ -74,7 +58,7 @@ routes: [ { pool: out } ]
   const lb = await startSmtplb(text, { dir });
   fs.renameSync(cert, `${cert}.renewing`); // certbot mid-renewal
   lb.reload();
-  await waitFor('reload refused', async () => (await metric(admin, 'smtplb_config_reloads_total', 'result="refused"')) === 1, 5000);
+  await waitFor('reload refused', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'refused' })) === 1, 5000);
   assert.equal(lb.proc.exitCode, null);
   assert.match(lb.output(), /smtplb\.yaml:7:\d+: listeners\[0\]\.tls\.cert: cannot read .*ENOENT/);
   const r = await swaks(['--server', `127.0.0.1:${port}`, '--tls', '--from', 'a@client.test', '--to', 'b@dest.test']);
@@ -96,7 +80,7 @@ routes: [ { pool: out } ]
   assert.equal(ok.code, 0, ok.stderr);
   assert.match(ok.stderr, /warning: .*listeners\[0\]\.tls\.cert: .* expires in [01] days/, 'a certificate about to expire is named');
   lb.reload();
-  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total', 'result="applied"')) === 1, 5000);
+  await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' })) === 1, 5000);
   const peer = spawnSync('openssl', ['s_client', '-starttls', 'smtp', '-connect', `127.0.0.1:${port}`, '-brief'], { input: 'QUIT\r\n', encoding: 'utf8', timeout: 10_000 });
   assert.match(peer.stdout + peer.stderr, /CN ?= ?other\.test/, 'new sessions see the renewed certificate');
   assert.match(peer.stdout + peer.stderr, /Protocol version: TLSv1\.[23]/);
@@ -141,7 +125,7 @@ pools:
 routes: [ { pool: out } ]
 `, { dir });
   for (let i = 0; i < 7; i++) assert.match((await swaks(['--server', `127.0.0.1:${port}`, '--tls', '--quit-after', 'EHLO'])).stdout, /<~ {2}221 /);
-  await waitFor('all connections given back', async () => (await metric(admin, 'smtplb_listener_active_connections', 'listener="sub"')) === 0, 3000);
+  await waitFor('all connections given back', async () => (await metric(admin, 'smtplb_listener_active_connections', { listener: 'sub' })) === 0, 3000);
   const t0 = Date.now();
   await lb.stop();
   assert.ok(Date.now() - t0 < 3000, `SIGTERM took ${Date.now() - t0} ms`);
@@ -209,7 +193,7 @@ routes: [ { pool: out } ]
     );
   }
   try {
-    const open = await metric(admin, 'smtplb_listener_active_connections', 'listener="relay"');
+    const open = await metric(admin, 'smtplb_listener_active_connections', { listener: 'relay' });
     assert.ok(open >= 1000, `${open} connections held`);
     const t0 = Date.now();
     assert.match(await greeting(port), /^220 /);

@@ -4,6 +4,7 @@
 // smtp-sink upstreams, swaks clients, smtplb as a child process.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { api, reload, TOKEN } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
 import { freePort, greeting, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
@@ -11,11 +12,7 @@ import { startSmtplbSink } from './helpers/sink.js';
 after(stopAll);
 afterEach(stopAll);
 
-const TOKEN = 'test-token-1';
 
-async function api<T>(admin: number, path: string): Promise<T> {
-  return (await (await fetch(`http://127.0.0.1:${admin}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as T;
-}
 
 interface QueueStatus { queue: { counts: Record<string, number>; destinations: { pool: string; destination: string; queued: number }[] } }
 
@@ -125,8 +122,7 @@ queue: { retry: [1h], max_age: 2h, min_free: ${minFree} }
 
   // Space again: the client retries, one.test gets its copy at once, two.test waits in the queue.
   fs.writeFileSync(lb.file, config('0'));
-  lb.reload();
-  await new Promise((res) => setTimeout(res, 800));
+  assert.equal(await reload(lb, admin), 'applied');
   const second = await send();
   assert.match(second.stdout, /<- {2}250 .*1 relayed at once, 1 queued/, second.stdout);
   await one.settle(1);
@@ -230,8 +226,7 @@ queue: { retry: [1s], max_age: 1h, min_free: ${minFree} }
     assert.match(r.stdout, /<- {2}250 /);
   }
   fs.writeFileSync(lb.file, config('1000000GB'));
-  lb.reload();
-  await new Promise((res) => setTimeout(res, 800));
+  assert.equal(await reload(lb, admin), 'applied');
   const refused = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@sender.test', '--to', 'new@mixed.test']);
   assert.match(refused.stdout, /<\*\* 452 4\.3\.1/, 'new mail is refused below min_free');
   const sus = (await api<{ suspensions: { id: string }[] }>(admin, '/api/suspensions')).suspensions;

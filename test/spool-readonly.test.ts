@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { api, metric, TOKEN } from './helpers/admin.js';
 import { after, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { freePort, onStop, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
@@ -18,20 +19,10 @@ import { startSmtplbSink } from './helpers/sink.js';
 
 after(stopAll);
 
-const TOKEN = 'test-token-1';
 const root = process.getuid?.() === 0;
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: 'pipe' }).toString();
 
-async function metric(admin: number, name: string): Promise<number | null> {
-  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
-  const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm'));
-  return m ? Number(m[1]) : null;
-}
 
-async function spoolStatus(admin: number): Promise<{ writable: boolean; error: string | null }> {
-  const st = (await (await fetch(`http://127.0.0.1:${admin}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { spool: { writable: boolean; error: string | null } };
-  return st.spool;
-}
 
 test('the spool filesystem turns read-only: 451 4.3.0, status and metric say so, nothing acknowledged lost; mail is taken again when it can write', { skip: root ? false : 'needs root to loop-mount a filesystem' }, async () => {
   const dir = tmpDir();
@@ -85,7 +76,7 @@ queue: { retry: [1s], max_age: 1h, min_free: 0 }
   assert.match(String((r1 as { error?: unknown }).error), /451 4\.3\.0/, 'refused as a temporary failure');
   const r2 = await send('during2@out.test');
   assert.match(String((r2 as { error?: unknown }).error), /451 4\.3\.0/, 'refused at MAIL FROM while the spool cannot write');
-  const st = await spoolStatus(admin);
+  const st = await (await api<{ spool: { writable: boolean; error: string | null } }>(admin, '/api/status')).spool;
   assert.equal(await metric(admin, 'smtplb_spool_writable'), 0);
   assert.equal(st.writable, false);
   assert.match(String(st.error), /EROFS/);

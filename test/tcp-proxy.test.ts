@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
+import { metric } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
 import { freePort, greeting, session, sleep, smtpSource, startSink, startSmtplb, stopAll, waitFor, type Sink } from './helpers/peers.js';
 
@@ -31,15 +32,6 @@ ${servers.join('\n')}
   return { port, admin, text };
 }
 
-async function metric(adminPort: number, name: string, labels: Record<string, string>): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    if (want.every((w) => line.includes(w))) return Number(line.split(' ').pop());
-  }
-  return 0;
-}
 
 async function serverUp(adminPort: number, server: string): Promise<boolean> {
   const s = (await (await fetch(`http://127.0.0.1:${adminPort}/api/status`, { headers: { authorization: 'Bearer test-token-1' } })).json()) as {

@@ -62,6 +62,16 @@ export class Metrics {
       for (const p of this.pools()) set({ pool: p.name }, p.waiting);
     });
     this.relayGauges();
+    // From the last identity check (src/identity/monitor.ts): 0 for each check that found nothing.
+    this.stateGauge('smtplb_identity_problems', 'Problems the last identity check found (smtplb doctor), by sending domain (or egress HELO name) and check: spf, dkim, dmarc, mx, mta-sts, ptr', ['domain', 'check'], (set) => {
+      for (const p of this.identity()) set({ domain: p.domain, check: p.check }, p.problems);
+    }, 'max');
+  }
+
+  private identity: () => Iterable<{ domain: string; check: string; problems: number }> = () => [];
+
+  watchIdentity(rows: () => Iterable<{ domain: string; check: string; problems: number }>): void {
+    this.identity = rows;
   }
 
   watchPools(pools: () => Iterable<Pool>): void {

@@ -11,7 +11,7 @@ import type { Relay } from '../runtime/relay.js';
 import { parseDuration, parseRate } from '../config/units.js';
 import { eligible } from '../balancing/eligible.js';
 import { domainOf } from '../routing/route.js';
-import { DASHBOARD_HTML } from './dashboard.js';
+import { DASHBOARD_HTML, dashboardAsset } from './dashboard.js';
 
 export interface AdminContext {
   token?: string;
@@ -22,6 +22,8 @@ export interface AdminContext {
   /** Apply an admin action to a server everywhere (all worker processes). */
   serverAction(pool: string, server: string, action: AdminState | { weight: number }): void;
   relay(): Relay | undefined;
+  /** The dashboard's last hour (charts and marks) and destination pages, when this process samples them. */
+  history?: { snapshot(): unknown; destination(domain: string): Promise<unknown | null> };
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, params: string[]) => Promise<void> | void;
@@ -78,6 +80,24 @@ export class AdminServer {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'" });
       res.end(DASHBOARD_HTML);
     }, true);
+    // The charting library, from node_modules: a fixed allow-list of two names, no path from the request.
+    this.route('GET', /^\/dashboard\/(uplot\.js|uplot\.css)$/, (_req, res, [name]) => {
+      const a = dashboardAsset(name);
+      if (!a) return json(res, 404, { error: `${name} is not installed (npm install uplot)` });
+      res.writeHead(200, { 'content-type': a.type, 'cache-control': 'max-age=3600', 'x-content-type-options': 'nosniff' });
+      res.end(a.body);
+    }, true);
+    // Compact JSON: the charts' columns are long.
+    this.route('GET', /^\/api\/history$/, (_req, res) => {
+      if (!ctx.history) return json(res, 404, { error: 'no history is sampled in this process' });
+      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(ctx.history.snapshot()));
+    });
+    this.route('GET', /^\/api\/destinations\/([^/]+)$/, async (_req, res, [domain]) => {
+      const v = await ctx.history?.destination(domain);
+      if (!v) return json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no queue or shaping' });
+      json(res, 200, v);
+    });
     this.server = http.createServer((req, res) =>
       this.dispatch(req, res).catch((e: Error) => {
         this.ctx.log.error({ err: e }, 'admin request failed');

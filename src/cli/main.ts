@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, configWarnings, loadConfig } from '../config/load.js';
-import { formatAddress } from '../config/units.js';
+import { formatAddress, parseDuration } from '../config/units.js';
 import { createLogger } from '../core/logger.js';
 import { hashPassword } from '../policy/password.js';
 import { StartError } from '../runtime/gateway.js';
@@ -19,6 +19,7 @@ const USAGE = `usage: smtplb <command> [options]
   check  -c FILE            validate a config (exit 0 valid, 1 with errors)
   demo                      two demo MTAs on loopback with smtplb in front of them
   status -c FILE [--json]   pools, servers and health from a running smtplb
+  status -c FILE --watch [--interval 2s]    the same, redrawn in place until Ctrl-C
   server drain|enable|disable POOL SERVER -c FILE    change a server at run time
   server weight POOL SERVER N -c FILE
   queue list [--domain D] [--pool P] [--state S] [--older-than 1h] -c FILE [--json]
@@ -33,6 +34,7 @@ const USAGE = `usage: smtplb <command> [options]
   unoverride ID -c FILE               cancel an override
   throttles -c FILE [--json]          pairs slowed down by adaptive backoff
   dkim keygen --domain D --selector S [--algorithm rsa|ed25519] [--bits 2048] [--out KEYFILE]
+  doctor -c FILE [--domain D] [--resolver HOST:PORT] [--json]    SPF, DKIM, DMARC, PTR/HELO, MX checks (exit 1 on errors)
   send --server HOST:PORT --from A --to B [--count N] [--concurrency C] [--tls]
        [--tls-on-connect] [--auth-user U --auth-password P] [--header "K: V"]
   passwd [--password P]     print a password hash for users (reads stdin without --password)
@@ -83,24 +85,95 @@ interface StatusShape {
 }
 
 function printStatus(s: StatusShape): void {
-  console.log(`smtplb on ${s.hostname}`);
-  for (const l of s.listeners) console.log(`  listener ${l.name.padEnd(14)} ${l.listen.padEnd(22)} mode ${l.mode}${l.pool ? ` -> ${l.pool}` : ''}`);
+  for (const line of statusLines(s)) console.log(line);
+}
+
+/** The status as text lines; `rates` (watch mode) adds connections per second since the previous frame. */
+function statusLines(s: StatusShape, rates?: { prev: Map<string, { n: number; t: number }>; now: number }): string[] {
+  const out: string[] = [];
+  out.push(`smtplb on ${s.hostname}`);
+  for (const l of s.listeners) out.push(`  listener ${l.name.padEnd(14)} ${l.listen.padEnd(22)} mode ${l.mode}${l.pool ? ` -> ${l.pool}` : ''}`);
   for (const p of s.pools) {
-    console.log(`  pool ${p.name} (balance ${p.balance})`);
+    out.push(`  pool ${p.name} (balance ${p.balance})`);
     for (const v of p.servers) {
       const state = v.admin !== 'ready' ? v.admin.toUpperCase() : !v.up ? 'DOWN' : v.ejected_until ? 'EJECTED' : 'UP';
       const warm = v.warmup ? (v.warmup.cap === null ? '  warm' : `  warm-up ${v.warmup.sent}/${v.warmup.cap} today`) : '';
-      console.log(`    ${v.name.padEnd(16)} ${v.address.padEnd(22)} ${state.padEnd(8)} weight ${String(v.weight).padEnd(4)}${v.backup ? ' backup' : '       '} active ${String(v.active).padEnd(5)} total ${v.connections}${warm}${v.last_error && !v.up ? `  (${v.last_error})` : ''}`);
+      let rate = '';
+      if (rates) {
+        const key = `${p.name}/${v.name}`;
+        const before = rates.prev.get(key);
+        rates.prev.set(key, { n: v.connections, t: rates.now });
+        rate = ` ${before ? (((v.connections - before.n) * 1000) / Math.max(1, rates.now - before.t)).toFixed(1).padStart(7) : '      -'} conn/s`;
+      }
+      out.push(`    ${v.name.padEnd(16)} ${v.address.padEnd(22)} ${state.padEnd(8)} weight ${String(v.weight).padEnd(4)}${v.backup ? ' backup' : '       '} active ${String(v.active).padEnd(5)} total ${v.connections}${rate}${warm}${v.last_error && !v.up ? `  (${v.last_error})` : ''}`);
     }
   }
   if (s.queue) {
     const counts = Object.entries(s.queue.counts).map(([k, n]) => `${k} ${n}`).join(', ');
-    console.log(`  queue: ${counts || 'empty'}`);
-    for (const d of s.queue.destinations.slice(0, 10)) console.log(`    ${d.destination.padEnd(30)} pool ${d.pool.padEnd(12)} waiting ${String(d.queued).padEnd(6)} oldest ${d.oldest_seconds}s`);
+    out.push(`  queue: ${counts || 'empty'}`);
+    for (const d of s.queue.destinations.slice(0, 10)) out.push(`    ${d.destination.padEnd(30)} pool ${d.pool.padEnd(12)} waiting ${String(d.queued).padEnd(6)} oldest ${d.oldest_seconds}s`);
   }
-  for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) console.log(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
-  for (const x of s.suspensions ?? []) console.log(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
-  for (const o of s.overrides ?? []) console.log(`  override ${o.id}: ${describeOverride(o)}`);
+  for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) out.push(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
+  for (const x of s.suspensions ?? []) out.push(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
+  for (const o of s.overrides ?? []) out.push(`  override ${o.id}: ${describeOverride(o)}`);
+  return out;
+}
+
+/**
+ * `status --watch`: on a terminal the frame is redrawn in place (cursor home, each line cleared
+ * to its end, cut to the window so nothing scrolls); piped, frames follow one another. The
+ * first frame fails as `status` does; an smtplb that goes away later is shown in the frame
+ * and asked again. Ctrl-C ends it with status 0.
+ */
+async function watchStatus(file: string, everyMs: number, asJson: boolean): Promise<void> {
+  const tty = !!process.stdout.isTTY && !asJson;
+  const prev = new Map<string, { n: number; t: number }>();
+  let first = true;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const done = new Promise<void>((resolve) => {
+    const stop = () => {
+      stopped = true;
+      clearTimeout(timer);
+      if (tty) process.stdout.write('\x1b[?25h\n');
+      resolve();
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  const frame = async () => {
+    const now = Date.now();
+    let lines: string[];
+    let json: unknown;
+    try {
+      const s = (await admin(file, 'GET', '/api/status')) as StatusShape;
+      json = s;
+      lines = statusLines(s, { prev, now });
+    } catch (e) {
+      // The first frame fails as plain `status` does (bad config, nothing running); later ones show it and ask again.
+      if (first) throw e;
+      json = { error: (e as Error).message };
+      lines = [`smtplb: ${(e as Error).message}`];
+    }
+    if (stopped) return;
+    if (asJson) process.stdout.write(`${JSON.stringify({ at: new Date(now).toISOString(), status: json })}\n`);
+    else {
+      const head = `every ${everyMs / 1000} s, ${new Date(now).toLocaleTimeString()}${tty ? ' (Ctrl-C to stop)' : ''}`;
+      if (!tty) process.stdout.write(`${first ? '' : '\n'}${head}\n${lines.join('\n')}\n`);
+      else {
+        const cols = process.stdout.columns || 120;
+        const rows = process.stdout.rows || 40;
+        let body = [head, ...lines];
+        if (body.length > rows - 1) body = [...body.slice(0, rows - 2), `… ${body.length - rows + 2} more lines (a larger window shows them)`];
+        const cut = (l: string) => (l.length > cols ? `${l.slice(0, cols - 1)}…` : l);
+        process.stdout.write(`${first ? '\x1b[?25l\x1b[2J' : ''}\x1b[H${body.map((l) => `${cut(l)}\x1b[K`).join('\n')}\n\x1b[J`);
+      }
+    }
+    first = false;
+    timer = setTimeout(() => void frame(), everyMs);
+  };
+  await frame();
+  await done;
 }
 
 interface SuspensionView { id: string; pool: string; destination: string; until: string; reason: string; who: string }
@@ -182,7 +255,10 @@ async function main(argv: string[]): Promise<void> {
       algorithm: { type: 'string' },
       bits: { type: 'string' },
       out: { type: 'string' },
+      resolver: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
+      watch: { type: 'boolean', short: 'w' },
+      interval: { type: 'string' },
     },
   });
   if (!command || values.help || command === 'help' || command === '--help' || command === '-h') {
@@ -208,7 +284,18 @@ async function main(argv: string[]): Promise<void> {
       await runDemo({ listen: values.listen, admin: values.admin });
       return;
     case 'status': {
-      const s = (await admin(configOf(values), 'GET', '/api/status')) as StatusShape;
+      const file = configOf(values);
+      if (values.watch || values.interval) {
+        let every: number;
+        try {
+          every = parseDuration(values.interval ?? '2s');
+        } catch (e) {
+          throw new UsageError(`--interval: ${(e as Error).message}`);
+        }
+        if (every < 100) throw new UsageError('--interval: at least 100ms');
+        return watchStatus(file, every, !!values.json);
+      }
+      const s = (await admin(file, 'GET', '/api/status')) as StatusShape;
       if (values.json) console.log(JSON.stringify(s, null, 2));
       else printStatus(s);
       return;
@@ -327,6 +414,11 @@ async function main(argv: string[]): Promise<void> {
       console.log(`# publish this TXT record, then add to the config:`);
       console.log(`#   dkim: { domains: { ${values.domain}: { selector: ${values.selector}, key_file: ${values.out ?? 'KEYFILE'}, algorithm: ${alg}-sha256 } } }`);
       console.log(zoneLine(k.name, k.record));
+      return;
+    }
+    case 'doctor': {
+      const { doctorCommand } = await import('../identity/doctor.js'); // loads mailauth only when asked
+      process.exitCode = await doctorCommand(loadConfig(configOf(values)).config, { domain: values.domain, resolver: values.resolver, json: !!values.json });
       return;
     }
     case 'send': {

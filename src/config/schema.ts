@@ -289,6 +289,8 @@ export const configSchema = z.strictObject({
       threads: int(1, 64).default(2),
     })
     .optional(),
+  /** Identity checks (`smtplb doctor`, and in the background every `interval`; 0 turns that off). */
+  doctor: z.strictObject({ resolver: address.optional(), interval: duration.default(3_600_000), timeout: duration.default(2000) }).optional(),
   delivery_log: z
     .strictObject({ file: z.string().optional() })
     .default({}),

@@ -8,7 +8,7 @@ export class HealthMonitor {
   private timers = new Map<string, NodeJS.Timeout>();
   private stopped = false;
 
-  constructor(private pools: Map<string, Pool>, private hostname: string) {}
+  constructor(private pools: Map<string, Pool>, private hostname: () => string) {}
 
   /** Start or refresh checks for the current server lists (call again after reload/discovery). */
   sync(pools = this.pools): void {
@@ -44,7 +44,7 @@ export class HealthMonitor {
       }
       const r = await runCheck(h.check, server.address, {
         timeout: h.timeout,
-        helo: h.helo ?? pool.cfg.helo ?? this.hostname,
+        helo: h.helo ?? pool.cfg.helo ?? this.hostname(),
         starttls: h.starttls,
         source: server.source,
         proxy: pool.cfg.send_proxy,

@@ -67,6 +67,8 @@ function smtpError(code: number, text: string): Error & { responseCode: number }
 
 export class SmtpListener extends SocketListener {
   private smtp: SMTPServer;
+  /** The name this listener greets and stamps Received lines with (the config's hostname; a reload changes it). */
+  private hostname: string;
   private sessions = new Map<string, SessionState>();
   private raw = new Map<string, net.Socket>();
   /**
@@ -83,7 +85,8 @@ export class SmtpListener extends SocketListener {
 
   constructor(cfg: ListenerConfig, private ctx: SmtpListenerContext) {
     super(cfg, ctx);
-    ({ server: this.smtp, secureContext: this.secureContext } = this.createSmtpServer(cfg));
+    this.hostname = ctx.hostname;
+    ({ server: this.smtp, secureContext: this.secureContext } = this.createSmtpServer(cfg, this.hostname));
   }
 
   /**
@@ -91,13 +94,13 @@ export class SmtpListener extends SocketListener {
    * checked against each other, now): nothing of the running listener is touched, so a file
    * that cannot be used throws here and the listener keeps serving as it was.
    */
-  private createSmtpServer(cfg: ListenerConfig): { server: SMTPServer; secureContext?: tls.SecureContext } {
+  private createSmtpServer(cfg: ListenerConfig, hostname: string): { server: SMTPServer; secureContext?: tls.SecureContext } {
     // TLS 1.2 at least (smtp-server's own default is TLS 1.0), with Node's default cipher list
     // (OpenSSL's secure defaults), for STARTTLS and implicit TLS alike.
     const tlsFiles = cfg.tls ? { key: fs.readFileSync(cfg.tls.key), cert: fs.readFileSync(cfg.tls.cert), minVersion: 'TLSv1.2' as const } : {};
     const secureContext = cfg.tls?.implicit ? tls.createSecureContext(tlsFiles) : undefined;
     const server = new SMTPServer({
-      name: this.ctx.hostname,
+      name: hostname,
       banner: 'smtplb',
       size: cfg.max_message_size,
       authMethods: ['PLAIN', 'LOGIN'],
@@ -131,17 +134,18 @@ export class SmtpListener extends SocketListener {
    * nothing, when a TLS file cannot be used), then apply them. New sessions get the new
    * certificate; sessions already open keep the server and certificate they started with.
    */
-  stage(cfg: ListenerConfig): () => void {
-    const built = this.createSmtpServer(cfg);
+  stage(cfg: ListenerConfig, hostname = this.hostname): () => void {
+    const built = this.createSmtpServer(cfg, hostname);
     return () => {
       this.smtp = built.server;
       this.secureContext = built.secureContext;
       this.cfg = cfg;
+      this.hostname = hostname;
     };
   }
 
-  update(cfg: ListenerConfig): void {
-    this.stage(cfg)();
+  update(cfg: ListenerConfig, hostname?: string): void {
+    this.stage(cfg, hostname)();
   }
 
   protected accept(sock: net.Socket): void {
@@ -196,9 +200,9 @@ export class SmtpListener extends SocketListener {
   private onConnect(session: SMTPServerSession, cb: (err?: Error) => void): void {
     const ip = clientKey(session.remoteAddress);
     const lock = this.authFailures.get(ip);
-    if (lock && lock.until > Date.now()) return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many authentication failures, try again later`));
+    if (lock && lock.until > Date.now()) return cb(smtpError(421, `4.7.0 ${this.hostname} Too many authentication failures, try again later`));
     const n = (this.perIp.get(ip) ?? 0) + 1;
-    if (n > this.cfg.max_connections_per_ip) return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many connections from your address`));
+    if (n > this.cfg.max_connections_per_ip) return cb(smtpError(421, `4.7.0 ${this.hostname} Too many connections from your address`));
     this.perIp.set(ip, n);
     this.sessions.set(session.id, { routes: new Map() });
     this.ctx.metrics.listenerSessions.labels(this.cfg.name).inc();
@@ -234,7 +238,7 @@ export class SmtpListener extends SocketListener {
       f.count = 0;
       this.ctx.log.warn({ listener: this.cfg.name, client: ip }, `AUTH failures from ${ip}: locked out for ${LOCKOUT_MS / 60000} minutes`);
       this.authFailures.set(ip, f);
-      return cb(smtpError(421, `4.7.0 ${this.ctx.hostname} Too many authentication failures, closing connection`));
+      return cb(smtpError(421, `4.7.0 ${this.hostname} Too many authentication failures, closing connection`));
     }
     this.authFailures.set(ip, f);
     cb(smtpError(535, '5.7.8 Authentication credentials invalid'));
@@ -362,7 +366,7 @@ export class SmtpListener extends SocketListener {
     const proto = `ESMTP${session.secure ? 'S' : ''}${st?.user ? 'A' : ''}`;
     const received =
       `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
-      `\tby ${this.ctx.hostname} (smtplb) with ${proto} id ${session.id}\r\n` +
+      `\tby ${this.hostname} (smtplb) with ${proto} id ${session.id}\r\n` +
       `\t${rcpts.length === 1 ? `for <${rcpts[0]}>` : ''}; ${new Date().toUTCString().replace('GMT', '+0000')}\r\n`;
     return {
       message: {

@@ -15,17 +15,19 @@ import { TcpProxyListener } from '../listeners/tcp-proxy.js';
 import { nativeRelayUnavailable } from '../listeners/native-relay.js';
 import { SmtpListener } from '../listeners/smtp-listener.js';
 import { verifyPassword } from '../policy/password.js';
-import { loadKeys } from '../signing/dkim.js';
+import { loadKeys, type DkimKey } from '../signing/dkim.js';
 import { Relay } from './relay.js';
+import { IdentityMonitor } from '../identity/monitor.js';
+import { HistorySampler } from '../admin/history.js';
 
 /** What the gateway needs from any listener, whatever its mode. */
 interface Listener {
   cfg: ListenerConfig;
   readonly connections: number;
   listen(): Promise<void>;
-  update(cfg: ListenerConfig): void;
+  update(cfg: ListenerConfig, hostname?: string): void;
   /** Build what `cfg` needs (TLS context…) without applying it; throws when it cannot be built; the result applies it. */
-  stage?(cfg: ListenerConfig): () => void;
+  stage?(cfg: ListenerConfig, hostname?: string): () => void;
   close(): Promise<void>;
   destroyAll(): void;
 }
@@ -66,8 +68,11 @@ export class Gateway {
   private listeners = new Map<string, Listener>();
   relay?: Relay;
   private monitor?: HealthMonitor;
+  private identity?: IdentityMonitor;
   private discoveries = new Map<string, DnsDiscovery>();
   private admin?: AdminServer;
+  /** The dashboard's last hour, sampled while the admin API runs. */
+  private charts?: HistorySampler;
   private connections = 0;
   readonly role: Role;
   config: Config;
@@ -103,10 +108,17 @@ export class Gateway {
       for (const [i, l] of this.config.listeners.entries()) this.listeners.set(listenerKey(l), await this.openListener(l, i));
     }
     if (this.runsControl) {
-      this.monitor = new HealthMonitor(this.pools, this.config.hostname);
+      this.monitor = new HealthMonitor(this.pools, () => this.config.hostname);
       this.monitor.sync();
+      // SPF / DKIM / DMARC / PTR checks of the sending identity (smtplb doctor), hourly and on reload.
+      this.identity = new IdentityMonitor(() => this.config, this.log);
+      this.metrics.watchIdentity(() => this.identity?.problems() ?? []);
+      this.identity.start();
       if (this.config.admin) {
+        this.charts = new HistorySampler({ metrics: this.metrics, relay: () => this.relay, pools: () => this.pools, events: () => this.history, deliveryLog: () => this.config.delivery_log.file });
+        this.charts.start();
         this.admin = new AdminServer({
+          history: this.charts,
           token: this.config.admin.token,
           metrics: this.metrics,
           log: this.log,
@@ -255,10 +267,12 @@ export class Gateway {
     }
     const where = (p: (string | number)[]) => locateKey(next.text, next.file, p);
     for (const w of configWarnings(next)) this.log.warn(w);
+    // The keys are read once, here: what was checked is what signs after the swap.
+    const keys = new Map<string, DkimKey>();
     if (next.config.dkim) {
       for (const [domain, k] of Object.entries(next.config.dkim.domains)) {
         try {
-          loadKeys({ ...next.config.dkim, domains: { [domain]: k } });
+          for (const [d, key] of loadKeys({ ...next.config.dkim, domains: { [domain]: k } })) keys.set(d, key);
         } catch (e) {
           return refuse(`${where(['dkim', 'domains', domain, 'key_file'])}: cannot read ${k.key_file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
         }
@@ -276,7 +290,7 @@ export class Gateway {
           continue;
         }
         try {
-          commits.push(listener.stage ? listener.stage(w.l) : () => listener.update(w.l));
+          commits.push(listener.stage ? listener.stage(w.l, next.config.hostname) : () => listener.update(w.l, next.config.hostname));
         } catch (e) {
           return refuse(`${where(['listeners', w.i, 'tls'])}: listener ${w.l.name}: ${(e as Error).message}`);
         }
@@ -323,12 +337,7 @@ export class Gateway {
       this.metrics.watchRelay(() => this.relay);
       relay.start();
     }
-    try {
-      this.relay?.reloadKeys();
-    } catch (e) {
-      // Read a moment ago; gone since (a renewal in progress): the previous keys stay in use.
-      this.log.error(`${where(['dkim'])}: DKIM keys changed during the reload, the previous keys stay in use: ${(e as Error).message}`);
-    }
+    this.relay?.reloadKeys(keys);
     for (const commit of commits) commit();
     for (const listener of removed) {
       void listener.close();
@@ -349,6 +358,7 @@ export class Gateway {
     this.metrics.reloads.labels('applied').inc();
     this.metrics.lastReloadSuccess.set(1);
     this.log.info('configuration reloaded');
+    this.identity?.rerun();
     return true;
   }
 
@@ -467,6 +477,7 @@ export class Gateway {
       })),
       ...(this.config.listeners.some((l) => l.mode === 'tcp') ? { tcp_relay: tcpRelayMode() } : {}),
       health_history: this.history.slice(-50),
+      ...(this.identity ? { identity: this.identity.status() } : {}),
       ...(this.relay ? this.relay.status(now) : {}),
     };
   }
@@ -481,8 +492,10 @@ export class Gateway {
   async shutdown(): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
+    this.charts?.stop();
     await Promise.all([...this.listeners.values()].map((l) => l.close()));
     this.monitor?.stop();
+    this.identity?.stop();
     for (const d of this.discoveries.values()) d.stop();
     const deadline = Date.now() + this.config.shutdown_timeout;
     while (this.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

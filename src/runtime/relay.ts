@@ -7,7 +7,7 @@ import type { Metrics } from '../admin/metrics.js';
 import { deliver, type DeliveryGate, type DeliveryRequest } from '../delivery/deliver.js';
 import { DeliveryLog, enhancedCode, replyLine } from '../delivery/delivery-log.js';
 import { Shaper } from '../scheduler/shaper.js';
-import { DkimSigner, loadKeys } from '../signing/dkim.js';
+import { DkimSigner, loadKeys, type DkimKey } from '../signing/dkim.js';
 import { MxResolver } from '../discovery/mx.js';
 import { UpstreamCache } from '../delivery/upstream.js';
 import type { InboundMessage, Reply } from '../listeners/smtp-listener.js';
@@ -119,17 +119,22 @@ export class Relay {
     );
   }
 
-  /** DKIM keys as the config has them now (start and reload). */
-  reloadKeys(): void {
+  /** DKIM keys as the config has them now: read here at start, given already read (and checked) by a reload. */
+  reloadKeys(loaded?: Map<string, DkimKey>): void {
     const dkim = this.config().dkim;
     if (!dkim || Object.keys(dkim.domains).length === 0) {
       // Signing removed by a reload: the old keys must stop signing too.
       this.signer?.setKeys(new Map());
       return;
     }
-    const keys = loadKeys(dkim);
-    if (this.signer) this.signer.setKeys(keys, dkim.headers);
+    const keys = loaded ?? loadKeys(dkim);
+    if (this.signer) this.signer.setKeys(keys, dkim.headers, dkim.threads);
     else this.signer = new DkimSigner(keys, dkim.headers, dkim.threads);
+  }
+
+  /** DKIM worker threads in use (0 without signing). */
+  get signingThreads(): number {
+    return this.signer?.threads ?? 0;
   }
 
   /** The DKIM-Signature header for a spool file, or '' without a key for these domains. */

@@ -51,6 +51,7 @@ export class DkimSigner {
       this.settle(d.id);
       if (d.signature) p.resolve(d.signature);
       else p.reject(new Error(d.error ?? 'signing failed'));
+      this.retireIfIdle(w);
     });
     const lost = (why: string) => {
       for (const [id, p] of this.waiting) {
@@ -84,9 +85,26 @@ export class DkimSigner {
     return this.workers[0].terminate();
   }
 
-  setKeys(keys: Map<string, DkimKey>, headers?: string[]): void {
+  /** New keys and headers (reload); `threads` grows or shrinks the pool, a retired worker ending once its jobs are done. */
+  setKeys(keys: Map<string, DkimKey>, headers?: string[], threads = this.workers.length): void {
     this.keys = keys;
     this.headers = headers;
+    threads = Math.max(1, threads);
+    while (this.workers.length < threads) this.workers.push(this.spawn());
+    for (const w of this.workers.splice(threads)) {
+      this.retiring.add(w);
+      this.retireIfIdle(w);
+    }
+  }
+
+  /** Workers taken out of rotation by a smaller `threads`, ended once their last job is answered. */
+  private retiring = new Set<Worker>();
+
+  private retireIfIdle(w: Worker): void {
+    if (!this.retiring.has(w)) return;
+    for (const p of this.waiting.values()) if (p.worker === w) return;
+    this.retiring.delete(w);
+    void w.terminate();
   }
 
   keyFor(...domains: (string | undefined)[]): DkimKey | undefined {
@@ -124,9 +142,14 @@ export class DkimSigner {
     });
   }
 
+  /** Worker threads in rotation (tests, status). */
+  get threads(): number {
+    return this.workers.length;
+  }
+
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all([...this.workers, ...this.retiring].map((w) => w.terminate()));
     for (const [id, p] of this.waiting) {
       this.settle(id);
       p.reject(new Error('signer closed'));

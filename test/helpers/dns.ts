@@ -10,7 +10,11 @@
 //
 // An SOA record in `records` is put in the authority section of negative answers (NXDOMAIN,
 // or NOERROR with nothing) for names under it, as real servers do (RFC 2308).
+//
+// TXT data longer than 255 bytes is sent as several character-strings, as zone files split it;
+// a PTR record's name is the reverse name (`reverseName('192.0.2.10')`).
 import DNS from 'dns2';
+import net from 'node:net';
 import { onStop } from './peers.js';
 
 const { Packet } = DNS;
@@ -20,7 +24,9 @@ export type Rec =
   | { type: 'AAAA'; name: string; address: string; ttl?: number }
   | { type: 'SRV'; name: string; target: string; port: number; priority: number; weight: number; ttl?: number }
   | { type: 'MX'; name: string; exchange: string; priority: number; ttl?: number }
-  | { type: 'SOA'; name: string; minimum: number; ttl?: number };
+  | { type: 'SOA'; name: string; minimum: number; ttl?: number }
+  | { type: 'TXT'; name: string; data: string | string[]; ttl?: number }
+  | { type: 'PTR'; name: string; domain: string; ttl?: number };
 
 export type Fault = 'servfail' | 'refused' | 'nxdomain' | 'drop';
 export type QType = Rec['type'];
@@ -84,6 +90,8 @@ export async function startDns(records: Rec[]): Promise<TestDns> {
           if (r.type === 'A' || r.type === 'AAAA') response.answers.push({ ...base, address: r.address } as never);
           else if (r.type === 'SRV') response.answers.push({ ...base, target: r.target, port: r.port, priority: r.priority, weight: r.weight } as never);
           else if (r.type === 'MX') response.answers.push({ ...base, exchange: r.exchange, priority: r.priority } as never);
+          else if (r.type === 'TXT') response.answers.push({ ...base, data: (Array.isArray(r.data) ? r.data : [r.data]).flatMap((d) => d.match(/[^]{1,255}/g) ?? ['']) } as never);
+          else if (r.type === 'PTR') response.answers.push({ ...base, domain: r.domain } as never);
           else response.answers.push({ ...base, ...soa(r) } as never);
         }
         response.header.aa = t.authoritative ? 1 : 0;
@@ -102,6 +110,16 @@ export async function startDns(records: Rec[]): Promise<TestDns> {
   };
   onStop(t.close);
   return t;
+}
+
+/** The in-addr.arpa / ip6.arpa name of an address, where its PTR record lives. */
+export function reverseName(ip: string): string {
+  if (net.isIPv4(ip)) return `${ip.split('.').reverse().join('.')}.in-addr.arpa`;
+  const groups = ip.split('::');
+  const head = groups[0] ? groups[0].split(':') : [];
+  const tail = groups.length > 1 && groups[1] ? groups[1].split(':') : [];
+  const full = [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail];
+  return `${full.map((g) => g.padStart(4, '0')).join('').split('').reverse().join('.')}.ip6.arpa`;
 }
 
 function soa(r: Extract<Rec, { type: 'SOA' }>) {

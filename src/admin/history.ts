@@ -1,0 +1,489 @@
+// The dashboard's recent past: a bounded in-memory ring of samples (the last hour at 10 s
+// resolution by default) and of marks on the time axis (server state changes, admin actions,
+// throttles, suspensions). A timer (unref'd, stopped on shutdown) reads what already exists:
+// the Prometheus counters the data path increments anyway, the spool's per-destination
+// counters, the shaper's state and the gateway's health history. Nothing is added to the
+// per-message path. Also here: the data of one destination's page.
+import fs from 'node:fs';
+import type { Metrics } from './metrics.js';
+import type { Pool } from '../balancing/pool.js';
+import type { Relay } from '../runtime/relay.js';
+import { domainMatches } from '../routing/route.js';
+
+export const DEFAULT_STEP_MS = 10_000;
+export const WINDOW_MS = 3_600_000;
+/** Destinations kept by name in each sample (the largest queues). */
+export const TOP_DESTINATIONS = 20;
+/** Destinations looked at for a pool's oldest message (one index seek each, as the queue metrics do). */
+const OLDEST_AMONG = 200;
+/** Destinations /api/history answers with (the sample's largest, then the window's): bounds the answer however they churn. */
+const SNAPSHOT_DESTINATIONS = 50;
+const MAX_MARKS = 1000;
+/** More new throttled pairs than this in one step become a single mark. */
+const THROTTLE_MARKS_PER_STEP = 20;
+
+/** The sampling step: SMTPLB_HISTORY_STEP_MS (100 ms to 10 min), else 10 s. */
+export function historyStep(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.SMTPLB_HISTORY_STEP_MS);
+  return Number.isFinite(v) && v >= 100 && v <= 600_000 ? Math.round(v) : DEFAULT_STEP_MS;
+}
+
+/** A fixed-size ring: pushing past capacity drops the oldest. */
+export class Ring<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  constructor(readonly capacity: number) {
+    if (!(capacity >= 1)) throw new RangeError('ring capacity must be at least 1');
+  }
+
+  get length(): number {
+    return this.items.length;
+  }
+
+  push(x: T): void {
+    if (this.items.length < this.capacity) this.items.push(x);
+    else {
+      this.items[this.head] = x;
+      this.head = (this.head + 1) % this.capacity;
+    }
+  }
+
+  /** Oldest first. */
+  toArray(): T[] {
+    return this.head === 0 ? this.items.slice() : [...this.items.slice(this.head), ...this.items.slice(0, this.head)];
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
+/** Counts over one step for one pool, and its queue at the step's end. */
+export interface PoolSample {
+  /** Recipients delivered (final). */
+  delivered: number;
+  /** Delivery attempts answered with a temporary failure (4xx). */
+  deferred: number;
+  /** Recipients bounced (5xx, or expired in the queue). */
+  bounced: number;
+  /** Delivery attempts that got no reply (connection refused, timeout, reset). */
+  no_reply: number;
+  /** Recipients in the queue (waiting, held or failed). */
+  queued: number;
+  /** Age of the oldest waiting message, seconds (among its largest destinations); null when none waits. */
+  oldest: number | null;
+}
+
+export interface Sample {
+  /** End of the step, ms since the epoch. */
+  t: number;
+  /** Length of the step, ms (timers drift; rates divide by this). */
+  dt: number;
+  pools: Record<string, PoolSample>;
+  /** The largest destinations now. */
+  destinations: { pool: string; destination: string; queued: number; oldest: number }[];
+}
+
+export type MarkKind = 'down' | 'up' | 'ejected' | 'drain' | 'enable' | 'disabled' | 'weight' | 'throttle' | 'throttle-end' | 'suspend' | 'suspend-end' | 'override' | 'override-end';
+
+export interface Mark {
+  at: number;
+  kind: MarkKind | string;
+  pool: string;
+  server?: string;
+  destination?: string;
+  text: string;
+}
+
+const SERIES = ['delivered', 'deferred', 'bounced', 'no_reply', 'queued', 'oldest'] as const;
+
+/** What /api/history answers: columns, ready for a chart (nulls where a pool or destination had no value). */
+export interface HistorySnapshot {
+  step_ms: number;
+  window_ms: number;
+  now: number;
+  t: number[];
+  dt: number[];
+  pools: Record<string, Record<(typeof SERIES)[number], (number | null)[]>>;
+  destinations: { pool: string; destination: string; queued: (number | null)[]; oldest: (number | null)[] }[];
+  marks: Mark[];
+}
+
+/** The ring of samples and marks. Pure: time comes in with the data. */
+export class History {
+  readonly samples: Ring<Sample>;
+  readonly marks: Ring<Mark>;
+
+  constructor(readonly stepMs = DEFAULT_STEP_MS, readonly windowMs = WINDOW_MS) {
+    this.samples = new Ring(Math.min(3600, Math.max(2, Math.ceil(windowMs / stepMs))));
+    this.marks = new Ring(MAX_MARKS);
+  }
+
+  add(s: Sample): void {
+    this.samples.push(s);
+  }
+
+  mark(m: Mark): void {
+    this.marks.push(m);
+  }
+
+  snapshot(now: number): HistorySnapshot {
+    const from = now - this.windowMs;
+    const samples = this.samples.toArray().filter((s) => s.t >= from);
+    const n = samples.length;
+    const pools: HistorySnapshot['pools'] = {};
+    // The largest destinations change over an hour: the ones that were largest last, then at their peak.
+    const seen = new Map<string, { last: number; at: number; peak: number }>();
+    samples.forEach((s, i) => {
+      for (const [name, p] of Object.entries(s.pools)) {
+        let cols = pools[name];
+        if (!cols) pools[name] = cols = Object.fromEntries(SERIES.map((k) => [k, new Array<number | null>(n).fill(null)])) as HistorySnapshot['pools'][string];
+        for (const k of SERIES) cols[k][i] = p[k];
+      }
+      for (const d of s.destinations) {
+        const key = `${d.pool}|${d.destination}`;
+        const e = seen.get(key);
+        if (!e) seen.set(key, { last: d.queued, at: i, peak: d.queued });
+        else Object.assign(e, { last: d.queued, at: i, peak: Math.max(e.peak, d.queued) });
+      }
+    });
+    const keep = new Set([...seen].sort(([, a], [, b]) => b.at - a.at || b.last - a.last || b.peak - a.peak).slice(0, SNAPSHOT_DESTINATIONS).map(([k]) => k));
+    const dests = new Map<string, HistorySnapshot['destinations'][number]>();
+    samples.forEach((s, i) => {
+      for (const d of s.destinations) {
+        const key = `${d.pool}|${d.destination}`;
+        if (!keep.has(key)) continue;
+        let cols = dests.get(key);
+        if (!cols) dests.set(key, (cols = { pool: d.pool, destination: d.destination, queued: new Array(n).fill(null), oldest: new Array(n).fill(null) }));
+        cols.queued[i] = d.queued;
+        cols.oldest[i] = d.oldest;
+      }
+    });
+    return {
+      step_ms: this.stepMs,
+      window_ms: this.windowMs,
+      now,
+      t: samples.map((s) => s.t),
+      dt: samples.map((s) => s.dt),
+      pools,
+      destinations: [...dests.values()],
+      marks: this.marks.toArray().filter((m) => m.at >= from).sort((a, b) => a.at - b.at),
+    };
+  }
+}
+
+/** Counter totals per pool: [delivered, deferred, bounced, no_reply]. */
+export type CounterTotals = Map<string, [number, number, number, number]>;
+
+/** Read the counters the relay increments anyway (recipients' final outcomes, attempts by reply class). */
+export async function readCounters(metrics: Pick<Metrics, 'finalOutcomes' | 'deliveries'>): Promise<CounterTotals> {
+  const out: CounterTotals = new Map();
+  const row = (pool: string) => {
+    let r = out.get(pool);
+    if (!r) out.set(pool, (r = [0, 0, 0, 0]));
+    return r;
+  };
+  for (const v of (await metrics.finalOutcomes.get()).values) {
+    const pool = String(v.labels.pool ?? '');
+    if (v.labels.outcome === 'delivered') row(pool)[0] += v.value;
+    else row(pool)[2] += v.value; // bounced, expired
+  }
+  for (const v of (await metrics.deliveries.get()).values) {
+    const pool = String(v.labels.pool ?? '');
+    if (v.labels.result === '4xx') row(pool)[1] += v.value;
+    else if (v.labels.result === 'error') row(pool)[3] += v.value;
+  }
+  return out;
+}
+
+/** Counts since `prev` (a counter that went backwards counts from zero). */
+export function counterDeltas(prev: CounterTotals, cur: CounterTotals): CounterTotals {
+  const out: CounterTotals = new Map();
+  for (const [pool, c] of cur) {
+    const p = prev.get(pool) ?? [0, 0, 0, 0];
+    out.set(pool, c.map((v, i) => (v >= p[i] ? v - p[i] : v)) as [number, number, number, number]);
+  }
+  return out;
+}
+
+/** A gateway's health and admin history entry (Gateway.history). */
+export interface GatewayEvent {
+  at: string;
+  pool: string;
+  server: string;
+  event: string;
+  detail: string | null;
+}
+
+export interface HistorySources {
+  metrics: Pick<Metrics, 'finalOutcomes' | 'deliveries'>;
+  relay(): Relay | undefined;
+  pools(): Map<string, Pool>;
+  /** The gateway's recent health and admin changes (bounded, newest last). */
+  events(): readonly GatewayEvent[];
+  /** The delivery log file, when the config names one (the destination page reads its tail). */
+  deliveryLog(): string | undefined;
+}
+
+/** Samples every `stepMs` into a History; marks from state changes. */
+export class HistorySampler {
+  readonly history: History;
+  private timer?: NodeJS.Timeout;
+  private prev: CounterTotals = new Map();
+  private last = Date.now();
+  private busy = false;
+  private seenEvents = new WeakSet<object>();
+  private throttled = new Map<string, { pool: string; server: string; destination: string }>();
+  private suspensions = new Map<string, { pool: string; destination: string; until: number; kind: 'suspend' | 'override' }>();
+
+  constructor(private src: HistorySources, readonly stepMs = historyStep()) {
+    this.history = new History(stepMs);
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.last = Date.now();
+    // A failed sample (the spool closing under it) is skipped; the next step tries again.
+    this.timer = setInterval(() => void this.tick().catch(() => {}), this.stepMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One sample now (the timer calls this; tests may too). */
+  async tick(now = Date.now()): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      const cur = await readCounters(this.src.metrics);
+      const deltas = counterDeltas(this.prev, cur);
+      this.prev = cur;
+      const dt = Math.max(1, now - this.last);
+      this.last = now;
+      const pools: Record<string, PoolSample> = {};
+      const pool = (name: string) => (pools[name] ??= { delivered: 0, deferred: 0, bounced: 0, no_reply: 0, queued: 0, oldest: null });
+      for (const name of this.src.pools().keys()) pool(name);
+      for (const [name, [d, f, b, e]] of deltas) Object.assign(pool(name), { delivered: d, deferred: f, bounced: b, no_reply: e });
+      let destinations: Sample['destinations'] = [];
+      const relay = this.src.relay();
+      if (relay) {
+        for (const d of relay.spool.destinationSummaries()) pool(d.pool).queued += d.queued + d.held + d.failed;
+        const { top } = relay.spool.byDestination(OLDEST_AMONG);
+        for (const d of top) {
+          const age = Math.max(0, Math.round((now - d.oldest) / 1000));
+          const p = pool(d.pool);
+          if (p.oldest === null || age > p.oldest) p.oldest = age;
+        }
+        destinations = top.slice(0, TOP_DESTINATIONS).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest: Math.max(0, Math.round((now - d.oldest) / 1000)) }));
+        this.throttleMarks(relay, now);
+      }
+      this.collectMarks(now);
+      this.history.add({ t: now, dt, pools, destinations });
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Marks from the gateway's health history and the operators' suspensions (cheap: also run on every read). */
+  collectMarks(now = Date.now()): void {
+    const from = now - this.history.windowMs;
+    for (const e of this.src.events()) {
+      if (this.seenEvents.has(e)) continue;
+      this.seenEvents.add(e);
+      const at = Date.parse(e.at);
+      if (!(at >= from)) continue;
+      const verb = { up: 'is UP', down: 'is DOWN', ejected: 'ejected', drain: 'drained', enable: 'enabled', disabled: 'disabled', weight: 'weight changed' }[e.event] ?? e.event;
+      this.history.mark({ at, kind: e.event, pool: e.pool, server: e.server, text: `${e.pool}/${e.server} ${verb}${e.detail ? `: ${e.detail}` : ''}` });
+    }
+    const relay = this.src.relay();
+    if (!relay) return;
+    const current = new Map<string, { pool: string; destination: string; until: number; kind: 'suspend' | 'override'; created: number; text: string }>();
+    for (const s of relay.shaper.suspensions(now)) current.set(`s:${s.id}`, { ...s, kind: 'suspend', text: `${s.pool} → ${s.destination} suspended by ${s.who}: ${s.reason}` });
+    for (const o of relay.shaper.overrides(now)) {
+      const limits = [o.rate ? `rate ${o.rate}` : '', o.concurrency ? `concurrency ${o.concurrency}` : ''].filter(Boolean).join(', ');
+      current.set(`o:${o.id}`, { ...o, kind: 'override', text: `${o.pool} → ${o.destination} override ${limits} by ${o.who}: ${o.reason}` });
+    }
+    for (const [id, s] of current) {
+      if (this.suspensions.has(id)) continue;
+      this.suspensions.set(id, s);
+      if (s.created >= from) this.history.mark({ at: s.created, kind: s.kind, pool: s.pool, destination: s.destination, text: s.text });
+    }
+    for (const [id, s] of this.suspensions) {
+      if (current.has(id)) continue;
+      this.suspensions.delete(id);
+      this.history.mark({ at: Math.min(now, s.until), kind: `${s.kind}-end`, pool: s.pool, destination: s.destination, text: `${s.pool} → ${s.destination} ${s.kind === 'suspend' ? 'suspension' : 'override'} ended` });
+    }
+  }
+
+  /** Pairs entering or leaving adaptive backoff since the last step (marked at the step's time). */
+  private throttleMarks(relay: Relay, now: number): void {
+    const current = new Map<string, { pool: string; server: string; destination: string; factor: number; reply: string | null; suspended: string | null }>();
+    for (const t of relay.shaper.throttles(now)) {
+      if (t.factor < 1 || t.suspended_until) current.set(`${t.pool}/${t.server}|${t.destination}`, { pool: t.pool, server: t.server, destination: t.destination, factor: t.factor, reply: t.last_throttle_reply, suspended: t.suspended_until });
+    }
+    const fresh = [...current].filter(([k]) => !this.throttled.has(k));
+    if (fresh.length > THROTTLE_MARKS_PER_STEP) {
+      const pools = [...new Set(fresh.map(([, t]) => t.pool))];
+      this.history.mark({ at: now, kind: 'throttle', pool: pools.length === 1 ? pools[0] : '*', text: `${fresh.length} server/destination pairs throttled` });
+    } else {
+      for (const [, t] of fresh) {
+        const how = t.suspended ? `suspended until ${t.suspended}` : `at ${Math.round(t.factor * 100)}%`;
+        this.history.mark({ at: now, kind: 'throttle', pool: t.pool, server: t.server, destination: t.destination, text: `${t.pool}/${t.server} → ${t.destination} throttled, ${how}${t.reply ? `: ${t.reply}` : ''}` });
+      }
+    }
+    const ended = [...this.throttled].filter(([k]) => !current.has(k));
+    if (ended.length > THROTTLE_MARKS_PER_STEP) this.history.mark({ at: now, kind: 'throttle-end', pool: '*', text: `${ended.length} throttled pairs back to full speed` });
+    else for (const [, t] of ended) this.history.mark({ at: now, kind: 'throttle-end', pool: t.pool, server: t.server, destination: t.destination, text: `${t.pool}/${t.server} → ${t.destination} back to full speed` });
+    this.throttled = new Map([...current].map(([k, t]) => [k, { pool: t.pool, server: t.server, destination: t.destination }]));
+  }
+
+  snapshot(now = Date.now()): HistorySnapshot {
+    this.collectMarks(now);
+    return this.history.snapshot(now);
+  }
+
+  /** One destination's page: queue, throttle state, suspensions, warm-up against the plan, last replies. */
+  async destination(domain: string, now = Date.now()): Promise<DestinationView | null> {
+    const relay = this.src.relay();
+    if (!relay) return null;
+    return destinationView(relay, this.src.pools(), domain, this.src.deliveryLog(), now);
+  }
+}
+
+export interface DestinationView {
+  destination: string;
+  /** The pool a plain message to this domain is routed to now (null when no route takes it). */
+  routed_pool: string | null;
+  queue: { pool: string; queued: number; held: number; failed: number; oldest_seconds: number | null; waiting_for: string | null }[];
+  messages: { id: string; created: string; age_seconds: number; sender: string; recipient: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; waiting_for: string | null }[];
+  throttles: ReturnType<Relay['shaper']['throttles']>;
+  suspensions: { id: string; pool: string; destination: string; until: string; reason: string; who: string }[];
+  overrides: { id: string; pool: string; destination: string; until: string; reason: string; who: string; rate: string | null; concurrency: number | null }[];
+  warmup: { pool: string; server: string; state: 'warming' | 'warm' | 'not started'; day: number; plan_days: number; cap: number | null; sent: number; remaining: number | null; overflow: 'spill' | 'hold'; schedule: number[] }[];
+  replies: { at: string; event: string; queue_id: string | null; pool: string; server: string | null; recipient: string | null; code: number | null; reply: string }[];
+  replies_source: 'delivery_log' | 'queue';
+}
+
+/** Messages listed on a destination's page (the oldest first). */
+const PAGE_MESSAGES = 50;
+const PAGE_REPLIES = 20;
+
+export async function destinationView(relay: Relay, pools: Map<string, Pool>, raw: string, deliveryLog: string | undefined, now = Date.now()): Promise<DestinationView> {
+  const domain = raw.trim().toLowerCase().replace(/\.$/, '');
+  const routed = relay.route({ domain })?.rule.pool ?? null;
+  const poolNames = new Set<string>();
+  if (routed) poolNames.add(routed);
+  for (const name of pools.keys()) if (relay.spool.summary(name, domain)) poolNames.add(name);
+  const oldestOf = new Map(relay.spool.destinations(1000).filter((d) => d.domain === domain).map((d) => [d.pool, d.oldest]));
+  const queue = [...poolNames].map((pool) => {
+    const s = relay.spool.summary(pool, domain);
+    const oldest = oldestOf.get(pool);
+    return {
+      pool,
+      queued: s?.queued ?? 0,
+      held: s?.held ?? 0,
+      failed: s?.failed ?? 0,
+      oldest_seconds: s && oldest !== undefined ? Math.max(0, Math.round((now - oldest) / 1000)) : null,
+      waiting_for: relay.scheduler.waiting(pool, domain, now)?.reason ?? null,
+    };
+  });
+  const messages: DestinationView['messages'] = [];
+  for (const m of relay.spool.list({ domain, limit: PAGE_MESSAGES })) {
+    for (const r of m.recipients) {
+      if (r.domain !== domain) continue;
+      messages.push({
+        id: m.id,
+        created: new Date(m.created).toISOString(),
+        age_seconds: Math.round((now - m.created) / 1000),
+        sender: m.sender,
+        recipient: r.rcpt,
+        pool: r.pool,
+        state: r.state,
+        attempts: r.attempts,
+        next_attempt: r.state === 'queued' ? new Date(r.next_at).toISOString() : null,
+        last_code: r.last_code,
+        last_reply: r.last_reply,
+        last_server: r.last_server,
+        waiting_for: relay.waitingFor(r, now),
+      });
+    }
+  }
+  const warmup: DestinationView['warmup'] = [];
+  for (const name of poolNames) {
+    const pool = pools.get(name);
+    for (const s of pool?.servers ?? []) {
+      if (!s.warmup) continue;
+      const p = relay.shaper.serverWarmup(name, s, now)!;
+      const days = s.warmup.schedule.length;
+      warmup.push({ pool: name, server: s.name, state: p.day < 0 ? 'not started' : p.cap === null ? 'warm' : 'warming', day: p.day, plan_days: days, cap: p.cap, sent: p.sent, remaining: p.remaining, overflow: s.warmup.overflow, schedule: s.warmup.schedule });
+    }
+  }
+  let replies: DestinationView['replies'] = [];
+  let source: DestinationView['replies_source'] = 'queue';
+  if (deliveryLog) {
+    const fromLog = await lastReplies(deliveryLog, domain, PAGE_REPLIES);
+    if (fromLog?.length) {
+      replies = fromLog;
+      source = 'delivery_log';
+    }
+  }
+  if (source === 'queue') {
+    replies = messages
+      .filter((m) => m.last_reply)
+      .map((m) => ({ at: m.created, event: 'attempt', queue_id: m.id, pool: m.pool, server: m.last_server, recipient: m.recipient, code: m.last_code, reply: m.last_reply ?? '' }))
+      .slice(-PAGE_REPLIES)
+      .reverse();
+  }
+  const iso = (ms: number) => new Date(ms).toISOString();
+  return {
+    destination: domain,
+    routed_pool: routed,
+    queue,
+    messages,
+    throttles: relay.shaper.throttles(now).filter((t) => t.destination === domain),
+    suspensions: relay.shaper.suspensions(now).filter((s) => domainMatches(s.destination, domain)).map((s) => ({ id: s.id, pool: s.pool, destination: s.destination, until: iso(s.until), reason: s.reason, who: s.who })),
+    overrides: relay.shaper.overrides(now).filter((o) => domainMatches(o.destination, domain)).map((o) => ({ id: o.id, pool: o.pool, destination: o.destination, until: iso(o.until), reason: o.reason, who: o.who, rate: o.rate, concurrency: o.concurrency })),
+    warmup,
+    replies,
+    replies_source: source,
+  };
+}
+
+/** Bytes read from the end of the delivery log for a destination's last replies. */
+const LOG_TAIL_BYTES = 1 << 20;
+
+/** The newest replies to `domain` in the delivery log's last megabyte (null when it cannot be read). */
+export async function lastReplies(file: string, domain: string, max: number): Promise<DestinationView['replies'] | null> {
+  let fh: fs.promises.FileHandle | undefined;
+  try {
+    fh = await fs.promises.open(file, 'r');
+    const { size } = await fh.stat();
+    const start = Math.max(0, size - LOG_TAIL_BYTES);
+    const buf = Buffer.alloc(size - start);
+    await fh.read(buf, 0, buf.length, start);
+    const lines = buf.toString('utf8').split('\n');
+    if (start > 0) lines.shift(); // a partial first line
+    const out: DestinationView['replies'] = [];
+    const needle = `"recipient_domain":${JSON.stringify(domain)}`;
+    for (let i = lines.length - 1; i >= 0 && out.length < max; i--) {
+      const line = lines[i];
+      if (!line.includes(needle)) continue;
+      try {
+        const r = JSON.parse(line) as { time?: string; event: string; queue_id?: string; pool: string; server: string | null; recipient?: string; code: number | null; reply: string };
+        out.push({ at: r.time ?? '', event: r.event, queue_id: r.queue_id ?? null, pool: r.pool, server: r.server, recipient: r.recipient ?? null, code: r.code, reply: String(r.reply ?? '').slice(0, 500) });
+      } catch {
+        // a line cut by rotation or a crash: skipped
+      }
+    }
+    return out;
+  } catch {
+    return null;
+  } finally {
+    await fh?.close();
+  }
+}

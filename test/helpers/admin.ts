@@ -1,0 +1,50 @@
+// The admin API and metrics as tests read them, and the raw socket some tests speak through:
+// one copy for every test file.
+import net from 'node:net';
+import { waitFor, type Smtplb } from './peers.js';
+
+/** The admin token the test configs use. */
+export const TOKEN = 'test-token-1';
+
+/** GET (or another method with `init`) on the admin API with the token; the JSON answer. */
+export async function api<T>(admin: number, path: string, init: RequestInit = {}): Promise<T> {
+  const r = await fetch(`http://127.0.0.1:${admin}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) } });
+  return (await r.json()) as T;
+}
+
+/** The sum of a metric's series whose labels include `labels` (0 when there is none), from /metrics. */
+export async function metric(admin: number, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!(line.startsWith(`${name}{`) || line.startsWith(`${name} `))) continue;
+    const labelText = line.startsWith(`${name}{`) ? line.slice(name.length, line.lastIndexOf('}') + 1) : '';
+    if (want.every((w) => labelText.includes(w))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+/** SIGHUP, then wait until the reload is counted: resolves with its result (applied or refused). */
+export async function reload(lb: Smtplb, admin: number): Promise<'applied' | 'refused'> {
+  const before = { applied: await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' }), refused: await metric(admin, 'smtplb_config_reloads_total', { result: 'refused' }) };
+  lb.reload();
+  return waitFor('the reload counted', async () => {
+    if ((await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' })) > before.applied) return 'applied' as const;
+    if ((await metric(admin, 'smtplb_config_reloads_total', { result: 'refused' })) > before.refused) return 'refused' as const;
+    return null;
+  }, 10_000);
+}
+
+/** Write `bytes` on a new connection; what the server said until it closed (or `ms` passed). */
+export function raw(port: number, bytes: string, ms = 2000): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    let out = '';
+    s.on('data', (c) => (out += c));
+    s.on('error', () => resolve(out));
+    s.on('close', () => resolve(out));
+    s.write(bytes);
+    setTimeout(() => s.destroy(), ms);
+  });
+}
