@@ -81,6 +81,8 @@ test('a DKIM worker that hangs fails its job after the timeout and is replaced (
   after(() => delete process.env.SMTPLB_TEST_DKIM_FAULT);
   const signer = new DkimSigner(loadKeys({ domains: { 'a.test': { selector: 's', key_file: file, algorithm: 'rsa-sha256' } }, threads: 1 }), undefined, 1, { timeoutMs: 500 });
   const msg = Buffer.from('From: x@a.test\r\nSubject: t\r\n\r\nbody\r\n');
+  // The worker has started (a job's time limit runs from then): it signs.
+  assert.match((await signer.sign(msg, 'a.test')).toString(), /^DKIM-Signature:/);
   fs.writeFileSync(fault, 'hang');
   const t0 = Date.now();
   await assert.rejects(signer.sign(msg, 'a.test'), /DKIM signing took over 500 ms/);

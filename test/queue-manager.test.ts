@@ -357,3 +357,35 @@ queue: { retry: [1h], max_age: 2h, min_free: 0 }
   assert.ok(peakMb < 400, `peak RSS ${peakMb.toFixed(0)} MB`);
   assert.equal(dest.count(), 0);
 });
+
+test('queue.max_deliveries bounds the deliveries in flight over all destinations: 12 destinations, a 1 s upstream, a limit of 3', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  const slow = await startSmtplbSink({ rules: ['rcpt=*,data_delay=1s'] });
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${slow.port} } ] }
+routes: [ { pool: out } ]
+queue: { retry: [1s], max_age: 1h, max_deliveries: 3 }
+`);
+  // Queued while the destinations are suspended, then released together.
+  for (let i = 0; i < 12; i++) assert.equal(runCli(['suspend', `d${i}.test`, '--pool', 'out', '--for', '1h', '--reason', 'hold', '-c', lb.file]).code, 0);
+  const sent = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', Array.from({ length: 12 }, (_, i) => `u@d${i}.test`).join(',')]);
+  assert.equal(sent.code, 0, sent.stdout);
+  const ids = (await api<{ suspensions: { id: string }[] }>(admin, '/api/suspensions')).suspensions.map((s) => s.id);
+  const t0 = Date.now();
+  for (const id of ids) assert.equal(runCli(['unsuspend', id, '-c', lb.file]).code, 0);
+  let most = 0;
+  await waitFor('all 12 delivered', async () => {
+    const st = await api<{ pools: { name: string; servers: { name: string; active: number }[] }[] }>(admin, '/api/status');
+    most = Math.max(most, st.pools.find((p) => p.name === 'out')?.servers[0]?.active ?? 0);
+    return (await slow.stats()).messages === 12;
+  }, 30_000, 50);
+  // Three at a time, one second each: four rounds at least (twelve at once would take one).
+  assert.ok(Date.now() - t0 >= 3_500, `took ${Date.now() - t0} ms`);
+  assert.ok(most <= 3, `${most} connections in use at once`);
+});

@@ -300,8 +300,10 @@ export const configSchema = z.strictObject({
       max_age: duration.default(5 * 86_400_000),
       /** Refuse new mail (452 4.3.1) when the spool's disk has less free space than this. */
       min_free: size.default(100 * 1024 * 1024),
+      /** Deliveries in flight at once, all destinations together (Postfix's default_process_limit). */
+      max_deliveries: int(1, 100_000).default(500),
     })
-    .default({ retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], max_age: 5 * 86_400_000, min_free: 100 * 1024 * 1024 }),
+    .default({ retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], max_age: 5 * 86_400_000, min_free: 100 * 1024 * 1024, max_deliveries: 500 }),
 });
 
 type RawConfig = z.output<typeof configSchema>;

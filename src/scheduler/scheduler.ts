@@ -18,7 +18,7 @@ import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, Recipient
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
 
-export interface QueuePolicy { retry: number[]; max_age: number }
+export interface QueuePolicy { retry: number[]; max_age: number; max_deliveries?: number }
 
 export interface SchedulerContext {
   spool: Spool;
@@ -172,6 +172,7 @@ export class Scheduler {
   /** When the next destination may start something: O(destinations), never O(queue). */
   private nextWake(): number {
     let at = Infinity;
+    if (this.room() <= 0) return at; // woken by a finishing delivery
     for (const d of this.ctx.spool.destinationSummaries()) {
       if (d.queued === 0 || d.nextDue === null) continue;
       const s = this.dests.get(`${d.pool}|${d.domain}`);
@@ -181,7 +182,15 @@ export class Scheduler {
     return at;
   }
 
+  /** Deliveries that may still start now, all destinations together. */
+  private room(): number {
+    return (this.ctx.policy().max_deliveries ?? Infinity) - this.running;
+  }
+
   private async schedule(now: number): Promise<void> {
+    // At the global limit nothing can start: no walk over the destinations (a finishing
+    // delivery wakes the queue manager).
+    if (this.room() <= 0) return;
     const due = [...this.ctx.spool.destinationSummaries()].filter((d) => d.queued > 0 && d.nextDue !== null && d.nextDue <= now);
     if (due.length === 0) return;
     // Round-robin: each pass starts one destination further on.
@@ -219,6 +228,8 @@ export class Scheduler {
   /** One walk over the due destinations: what starts, what moves to another pool, what expired. */
   private pass(order: DestSummary[], now: number, started: Job[], exhausted: { pool: string; domain: string }[], moves: { rows: RecipientRow[]; pool: string; route: number }[], expired: { m: MessageRow; rows: RecipientRow[] }[], maxAge: number): void {
     for (const d of order) {
+      // The global limit: the rest waits for the next pass, which starts further on (round-robin).
+      if (this.room() <= 0) break;
       const key = `${d.pool}|${d.domain}`;
       const st = this.state(key);
       if (st.blockedUntil > now) continue;
@@ -241,7 +252,7 @@ export class Scheduler {
       if (rows.length === limit && jobs.length > 1) jobs.pop();
       let all = true;
       for (const j of jobs) {
-        if (free <= 0) {
+        if (free <= 0 || this.room() <= 0) {
           all = false;
           break;
         }
