@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { after, afterEach, test } from 'node:test';
 import { createRequire } from 'node:module';
 import { History, HistorySampler, Ring, counterDeltas, historyStep, lastReplies, type GatewayEvent } from '../src/admin/history.js';
-import { BIN, freePort, onStop, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { BIN, freePort, onStop, run, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
 
 after(stopAll);
@@ -145,9 +145,122 @@ test('the sampler: per-step counts from the counters, queue from the spool, mark
   assert.match(s.marks[1].text, /p\/a → x\.test throttled, at 50%: 421 4\.7\.0 try again later/);
   // Read twice, marked once.
   assert.equal(sampler.snapshot(now0 + 2600).marks.length, 6);
-  // The timer is unref'd and stops.
+  // The timer is unref'd (a sampler never keeps the process alive), started once, and stops.
+  const handle = (): NodeJS.Timeout | undefined => sampler.timerHandle;
+  assert.equal(handle(), undefined);
   sampler.start();
+  const timer = handle();
+  assert.ok(timer, 'start() sets a timer');
+  assert.equal(timer.hasRef(), false);
+  sampler.start();
+  assert.equal(handle(), timer, 'a second start() does not add a timer');
   sampler.stop();
+  assert.equal(handle(), undefined);
+});
+
+test("a destination's page reads that destination only (an index seek per pool) and lists a page of recipients at most", async () => {
+  const { Spool, idTime } = await import('../src/spool/spool.js');
+  const { destinationView } = await import('../src/admin/history.js');
+  const spool = new Spool(tmpDir('charts-dest-'));
+  onStop(() => spool.close());
+  const put = async (rcpts: string[], pool: string) => {
+    const inc = await spool.incoming();
+    await inc.write(Buffer.from('Subject: page\r\n\r\nbody\r\n'));
+    return spool.commitIncoming(inc, { sender: 'app@client.test', recipients: rcpts.map((address) => ({ address, domain: address.split('@')[1], pool, route: 0 })), listener: 'l', client: '127.0.0.1' }, null);
+  };
+  // One message with 60 recipients at big.test, then one more in another pool, and other destinations.
+  const first = await put(Array.from({ length: 60 }, (_, i) => `u${String(i).padStart(2, '0')}@big.test`), 'p');
+  const second = await put(['x@big.test', 'y@other.test'], 'q');
+  for (let i = 0; i < 20; i++) await put([`z${i}@d${i}.test`], 'p');
+  const relay = {
+    spool,
+    route: () => ({ rule: { pool: 'p' } }),
+    scheduler: { waiting: () => null },
+    waitingFor: (r: { attempts: number }) => (r.attempts === 0 ? 'first attempt' : null),
+    shaper: { throttles: () => [], suspensions: () => [], overrides: () => [], serverWarmup: () => null },
+  };
+  // The page never lists or sorts the whole queue.
+  const forbid = (name: string) => () => {
+    throw new Error(`the destination page called spool.${name}() (a scan of the whole queue)`);
+  };
+  Object.assign(spool, { list: forbid('list'), destinations: forbid('destinations'), byDestination: forbid('byDestination') });
+  const now = Date.now() + 5000;
+  const pools = new Map([['p', { servers: [] }], ['q', { servers: [] }], ['idle', { servers: [] }]]);
+  const v = await destinationView(relay as never, pools as never, 'Big.Test.', undefined, now);
+  assert.equal(v.destination, 'big.test');
+  assert.deepEqual(v.queue.map((q) => [q.pool, q.queued, q.oldest_seconds]), [['p', 60, Math.round((now - idTime(first)) / 1000)], ['q', 1, Math.round((now - idTime(second)) / 1000)]]);
+  assert.equal(v.messages.length, 50, 'a page of rows, not every recipient of 50 messages');
+  assert.ok(v.messages.every((m) => m.id === first && m.pool === 'p' && m.sender === 'app@client.test' && m.state === 'queued' && m.waiting_for === 'first attempt'));
+  assert.deepEqual(v.messages.slice(0, 2).map((m) => m.recipient), ['u00@big.test', 'u01@big.test']);
+  // Fewer than a page: every open recipient of the destination, across its pools, the oldest message first.
+  const small = await destinationView(relay as never, pools as never, 'other.test', undefined, now);
+  assert.deepEqual(small.messages.map((m) => [m.id, m.recipient, m.pool]), [[second, 'y@other.test', 'q']]);
+  assert.equal(spool.oldest('p', 'nothing.test'), null);
+  assert.deepEqual(spool.openFor('p', 'nothing.test', 10), []);
+  // Both reads are an index seek on recipients_age, never a scan.
+  const sources = { openFor: (spool as unknown as { openForStmt: { source: string } }).openForStmt.source, oldest: (spool as unknown as { stmts: { oldest: { source: string } } }).stmts.oldest.source };
+  for (const [name, sql] of Object.entries(sources)) {
+    const plan = (spool.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...(name === 'openFor' ? ['p', 'big.test', 50] : ['p', 'big.test'])) as { detail: string }[]).map((r) => r.detail);
+    assert.match(plan[0], /^SEARCH r(ecipients)? USING INDEX recipients_age \(pool=\? AND domain=\?\)$/, `${name}: ${plan.join('; ')}`);
+    assert.ok(!plan.some((d) => /^SCAN|TEMP B-TREE/.test(d)), `${name}: ${plan.join('; ')}`);
+  }
+});
+
+test('/api/destinations/:domain: 400 for anything but a domain name, 404 saying why when there is no page', async () => {
+  const { AdminServer } = await import('../src/admin/server.js');
+  const { default: pino } = await import('pino');
+  const asked: string[] = [];
+  const base = { token: TOKEN, metrics: {} as never, log: pino({ level: 'silent' }), pools: () => new Map(), status: () => ({}), serverAction: () => {}, relay: () => undefined };
+  const start = async (ctx: ConstructorParameters<typeof AdminServer>[0]) => {
+    const srv = new AdminServer(ctx);
+    const port = await freePort();
+    await srv.listen({ host: '127.0.0.1', port });
+    onStop(() => srv.close());
+    return async (p: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}/api/destinations/${p}`, { headers: auth });
+      return { status: res.status, body: (await res.json()) as { error?: string; destination?: string } };
+    };
+  };
+  const get = await start({ ...base, history: { snapshot: () => ({}), destination: async (d: string) => (asked.push(d), d === 'gone.test' ? null : { destination: d }) } });
+  for (const ok of ['example.com', 'Mail-1.Example.COM', 'example.com.', 'x', `${'a'.repeat(63)}.test`, `${Array.from({ length: 4 }, () => 'a'.repeat(62)).join('.')}`]) {
+    const r = await get(encodeURIComponent(ok));
+    assert.equal(r.status, 200, `${ok}: ${JSON.stringify(r.body)}`);
+  }
+  assert.deepEqual(asked.slice(0, 3), ['example.com', 'Mail-1.Example.COM', 'example.com']);
+  const n = asked.length;
+  for (const bad of ['%E0%A4%', '%C3%A9.test', 'a..b', '.a', 'a.b..', '-a.test', 'a-.test', 'a_b.test', '*.example.com', 'a%20b', '%3Cscript%3E', 'exa%00mple.com', `${'a'.repeat(64)}.test`, `${Array.from({ length: 4 }, () => 'a'.repeat(63)).join('.')}`, '[192.0.2.1]']) {
+    const r = await get(bad);
+    assert.equal(r.status, 400, `${bad}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.error ?? '', /not a destination: give a domain name of at most 253 characters|malformed percent-encoding/);
+  }
+  assert.equal(asked.length, n, 'nothing invalid reaches the page');
+  const gone = await get('gone.test');
+  assert.equal(gone.status, 404);
+  assert.match(gone.body.error ?? '', /no mode: smtp listener/);
+  const none = await (await start(base))('example.com');
+  assert.equal(none.status, 404);
+  assert.equal(none.body.error, 'no history is sampled in this process, so there are no destination pages');
+});
+
+test('the dashboard survives a malformed #dest= link (percent-encoding cut short)', { skip: chromium ? false : 'chromium is not installed', timeout: 60_000 }, async () => {
+  const { AdminServer } = await import('../src/admin/server.js');
+  const { default: pino } = await import('pino');
+  const srv = new AdminServer({ token: TOKEN, metrics: {} as never, log: pino({ level: 'silent' }), pools: () => new Map(), status: () => ({ hostname: 'gw.test', listeners: [], pools: [], health_history: [] }), serverAction: () => {}, relay: () => undefined, history: { snapshot: () => ({}), destination: async () => null } });
+  const port = await freePort();
+  await srv.listen({ host: '127.0.0.1', port });
+  onStop(() => srv.close());
+  const page = await browserPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`http://127.0.0.1:${port}/dashboard#dest=%E0%A4&token=${TOKEN}`);
+  await page.waitForFunction(() => !document.getElementById('destpage')?.hidden, undefined, { timeout: 10_000 });
+  assert.equal(await page.locator('#dname').textContent(), '%e0%a4');
+  // The API refuses the name; the page says so instead of breaking.
+  await page.waitForFunction(() => /not a destination/.test(document.querySelector('#dqueue')?.textContent ?? ''), undefined, { timeout: 10_000 });
+  // A good link still opens after the bad one.
+  await page.evaluate(() => (location.hash = '#dest=' + encodeURIComponent('Good.Test')));
+  await page.waitForFunction(() => document.getElementById('dname')?.textContent === 'good.test', undefined, { timeout: 10_000 });
+  assert.deepEqual(errors.filter((e) => /URIError|decodeURIComponent/.test(e)), []);
 });
 
 test('charts in headless Chromium: 1,000 messages with forced deferrals and a server killed midway', { skip: chromium ? false : 'chromium is not installed (scripts/install-peers.sh installs it)', timeout: 180_000 }, async () => {
@@ -408,4 +521,55 @@ pools:
   assert.equal(once.status, 0);
   assert.equal((once.stdout.match(/smtplb on gw\.test/g) ?? []).length, 1);
   assert.match(once.stdout, /one\s+127\.0\.0\.1:2\s+UP/);
+});
+
+/** Text a remote server controls, with what a terminal would act on: an OSC title, CSI codes (7-bit and C1), a bell, a line break faking a log line. */
+const HOSTILE = '554 go\x1b]0;pwned\x07 away\x1b[2J\x9b31m now\tplease';
+
+test('pretty log lines drop control characters from the message (tab kept, one line per event)', () => {
+  const logger = new URL('../src/core/logger.js', import.meta.url).href;
+  const script = `import { createLogger } from ${JSON.stringify(logger)};
+createLogger('info', 'pretty').info({ reply: ${JSON.stringify(HOSTILE)} }, ${JSON.stringify(`relay said: ${HOSTILE}\r\n12:00:00.000 INFO: a fake line`)});`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1, r.stdout);
+  assert.match(lines[0], /INFO: relay said: 554 go\]0;pwned away\[2J31m now\tplease 12:00:00\.000 INFO: a fake line/);
+  assert.doesNotMatch(r.stdout, /[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
+  // The fields stay JSON (escaped), as before.
+  assert.match(lines[0], /"reply":"554 go\\u001b\]0;pwned\\u0007 away\\u001b\[2J31m now\\tplease"/);
+});
+
+test('smtplb status (piped and --watch on a terminal) prints no control characters from a server reply', async () => {
+  const net = await import('node:net');
+  const hostile = net.createServer((s) => {
+    s.on('error', () => {});
+    s.end(Buffer.from(`${HOSTILE}\r\n`, 'latin1')); // \x9b as the one byte a terminal reads as CSI
+  });
+  await new Promise<void>((r) => hostile.listen(0, '127.0.0.1', r));
+  onStop(() => new Promise<void>((r) => hostile.close(() => r())));
+  const hostilePort = (hostile.address() as { port: number }).port;
+  const admin = await freePort();
+  const port = await freePort();
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: l, listen: 127.0.0.1:${port}, mode: tcp, pool: p }
+pools:
+  p: { health: { check: smtp, interval: 200ms, timeout: 1s, fall: 1 }, servers: [ { name: evil, address: 127.0.0.1:${hostilePort} } ] }
+`);
+  // Children run asynchronously: the hostile server answers from this process.
+  const once = await waitFor('the server down with its reply', async () => {
+    const r = await run(process.execPath, [BIN, 'status', '-c', lb.file], 20_000);
+    return /evil\s.*DOWN.*554 go/.test(r.stdout) ? r : null;
+  }, 15_000, 200);
+  assert.equal(once.code, 0);
+  assert.match(once.stdout, /\(554 go\]0;pwned away\[2J31m now please\)/);
+  assert.doesNotMatch(once.stdout, /[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
+  // On a terminal: only smtplb's own cursor and clearing sequences, none of the server's.
+  const tty = await run('script', ['-qfec', `stty cols 400 rows 50; timeout -s INT 3 ${process.execPath} ${BIN} status --watch --interval 300ms -c ${lb.file}`, '/dev/null'], 20_000);
+  assert.match(tty.stdout, /554 go\]0;pwned away\[2J31m now/);
+  assert.doesNotMatch(tty.stdout, /\x1b\]|\x07|\x9b/);
+  assert.equal((tty.stdout.match(/\x1b\[2J/g) ?? []).length, 1, 'the screen is cleared once, by smtplb');
 });

@@ -184,12 +184,92 @@ routes: [ { pool: direct } ]
 dkim: { domains: { good.test: { selector: s1, key_file: ${k.good} } } }
 `,
   );
-  const [r, bad] = await Promise.all([cli(['doctor', '-c', file, '--resolver', `127.0.0.1:${dns.port}`], { timeoutMs: 30_000 }), cli(['doctor', '-c', file, '--resolver', 'not-an-ip:53'], { timeoutMs: 30_000 })]);
+  const [r, bad, name] = await Promise.all([
+    cli(['doctor', '-c', file, '--resolver', `127.0.0.1:${dns.port}`], { timeoutMs: 30_000 }),
+    cli(['doctor', '-c', file, '--resolver', 'not-an-ip:53'], { timeoutMs: 30_000 }),
+    cli(['doctor', '-c', file, '--resolver', 'not-an-ip'], { timeoutMs: 30_000 }),
+  ]);
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /resolver 127\.0\.0\.1:\d+/);
   assert.match(r.stdout, /no problems found\n$/);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /--resolver/);
+  // A bare name (no port) is refused the same way, naming the flag: not node:dns's "Invalid IP address".
+  assert.notEqual(name.code, 0);
+  assert.match(name.stderr, /--resolver: "not-an-ip" is not an IP address/);
+  assert.doesNotMatch(name.stderr, /Invalid IP address|\n\s+at /);
+});
+
+test('a resolver given by name in the config is looked up first; one that does not resolve is one clear error, in the CLI and in the daemon', async () => {
+  const { IdentityMonitor } = await import('../src/identity/monitor.js');
+  const { configSchema } = await import('../src/config/schema.js');
+  const dns = await startDns(zone());
+  const dir = tmpDir('doctor-named-');
+  const k = keyFiles(dir);
+  const configText = (resolver: string) => `hostname: gw.good.test
+spool: ${dir}/spool
+doctor: { resolver: ${resolver} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:2525, mode: smtp, relay_networks: [127.0.0.1/32] }
+pools:
+  direct: { kind: mx, sources: [ { name: ip-a, address: ${A}, helo: out-a.good.test } ] }
+routes: [ { pool: direct } ]
+dkim: { domains: { good.test: { selector: s1, key_file: ${k.good} } } }
+`;
+  const nowhere = path.join(dir, 'nowhere.yaml');
+  fs.writeFileSync(nowhere, configText('nowhere.invalid:53'));
+  const named = path.join(dir, 'named.yaml');
+  fs.writeFileSync(named, configText(`localhost:${dns.port}`));
+  const localhostIsV4 = (await import('node:dns')).promises.lookup('localhost').then((a) => a.address === '127.0.0.1', () => false);
+  const [bad, good] = await Promise.all([cli(['doctor', '-c', nowhere], { timeoutMs: 30_000 }), cli(['doctor', '-c', named], { timeoutMs: 30_000 })]);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /the resolver nowhere\.invalid:53 does not resolve to an address \(\w+\); give its IP address/);
+  assert.doesNotMatch(bad.stderr, /Invalid IP address|\n\s+at /);
+  if (await localhostIsV4) {
+    assert.equal(good.code, 0, good.stdout + good.stderr);
+    assert.match(good.stdout, /resolver localhost:\d+/);
+    assert.match(good.stdout, /no problems found\n$/);
+  }
+
+  // The daemon: the same failure is its last_error and a warning, never an unhandled rejection.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const warnings: string[] = [];
+    const log = { warn: (_o: unknown, m: string) => warnings.push(m), info: () => {} } as never;
+    const cfg = configSchema.parse({
+      hostname: 'gw.good.test',
+      doctor: { resolver: 'nowhere.invalid:53' },
+      listeners: [{ name: 'l', listen: '127.0.0.1:25' }],
+      pools: { direct: { kind: 'mx', sources: [{ name: 'ip-a', address: A }] } },
+      routes: [{ pool: 'direct' }],
+    }) as never;
+    const m = new IdentityMonitor(() => cfg, log);
+    m.start();
+    const st = await waitFor('the failed identity check', () => (m.status().last_error && !m.status().running ? m.status() : null), 10_000);
+    assert.match(st.last_error!, /the resolver nowhere\.invalid:53 does not resolve/);
+    assert.ok(st.next_check_at, 'the next run is still scheduled');
+    assert.ok(warnings.some((w) => /^identity check failed: the resolver nowhere\.invalid:53/.test(w)), warnings.join('\n'));
+    // A config that throws while the resolver is chosen (before any lookup exists) is caught the same way.
+    const noResolver = configSchema.parse({ listeners: [{ name: 'l', listen: '127.0.0.1:25' }], pools: { direct: { kind: 'mx', sources: [{ name: 'ip-a', address: A }] } } }) as object;
+    const throwing = new Proxy(noResolver, {
+      get: (t, key) => {
+        if (key === 'pools') throw new Error('config read failed');
+        return Reflect.get(t, key);
+      },
+    });
+    const m2 = new IdentityMonitor(() => throwing as never, log);
+    m2.start();
+    await waitFor('the second monitor failing', () => (m2.status().last_error && !m2.status().running ? true : null), 10_000);
+    assert.match(m2.status().last_error!, /config read failed/);
+    m.stop();
+    m2.stop();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
 });
 
 test('the daemon shows the identity findings in /api/status and smtplb_identity_problems, and checks again on reload', async () => {
@@ -267,6 +347,11 @@ test('the checks as pure functions: missing, several and permissive SPF records,
   assert.deepEqual(codes(unaligned), ['dmarc-unaligned']);
   assert.match(unaligned.findings[0].fix, /smtplb dkim keygen --domain x\.test/);
   assert.equal(dmarc({ rr: 'v=DMARC1; p=none', v: 'DMARC1', p: 'none' }).status, 'note');
+  // mailauth keeps the space after "=": "p= reject" is a valid policy, and "adkim= s" strict.
+  const spaced = dmarc({ rr: 'v=DMARC1; p= reject; sp= quarantine ; adkim= s', v: 'DMARC1', p: ' reject', sp: ' quarantine', adkim: ' s' });
+  assert.deepEqual(codes(spaced), []);
+  assert.match(spaced.summary, /^p=reject; aligned through DKIM and SPF$/);
+  assert.deepEqual(codes(dmarc({ rr: 'v=DMARC1; p= rejected', v: 'DMARC1', p: ' rejected' })), ['dmarc-invalid']);
 
   assert.deepEqual(codes(checkMx('x.test', { mx: { ok: true, value: [{ exchange: '', priority: 0 }] }, addresses: {} })), ['mx-null']);
   assert.deepEqual(codes(checkMx('x.test', { mx: none, addresses: { 'x.test': none } })), ['mx-missing']);
@@ -292,4 +377,22 @@ test('the checks as pure functions: missing, several and permissive SPF records,
   assert.deepEqual(poolsFor(cfg, 'news.test'), ['bulk', 'spare', 'direct'], 'the class of the user that sends it, with its fallback');
   assert.deepEqual(poolsFor(cfg, 'own.test'), ['own'], 'a route that takes all of a domain stops the walk');
   assert.deepEqual(poolsFor(cfg, 'other.test'), ['direct']);
+
+  // Documentation addresses (RFC 5737, RFC 3849) count as reserved for the background check, not as private.
+  const { onlyReservedNames, isPrivateAddress, isDocumentationAddress } = await import('../src/identity/inventory.js');
+  const withSources = (...addresses: string[]) =>
+    configSchema.parse({
+      listeners: [{ name: 'l', listen: '127.0.0.1:25' }],
+      users: [{ name: 'app', password: 'x', sender_domains: ['app.test'] }],
+      pools: { direct: { kind: 'mx', sources: addresses.map((address, i) => ({ name: `s${i}`, address })) } },
+      routes: [{ pool: 'direct' }],
+    }) as Parameters<typeof onlyReservedNames>[0];
+  assert.equal(onlyReservedNames(withSources('192.0.2.10', '198.51.100.7', '203.0.113.200', '2001:db8::25', '10.0.0.1')), true);
+  assert.equal(onlyReservedNames(withSources('192.0.2.10', '8.8.8.8')), false);
+  assert.equal(onlyReservedNames(withSources('2001:db9::1')), false);
+  for (const ip of ['192.0.2.1', '198.51.100.1', '203.0.113.1', '2001:db8:ffff::1', '::ffff:192.0.2.1']) {
+    assert.equal(isDocumentationAddress(ip), true, ip);
+    assert.equal(isPrivateAddress(ip), false, `${ip} is not private (a configured resolver still checks it)`);
+  }
+  for (const ip of ['192.0.3.1', '198.51.101.1', '203.0.114.1', '2001:db9::1', '8.8.8.8']) assert.equal(isDocumentationAddress(ip), false, ip);
 });

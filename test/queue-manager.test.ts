@@ -80,7 +80,7 @@ queue: { retry: [1s], max_age: 1h }
     const st = await api<QueueStatus>(admin, '/api/status');
     const d = st.queue.destinations.find((x) => x.pool === 'old' && x.destination === 'moving.test');
     return d?.queued === 5 && st.queue.counts.queued === 5;
-  });
+  }, 30_000);
   const q = JSON.parse(runCli(['queue', 'list', '--domain', 'moving.test', '--json', '-c', lb.file]).stdout) as { messages: { recipients: { attempts: number }[] }[] };
   await waitFor('attempted', () => q.messages.every((m) => m.recipients[0].attempts >= 1) || JSON.parse(runCli(['queue', 'list', '--domain', 'moving.test', '--json', '-c', lb.file]).stdout).messages.every((m: { recipients: { attempts: number }[] }) => m.recipients[0].attempts >= 1));
   assert.equal(fresh.count(), 0);

@@ -345,7 +345,10 @@ async function refreshDest() {
 }
 function route() {
   const m = location.hash.match(/^#dest=([^&]+)/);
-  C.destination = m ? decodeURIComponent(m[1]).toLowerCase() : null;
+  // A hand-typed or cut link (#dest=%E0%A4) is taken as written rather than breaking the page.
+  let d = null;
+  if (m) { try { d = decodeURIComponent(m[1]); } catch { d = m[1]; } }
+  C.destination = d ? d.toLowerCase() : null;
   $('destpage').hidden = !C.destination;
   if (C.destination) { $('dname').textContent = C.destination; $('droute').textContent = ''; refreshDest(); window.scrollTo(0, 0); }
   else clearTimeout(destTimer);

@@ -255,6 +255,11 @@ export class HistorySampler {
     this.timer = undefined;
   }
 
+  /** The sampling timer while started (undefined when stopped): it must not keep the process alive. */
+  get timerHandle(): NodeJS.Timeout | undefined {
+    return this.timer;
+  }
+
   /** One sample now (the timer calls this; tests may too). */
   async tick(now = Date.now()): Promise<void> {
     if (this.busy) return;
@@ -369,7 +374,7 @@ export interface DestinationView {
   replies_source: 'delivery_log' | 'queue';
 }
 
-/** Messages listed on a destination's page (the oldest first). */
+/** Recipient rows listed on a destination's page (the oldest message first). */
 const PAGE_MESSAGES = 50;
 const PAGE_REPLIES = 20;
 
@@ -379,40 +384,42 @@ export async function destinationView(relay: Relay, pools: Map<string, Pool>, ra
   const poolNames = new Set<string>();
   if (routed) poolNames.add(routed);
   for (const name of pools.keys()) if (relay.spool.summary(name, domain)) poolNames.add(name);
-  const oldestOf = new Map(relay.spool.destinations(1000).filter((d) => d.domain === domain).map((d) => [d.pool, d.oldest]));
+  // One index seek per pool (a handful): never a scan of the queue, however large it is.
   const queue = [...poolNames].map((pool) => {
     const s = relay.spool.summary(pool, domain);
-    const oldest = oldestOf.get(pool);
+    const oldest = s ? relay.spool.oldest(pool, domain) : null;
     return {
       pool,
       queued: s?.queued ?? 0,
       held: s?.held ?? 0,
       failed: s?.failed ?? 0,
-      oldest_seconds: s && oldest !== undefined ? Math.max(0, Math.round((now - oldest) / 1000)) : null,
+      oldest_seconds: oldest === null ? null : Math.max(0, Math.round((now - oldest) / 1000)),
       waiting_for: relay.scheduler.waiting(pool, domain, now)?.reason ?? null,
     };
   });
-  const messages: DestinationView['messages'] = [];
-  for (const m of relay.spool.list({ domain, limit: PAGE_MESSAGES })) {
-    for (const r of m.recipients) {
-      if (r.domain !== domain) continue;
-      messages.push({
-        id: m.id,
-        created: new Date(m.created).toISOString(),
-        age_seconds: Math.round((now - m.created) / 1000),
-        sender: m.sender,
-        recipient: r.rcpt,
-        pool: r.pool,
-        state: r.state,
-        attempts: r.attempts,
-        next_attempt: r.state === 'queued' ? new Date(r.next_at).toISOString() : null,
-        last_code: r.last_code,
-        last_reply: r.last_reply,
-        last_server: r.last_server,
-        waiting_for: relay.waitingFor(r, now),
-      });
-    }
-  }
+  // The oldest recipients across its pools, one row each, at most a page of them.
+  const rows = [...poolNames]
+    .filter((pool) => relay.spool.summary(pool, domain))
+    .flatMap((pool) => relay.spool.openFor(pool, domain, PAGE_MESSAGES))
+    .sort((a, b) => (a.msg < b.msg ? -1 : a.msg > b.msg ? 1 : a.rcpt < b.rcpt ? -1 : a.rcpt > b.rcpt ? 1 : 0))
+    .slice(0, PAGE_MESSAGES);
+  // Flat rows (one per recipient, with its message's time and sender): server.ts's messageView
+  // nests recipients under each message, which this page's table does not show.
+  const messages: DestinationView['messages'] = rows.map((r) => ({
+    id: r.msg,
+    created: new Date(r.created).toISOString(),
+    age_seconds: Math.round((now - r.created) / 1000),
+    sender: r.sender,
+    recipient: r.rcpt,
+    pool: r.pool,
+    state: r.state,
+    attempts: r.attempts,
+    next_attempt: r.state === 'queued' ? new Date(r.next_at).toISOString() : null,
+    last_code: r.last_code,
+    last_reply: r.last_reply,
+    last_server: r.last_server,
+    waiting_for: relay.waitingFor(r, now),
+  }));
   const warmup: DestinationView['warmup'] = [];
   for (const name of poolNames) {
     const pool = pools.get(name);

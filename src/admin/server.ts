@@ -94,7 +94,13 @@ export class AdminServer {
       res.end(JSON.stringify(ctx.history.snapshot()));
     });
     this.route('GET', /^\/api\/destinations\/([^/]+)$/, async (_req, res, [domain]) => {
-      const v = await ctx.history?.destination(domain);
+      // A recipient domain: a host name (letters, digits, hyphens; dots between labels of 1-63; at most 253, a trailing dot allowed).
+      const name = domain.endsWith('.') ? domain.slice(0, -1) : domain;
+      if (name.length > 253 || !name.split('.').every((l) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l))) {
+        return json(res, 400, { error: 'not a destination: give a domain name of at most 253 characters (letters, digits, hyphens and dots)' });
+      }
+      if (!ctx.history) return json(res, 404, { error: 'no history is sampled in this process, so there are no destination pages' });
+      const v = await ctx.history.destination(name);
       if (!v) return json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no queue or shaping' });
       json(res, 200, v);
     });

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, configWarnings, loadConfig } from '../config/load.js';
 import { formatAddress, parseDuration } from '../config/units.js';
-import { createLogger } from '../core/logger.js';
+import { createLogger, printable } from '../core/logger.js';
 import { hashPassword } from '../policy/password.js';
 import { StartError } from '../runtime/gateway.js';
 import { runProcess } from '../runtime/process.js';
@@ -116,7 +116,8 @@ function statusLines(s: StatusShape, rates?: { prev: Map<string, { n: number; t:
   for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) out.push(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
   for (const x of s.suspensions ?? []) out.push(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
   for (const o of s.overrides ?? []) out.push(`  override ${o.id}: ${describeOverride(o)}`);
-  return out;
+  // Server errors and replies are remote text: no escape sequence of theirs reaches the terminal.
+  return out.map(printable);
 }
 
 /**

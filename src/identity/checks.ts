@@ -273,16 +273,18 @@ export function checkDmarc(domain: string, facts: DmarcFacts, aligned: { dkim: b
     add('dmarc-missing', 'error', `${domain} publishes no DMARC record (none at ${name}${domain.split('.').length > 2 ? ' nor at its organisational domain' : ''})`, 'Gmail and Yahoo require a DMARC record from bulk senders, receivers apply their own guess of a policy, and no aggregate reports tell you who sends as the domain', `${starter} (then move to p=quarantine or p=reject once the reports show every source aligned)`);
     return result('dmarc', 'no record', f);
   }
-  const p = String(rec.p ?? '').toLowerCase();
-  const sp = rec.sp === undefined ? undefined : String(rec.sp).toLowerCase();
+  // mailauth trims each tag but not its value: "p= reject" is p=" reject", valid to receivers (RFC 7489 6.4 allows spaces around "=").
+  const tag = (k: string) => (rec[k] === undefined ? undefined : String(rec[k]).trim().toLowerCase());
+  const p = tag('p') ?? '';
+  const sp = tag('sp');
   if (!POLICIES.includes(p) || (sp !== undefined && !POLICIES.includes(sp))) {
     add('dmarc-invalid', 'error', `the DMARC record of ${domain} has ${p ? `an invalid policy p=${p}` : 'no p= policy'}${sp !== undefined && !POLICIES.includes(sp) ? ` and an invalid sp=${sp}` : ''}: "${rec.rr}"`, 'RFC 7489 6.6.3: receivers discard a record without a valid policy, as if there were none', starter);
     return result('dmarc', 'invalid record', f);
   }
   const policy = rec.isOrgRecord && sp ? sp : p;
   // mailauth's alignment rule (organisational domains from the public suffix list; adkim/aspf=s strict).
-  const dkimAligned = !!getAlignment(domain, aligned.dkim ? [{ domain }] : [], rec.adkim === 's');
-  const spfAligned = !!getAlignment(domain, aligned.spf ? [{ domain }] : [], rec.aspf === 's');
+  const dkimAligned = !!getAlignment(domain, aligned.dkim ? [{ domain }] : [], tag('adkim') === 's');
+  const spfAligned = !!getAlignment(domain, aligned.spf ? [{ domain }] : [], tag('aspf') === 's');
   const by = [dkimAligned ? 'DKIM' : '', spfAligned ? 'SPF' : ''].filter(Boolean);
   const pct = typeof rec.pct === 'number' && rec.pct < 100 ? `, pct=${rec.pct}` : '';
   const where = rec.isOrgRecord ? ' (from the organisational domain\'s record)' : '';

@@ -44,6 +44,8 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R
 
 export async function runChecks(config: Config, opts: { lookup: Lookup; domain?: string; timeout?: number }): Promise<Report> {
   const { lookup } = opts;
+  // A resolver given by name that does not resolve: one clear failure, not one per record.
+  await lookup.ready;
   const notes: string[] = [];
   let domains: SendingDomain[] = sendingDomains(config);
   if (opts.domain) {

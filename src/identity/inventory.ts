@@ -140,13 +140,31 @@ export function isReservedName(name: string): boolean {
 }
 
 /**
- * True when everything to check is under reserved names or private addresses: asking the
+ * True when everything to check is under reserved names, private or documentation addresses: asking the
  * system's resolver about them tells nothing (and sends a test setup's queries off the
  * machine), so the background check skips them unless a resolver is configured.
  */
 export function onlyReservedNames(config: Config): boolean {
   if (!sendingDomains(config).every((d) => isReservedName(d.domain))) return false;
-  return [...egressByPool(config).values()].flat().every((s) => (s.host !== undefined && net.isIP(s.host) !== 0 ? isPrivateAddress(s.host) : isReservedName(s.host ?? s.name ?? '')));
+  return [...egressByPool(config).values()].flat().every((s) => (s.host !== undefined && net.isIP(s.host) !== 0 ? isPrivateAddress(s.host) || isDocumentationAddress(s.host) : isReservedName(s.host ?? s.name ?? '')));
+}
+
+const DOCUMENTATION = (() => {
+  const b = new net.BlockList();
+  for (const [a, p] of [['192.0.2.0', 24], ['198.51.100.0', 24], ['203.0.113.0', 24]] as const) b.addSubnet(a, p, 'ipv4');
+  b.addSubnet('2001:db8::', 32, 'ipv6');
+  return b;
+})();
+
+/**
+ * An address reserved for documentation and examples (RFC 5737 TEST-NET-1/2/3, RFC 3849
+ * 2001:db8::/32): no one sends from it, so like a reserved name it is not worth asking the
+ * system's resolver about. Not a private address: a configured resolver still checks it.
+ */
+export function isDocumentationAddress(ip: string): boolean {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return DOCUMENTATION.check(mapped[1], 'ipv4');
+  return net.isIPv4(ip) ? DOCUMENTATION.check(ip, 'ipv4') : net.isIPv6(ip) ? DOCUMENTATION.check(ip, 'ipv6') : false;
 }
 
 /** True when there is nothing to look up: no sending domain, and every egress address is a private IP literal. */

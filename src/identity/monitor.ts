@@ -46,13 +46,18 @@ export class IdentityMonitor {
     clearTimeout(this.timer);
     this.nextAt = null;
     if (this.interval <= 0) return;
-    this.running = this.once().finally(() => {
-      this.running = undefined;
-      if (this.again) {
-        this.again = false;
-        this.run();
-      } else this.schedule();
-    });
+    // once() catches its own failures; this catch is the backstop that keeps anything it
+    // missed (or a throw from run/schedule) from becoming an unhandled rejection in the daemon.
+    this.running = this.once()
+      .catch((e: unknown) => this.failed(e))
+      .finally(() => {
+        this.running = undefined;
+        if (this.again) {
+          this.again = false;
+          this.run();
+        } else this.schedule();
+      })
+      .catch((e: unknown) => this.failed(e));
   }
 
   private schedule(): void {
@@ -62,13 +67,19 @@ export class IdentityMonitor {
     this.timer.unref();
   }
 
+  private failed(e: unknown): void {
+    this.lastError = (e as Error)?.message ?? String(e);
+    if (!this.stopped) this.log.warn({ err: e }, `identity check failed: ${this.lastError}`);
+  }
+
   private async once(): Promise<void> {
     const cfg = this.config();
-    const lookup = (this.lookup = createLookup(chooseResolver(cfg), { timeout: cfg.doctor?.timeout ?? 2000 }));
+    let lookup: Lookup | undefined;
     try {
+      lookup = this.lookup = createLookup(chooseResolver(cfg), { timeout: cfg.doctor?.timeout ?? 2000 });
       const reservedOnly = !chooseResolver(cfg) && onlyReservedNames(cfg);
       if (nothingToCheck(cfg) || reservedOnly) {
-        const note = reservedOnly ? 'only reserved names (.test, .example, .invalid, .localhost) and private addresses, and no resolver configured: not checked' : 'no sending domain and no public egress address in the config';
+        const note = reservedOnly ? 'only reserved names (.test, .example, .invalid, .localhost) and private or documentation addresses, and no resolver configured: not checked' : 'no sending domain and no public egress address in the config';
         this.report = { checked_at: new Date().toISOString(), resolver: lookup.resolver, subjects: [], findings: [], errors: 0, warnings: 0, notes: [note] };
         this.rows = [];
         return;
@@ -84,11 +95,10 @@ export class IdentityMonitor {
         this.log.warn({ identity: { errors: report.errors, warnings: report.warnings, problems: report.findings.map((f) => `${f.subject}: ${f.code}`) } }, `identity check: ${report.errors} errors, ${report.warnings} warnings (smtplb doctor shows each with its fix)`);
       } else this.log.info(`identity check: no problems found (${report.subjects.length} domains and egress identities)`);
     } catch (e) {
-      this.lastError = (e as Error).message;
-      if (!this.stopped) this.log.warn({ err: e }, `identity check failed: ${this.lastError}`);
+      this.failed(e);
     } finally {
-      lookup.cancel();
-      if (this.lookup === lookup) this.lookup = undefined;
+      lookup?.cancel();
+      if (lookup && this.lookup === lookup) this.lookup = undefined;
     }
   }
 

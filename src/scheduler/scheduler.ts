@@ -90,18 +90,28 @@ export class Scheduler {
     this.wake();
   }
 
-  /** Look at the queue again soon (new mail, a finished delivery, an operator's flush). */
-  wake(): void {
+  /**
+   * Look at the queue again soon (new mail, an operator's flush), or at once (`now`: a
+   * delivery slot freed, and the next message should be on its way without a timer between).
+   */
+  wake(now = false): void {
     if (this.stopped) return;
     if (this.ticking) {
       this.again = true;
       return;
     }
-    if (this.soon) return;
+    if (this.soon && (!now || this.immediate)) return;
     this.soon = true;
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.tick(), COALESCE_MS);
+    if (now) {
+      this.immediate = setImmediate(() => {
+        this.immediate = undefined;
+        void this.tick();
+      });
+    } else this.timer = setTimeout(() => void this.tick(), COALESCE_MS);
   }
+
+  private immediate?: NodeJS.Immediate;
 
   /** Forget every destination's wait (a suspension or override was lifted): all are looked at again. */
   unblockAll(): void {
@@ -163,7 +173,7 @@ export class Scheduler {
       this.ticking = false;
     }
     if (this.stopped) return;
-    if (this.again && !paused) return this.wake();
+    if (this.again && !paused) return this.wake(true);
     const delay = paused ? UNSETTLED_RETRY : Math.max(5, Math.min(IDLE_POLL, this.nextWake() - Date.now()));
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.tick(), delay);
@@ -344,7 +354,7 @@ export class Scheduler {
     if (st.inflight === 0 && st.blockedUntil <= Date.now() && !this.ctx.spool.summary(j.pool, j.domain)) this.dests.delete(`${j.pool}|${j.domain}`);
     this.running--;
     if (this.running === 0) this.idle.splice(0).forEach((f) => f());
-    this.wake();
+    this.wake(true);
   }
 
   /**
@@ -499,6 +509,7 @@ export class Scheduler {
   async stop(deadlineMs = Infinity): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
     if (this.running > 0) {
       // Within the drain deadline: what is still in flight then is put back on the next start.
       let t: NodeJS.Timeout | undefined;

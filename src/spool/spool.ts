@@ -179,6 +179,8 @@ interface PendingWrite {
   apply: () => void;
   /** Directory whose new entry must be fsync'd before the transaction. */
   dir?: string;
+  /** False for state a restart resets anyway (leases): committed without waiting for the disk. */
+  durable: boolean;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -467,7 +469,8 @@ export class Spool extends EventEmitter {
       this.stmts.insRcpt.run(row.id, r.address, r.domain, r.pool, r.route, now, now, leased ? 1 : 0);
       this.count(r.pool, r.domain, null, 'queued', now);
     }
-    this.stmts.insEvent.run(row.id, now, null, 'accepted', null, 250, `from ${env.client} via ${env.listener}, ${env.recipients.length} recipient(s), ${row.size} bytes`);
+    // No 'accepted' event row: the message row says all of it, and events() shows it from there
+    // (one insert and one delete fewer per message).
   }
 
   /**
@@ -549,10 +552,11 @@ export class Spool extends EventEmitter {
           this.stmts.update.run(u);
           this.count(prev.pool, prev.domain, prev.state, u.state, u.next_at);
         }
-        for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
         if (file) this.insert(file.row, dsn!.env);
         done = (this.stmts.open.get(msg) as { n: number }).n === 0;
+        // A message that leaves the queue takes its history with it: not written to be deleted.
         if (done) this.removeRows(msg);
+        else for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
       }, file?.dir);
     } catch (e) {
       if (file) await fsp.rm(file.row.file, { force: true }).catch(() => {});
@@ -565,11 +569,11 @@ export class Spool extends EventEmitter {
   }
 
   /** Group commit: writes queued in the same turn of the event loop share one transaction. */
-  private write(apply: () => void, dir?: string, probing = false): Promise<void> {
+  private write(apply: () => void, dir?: string, probing = false, durable = true): Promise<void> {
     // While the filesystem refuses writes, none is tried but the probe's.
     if (this.refused && !probing) return Promise.reject(new SpoolUnavailableError(`spool cannot write (${this.refused.error})`));
     return new Promise((resolve, reject) => {
-      this.pending.push({ apply, dir, resolve, reject });
+      this.pending.push({ apply, dir, durable, resolve, reject });
       if (!this.committing) {
         this.committing = true;
         setImmediate(() => void this.commit());
@@ -606,8 +610,11 @@ export class Spool extends EventEmitter {
       }
       for (const m of moves) this.move(...m);
       try {
-        this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
-        await this.wal.datasync();
+        // A batch of leases only: nothing a crash could lose matters (start-up clears leases).
+        if (batch.some((p) => p.durable)) {
+          this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
+          await this.wal.datasync();
+        }
       } catch (e) {
         // Committed, but not known to be on disk (after a failed fsync the page cache may
         // already have dropped the pages): neither "done" nor "not done" is true. No reply
@@ -626,9 +633,14 @@ export class Spool extends EventEmitter {
 
   /** Lease what starts now: in flight, not picked twice, cleared on start. */
   lease(rows: RecipientRow[]): Promise<void> {
-    return this.write(() => {
-      for (const r of rows) this.stmts.lease.run(1, r.msg, r.rcpt);
-    });
+    return this.write(
+      () => {
+        for (const r of rows) this.stmts.lease.run(1, r.msg, r.rcpt);
+      },
+      undefined,
+      false,
+      false,
+    );
   }
 
   /** Queued rows of one destination that are due, oldest due first. */
@@ -711,6 +723,27 @@ export class Spool extends EventEmitter {
     };
   }
 
+  /**
+   * One destination's open recipients (queued, held, failed), oldest message first, with their
+   * message's time and sender: one seek on recipients_age (pool, domain, msg) that stops after
+   * `limit` rows, however large the queue.
+   */
+  openFor(pool: string, domain: string, limit: number): (RecipientRow & { created: number; sender: string })[] {
+    this.openForStmt ??= this.db.prepare(
+      `SELECT r.*, m.created AS created, m.sender AS sender FROM recipients r INDEXED BY recipients_age JOIN messages m ON m.id = r.msg
+       WHERE r.pool = ? AND r.domain = ? AND r.state IN ('queued', 'held', 'failed') ORDER BY r.msg LIMIT ?`,
+    );
+    return this.openForStmt.all(pool, domain, limit) as (RecipientRow & { created: number; sender: string })[];
+  }
+
+  private openForStmt?: Database.Statement;
+
+  /** When one destination's oldest open message was accepted (an index seek), or null when it has none. */
+  oldest(pool: string, domain: string): number | null {
+    const o = this.stmts.oldest.get(pool, domain) as { msg: string } | undefined;
+    return o ? idTime(o.msg) : null;
+  }
+
   /** How many destinations have mail queued. */
   get destinationCount(): number {
     return this.dests.size;
@@ -762,7 +795,12 @@ export class Spool extends EventEmitter {
   }
 
   events(id: string): EventRow[] {
-    return this.stmts.events.all(id) as EventRow[];
+    const rows = this.stmts.events.all(id) as EventRow[];
+    const m = this.message(id);
+    // Spools written before this version have the row; newer ones show it from the message.
+    if (!m || rows.some((e) => e.kind === 'accepted')) return rows;
+    const n = (this.stmts.rcpts.all(id) as unknown[]).length;
+    return [{ msg: id, at: m.created, rcpt: null, kind: 'accepted', server: null, code: 250, text: `from ${m.client} via ${m.listener}, ${n} recipient(s), ${m.size} bytes` }, ...rows];
   }
 
   /** The start of a message (its header, for DSNs): at most `max` bytes read, whatever its size. */
