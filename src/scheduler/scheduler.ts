@@ -166,9 +166,10 @@ export class Scheduler {
         if (!paused) await this.schedule(now);
       }
     } catch (e) {
-      // A spool that refused the write has said so once (and is probed); anything else is news.
-      if (this.ctx.spool.unwritable) paused = true;
-      else this.ctx.log.error({ err: e }, 'queue manager: scheduling failed');
+      // A spool that refused the write has said so once (and is probed); anything else is
+      // news, and the next pass waits a moment (a fault that repeats must not spin the loop).
+      paused = true;
+      if (!this.ctx.spool.unwritable) this.ctx.log.error({ err: e }, 'queue manager: scheduling failed; trying again in 1 s');
     } finally {
       this.ticking = false;
     }
