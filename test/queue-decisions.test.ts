@@ -9,7 +9,9 @@ import { riskyPattern } from '../src/config/schema.js';
 import { cutReply, REPLY_MAX, SmtpError } from '../src/delivery/upstream.js';
 import { silentServers } from '../src/scheduler/scheduler.js';
 import { isThrottleReply } from '../src/scheduler/throttle.js';
-import { idAt, idTime } from '../src/spool/spool.js';
+import { idAt, idTime, Spool } from '../src/spool/spool.js';
+import { DueHeap } from '../src/scheduler/due-heap.js';
+import fc from 'fast-check';
 import { runCli, stopAll, tmpDir } from './helpers/peers.js';
 
 after(stopAll);
@@ -89,4 +91,44 @@ test('a server that went silent on a message (no reply: outcome unknown) is trie
   assert.deepEqual([...(silentServers(rows, 'relay') ?? [])], ['a']);
   assert.equal(silentServers(rows, 'mx'), undefined);
   assert.equal(silentServers([{ attempts: 2, last_code: 421, last_server: 'a' }], 'relay'), undefined);
+});
+
+test('the due heap gives entries back earliest first, whatever the order they came in', () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 0, max: 1000 }), { maxLength: 300 }), (ats) => {
+      const h = new DueHeap();
+      ats.forEach((at, i) => h.push(at, `k${i}`));
+      const out: number[] = [];
+      for (let e = h.pop(); e; e = h.pop()) out.push(e.at);
+      assert.deepEqual(out, [...ats].sort((a, b) => a - b));
+    }),
+  );
+});
+
+test("the spool's due list: only due destinations are taken, each once; a later time and the next due row come back through it", async () => {
+  const spool = new Spool(tmpDir('due-'));
+  const env = (domain: string) => ({ sender: 'a@b.test', recipients: [{ address: `u@${domain}`, domain, pool: 'p', route: 0 }], listener: 'l', client: '127.0.0.1' });
+  const put = async (domain: string) => {
+    const inc = await spool.incoming();
+    await inc.write(Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+    return spool.commitIncoming(inc, env(domain), null);
+  };
+  for (let i = 0; i < 50; i++) await put(`d${i}.test`);
+  await put('d0.test');
+  const now = Date.now() + 10;
+  const due = spool.takeDue(now);
+  assert.equal(due.length, 50, 'each destination once, though d0 has two messages');
+  assert.deepEqual(spool.takeDue(now), [], 'taken off the list');
+  assert.equal(spool.nextDueAt(), Infinity);
+  spool.markDue('p', 'd7.test', now + 1000);
+  spool.markDue('p', 'nothing-queued.test', now);
+  assert.equal(spool.nextDueAt(), now + 1000);
+  assert.deepEqual(spool.takeDue(now), [], 'not before its time');
+  assert.deepEqual(spool.takeDue(now + 1000).map((d) => d.domain), ['d7.test']);
+  // Every row of d3 taken (leased) and the next due time looked up: none due, off the list.
+  const rows = spool.dueFor('p', 'd3.test', now, 10);
+  await spool.lease(rows);
+  assert.equal(spool.refreshDue('p', 'd3.test'), null);
+  assert.equal(spool.nextDueAt(), Infinity);
+  spool.close();
 });

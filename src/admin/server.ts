@@ -63,8 +63,9 @@ export class AdminServer {
       const s = p?.find(server);
       if (!p || !s) return json(res, 404, { error: `no server ${server} in pool ${pool}` });
       if (action === 'weight') {
-        const body = await readBody(req);
-        const weight = Number((JSON.parse(body || '{}') as { weight?: unknown }).weight);
+        const body = jsonObject(await readBody(req));
+        if (!body) return json(res, 400, { error: 'the body must be a JSON object' });
+        const weight = Number(body.weight);
         if (!Number.isInteger(weight) || weight < 0 || weight > 256) return json(res, 400, { error: 'weight must be a whole number 0-256' });
         ctx.serverAction(pool, server, { weight });
       } else {
@@ -286,11 +287,9 @@ export class AdminServer {
 
   /** The fields suspensions and overrides share: what, where, for how long, who and why. */
   private async readControl(req: http.IncomingMessage, res: http.ServerResponse) {
-    let body: Record<string, unknown>;
-    try {
-      body = JSON.parse((await readBody(req)) || '{}');
-    } catch {
-      json(res, 400, { error: 'the body must be JSON' });
+    const body = jsonObject(await readBody(req));
+    if (!body) {
+      json(res, 400, { error: 'the body must be a JSON object' });
       return null;
     }
     const destination = typeof body.destination === 'string' ? body.destination.trim().toLowerCase() : '';
@@ -401,6 +400,16 @@ function messageView(m: import('../spool/spool.js').MessageRow & { recipients: i
 
 function controlView<T extends import('../spool/spool.js').Suspension>(s: T) {
   return { ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() };
+}
+
+/** A request body as a JSON object ('' is {}); null for anything else (bad JSON, null, an array, a number). */
+function jsonObject(text: string): Record<string, unknown> | null {
+  try {
+    const v: unknown = JSON.parse(text || '{}');
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {

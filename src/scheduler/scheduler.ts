@@ -76,7 +76,6 @@ export class Scheduler {
   private stopped = false;
   private idle: (() => void)[] = [];
   private soon = false;
-  private rr = 0;
   private lastExpiry = 0;
   private lastOwed = 0;
   /** Outcomes known but not yet committed (the spool refused the write): retried in order. */
@@ -119,6 +118,8 @@ export class Scheduler {
       s.blockedUntil = 0;
       s.reason = undefined;
     }
+    // An operator's action, rare: every destination with a due time goes back on the due list.
+    for (const d of this.ctx.spool.destinationSummaries()) if (d.nextDue !== null) this.ctx.spool.markDue(d.pool, d.domain, d.nextDue);
     this.wake();
   }
 
@@ -180,17 +181,10 @@ export class Scheduler {
     this.timer = setTimeout(() => void this.tick(), delay);
   }
 
-  /** When the next destination may start something: O(destinations), never O(queue). */
+  /** When the next destination may start something: the top of the spool's due list. */
   private nextWake(): number {
-    let at = Infinity;
-    if (this.room() <= 0) return at; // woken by a finishing delivery
-    for (const d of this.ctx.spool.destinationSummaries()) {
-      if (d.queued === 0 || d.nextDue === null) continue;
-      const s = this.dests.get(`${d.pool}|${d.domain}`);
-      if (s && s.inflight >= (this.ctx.pools().get(d.pool)?.cfg.destination_concurrency ?? 1)) continue; // woken by a finishing delivery
-      at = Math.min(at, Math.max(d.nextDue, s?.blockedUntil ?? 0));
-    }
-    return at;
+    if (this.room() <= 0) return Infinity; // woken by a finishing delivery
+    return this.ctx.spool.nextDueAt();
   }
 
   /** Deliveries that may still start now, all destinations together. */
@@ -202,57 +196,72 @@ export class Scheduler {
     // At the global limit nothing can start: no walk over the destinations (a finishing
     // delivery wakes the queue manager).
     if (this.room() <= 0) return;
-    const due = [...this.ctx.spool.destinationSummaries()].filter((d) => d.queued > 0 && d.nextDue !== null && d.nextDue <= now);
-    if (due.length === 0) return;
-    // Round-robin: each pass starts one destination further on.
-    const first = this.rr++ % due.length;
-    const order = [...due.slice(first), ...due.slice(0, first)];
-    const started: Job[] = [];
-    const exhausted: { pool: string; domain: string }[] = [];
-    const moves: { rows: RecipientRow[]; pool: string; route: number }[] = [];
-    const expired: { m: MessageRow; rows: RecipientRow[] }[] = [];
-    const maxAge = this.ctx.policy().max_age;
+    // Only the due destinations, earliest first (no walk over the others); what cannot start
+    // now is put back on the due list for when it can.
+    const order = this.ctx.spool.takeDue(now);
+    if (order.length === 0) return;
     try {
-      this.pass(order, now, started, exhausted, moves, expired, maxAge);
-    } catch (e) {
-      // A read failed mid-pass: jobs counted but not leased give their slots back.
-      for (const job of started) this.finished(job, false);
-      throw e;
-    }
-    if (started.length) {
+      const started: Job[] = [];
+      const exhausted: { pool: string; domain: string }[] = [];
+      const moves: { rows: RecipientRow[]; pool: string; route: number }[] = [];
+      const expired: { m: MessageRow; rows: RecipientRow[] }[] = [];
+      const maxAge = this.ctx.policy().max_age;
       try {
-        await this.ctx.spool.lease(started.flatMap((j) => j.rows));
+        this.pass(order, now, started, exhausted, moves, expired, maxAge);
       } catch (e) {
-        for (const j of started) this.finished(j, false);
+        // A read failed mid-pass: jobs counted but not leased give their slots back.
+        for (const job of started) this.finished(job, false);
         throw e;
       }
-      for (const j of started) void this.run(j);
+      if (started.length) {
+        try {
+          await this.ctx.spool.lease(started.flatMap((j) => j.rows));
+        } catch (e) {
+          for (const j of started) this.finished(j, false);
+          throw e;
+        }
+        for (const j of started) void this.run(j);
+      }
+      for (const mv of moves) await this.ctx.spool.reroute(mv.rows, mv.pool, mv.route);
+      if (moves.length) this.again = true;
+      for (const x of expired) await this.settleExpired(x.m, x.rows);
+      // Every due row of these was taken: when is their next one due? (after the leases, so the
+      // seek does not find the rows just started)
+      for (const d of exhausted) this.ctx.spool.refreshDue(d.pool, d.domain);
+
+    } catch (e) {
+      // Taken off the due list and not settled: all of them go back on it (a duplicate entry
+      // costs one look), or they would wait for mail that will not come.
+      for (const d of order) this.ctx.spool.markDue(d.pool, d.domain, now);
+      throw e;
     }
-    for (const mv of moves) await this.ctx.spool.reroute(mv.rows, mv.pool, mv.route);
-    if (moves.length) this.again = true;
-    for (const x of expired) await this.settleExpired(x.m, x.rows);
-    // Every due row of these was taken: when is their next one due? (after the leases, so the
-    // seek does not find the rows just started)
-    for (const d of exhausted) this.ctx.spool.refreshDue(d.pool, d.domain);
   }
 
   /** One walk over the due destinations: what starts, what moves to another pool, what expired. */
   private pass(order: DestSummary[], now: number, started: Job[], exhausted: { pool: string; domain: string }[], moves: { rows: RecipientRow[]; pool: string; route: number }[], expired: { m: MessageRow; rows: RecipientRow[] }[], maxAge: number): void {
+    const later = (d: DestSummary, at: number) => this.ctx.spool.markDue(d.pool, d.domain, at);
     for (const d of order) {
-      // The global limit: the rest waits for the next pass, which starts further on (round-robin).
-      if (this.room() <= 0) break;
+      // The global limit: the rest is due still, and waits for the next pass.
+      if (this.room() <= 0) {
+        later(d, now);
+        continue;
+      }
       const key = `${d.pool}|${d.domain}`;
       const st = this.state(key);
-      if (st.blockedUntil > now) continue;
+      if (st.blockedUntil > now) {
+        later(d, st.blockedUntil);
+        continue;
+      }
       const pool = this.ctx.pools().get(d.pool);
       let free = (pool?.cfg.destination_concurrency ?? 1) - st.inflight;
-      if (free <= 0) continue;
+      if (free <= 0) continue; // at its concurrency: a finishing delivery puts it back
       // Shaping first: it needs no rows, so a throttled, suspended or capped destination
       // costs no read of the queue however large its backlog.
       const gate = pool && this.ctx.shape?.plan(pool, d.domain, now, st.starting);
       if (gate && !gate.ok) {
         st.blockedUntil = Math.max(gate.at, now + 1);
         st.reason = gate.reason;
+        later(d, st.blockedUntil);
         continue;
       }
       // Only as many rows as may start now (a message's rows come together; FETCH bounds it).
@@ -302,7 +311,10 @@ export class Scheduler {
       if (all && rows.length < limit) {
         exhausted.push(d);
         st.reason = undefined;
-      }
+      } else if (st.blockedUntil > now) later(d, st.blockedUntil);
+      // More due rows than this pass took, or the global limit came first; at its own
+      // concurrency it is put back by a finishing delivery instead.
+      else if (free > 0) later(d, now);
     }
   }
 
@@ -353,6 +365,8 @@ export class Scheduler {
     // A slot freed: a destination that waited for one is looked at again.
     if (st.blockedUntil && st.reason?.includes('concurrency')) st.blockedUntil = 0;
     if (st.inflight === 0 && st.blockedUntil <= Date.now() && !this.ctx.spool.summary(j.pool, j.domain)) this.dests.delete(`${j.pool}|${j.domain}`);
+    // A slot freed: the destination is looked at again (it may have been set aside at its limit).
+    this.ctx.spool.markDue(j.pool, j.domain, Date.now());
     this.running--;
     if (this.running === 0) this.idle.splice(0).forEach((f) => f());
     this.wake(true);

@@ -31,6 +31,7 @@
 import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { DueHeap } from '../scheduler/due-heap.js';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -205,6 +206,8 @@ export class Spool extends EventEmitter {
   private dests = new Map<string, DestSummary>();
   private oldestCache = new Map<string, { at: number; oldest: number }>();
   private totals = { queued: 0, held: 0, failed: 0 };
+  /** Destinations by the time their next row is due: the queue manager takes the due ones without a walk. */
+  private dueHeap = new DueHeap();
   /** Counter moves made inside the open transaction: applied only once it commits. */
   private journal: Parameters<Spool['move']>[] | null = null;
   /** Why the spool cannot write now (null: it can). */
@@ -359,6 +362,7 @@ export class Spool extends EventEmitter {
       this.totals[r.state] += r.n;
       if (r.state === 'queued' && r.due !== null) d.nextDue = d.nextDue === null ? r.due : Math.min(d.nextDue, r.due);
     }
+    this.rebuildDue();
   }
 
   private dest(pool: string, domain: string): DestSummary {
@@ -384,7 +388,10 @@ export class Spool extends EventEmitter {
       d[to as 'queued']++;
       this.totals[to as 'queued']++;
     }
-    if (to === 'queued' && nextAt !== undefined) d.nextDue = d.nextDue === null ? nextAt : Math.min(d.nextDue, nextAt);
+    if (to === 'queued' && nextAt !== undefined && (d.nextDue === null || nextAt < d.nextDue)) {
+      d.nextDue = nextAt;
+      this.markDue(pool, domain, nextAt);
+    }
     if (d.queued + d.held + d.failed <= 0) this.dests.delete(`${pool}|${domain}`);
   }
 
@@ -653,7 +660,49 @@ export class Spool extends EventEmitter {
     const at = (this.stmts.minDue.get(pool, domain) as { at: number | null }).at;
     const d = this.dests.get(`${pool}|${domain}`);
     if (d) d.nextDue = at;
+    if (at !== null) this.markDue(pool, domain, at);
     return at;
+  }
+
+  /** Look at (pool, domain) again at `at` (it waits for a limit, or has more due rows than a pass took). */
+  markDue(pool: string, domain: string, at: number): void {
+    const key = `${pool}|${domain}`;
+    if (!this.dests.get(key)?.queued) return;
+    this.dueHeap.push(at, key);
+    // Entries are never removed in place: when stale ones pile up, start again from the counters.
+    if (this.dueHeap.size > 4 * this.dests.size + 1024) this.rebuildDue();
+  }
+
+  private rebuildDue(): void {
+    this.dueHeap.clear();
+    for (const [key, d] of this.dests) if (d.queued > 0 && d.nextDue !== null) this.dueHeap.push(d.nextDue, key);
+  }
+
+  /**
+   * The destinations with a row due by `now`, earliest first, each once; taken off the due
+   * list (the queue manager puts back what it cannot start now). Cost: the due ones, not all.
+   */
+  takeDue(now: number): DestSummary[] {
+    const out: DestSummary[] = [];
+    const seen = new Set<string>();
+    for (let top = this.dueHeap.peek(); top && top.at <= now; top = this.dueHeap.peek()) {
+      this.dueHeap.pop();
+      const d = this.dests.get(top.key);
+      if (!d || seen.has(top.key) || d.queued === 0 || d.nextDue === null || d.nextDue > now) continue;
+      seen.add(top.key);
+      out.push(d);
+    }
+    return out;
+  }
+
+  /** When the earliest destination on the due list is due (Infinity: none). */
+  nextDueAt(): number {
+    for (let top = this.dueHeap.peek(); top; top = this.dueHeap.peek()) {
+      const d = this.dests.get(top.key);
+      if (d && d.queued > 0 && d.nextDue !== null) return top.at;
+      this.dueHeap.pop();
+    }
+    return Infinity;
   }
 
   /** Destinations with something in the queue (the live summary, not a copy: do not change it). */
