@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { riskyPattern } from '../src/config/schema.js';
+import { Pool } from '../src/balancing/pool.js';
+import { poolSchema, riskyPattern } from '../src/config/schema.js';
+import { avoided } from '../src/delivery/deliver.js';
 import { cutReply, REPLY_MAX, SmtpError } from '../src/delivery/upstream.js';
 import { silentServers } from '../src/scheduler/scheduler.js';
 import { isThrottleReply } from '../src/scheduler/throttle.js';
@@ -56,8 +58,6 @@ test('queue ids sort by creation time and carry it', () => {
 
 test('a hostile upstream sending 20,000 short continuation lines ("2-a") is cut off, and the event loop stays free', async () => {
   // A peer no MTA package can play: a raw socket writing the reply nodemailer parses quadratically.
-  const { Pool } = await import('../src/balancing/pool.js');
-  const { poolSchema } = await import('../src/config/schema.js');
   const { openUpstream } = await import('../src/delivery/upstream.js');
   const net = await import('node:net');
   const server = net.createServer((s) => {
@@ -130,5 +130,32 @@ test("the spool's due list: only due destinations are taken, each once; a later 
   await spool.lease(rows);
   assert.equal(spool.refreshDue('p', 'd3.test'), null);
   assert.equal(spool.nextDueAt(), Infinity);
+  spool.close();
+});
+
+test('a server avoided on the retry is passed over only for another primary that is up: never for a backup or the fallback pool', () => {
+  const pool = (servers: object[]) => new Pool('p', poolSchema.parse({ servers }));
+  const none = new Set<string>();
+  const two = pool([{ name: 'a', address: '127.0.0.1:1' }, { name: 'c', address: '127.0.0.1:3' }]);
+  assert.deepEqual([...avoided(none, new Set(['a']), two)], [two.servers[0].key], 'another primary: a is passed over');
+  const withBackup = pool([{ name: 'a', address: '127.0.0.1:1' }, { name: 'b', address: '127.0.0.1:2', backup: true }]);
+  assert.equal(avoided(none, new Set(['a']), withBackup).size, 0, 'only a backup besides it: a is used');
+  const downOther = pool([{ name: 'a', address: '127.0.0.1:1' }, { name: 'c', address: '127.0.0.1:3' }]);
+  downOther.servers[1].health.up = false;
+  assert.equal(avoided(none, new Set(['a']), downOther).size, 0, 'the other primary is down: a is used');
+});
+
+test("a destination whose last queued row was held comes back on the due list when it is released, whatever its time", async () => {
+  const spool = new Spool(tmpDir('due-held-'));
+  const inc = await spool.incoming();
+  await inc.write(Buffer.from('Subject: x\r\n\r\nbody\r\n'));
+  const id = await spool.commitIncoming(inc, { sender: 'a@b.test', recipients: [{ address: 'u@held.test', domain: 'held.test', pool: 'p', route: 0 }], listener: 'l', client: '127.0.0.1' }, null);
+  const t0 = Date.now() + 10;
+  assert.equal(spool.takeDue(t0).length, 1);
+  assert.equal(await spool.setState(id, ['queued'], 'held', t0, 'held by operator'), 1);
+  assert.deepEqual(spool.takeDue(t0 + 1000), []);
+  // Released later than the time it had: it must still come back.
+  assert.equal(await spool.setState(id, ['held'], 'queued', t0 + 5000, 'released by operator'), 1);
+  assert.deepEqual(spool.takeDue(t0 + 5000).map((d) => d.domain), ['held.test']);
   spool.close();
 });

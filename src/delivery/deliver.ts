@@ -5,6 +5,7 @@
 // One exception: when the body went out and no reply to the final dot came (data_timeout, a
 // lost connection), the upstream may have the message; sending it elsewhere at once would
 // deliver it twice, so the recipients are deferred and retried on the queue's schedule.
+import { usable } from '../balancing/eligible.js';
 import type { Pool, PoolSet, Server } from '../balancing/pool.js';
 import type { MxAnswer } from '../discovery/mx.js';
 import { openUpstream, sendOn, SmtpError, type Body, type Upstream, type UpstreamCache } from './upstream.js';
@@ -103,9 +104,17 @@ async function connect(pool: Pool, server: Server, req: DeliveryRequest, ctx: De
   throw lastErr ?? new SmtpError('no MX host', null, 'CONN', 'no MX host could be reached');
 }
 
-/** `tried` plus the keys of the servers named in `avoid` (by name: that is what the spool keeps). */
-function avoided(tried: ReadonlySet<string>, avoid: ReadonlySet<string> | undefined, pool: Pool | undefined): ReadonlySet<string> {
+/**
+ * `tried` plus the keys of the servers named in `avoid`, when another usable primary server
+ * of the pool is left to take the message; otherwise `tried` alone. Avoiding is a preference
+ * among equals: it never sends mail to a backup server or the fallback pool while an avoided
+ * primary is up.
+ */
+export function avoided(tried: ReadonlySet<string>, avoid: ReadonlySet<string> | undefined, pool: Pool | undefined): ReadonlySet<string> {
   if (!avoid?.size || !pool) return tried;
+  const now = Date.now();
+  const other = pool.servers.some((s) => !s.backup && !avoid.has(s.name) && !tried.has(s.key) && usable(s, now));
+  if (!other) return tried;
   const out = new Set(tried);
   for (const s of pool.servers) if (avoid.has(s.name)) out.add(s.key);
   return out;
@@ -124,8 +133,10 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   const maxTries = (ctx.pools.get(req.pool)?.cfg.retries ?? 0) + 1;
   // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
   for (let n = 0; n < maxTries && remaining.length; n++) {
-    let { pool, result } = await ctx.pools.acquire(req.pool, { exclude: avoided(tried, req.avoid, ctx.pools.get(req.pool)) });
-    if (result.kind === 'down' && req.avoid?.size) ({ pool, result } = await ctx.pools.acquire(req.pool, { exclude: tried }));
+    const exclude = avoided(tried, req.avoid, ctx.pools.get(req.pool));
+    let { pool, result } = await ctx.pools.acquire(req.pool, { exclude });
+    // The others were busy or went down meanwhile: the avoided server after all.
+    if (result.kind !== 'lease' && exclude !== tried) ({ pool, result } = await ctx.pools.acquire(req.pool, { exclude: tried }));
     if (result.kind !== 'lease') {
       if (attempts.length === 0 && waitUntil === undefined) last = { code: null, text: result.kind === 'busy' ? 'all servers of the pool are at max_connections' : `no server of pool ${req.pool} is up`, server: null };
       break;

@@ -198,7 +198,9 @@ export class Scheduler {
     if (this.room() <= 0) return;
     // Only the due destinations, earliest first (no walk over the others); what cannot start
     // now is put back on the due list for when it can.
-    const order = this.ctx.spool.takeDue(now);
+    // As many as deliveries may start (each that starts takes at least one); the rest stay
+    // on the list for the next pass.
+    const order = this.ctx.spool.takeDue(now, this.room());
     if (order.length === 0) return;
     try {
       const started: Job[] = [];

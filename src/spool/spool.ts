@@ -388,6 +388,9 @@ export class Spool extends EventEmitter {
       d[to as 'queued']++;
       this.totals[to as 'queued']++;
     }
+    // No queued row left (held, owed, gone): no due time, so the next row that comes back to
+    // the queue puts the destination on the due list again, whatever time it brings.
+    if (d.queued <= 0) d.nextDue = null;
     if (to === 'queued' && nextAt !== undefined && (d.nextDue === null || nextAt < d.nextDue)) {
       d.nextDue = nextAt;
       this.markDue(pool, domain, nextAt);
@@ -679,13 +682,14 @@ export class Spool extends EventEmitter {
   }
 
   /**
-   * The destinations with a row due by `now`, earliest first, each once; taken off the due
-   * list (the queue manager puts back what it cannot start now). Cost: the due ones, not all.
+   * The destinations with a row due by `now`, earliest first, each once, at most `limit`;
+   * taken off the due list (the queue manager puts back what it cannot start now). Cost: the
+   * ones taken, not all.
    */
-  takeDue(now: number): DestSummary[] {
+  takeDue(now: number, limit = Infinity): DestSummary[] {
     const out: DestSummary[] = [];
     const seen = new Set<string>();
-    for (let top = this.dueHeap.peek(); top && top.at <= now; top = this.dueHeap.peek()) {
+    for (let top = this.dueHeap.peek(); top && top.at <= now && out.length < limit; top = this.dueHeap.peek()) {
       this.dueHeap.pop();
       const d = this.dests.get(top.key);
       if (!d || seen.has(top.key) || d.queued === 0 || d.nextDue === null || d.nextDue > now) continue;
