@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { queueThousandDestinations } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
 import { createRequire } from 'node:module';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
@@ -244,18 +245,7 @@ ${servers}
 routes: [ { domains: [hold.me], pool: relays }, { pool: relays } ]
 `);
   // 1,000 destinations waiting: a suspension keeps them queued.
-  const admin2 = `http://127.0.0.1:${admin}`;
-  await fetch(`${admin2}/api/suspensions`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, body: JSON.stringify({ destination: '*.wait', pool: 'relays', for: '1h', reason: 'dashboard test' }) });
-  const s = session(port);
-  await s.reply();
-  await s.send('EHLO c.test');
-  for (let m = 0; m < 10; m++) {
-    await s.send('MAIL FROM:<a@c.test>');
-    for (let i = 0; i < 100; i++) await s.send(`RCPT TO:<u@d${m * 100 + i}.wait>`);
-    await s.send('DATA');
-    assert.match(await s.send('Subject: many\r\n\r\nx\r\n.'), /^250/);
-  }
-  s.close();
+  await queueThousandDestinations(port, admin, 'relays', TOKEN);
   const page = await browserPage();
   await page.goto(`http://127.0.0.1:${admin}/dashboard#token=${TOKEN}`);
   await page.waitForFunction(() => document.querySelectorAll('tr[data-server]').length === 50 && document.querySelectorAll('#dests tr').length === 1001, undefined, { timeout: 10_000 });

@@ -1,7 +1,8 @@
 // The admin API and metrics as tests read them, and the raw socket some tests speak through:
 // one copy for every test file.
 import net from 'node:net';
-import { waitFor, type Smtplb } from './peers.js';
+import assert from 'node:assert/strict';
+import { session, waitFor, type Smtplb } from './peers.js';
 
 /** The admin token the test configs use. */
 export const TOKEN = 'test-token-1';
@@ -47,4 +48,23 @@ export function raw(port: number, bytes: string, ms = 2000): Promise<string> {
     s.write(bytes);
     setTimeout(() => s.destroy(), ms);
   });
+}
+
+/**
+ * 1,000 destinations waiting in the queue (d0.wait … d999.wait, one message of 100 recipients
+ * to each hundred), held by a suspension of *.wait on `pool`: the dashboard tests' big queue.
+ */
+export async function queueThousandDestinations(port: number, admin: number, pool: string, token = TOKEN): Promise<void> {
+  const r = await fetch(`http://127.0.0.1:${admin}/api/suspensions`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ destination: '*.wait', pool, for: '1h', reason: '1,000 destinations waiting' }) });
+  assert.equal(r.status, 200, await r.text());
+  const s = session(port);
+  await s.reply();
+  await s.send('EHLO c.test');
+  for (let m = 0; m < 10; m++) {
+    await s.send('MAIL FROM:<a@c.test>');
+    for (let i = 0; i < 100; i++) await s.send(`RCPT TO:<u@d${m * 100 + i}.wait>`);
+    await s.send('DATA');
+    assert.match(await s.send('Subject: many\r\n\r\nx\r\n.'), /^250/);
+  }
+  s.close();
 }
