@@ -1120,6 +1120,7 @@ queue: { retry: [5s, 30s, 1m], max_age: 1d }
     const rows: [string, string][] = [
       ['capacity (unthrottled, end to end)', cap ? `${f(cap.delivered_msg_s)} msg/s delivered (accepted ${f(cap.accepted_msg_s)} msg/s) over ${f(cap.seconds)} s on ${CONNECTIONS} connections; drained in ${f(cap.drain_s, 1)} s` : `not measured (SOAK_RATE=${FIXED_RATE})`],
       ['soak rate', `target ${f(rate, 1)} msg/s (${(FRACTION * 100).toFixed(0)}%), achieved ${f(soak.rate_achieved_msg_s, 1)} msg/s over ${f(soakSecs / 60, 1)} min; worst lag behind schedule ${f(soak.worst_lag_behind_schedule_s, 1)} s`],
+      ['smtplb CPU during the soak', soakCpuPer1k(samples)],
       ['flaps of sink b', `${flaps.length} × ${DOWN_S} s down every ${FLAP_S} s; smtplb marked it down after ${f(median(flaps.map((x) => x.lb_saw_down_s)), 1)} s and up after ${f(median(flaps.map((x) => x.lb_saw_up_s)), 1)} s (medians)`],
       ['messages accepted (250 to the final dot)', `${gen.accepted} (capacity run ${acceptedBefore}, soak ${soakAccepted})`],
       ['refused and sent again / connection lost before the dot', `${gen.refusals}${Object.keys(gen.refusalCodes).length ? ` (${Object.entries(gen.refusalCodes).map(([k, v]) => `${k}: ${v}`).join(', ')})` : ''} / ${gen.lostBeforeDot}`],
@@ -1242,4 +1243,13 @@ if (process.argv[2] === 'sink') {
       process.exit(1);
     },
   );
+}
+
+/** smtplb's CPU seconds per 1,000 messages accepted over the paced soak (its first and last samples). */
+function soakCpuPer1k(samples: { phase: string; cpu_s: number; accepted: number }[]): string {
+  const soak = samples.filter((x) => x.phase === 'soak');
+  if (soak.length < 2) return 'not sampled';
+  const [a, b] = [soak[0], soak[soak.length - 1]];
+  const n = b.accepted - a.accepted;
+  return n > 0 ? `${((b.cpu_s - a.cpu_s) * 1000 / n).toFixed(2)} CPU s per 1,000 messages (${(b.cpu_s - a.cpu_s).toFixed(0)} s for ${n} messages; a paced rate, so fixed per-second costs weigh in)` : 'no messages';
 }
