@@ -14,3 +14,5 @@ node dist/bench/relay.js
 node dist/bench/queued.js
 # The queue manager at 10,000 / 100,000 / 1,000,000 queued (issue #9): BENCH_SIZES, BENCH_ROUNDS.
 node dist/bench/queue-scale.js
+# Cluster-wide limits through Redis against local limits, three nodes each (issue #12).
+node dist/bench/cluster.js

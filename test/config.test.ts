@@ -54,6 +54,7 @@ const cases: { name: string; edit: (t: string) => string; line: number; key: Reg
   { name: 'bad warm-up date', edit: (t) => t.replace('weight: 1 }', 'weight: 1, warmup: { start: 2026-02-30, schedule: [50] } }'), line: 7, key: /pools\.relays\.servers\[0\]\.warmup\.start/, what: /not a valid date/ },
   { name: 'missing DKIM key file', edit: (t) => `${t}dkim:\n  domains:\n    example.com: { selector: s1, key_file: /nonexistent/k.pem }\n`, line: 10, key: /dkim\.domains\.example\.com\.key_file/, what: /cannot read \/nonexistent\/k\.pem: ENOENT/ },
   { name: 'bad backoff pattern', edit: (t) => `${t}backoff: { patterns: ["(unclosed"] }\n`, line: 8, key: /backoff\.patterns\[0\]/, what: /not a valid regular expression/ },
+  { name: 'cluster with a URL that is not Redis', edit: (t) => `${t}cluster: { redis: "http://10.0.0.5:6379", node: gw1 }\n`, line: 8, key: /cluster\.redis/, what: /expected a Redis URL such as redis:\/\/127\.0\.0\.1:6379\/0/ },
   { name: 'YAML syntax error', edit: (t) => t.replace('servers:', 'servers: [\n'), line: 8, key: /YAML syntax/, what: /./ },
 ];
 

@@ -3,44 +3,21 @@
 // message file's fdatasync, its directory's fsync and the index WAL's fdatasync completing
 // before the "250 … queued as ID" reply is written to the client. A kill -9 test cannot tell
 // a missing fsync from a present one (the page cache survives a process kill); this can.
+// Only messages past INLINE_MAX have a file: small ones keep their body in the index, and
+// test/spool-blob.test.ts proves the same order for them (body written to the WAL, WAL synced,
+// then 250).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
+import { INLINE_MAX } from '../src/spool/spool.js';
+import { parseStrace } from './helpers/strace.js';
 import { BIN, freePort, haveCommand, onStop, portOpen, startSink, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
-
-interface Call { pid: string; at: number; name: string; args: string; ret: string }
-
-/** strace -f -ttt lines, with unfinished calls joined to their resumption (completion time). */
-function parse(trace: string): Call[] {
-  const open = new Map<string, { at: number; name: string; args: string }>();
-  const calls: Call[] = [];
-  for (const line of trace.split('\n')) {
-    const m = /^(\d+)\s+(\d+\.\d+)\s+(.*)$/.exec(line);
-    if (!m) continue;
-    const [, pid, t, rest] = m;
-    const at = Number(t);
-    const resumed = /^<\.\.\. (\w+) resumed>(.*)\)\s+=\s+(-?\d+)/.exec(rest);
-    if (resumed) {
-      const o = open.get(`${pid}|${resumed[1]}`);
-      if (o) calls.push({ pid, at, name: o.name, args: o.args + resumed[2], ret: resumed[3] });
-      continue;
-    }
-    const unfinished = /^(\w+)\((.*) <unfinished \.\.\.>$/.exec(rest);
-    if (unfinished) {
-      open.set(`${pid}|${unfinished[1]}`, { at, name: unfinished[1], args: unfinished[2] });
-      continue;
-    }
-    const done = /^(\w+)\((.*)\)\s+=\s+(-?\d+)/.exec(rest);
-    if (done) calls.push({ pid, at, name: done[1], args: done[2], ret: done[3] });
-  }
-  return calls.sort((a, b) => a.at - b.at);
-}
 
 test('under strace: the message file, its directory and the index are synced before each 250', { skip: haveCommand('strace') ? false : 'strace is not installed' }, async () => {
   const dir = tmpDir();
@@ -65,7 +42,7 @@ queue: { retry: [1h], max_age: 2h, min_free: 0 }
     spawnSync('pkill', ['-KILL', '-f', file]);
   });
   await waitFor('smtplb under strace', () => portOpen(port), 30_000, 200);
-  const base: SendOptions = { server: `127.0.0.1:${port}`, from: 'a@client.test', to: [], headers: [], subject: 'durable', body: 'body', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
+  const base: SendOptions = { server: `127.0.0.1:${port}`, from: 'a@client.test', to: [], headers: [], subject: 'durable', body: 'x'.repeat(INLINE_MAX + 1024), count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) {
     const r = await sendOne({ ...base, to: [`u${i}@dest.test`] }, i);
@@ -77,7 +54,7 @@ queue: { retry: [1h], max_age: 2h, min_free: 0 }
   const child = spawnSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
   if (child) process.kill(Number(child), 'SIGTERM');
   await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-  const calls = parse(fs.readFileSync(tracePath, 'utf8'));
+  const calls = parseStrace(fs.readFileSync(tracePath, 'utf8'));
   const walOpen = calls.find((c) => c.name === 'openat' && /queue\.db-wal"/.test(c.args) && /O_RDONLY/.test(c.args) && Number(c.ret) >= 0);
   assert.ok(walOpen, 'the WAL is opened for syncing');
   const walFd = walOpen!.ret;

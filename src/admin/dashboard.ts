@@ -82,6 +82,7 @@ a{color:#2a6fdb}
 <section><h2>Last errors</h2><div class="scroll"><table id="errors"></table></div></section>
 <section><h2>Throttles and suspensions</h2><div class="scroll"><table id="throttles"></table><table id="susp"></table></div></section>
 <section><h2>Health history</h2><div class="scroll"><table id="history"></table></div></section>
+<section class="wide" id="cluster" hidden><h2>Cluster <span class="note" id="cstate"></span></h2><div class="scroll"><table id="cnodes"></table><table id="climits"></table></div></section>
 </main>
 <script src="/dashboard/uplot.js"></script>
 <script>
@@ -168,6 +169,17 @@ function renderQueue(st) {
     (st.suspensions || []).map((s) => '<tr><td>' + esc(s.pool + ' → ' + s.destination) + ' suspended</td><td>' + esc(s.who) + '</td><td>' + esc(s.until) + '</td><td>' + esc(s.reason) + '</td></tr>').join('') +
     (st.overrides || []).map((o) => '<tr><td>' + esc(o.pool + ' → ' + o.destination + ' ' + [o.rate ? 'rate ' + o.rate : '', o.concurrency ? 'concurrency ' + o.concurrency : ''].filter(Boolean).join(', ')) + '</td><td>' + esc(o.who) + '</td><td>' + esc(o.until) + '</td><td>' + esc(o.reason) + '</td></tr>').join(''));
 }
+/** Every node of the cluster (heartbeat, queue, rate) and the limits they share. */
+function renderCluster(c) {
+  $('cluster').hidden = !c;
+  if (!c) return;
+  $('cstate').textContent = 'this node ' + c.node + ' · ' + c.redis + ' · ' + (c.state === 'shared' ? 'limits shared' : 'LOCAL SHARE (1/' + c.nodes_live + ') since ' + c.since.slice(11, 19) + ': ' + (c.error || ''));
+  const lim = (x) => [x.concurrency != null ? 'concurrency ' + x.concurrency : '', x.rate_per_minute != null ? x.rate_per_minute + '/min' : ''].filter(Boolean).join(', ') || '-';
+  setHTML($('cnodes'), '<tr><th>node</th><th>state</th><th class=num>last heartbeat</th><th class=num>queue</th><th class=num>msg/s</th><th>sees down</th></tr>' +
+    c.nodes.map((n) => '<tr data-node="' + esc(n.node) + '"><td>' + esc(n.node) + '</td><td class="' + (n.live ? 'up' : 'down') + '">' + (n.live ? (n.shared ? 'live' : 'live, local share') : 'GONE') + '</td><td class=num>' + age(Math.round(n.age_ms / 1000)) + ' ago</td><td class=num>' + esc(n.queue) + '</td><td class=num>' + esc(n.delivery_rate) + '</td><td class="wrap">' + esc(n.down.join(', ')) + '</td></tr>').join(''));
+  setHTML($('climits'), '<tr><th>destination</th><th>cluster-wide limit</th><th>in force at this node</th></tr>' +
+    c.limits.map((l) => '<tr><td>' + destLink(l.destination) + '</td><td>' + esc(lim(l)) + '</td><td>' + esc(lim(l.in_force)) + '</td></tr>').join(''));
+}
 /** A reply as the server gave it: its code once (some texts carry it, some do not). */
 function reply(code, text) { text = String(text ?? ''); return /^[245][0-9][0-9][ -]/.test(text) ? text : (code ?? '-') + ' ' + text; }
 function age(s) { return s == null ? '-' : s < 120 ? s + 's' : s < 7200 ? Math.round(s / 60) + 'm' : Math.round(s / 3600) + 'h'; }
@@ -182,6 +194,7 @@ async function refresh() {
     const t2 = performance.now();
     renderQueue(st);
     const t3 = performance.now();
+    renderCluster(st.cluster);
     setHTML($('history'), '<tr><th>when</th><th>server</th><th>event</th></tr>' + st.health_history.slice().reverse().map((e) => '<tr><td>' + esc(e.at.slice(11, 19)) + '</td><td>' + esc(e.pool + '/' + e.server) + '</td><td>' + esc(e.event + (e.detail ? ': ' + e.detail : '')) + '</td></tr>').join(''));
     const t4 = performance.now();
     void document.body.offsetHeight; // the layout belongs to the refresh's cost

@@ -140,6 +140,21 @@ export class Metrics {
     this.relayGauge('smtplb_throttle_factor', 'Adaptive backoff: share of the configured concurrency and rate in force (only pairs below 1 or suspended)', ['pool', 'server', 'destination'], (r, set) => {
       for (const t of r.shaper.throttles()) if (t.factor < 1 || t.suspended_until) set({ pool: t.pool, server: t.server, destination: t.destination }, t.factor);
     });
+    this.relayGauge('smtplb_cluster_shared', "1 while limits are shared through the cluster's Redis; 0 while this node applies its local share (limit ÷ nodes)", [], (r, set) => {
+      if (r.cluster) set({}, r.cluster.shared ? 1 : 0);
+    });
+    this.relayGauge('smtplb_cluster_nodes', 'Cluster nodes heard from lately (the divisor of the local share when Redis is out of reach)', [], (r, set) => {
+      if (r.cluster) set({}, r.cluster.nodes);
+    });
+    this.relayGauge('smtplb_cluster_requests', 'Requests to the cluster store since start, by kind (grant, refused, release, sync, error)', ['kind'], (r, set) => {
+      if (!r.cluster) return;
+      const c = r.cluster.counters;
+      set({ kind: 'grant' }, c.grants);
+      set({ kind: 'refused' }, c.refused);
+      set({ kind: 'release' }, c.releases);
+      set({ kind: 'sync' }, c.syncs);
+      set({ kind: 'error' }, c.errors);
+    });
   }
 
 

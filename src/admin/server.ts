@@ -1,6 +1,7 @@
 // The admin HTTP listener: /metrics and /healthz for machines, a token-protected JSON API for
 // people and the CLI (status, drain / enable / disable / weight of a server).
 import http from 'node:http';
+import { ClusterUnavailableError } from '../cluster/errors.js';
 import { timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
@@ -344,6 +345,11 @@ export class AdminServer {
       try {
         await r.handler(req, res, args);
       } catch (e) {
+        // A cluster change Redis cannot take now: the operator tries again, nothing half-applied.
+        if (e instanceof ClusterUnavailableError) {
+          this.ctx.log.warn({ err: e.message }, 'admin change refused: cluster store unreachable');
+          if (!res.headersSent) return json(res, 503, { error: e.message });
+        }
         this.ctx.log.error({ err: e }, 'admin request failed');
         if (!res.headersSent) json(res, 500, { error: (e as Error).message });
         else res.destroy();

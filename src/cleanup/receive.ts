@@ -1,9 +1,11 @@
-// The cleanup stage's intake (Postfix's cleanup, between smtpd and the queue): the message is
-// written to its spool file as the client sends it, so memory per message in flight is the
-// header block (bounded by HEADER_MAX) plus one chunk, whatever the message's size. Header
-// rules apply to the header block on its way through: the traffic-class header is taken out
-// before anything is written. Signing and the Received line come after, as header lines kept
-// beside the file (the spool's prefix), so the body is never copied.
+// The cleanup stage's intake (Postfix's cleanup, between smtpd and the queue): the message goes
+// to the spool's Incoming as the client sends it, which keeps it in memory up to the spool's
+// INLINE_BODY_MAX and writes the rest to its file, so memory per message in flight is bounded
+// (that, plus the header block up to HEADER_MAX, plus one chunk) whatever the message's size.
+// Header rules apply to the header block on its way through: the traffic-class header is
+// taken out before anything is stored. Signing and the Received line come after, as header
+// lines put before the body when it is committed (the spool's prefix). Chunks are handed over,
+// not copied: none is reused here after it is written.
 import type { Incoming } from '../spool/spool.js';
 import { takeHeader } from '../policy/classify.js';
 
@@ -19,8 +21,8 @@ export interface Received {
 }
 
 /**
- * Read a DATA stream into a new spool file. `open` creates the file (it may refuse: spool
- * full); on any failure the file is removed and the error thrown.
+ * Read a DATA stream into a new spool message. `open` starts it (it may refuse: spool full);
+ * on any failure what was stored is removed and the error thrown.
  */
 export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<Incoming>, classHeader: string, tooBig: () => boolean = () => false): Promise<Received> {
   const incoming = await open();

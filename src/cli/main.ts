@@ -82,6 +82,30 @@ interface StatusShape {
   throttles?: { pool: string; server: string; destination: string; factor: number; rate_per_minute: number | null; suspended_until: string | null }[];
   suspensions?: SuspensionView[];
   overrides?: OverrideView[];
+  cluster?: ClusterView;
+}
+
+interface ClusterView {
+  node: string;
+  redis: string;
+  state: string;
+  since: string;
+  error: string | null;
+  nodes_live: number;
+  nodes: { node: string; last_heartbeat: string; age_ms: number; live: boolean; queue: number; delivery_rate: number; down: string[]; shared: boolean }[];
+  limits: { destination: string; concurrency: number | null; rate_per_minute: number | null; in_force: { concurrency: number | null; rate_per_minute: number | null } }[];
+}
+
+/** The cluster block of `smtplb status`: every node with its heartbeat, queue and rate, and the limits in force. */
+function clusterLines(c: ClusterView): string[] {
+  const out = [`  cluster: node ${c.node}, ${c.redis}, ${c.state === 'shared' ? 'limits shared' : `LOCAL SHARE (1/${c.nodes_live}) since ${c.since}: ${c.error ?? ''}`}`];
+  for (const n of c.nodes) {
+    const beat = n.age_ms < 1000 ? `${n.age_ms} ms ago` : `${(n.age_ms / 1000).toFixed(0)} s ago`;
+    out.push(`    node ${n.node.padEnd(16)} ${n.live ? 'live ' : 'GONE '} heartbeat ${beat.padEnd(12)} queue ${String(n.queue).padEnd(7)} ${String(n.delivery_rate).padStart(7)} msg/s${n.shared ? '' : '  local share'}${n.down.length ? `  sees down: ${n.down.slice(0, 5).join(', ')}` : ''}`);
+  }
+  const lim = (x: { concurrency: number | null; rate_per_minute: number | null }) => [x.concurrency !== null ? `concurrency ${x.concurrency}` : '', x.rate_per_minute !== null ? `${x.rate_per_minute}/min` : ''].filter(Boolean).join(', ') || 'none';
+  for (const l of c.limits.slice(0, 20)) out.push(`    limit ${l.destination.padEnd(24)} cluster-wide ${lim(l)}${c.state === 'shared' ? '' : `; this node now ${lim(l.in_force)}`}`);
+  return out;
 }
 
 function printStatus(s: StatusShape): void {
@@ -116,6 +140,7 @@ function statusLines(s: StatusShape, rates?: { prev: Map<string, { n: number; t:
   for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) out.push(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
   for (const x of s.suspensions ?? []) out.push(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
   for (const o of s.overrides ?? []) out.push(`  override ${o.id}: ${describeOverride(o)}`);
+  if (s.cluster) out.push(...clusterLines(s.cluster));
   // Server errors and replies are remote text: no escape sequence of theirs reaches the terminal.
   return out.map(printable);
 }

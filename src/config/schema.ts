@@ -289,6 +289,24 @@ export const configSchema = z.strictObject({
       threads: int(1, 64).default(2),
     })
     .optional(),
+  /**
+   * Several smtplb nodes sharing limits, warm-up counts, backoff, suspensions, overrides and
+   * server drain/weight through Redis. Each node keeps its own spool.
+   */
+  cluster: z
+    .strictObject({
+      redis: z.string().regex(/^rediss?:\/\/[^\s]+$/, { error: 'expected a Redis URL such as redis://127.0.0.1:6379/0' }),
+      node: name.default(os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-')),
+      /** A concurrency lease not renewed for this long is given back (a dead node's capacity returns). */
+      lease_ttl: duration.default(15_000),
+      /** A Redis command slower than this puts the node on its local share of the limits. */
+      timeout: duration.default(500),
+      /** How often a node says it is alive and reads suspensions, overrides and drains. */
+      sync: duration.default(250),
+      /** Key prefix, so several clusters can share one Redis. */
+      prefix: z.string().regex(/^[A-Za-z0-9_.:-]{1,40}$/).default('smtplb'),
+    })
+    .optional(),
   /** Identity checks (`smtplb doctor`, and in the background every `interval`; 0 turns that off). */
   doctor: z.strictObject({ resolver: address.optional(), interval: duration.default(3_600_000), timeout: duration.default(2000) }).optional(),
   delivery_log: z
@@ -317,4 +335,5 @@ export type HealthConfig = z.output<typeof healthSchema>;
 export type ShapingRule = z.output<typeof shapingRuleSchema>;
 export type BackoffConfig = z.output<typeof backoffSchema>;
 export type WarmupConfig = z.output<typeof warmupSchema>;
+export type ClusterConfig = NonNullable<z.output<typeof configSchema>['cluster']>;
 export type DiscoverConfig = z.output<typeof discoverSchema>;

@@ -8,7 +8,7 @@
 import { usable } from '../balancing/eligible.js';
 import type { Pool, PoolSet, Server } from '../balancing/pool.js';
 import type { MxAnswer } from '../discovery/mx.js';
-import { openUpstream, sendOn, SmtpError, type Body, type Upstream, type UpstreamCache } from './upstream.js';
+import { openUpstream, sendOn, SmtpError, type Body, type Parked, type Upstream, type UpstreamCache } from './upstream.js';
 
 export type OutcomeKind = 'delivered' | 'deferred' | 'failed';
 
@@ -51,9 +51,13 @@ export interface DeliveryRequest {
 
 /** Shaping for one destination: may a server take it now, and what came of it. */
 export interface DeliveryGate {
-  admit(pool: Pool, server: Server, newConnection: boolean): { ok: true } | { ok: false; reason: string; at: number; hold?: boolean };
-  begin(pool: Pool, server: Server, newConnection: boolean): void;
-  end(pool: Pool, server: Server, code: number | null, text: string, delivered: boolean): void;
+  /**
+   * May `server` take the mail now? Yes counts the delivery against the limits until `end`.
+   * `parked`: the cluster lease the reused connection holds, which the delivery takes over.
+   */
+  admit(pool: Pool, server: Server, newConnection: boolean, parked?: Parked): Promise<{ ok: true } | { ok: false; reason: string; at: number; hold?: boolean }>;
+  /** The delivery ended; `keep`: its connection stays open for the next message, and may keep its cluster lease (returned). */
+  end(pool: Pool, server: Server, code: number | null, text: string, delivered: boolean, keep: boolean): Parked | undefined;
   /** Connection group and its message cap (messages_per_connection), if the destination has one. */
   connection?: { group: string; maxMessages: number };
 }
@@ -146,7 +150,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
     const started = Date.now();
     let up = ctx.cache.take(pool, server, group);
     if (gate) {
-      const v = gate.admit(pool, server, !up);
+      const v = await gate.admit(pool, server, !up, up?.parked);
       if (!v.ok) {
         pool.release(server);
         if (up) ctx.cache.give(pool, up);
@@ -156,7 +160,8 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         n--;
         continue;
       }
-      gate.begin(pool, server, !up);
+      // The delivery holds the connection's lease now; `end` parks it again or gives it back.
+      if (up) up.parked = undefined;
     }
     let reply: { code: number | null; text: string; delivered: boolean } = { code: null, text: '', delivered: false };
     try {
@@ -210,9 +215,12 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       }
       if (up) up.broken = true;
     } finally {
-      gate?.end(pool, server, reply.code, reply.text, reply.delivered);
+      const parked = gate?.end(pool, server, reply.code, reply.text, reply.delivered, !!up && ctx.cache.keeps(pool, up));
       pool.release(server);
-      if (up) ctx.cache.give(pool, up);
+      if (up) {
+        if (parked) up.parked = parked;
+        ctx.cache.give(pool, up);
+      } else parked?.release();
     }
   }
   for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });

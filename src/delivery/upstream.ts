@@ -17,7 +17,7 @@ export function cutReply(text: string): string {
   return text.length > REPLY_MAX ? `${text.slice(0, REPLY_MAX)}…` : text;
 }
 
-/** A message body: in memory (cut-through), or the spool's file, streamed (never read whole). */
+/** A message body: in memory (cut-through, or a body kept in the spool's index), or the spool's file, streamed (never read whole). */
 export type Body = Buffer | { file: string; size: number; prefix?: Buffer | null };
 
 export function bodySize(b: Body): number {
@@ -35,6 +35,40 @@ export interface Upstream {
   maxMessages: number;
   /** For logs: the server, or source → MX host for direct-to-MX pools. */
   label: string;
+  /** A cluster concurrency lease this idle connection holds for its destination (given back when it closes). */
+  parked?: Parked;
+}
+
+/** A cluster concurrency lease kept by an idle connection, so the receiver never sees more connections than the limit. */
+export interface Parked {
+  lease: string;
+  release(): void;
+}
+
+/** An idle connection holding a cluster lease closes after this: another node may be waiting for the slot. */
+const PARKED_IDLE_MS = 1000;
+
+function unpark(up: Upstream): void {
+  const p = up.parked;
+  up.parked = undefined;
+  p?.release();
+}
+
+/** QUIT, and give a parked lease back once the connection is closed (not before: the receiver would count both). */
+function quit(up: Upstream): void {
+  const p = up.parked;
+  up.parked = undefined;
+  if (p) {
+    let done = false;
+    const release = () => {
+      if (done) return;
+      done = true;
+      p.release();
+    };
+    up.conn.once('end', release);
+    setTimeout(release, 2000).unref();
+  }
+  up.conn.quit();
 }
 
 export interface SendResult {
@@ -253,8 +287,14 @@ export class UpstreamCache {
       clearTimeout(timer);
       if (!up.broken && this.fresh(pool, up)) return up;
       up.conn.close();
+      unpark(up);
     }
     return undefined;
+  }
+
+  /** Would `give` keep this connection for another message? */
+  keeps(pool: Pool, up: Upstream): boolean {
+    return !up.broken && this.fresh(pool, up);
   }
 
   private fresh(pool: Pool, up: Upstream): boolean {
@@ -263,8 +303,11 @@ export class UpstreamCache {
 
   give(pool: Pool, up: Upstream): void {
     if (up.broken || !this.fresh(pool, up)) {
-      if (!up.broken) up.conn.quit();
-      else up.conn.close();
+      if (!up.broken) quit(up);
+      else {
+        up.conn.close();
+        unpark(up);
+      }
       return;
     }
     const key = `${up.server.key}|${up.group}`;
@@ -275,8 +318,8 @@ export class UpstreamCache {
         const l = this.idle.get(key);
         const i = l?.indexOf(entry) ?? -1;
         if (i >= 0) l!.splice(i, 1);
-        up.conn.quit();
-      }, Math.max(0, pool.cfg.reuse.seconds - (Date.now() - up.created))),
+        quit(up);
+      }, Math.max(0, Math.min(up.parked ? PARKED_IDLE_MS : Infinity, pool.cfg.reuse.seconds - (Date.now() - up.created)))),
     };
     entry.timer.unref();
     list.push(entry);
@@ -287,7 +330,7 @@ export class UpstreamCache {
     for (const list of this.idle.values()) {
       for (const { up, timer } of list) {
         clearTimeout(timer);
-        up.conn.quit();
+        quit(up);
       }
     }
     this.idle.clear();

@@ -7,6 +7,7 @@ import { runCheck } from './checks.js';
 export class HealthMonitor {
   private timers = new Map<string, NodeJS.Timeout>();
   private stopped = false;
+  private running = new Set<string>();
 
   constructor(private pools: Map<string, Pool>, private hostname: () => string) {}
 
@@ -42,19 +43,30 @@ export class HealthMonitor {
         this.timers.delete(id);
         return;
       }
+      this.running.add(id);
       const r = await runCheck(h.check, server.address, {
         timeout: h.timeout,
         helo: h.helo ?? pool.cfg.helo ?? this.hostname(),
         starttls: h.starttls,
         source: server.source,
         proxy: pool.cfg.send_proxy,
-      });
+      }).finally(() => this.running.delete(id));
       if (this.stopped || !this.timers.has(id)) return;
       pool.checkResult(server, r.ok, r.ok ? undefined : r.error);
       this.schedule(id, pool, server, h.interval);
     }, delay);
     t.unref();
     this.timers.set(id, t);
+  }
+
+  /** Check a server now instead of at its next interval (another node found it down). */
+  checkNow(pool: Pool, server: Server): void {
+    const id = `${pool.name}/${server.key}`;
+    const t = this.timers.get(id);
+    // A check under way is as good as a new one; a second timer chain would double the checks.
+    if (!t || this.stopped || this.running.has(id)) return;
+    clearTimeout(t);
+    this.schedule(id, pool, server, 0);
   }
 
   stop(): void {

@@ -39,7 +39,7 @@ export interface SmtpListenerContext extends ConnectionBudget {
   route: (q: RouteQuery) => RouteChoice | null;
   classes: () => { header: string; sender_domains: Record<string, string> };
   /** The DKIM-Signature header for a spool file, with the key of the first of these domains that has one ('' for none). */
-  signatureFor: (file: string, domains: (string | undefined)[]) => Promise<string>;
+  signatureFor: (message: Buffer | string, domains: (string | undefined)[]) => Promise<string>;
   /** A new spool file for a message arriving now (refused with SpoolFullError below min_free). */
   receive: (expectedSize: number) => Promise<Incoming>;
   /** Queue or relay the message; resolves with the reply for the client's DATA. */
@@ -355,7 +355,7 @@ export class SmtpListener extends SocketListener {
     let signature: string;
     try {
       await got.incoming.close();
-      signature = await this.ctx.signatureFor(got.incoming.file, who.signFor);
+      signature = await this.ctx.signatureFor(got.incoming.content(), who.signFor);
     } catch (e) {
       this.ctx.log.error({ listener: this.cfg.name, err: (e as Error).message }, 'DKIM signing failed');
       // A worker that died or hung, or a key that failed: nothing is acknowledged, the client retries.

@@ -102,8 +102,10 @@ export class Gateway {
       } catch (e) {
         throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['spool'])}: cannot open the spool at ${this.config.spool}: ${(e as Error).message}`);
       }
-      this.relay.start();
+      await this.startRelay(this.relay);
     }
+    // Shared limits are the relay's (shaping, warm-up, suspensions): a layer-4-only node has none.
+    if (this.config.cluster && !this.relay && this.runsControl) this.log.warn('cluster: set, but no mode: smtp listener here: nothing is shared (shaping and warm-up apply to the relay)');
     if (this.runsListeners) {
       for (const [i, l] of this.config.listeners.entries()) this.listeners.set(listenerKey(l), await this.openListener(l, i));
     }
@@ -128,6 +130,9 @@ export class Gateway {
           serverAction: (p, s, a) => {
             this.serverAction(p, s, a);
             this.opts.onServerAction?.(p, s, a);
+            // On a cluster every node follows a drain or weight change made at any of them.
+            const server = this.pools.get(p)?.find(s);
+            if (server) this.relay?.cluster?.putServer({ pool: p, server: s, admin: server.admin, weight: server.weight === server.configuredWeight ? null : server.weight });
           },
         });
         try {
@@ -335,7 +340,7 @@ export class Gateway {
     if (relay && relay !== this.relay) {
       this.relay = relay;
       this.metrics.watchRelay(() => this.relay);
-      relay.start();
+      await this.startRelay(relay);
     }
     this.relay?.reloadKeys(keys);
     for (const commit of commits) commit();
@@ -357,6 +362,7 @@ export class Gateway {
     this.monitor?.sync(this.pools);
     this.metrics.reloads.labels('applied').inc();
     this.metrics.lastReloadSuccess.set(1);
+    if (this.relay?.cluster && JSON.stringify(next.config.cluster ?? null) !== JSON.stringify(this.relay.cluster.cfg)) this.log.warn('cluster: changed settings take effect at the next restart (the running node keeps its link to Redis)');
     this.log.info('configuration reloaded');
     this.identity?.rerun();
     return true;
@@ -380,6 +386,31 @@ export class Gateway {
       s.weight = action.weight;
       p.setAdmin(s, s.admin);
     }
+  }
+
+  private async startRelay(relay: Relay): Promise<void> {
+    relay.onClusterServers = (states) => {
+      for (const st of states) {
+        const s = this.pools.get(st.pool)?.find(st.server);
+        if (!s) continue;
+        // null: the weight as configured (a reload may have changed it since).
+        const weight = st.weight ?? s.configuredWeight;
+        if (s.weight !== weight) this.serverAction(st.pool, st.server, { weight });
+        if (s.admin !== st.admin) this.serverAction(st.pool, st.server, st.admin);
+      }
+    };
+    relay.onPeerDown = (servers) => {
+      for (const x of servers) {
+        const [pool, server] = x.split('/');
+        const p = this.pools.get(pool);
+        const s = p?.find(server);
+        if (p && s?.health.up) {
+          this.log.info({ pool, server }, `cluster: another node finds ${pool}/${server} down; checking it now and sending it mail only when no other server is up`);
+          this.monitor?.checkNow(p, s);
+        }
+      }
+    };
+    await relay.start();
   }
 
   /** Counters from worker processes (primary only), by worker id. */

@@ -16,6 +16,9 @@ import { bodySize } from '../delivery/upstream.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { Spool, SpoolFullError, SpoolUnavailableError, type Incoming } from '../spool/spool.js';
+import { Cluster, type ServerState } from '../cluster/cluster.js';
+import { shareOfRule } from '../cluster/share.js';
+import type { Rate } from '../config/units.js';
 
 /** A message as the relay takes it: envelope, its file in the spool, the header lines added on top. */
 type Received = Exclude<InboundMessage, { body: Buffer }>;
@@ -30,6 +33,13 @@ export class Relay {
   readonly lastErrors: { at: string; pool: string; server: string; code: number | null; reply: string }[] = [];
   private cache = new UpstreamCache();
   private resolvers = new Map<string, { key: string; resolver: MxResolver }>();
+  /** This node's link to the other nodes (`cluster:`), if it has one. */
+  readonly cluster?: Cluster;
+  /** Drains and weights decided on another node, for the gateway to apply here. */
+  onClusterServers?: (states: ServerState[]) => void;
+  /** Servers another node found down (`pool/server`): the gateway checks them here at once. */
+  onPeerDown?: (servers: string[]) => void;
+  private delivered = { n: 0, samples: [] as [number, number][] };
 
   constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics) {
     const c = config();
@@ -43,7 +53,19 @@ export class Relay {
     // ends the process (exit 70) before any reply is given.
     this.spool.on('fatal', (e: Error) => process.nextTick(() => { throw e; }));
     this.spool.on('dsn-deferred', (id: string, e: Error) => this.log.warn({ queue_id: id, err: e.message }, 'bounce could not be written (disk full); DSN owed and retried'));
-    this.shaper = new Shaper(() => this.config(), this.spool);
+    if (c.cluster) {
+      const cluster = new Cluster(c.cluster, { beat: () => this.beat(), lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }) }, log);
+      cluster.on('control', (lists: import('../cluster/cluster.js').ControlLists, lifted: boolean) => {
+        this.shaper.useControl(lists);
+        this.onClusterServers?.(lists.servers);
+        if (lifted) this.scheduler.unblockAll();
+      });
+      cluster.on('local', () => this.shaper.wentLocal());
+      cluster.on('peer-down', (servers: string[]) => this.onPeerDown?.(servers));
+      cluster.on('shared', () => void this.shaper.wentShared().catch((e: Error) => this.log.warn({ err: e.message }, 'cluster: warm-up counts not merged')));
+      this.cluster = cluster;
+    }
+    this.shaper = new Shaper(() => this.config(), this.spool, this.cluster);
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
     this.reloadKeys();
     this.scheduler = new Scheduler({
@@ -99,16 +121,58 @@ export class Relay {
 
   /** Shaping for one destination, as the delivery agent sees it. */
   private gate(domain: string): DeliveryGate {
+    // On a cluster, connections to a concurrency-limited destination are its own (one group per
+    // destination), and an idle one keeps its lease until it closes: the receiver never sees
+    // more connections than the cluster-wide limit, and a node still reuses its connections.
     const mpc = this.shaper.messagesPerConnection(domain);
+    const own = this.cluster && this.shaper.concurrencyLimited(domain);
     return {
-      admit: (pool, server, fresh) => this.shaper.check(pool, server, domain, Date.now(), fresh),
-      begin: (pool, server, fresh) => this.shaper.begin(pool.name, server, domain, fresh),
-      end: (pool, server, code, text, delivered) => this.shaper.end(pool.name, server, domain, code, text, delivered),
-      connection: mpc ? { group: domain, maxMessages: mpc } : undefined,
+      admit: (pool, server, fresh, parked) => this.shaper.reserve(pool, server, domain, fresh, parked?.lease),
+      end: (pool, server, code, text, delivered, keep) => {
+        if (delivered) this.delivered.n++;
+        const lease = this.shaper.end(pool.name, server, domain, code, text, delivered, keep);
+        return lease ? { lease, release: () => this.shaper.releaseParked(pool.name, server, domain, lease) } : undefined;
+      },
+      connection: mpc || own ? { group: domain, maxMessages: mpc ?? Number.MAX_SAFE_INTEGER } : undefined,
     };
   }
 
-  start(): void {
+  /** The shaping limits every node shares, and what this node applies now (its share while Redis is away). */
+  private clusterLimits() {
+    const perMin = (r: Rate | undefined) => (r ? +((r.count * 60_000) / r.perMs).toFixed(2) : null);
+    const nodes = this.cluster && !this.cluster.shared ? this.cluster.nodes : 1;
+    return Object.entries(this.config().shaping)
+      .filter(([, r]) => r.concurrency !== undefined || r.rate !== undefined)
+      .map(([destination, r]) => {
+        const share = shareOfRule(r, nodes);
+        return { destination, concurrency: r.concurrency ?? null, rate_per_minute: perMin(r.rate), in_force: { concurrency: share.concurrency ?? null, rate_per_minute: perMin(share.rate) } };
+      });
+  }
+
+  /** What this node tells the others each sync: queue, delivery rate, servers it finds down. */
+  private beat() {
+    const now = Date.now();
+    const d = this.delivered;
+    d.samples.push([now, d.n]);
+    while (d.samples.length > 2 && now - d.samples[0][0] > 10_000) d.samples.shift();
+    const [t0, n0] = d.samples[0];
+    const down: string[] = [];
+    for (const p of this.pools().values()) for (const s of p.servers) if (!s.health.up) down.push(`${p.name}/${s.name}`);
+    return { queue: this.spool.counts().reduce((a, c) => a + (c.state === 'queued' ? c.n : 0), 0), rate: now > t0 ? +(((d.n - n0) * 1000) / (now - t0)).toFixed(2) : 0, down: down.slice(0, 100) };
+  }
+
+  /** Servers an operator drained or re-weighted on this node: what it seeds an empty cluster store with. */
+  private serverStates(): ServerState[] {
+    const out: ServerState[] = [];
+    for (const p of this.pools().values()) {
+      for (const s of p.servers) if (s.admin !== 'ready' || s.weight !== s.configuredWeight) out.push({ pool: p.name, server: s.name, admin: s.admin, weight: s.weight === s.configuredWeight ? null : s.weight, at: Date.now(), by: this.cluster?.node ?? '' });
+    }
+    return out;
+  }
+
+  async start(): Promise<void> {
+    // The first sync before the first delivery: limits are shared from the start (bounded by the timeout).
+    if (this.cluster) await this.cluster.start();
     this.scheduler.start();
     const started = Date.now();
     // After a clean shutdown there is nothing to sweep (and at a million files it is not free).
@@ -138,8 +202,8 @@ export class Relay {
   }
 
   /** The DKIM-Signature header for a spool file, or '' without a key for these domains. */
-  signatureFor(file: string, domains: (string | undefined)[]): Promise<string> {
-    return this.signer ? this.signer.signatureFor(file, ...domains) : Promise.resolve('');
+  signatureFor(message: Buffer | string, domains: (string | undefined)[]): Promise<string> {
+    return this.signer ? this.signer.signatureFor(message, ...domains) : Promise.resolve('');
   }
 
   sign(message: Buffer, domains: (string | undefined)[]): Promise<Buffer> {
@@ -172,6 +236,14 @@ export class Relay {
   }
 
   async deliverNow(req: DeliveryRequest) {
+    // A server another node finds down is tried with care: only when no other primary is up,
+    // until this node's own check (run at once) says otherwise.
+    const elsewhere = this.cluster?.downElsewhere;
+    if (elsewhere?.size) {
+      const p = this.pools().get(req.pool);
+      const names = p ? p.servers.filter((s) => s.health.up && elsewhere.has(`${p.name}/${s.name}`)).map((s) => s.name) : [];
+      if (names.length) req = { ...req, avoid: new Set([...(req.avoid ?? []), ...names]) };
+    }
     const r = await deliver(req, {
       mx: (pool, domain) => this.mx(pool, domain),
       pools: this.poolSet,
@@ -318,7 +390,7 @@ export class Relay {
 
   /** Deliver now, per (pool, destination) group, within shaping. */
   private async relayNow(m: Received, recipients: Received['recipients']) {
-    const body = { file: m.incoming.file, size: m.incoming.size + (m.prefix?.length ?? 0), prefix: m.prefix };
+    const body = m.incoming.body(m.prefix);
     const groups = new Map<string, { pool: string; domain: string; rs: Received['recipients'] }>();
     for (const r of recipients) {
       const g = groups.get(`${r.pool}|${r.domain}`) ?? { pool: r.pool, domain: r.domain, rs: [] };
@@ -375,11 +447,13 @@ export class Relay {
       suspensions: this.shaper.suspensions(now).map((s) => ({ ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() })),
       overrides: this.shaper.overrides(now).map((o) => ({ ...o, until: new Date(o.until).toISOString(), created: new Date(o.created).toISOString() })),
       last_errors: this.lastErrors.slice(-20).reverse(),
+      ...(this.cluster ? { cluster: { ...this.cluster.status(now), limits: this.clusterLimits() } } : {}),
     };
   }
 
   async shutdown(): Promise<void> {
     await this.scheduler.stop(this.config().shutdown_timeout);
+    await this.cluster?.stop();
     await this.deliveryLog.close();
     await this.signer?.close();
     this.cache.closeAll();

@@ -332,9 +332,10 @@ export class Scheduler {
     const shaped = this.ctx.shape?.gate(j.domain);
     const gate: DeliveryGate | undefined = shaped && {
       ...shaped,
-      begin: (pool, server, fresh) => {
-        reserve();
-        shaped.begin(pool, server, fresh);
+      admit: async (pool, server, fresh, parked) => {
+        const v = await shaped.admit(pool, server, fresh, parked);
+        if (v.ok) reserve();
+        return v;
       },
     };
     try {
@@ -342,7 +343,7 @@ export class Scheduler {
       if (!m) return;
       let result: DeliveryResult;
       try {
-        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: { file: this.ctx.spool.fileFor(m.id), size: m.size, prefix: m.prefix }, exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate });
+        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: this.ctx.spool.bodyFor(m), exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate });
       } catch (e) {
         // A fault of ours before any outcome: nothing is known to have been delivered.
         this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');

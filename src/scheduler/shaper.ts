@@ -2,6 +2,11 @@
 // server and destination), warm-up counters, and operators' named suspensions. The queue
 // manager asks it which servers of a pool may take a destination's mail now; the delivery
 // agent reserves a pair when it starts and reports the reply when it ends.
+//
+// On a cluster (`cluster:` in the config) this state is the node's own view, and each
+// delivery on a limited pair also asks the shared limits (Redis) for its grant: one
+// concurrency, one rate, one warm-up count and one backoff state for every node. Without the
+// store the node applies its share of each limit (limit ÷ nodes last seen).
 import { randomBytes } from 'node:crypto';
 import type { Pool, Server } from '../balancing/pool.js';
 import { eligible } from '../balancing/eligible.js';
@@ -11,6 +16,11 @@ import { parseRate } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
 import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, rateTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
 import { dayNumber, nextDay, warmupCap, warmupProgress } from './warmup.js';
+import type { ControlLists, GrantReply, SharedLimits } from '../cluster/cluster.js';
+import { shareOfRule, shareOfWarmCap } from '../cluster/share.js';
+
+/** Rate-limit waits shorter than this are waited out inside the delivery (cluster grants). */
+const SHORT_WAIT_MS = 250;
 
 export interface ShaperConfig {
   shaping: Record<string, ShapingRule>;
@@ -26,10 +36,40 @@ export class Shaper {
   private ended = 0;
   private susp: Suspension[];
   private over: Override[];
+  /** Cluster grants held by deliveries in flight, per pair: their leases ('' for none; any of a pair's will do). */
+  private leases = new Map<string, string[]>();
+  /** Warm-up counts as the cluster had them when the store went away, per `pool/server`. */
+  private atLoss = new Map<string, { day: number; seen: number }>();
 
-  constructor(private cfg: () => ShaperConfig, private spool: Spool) {
+  constructor(private cfg: () => ShaperConfig, private spool: Spool, private shared?: SharedLimits & { control(): ControlLists; putSuspension(s: Suspension): Promise<void>; removeSuspension(id: string): Promise<void>; putOverride(o: Override): Promise<void>; removeOverride(id: string): Promise<void> }) {
     this.susp = spool.suspensions();
     this.over = spool.overrides();
+  }
+
+  /** The cluster's lists replace this node's (the store is where operators' state lives on a cluster). */
+  useControl(lists: ControlLists): void {
+    this.susp = lists.suspensions;
+    this.over = lists.overrides;
+  }
+
+  /** The store went away: remember the warm-up counts it had, to share what is left of today's caps. */
+  wentLocal(now = Date.now()): void {
+    const day = dayNumber(now);
+    for (const [key, c] of this.sent) if (c.day === day) this.atLoss.set(key, { day, seen: c.n });
+  }
+
+  /** The store is back: what this node sent on its own goes into the shared counts. */
+  async wentShared(now = Date.now()): Promise<void> {
+    const day = dayNumber(now);
+    const pending = [...this.atLoss];
+    this.atLoss.clear();
+    for (const [key, at] of pending) {
+      if (at.day !== day || !this.shared) continue;
+      const c = this.sent.get(key);
+      const since = c && c.day === day ? Math.max(0, c.n - at.seen) : 0;
+      const n = await this.shared.resyncWarm(key, day, at.seen, since);
+      if (n !== null && c && c.day === day) c.n = n;
+    }
   }
 
   /** The shaping rule for a destination: an operator's override in force, else the config's. */
@@ -38,8 +78,8 @@ export class Shaper {
     const key = ruleKeyFor(domain, Object.keys(rules));
     const rule = key ? rules[key] : { burst: 1 };
     const o = pool === undefined ? undefined : this.override(pool, domain, now);
-    if (!o) return rule;
-    return { ...rule, ...(o.concurrency !== null ? { concurrency: o.concurrency } : {}), ...(o.rate !== null ? { rate: parseRate(o.rate) } : {}) };
+    const full = o ? { ...rule, ...(o.concurrency !== null ? { concurrency: o.concurrency } : {}), ...(o.rate !== null ? { rate: parseRate(o.rate) } : {}) } : rule;
+    return this.shared && !this.shared.shared ? shareOfRule(full, this.shared.nodes) : full;
   }
 
   override(pool: string, domain: string, now = Date.now()): Override | undefined {
@@ -61,10 +101,18 @@ export class Shaper {
   /** Warm-up: may this server take one more message today? */
   private warm(pool: string, server: Server, now: number): Verdict & { hold?: boolean } {
     if (!server.warmup) return { ok: true };
-    const cap = warmupCap(server.warmup, now);
+    const cap = this.capNow(pool, server, now);
     if (cap === null) return { ok: true };
     if (this.sentToday(pool, server, now) < cap) return { ok: true };
     return { ok: false, reason: `warm-up cap of ${cap} for ${server.name} reached today`, at: nextDay(now), hold: server.warmup.overflow === 'hold' };
+  }
+
+  /** Today's cap for this node: the plan's, or while off the cluster's store, this node's share of what was left. */
+  private capNow(pool: string, server: Server, now: number): number | null {
+    const cap = server.warmup ? warmupCap(server.warmup, now) : null;
+    if (cap === null || !this.shared || this.shared.shared) return cap;
+    const at = this.atLoss.get(`${pool}/${server.name}`);
+    return shareOfWarmCap(cap, at && at.day === dayNumber(now) ? at.seen : 0, this.shared.nodes);
   }
 
   private sentToday(pool: string, server: Server, now: number): number {
@@ -90,7 +138,7 @@ export class Shaper {
     const p = this.pair(pool.name, server, domain);
     let n = pairSlots(p, effectiveLimits(rule, p.factor, Infinity), rule.burst, now);
     if (server.warmup) {
-      const cap = warmupCap(server.warmup, now);
+      const cap = this.capNow(pool.name, server, now);
       if (cap !== null) n = Math.min(n, Math.max(0, cap - this.sentToday(pool.name, server, now)));
     }
     return n;
@@ -143,35 +191,145 @@ export class Shaper {
     return { ok: true, exclude };
   }
 
-  /** A delivery starts on (server, domain): count it against the limits. */
-  begin(pool: string, server: Server, domain: string, newConnection: boolean, now = Date.now()): void {
+  /** A delivery starts on (server, domain): count it against the limits. Returns how to take it back. */
+  begin(pool: string, server: Server, domain: string, newConnection: boolean, now = Date.now()): () => void {
     const rule = this.rule(domain, pool, now);
     const p = this.pair(pool, server, domain);
     const eff = effectiveLimits(rule, p.factor, Infinity);
+    const before = { tat: p.tat, connTat: p.connTat };
     p.inflight++;
     p.tat = rateTake(p.tat, eff.interval, now);
     if (newConnection) p.connTat = rateTake(p.connTat, eff.connectInterval, now);
+    const wkey = `${pool}/${server.name}`;
     if (server.warmup) {
       const n = this.sentToday(pool, server, now) + 1;
-      this.sent.set(`${pool}/${server.name}`, { day: dayNumber(now), n });
+      this.sent.set(wkey, { day: dayNumber(now), n });
     }
+    return () => {
+      p.inflight = Math.max(0, p.inflight - 1);
+      Object.assign(p, before);
+      const c = this.sent.get(wkey);
+      if (server.warmup && c) c.n = Math.max(0, c.n - 1);
+    };
+  }
+
+  /**
+   * The delivery agent's question for one server: may it take this destination's mail now?
+   * Yes counts the delivery against the limits until `end`. On a cluster a limited pair also
+   * needs the shared store's grant.
+   */
+  async reserve(pool: Pool, server: Server, domain: string, newConnection: boolean, parked?: string): Promise<Verdict & { hold?: boolean }> {
+    let now = Date.now();
+    const v = this.check(pool, server, domain, now, newConnection);
+    if (!v.ok) return v;
+    const undo = this.begin(pool.name, server, domain, newConnection, now);
+    const rule = this.rule(domain, pool.name, now);
+    const cap = server.warmup ? warmupCap(server.warmup, now) : null;
+    const pairKey = `${pool.name}/${server.name}|${domain}`;
+    const hold = (token: string) => {
+      const list = this.leases.get(pairKey) ?? [];
+      list.push(token);
+      this.leases.set(pairKey, list);
+    };
+    if (!this.shared?.shared || (!rule.concurrency && !rule.rate && !rule.connect_rate && cap === null)) {
+      // A reused connection's lease goes with the delivery, to be parked again or given back at its end.
+      if (parked) hold(parked);
+      return v;
+    }
+    const day = dayNumber(now);
+    const ask = () =>
+      this.shared!.grant({
+        pair: pairKey,
+        warm: cap === null ? null : { key: `${pool.name}/${server.name}`, day, cap },
+        // The reused connection's lease is this delivery's slot: no second one.
+        concurrency: parked ? undefined : rule.concurrency,
+        rate: rule.rate,
+        burst: rule.burst,
+        connectInterval: effectiveLimits(rule, 1, Infinity).connectInterval,
+        newConnection,
+        now: Date.now(),
+      });
+    let g: GrantReply = await ask();
+    // A rate limit's next slot a few milliseconds away (other nodes took the last one): wait
+    // for it here. Going back through the queue would cost a spool write and a pass each
+    // time, and the slot would be late, which at 30/s across three nodes loses a tenth of the rate.
+    for (let i = 0; i < 5 && g.ok === false && g.kind === 'rate' && g.waitMs <= SHORT_WAIT_MS; i++) {
+      await new Promise((r) => setTimeout(r, Math.max(1, g.ok === false ? g.waitMs : 1)));
+      g = await ask();
+    }
+    if (g.ok === 'unavailable') {
+      // The store went away meanwhile: this node's share decides, as for every delivery from now on.
+      undo();
+      now = Date.now();
+      const local = this.check(pool, server, domain, now, newConnection);
+      if (local.ok) {
+        this.begin(pool.name, server, domain, newConnection, now);
+        if (parked) hold(parked);
+      }
+      return local;
+    }
+    const p = this.pair(pool.name, server, domain);
+    p.factor = Math.min(1, Math.max(0, g.factor || 1));
+    p.suspendedUntil = Math.max(p.suspendedUntil, g.suspendedUntil);
+    if (g.warmSent !== null) {
+      const c = this.sent.get(`${pool.name}/${server.name}`);
+      if (c && c.day === day) c.n = g.warmSent;
+    }
+    if (g.ok) {
+      // One entry per granted delivery ('' when the grant holds no lease): `end` gives it back.
+      hold(parked ?? g.lease ?? '');
+      return v;
+    }
+    undo();
+    if (g.warmSent !== null) {
+      // The count the store gave already is the cluster's, without this delivery.
+      const c = this.sent.get(`${pool.name}/${server.name}`);
+      if (c && c.day === day) c.n = g.warmSent;
+    }
+    const where = `(${pool.name}/${server.name} → ${domain})`;
+    if (g.kind === 'warm-up') return { ok: false, reason: `warm-up cap of ${cap} for ${server.name} reached today (cluster)`, at: nextDay(now), hold: server.warmup!.overflow === 'hold' };
+    if (g.kind === 'suspended') return { ok: false, reason: `suspended after repeated throttling (cluster) ${where}`, at: now + g.waitMs };
+    if (g.kind === 'rate') return { ok: false, reason: `rate limit ${rateText(effectiveLimits(rule, p.factor, Infinity).interval)} (cluster)`, at: now + Math.max(1, g.waitMs), spacing: effectiveLimits(rule, p.factor, Infinity).interval };
+    return { ok: false, reason: g.kind === 'connection' ? 'connection rate limit (cluster)' : g.reason, at: now + Math.max(1, g.waitMs) };
   }
 
   /** The delivery ended with this reply: adapt the pair, give back an unused warm-up slot. */
-  end(pool: string, server: Server, domain: string, code: number | null, text: string, delivered: boolean, now = Date.now()): void {
+  /**
+   * The delivery ended. `keep`: its connection stays open for the next message to the
+   * destination; on a cluster its lease then stays with the connection (returned, to be given
+   * back by `releaseParked` when the connection closes).
+   */
+  end(pool: string, server: Server, domain: string, code: number | null, text: string, delivered: boolean, keep = false, now = Date.now()): string | undefined {
     const key = `${pool}/${server.name}|${domain}`;
     const p = this.pairs.get(key);
+    let backoff: { factor: number; suspendedUntil: number } | null = null;
     if (p) {
       const next = afterReply(p, code, text, this.cfg().backoff, now);
+      if (next.factor !== p.factor || next.suspendedUntil !== p.suspendedUntil) backoff = { factor: next.factor, suspendedUntil: next.suspendedUntil };
       Object.assign(p, next, { inflight: Math.max(0, p.inflight - 1) });
     }
     if (++this.ended % 1000 === 0) this.prune(now);
+    const k = `${pool}/${server.name}`;
+    const c = server.warmup ? this.sent.get(k) : undefined;
     if (server.warmup) {
-      const k = `${pool}/${server.name}`;
-      const c = this.sent.get(k);
       if (c && !delivered) c.n = Math.max(0, c.n - 1);
       if (c) this.spool.setWarmupSent(k, c.day, c.n);
     }
+    if (this.shared) {
+      const list = this.leases.get(key);
+      const token = list?.pop();
+      if (list && list.length === 0) this.leases.delete(key);
+      const granted = token !== undefined;
+      const park = keep && token && this.shared.shared ? token : undefined;
+      if (granted || backoff) this.shared.release(key, park ? null : token || null, c ? { key: k, day: c.day } : null, !!c && !delivered && granted, backoff);
+      return park;
+    }
+    return undefined;
+  }
+
+  /** An idle connection holding a parked lease closed: the slot goes back to the cluster. */
+  releaseParked(pool: string, server: Server, domain: string, lease: string): void {
+    this.shared?.release(`${pool}/${server.name}|${domain}`, lease, null, false, null);
   }
 
   /**
@@ -184,33 +342,60 @@ export class Shaper {
     }
   }
 
+  /** Does a concurrency limit apply to this destination (configured or an override)? */
+  concurrencyLimited(domain: string): boolean {
+    return this.rule(domain).concurrency !== undefined || this.over.some((o) => o.concurrency !== null && domainMatches(o.destination, domain));
+  }
+
   /** Messages a connection may carry for this destination (shaping's messages_per_connection). */
   messagesPerConnection(domain: string): number | undefined {
     return this.rule(domain).messages_per_connection;
   }
 
+  // On a cluster, suspensions and overrides live in the shared store (every node follows
+  // them); a change Redis cannot take now is refused (ClusterUnavailableError), not kept on
+  // one node where the others would never see it.
   async suspend(s: Omit<Suspension, 'id' | 'created'>): Promise<Suspension> {
     const full = { ...s, id: randomBytes(4).toString('hex'), created: Date.now() };
-    await this.spool.addSuspension(full);
-    this.susp.push(full);
+    if (this.shared) await this.shared.putSuspension(full);
+    else await this.spool.addSuspension(full);
+    this.susp = [...this.susp, full];
     return full;
   }
 
   async cancel(id: string): Promise<boolean> {
+    if (this.shared) {
+      if (!this.susp.some((s) => s.id === id)) return false;
+      await this.shared.removeSuspension(id);
+      this.susp = this.susp.filter((s) => s.id !== id);
+      return true;
+    }
     this.susp = this.susp.filter((s) => s.id !== id);
     return this.spool.removeSuspension(id);
   }
 
   async addOverride(o: Omit<Override, 'id' | 'created'>): Promise<Override> {
     const full = { ...o, id: randomBytes(4).toString('hex'), created: Date.now() };
-    await this.spool.addOverride(full);
-    this.over.push(full);
+    if (this.shared) await this.shared.putOverride(full);
+    else await this.spool.addOverride(full);
+    this.over = [...this.over, full];
     return full;
   }
 
   async cancelOverride(id: string): Promise<boolean> {
+    if (this.shared) {
+      if (!this.over.some((o) => o.id === id)) return false;
+      await this.shared.removeOverride(id);
+      this.over = this.over.filter((o) => o.id !== id);
+      return true;
+    }
     this.over = this.over.filter((o) => o.id !== id);
     return this.spool.removeOverride(id);
+  }
+
+  /** Every suspension and override this node holds, lapsed or not: what it seeds an empty store with. */
+  ownLists(): { suspensions: Suspension[]; overrides: Override[] } {
+    return { suspensions: this.susp, overrides: this.over };
   }
 
   overrides(now = Date.now()): Override[] {

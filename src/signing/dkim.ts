@@ -124,9 +124,13 @@ export class DkimSigner {
     return signature ? Buffer.concat([Buffer.from(signature, 'latin1'), message]) : message;
   }
 
-  /** The DKIM-Signature header for the message in `file` (read by the worker as a stream), or '' when no key matches. */
-  signatureFor(file: string, ...domains: (string | undefined)[]): Promise<string> {
-    return this.run({ file }, domains);
+  /**
+   * The DKIM-Signature header for a message as the spool holds it while it arrives: its bytes
+   * (a small one, copied to the worker) or its file's path (read by the worker as a stream,
+   * never whole); '' when no key matches.
+   */
+  signatureFor(message: Buffer | string, ...domains: (string | undefined)[]): Promise<string> {
+    return this.run(Buffer.isBuffer(message) ? { message } : { file: message }, domains);
   }
 
   private async run(input: Pick<SignJob, 'message' | 'file'>, domains: (string | undefined)[]): Promise<string> {

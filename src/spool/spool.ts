@@ -1,25 +1,37 @@
-// The durable queue. A message is acknowledged only after its body file is fdatasync'd, its
-// directory entry fsync'd, and its envelope committed to the index (SQLite in WAL mode) and
-// the WAL fdatasync'd. SQLite runs with synchronous=NORMAL and we sync the WAL ourselves after
-// each commit, on libuv's thread pool: the same guarantee as synchronous=FULL (the WAL is on
-// disk before anyone hears "committed"), without blocking the event loop on the fsync.
-// Commits are grouped: sessions that finish DATA at the same moment share one index
-// transaction and one directory fsync — that, not skipping fsyncs, is what makes it fast.
-// State changes after acceptance (attempts, results) go through the same index.
+// The durable queue. A message is acknowledged only after its body and its envelope are on
+// disk. Envelopes live in an index (SQLite in WAL mode). Bodies live in one of two places:
+// - Up to INLINE_MAX (nearly all mail), in the index itself: a BLOB in the message's row,
+//   written in the same transaction as its envelope. Such a message costs no file at all (no
+//   open, fsync, close or unlink): the one WAL fdatasync of its group commit covers body and
+//   envelope together, and deleting the row frees the body (no orphan to sweep).
+// - Larger ones, in a file of their own under messages/, written as the client sends it (a
+//   message starts in memory and moves to its file once it passes the limit, so memory per
+//   session stays bounded whatever the size). The file is fdatasync'd and its directory entry
+//   fsync'd before the transaction that names it commits.
+// A row's `file` says which: '' for a body in the index, else the path of its file (spools
+// written before bodies moved into the index have only files, and are read as such).
+// SQLite runs with synchronous=NORMAL and we sync the WAL ourselves after each commit, on
+// libuv's thread pool: the same guarantee as synchronous=FULL (the WAL is on disk before anyone
+// hears "committed"), without blocking the event loop on the fsync. Commits are grouped:
+// sessions that finish DATA at the same moment share one transaction and one WAL sync — that,
+// not skipping fsyncs, is what makes it fast. State changes after acceptance (attempts,
+// results) go through the same index.
 //
 // Exactly-once invariants (each has a test in test/queue-manager.test.ts):
 // 1. A recipient's known outcome (delivered, permanently failed, deferred) is committed by
-//    settle() in one transaction, together with the DSN it causes. The DSN's file is written
-//    first; when even that fails, the failed recipients are committed as `failed` (outcome
-//    known, DSN owed) and the DSN is made later from those rows: a delivered recipient is
-//    never put back in the queue because a bounce could not be written.
+//    settle() in one transaction, together with the DSN it causes (its body in the index, or
+//    for a large one its file, written first). When the DSN cannot be stored (disk full even
+//    with the reserve), the failed recipients are committed as `failed` (outcome known, DSN
+//    owed) and the DSN is made later from those rows: a delivered recipient is never put back
+//    in the queue because a bounce could not be written.
 // 2. Bounces are never refused for `min_free`: like Postfix's queue_minfree, that limit gates
-//    only new mail from SMTP clients (accept()), never what the queue already owes.
+//    only new mail from SMTP clients (accept()), never what the queue already owes. New mail
+//    is also the first thing dropped from a group commit that hits a full disk.
 // 3. A recipient in flight is leased; nothing else starts it until its outcome is settled or
 //    the process restarts (then it is due again: the in-flight window is the only source of
 //    duplicates, as in every MTA).
-// 4. A message's file is removed only in the commit that leaves it no open recipient
-//    (queued, held, or failed awaiting its DSN).
+// 4. A message's body (row or file) is removed only in the commit that leaves it no open
+//    recipient (queued, held, or failed awaiting its DSN).
 //
 // 5. The spool keeps a reserve file (RESERVE bytes). When the disk is full and the index
 //    cannot grow to record an outcome, the reserve is given up so the outcome is committed
@@ -85,11 +97,18 @@ export interface MessageRow {
   user: string | null;
   class: string | null;
   client: string;
+  /** The body's file; '' when the body is in the index (then the stored body holds the prefix too). */
   file: string;
   dsn_of: string | null;
   /** Header lines added at acceptance (Received, DKIM-Signature), sent before the file's bytes. */
   prefix?: Buffer | null;
 }
+
+/** A message's bytes: in memory, or a file with the header lines to send before it (the shape of delivery's Body). */
+export type StoredBody = Buffer | { file: string; size: number; prefix?: Buffer | null };
+
+/** The columns of a message row but its body (read only when it is sent). */
+const MESSAGE_COLS = 'id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix';
 
 export interface RecipientRow {
   msg: string;
@@ -130,6 +149,25 @@ const OLDEST_TTL = 5000;
 
 /** Room kept aside for recording outcomes when the disk fills (invariant 5). */
 export const RESERVE = 1024 * 1024;
+
+/**
+ * The largest body kept in the index (as stored: the lines added at acceptance included).
+ * 256 KiB holds nearly all mail (a typical message is a few KB to a few tens of KB), keeps a
+ * session's memory before it moves to a file small (200 sessions: 50 MB at most), and stays
+ * where SQLite reads a BLOB about as fast as a file (its own measurements put the crossover
+ * near 100 KB with 4 KiB pages, and we spare the open/fsync/unlink on the write side). Past
+ * it a body costs the WAL and the checkpoint twice its size for nothing a file would not do.
+ */
+export const INLINE_MAX = 256 * 1024;
+
+/** Kept free under INLINE_MAX while receiving, for the lines added after DATA (a Received and a DKIM-Signature: under 2 KB). */
+const PREFIX_ROOM = 4 * 1024;
+
+/** Bytes a message may reach in memory before it moves to its file. */
+export const INLINE_BODY_MAX = INLINE_MAX - PREFIX_ROOM;
+
+/** The WAL is cut back to this after a checkpoint: one group commit of large bodies would otherwise leave it that size for good. */
+const WAL_KEEP = 16 * 1024 * 1024;
 
 function diskFull(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException)?.code;
@@ -175,13 +213,20 @@ CREATE TABLE IF NOT EXISTS warmup (
   server TEXT NOT NULL, day INTEGER NOT NULL, sent INTEGER NOT NULL, PRIMARY KEY (server, day));
 `;
 
-interface PendingWrite {
-  /** Runs inside the batch's transaction. */
-  apply: () => void;
+interface WriteOpts {
   /** Directory whose new entry must be fsync'd before the transaction. */
   dir?: string;
+  /** The probe's write, tried while the spool refuses writes. */
+  probing?: boolean;
   /** False for state a restart resets anyway (leases): committed without waiting for the disk. */
-  durable: boolean;
+  durable?: boolean;
+  /** A message from a client: the first to go when the disk is full (invariant 2). */
+  newMail?: boolean;
+}
+
+interface PendingWrite extends WriteOpts {
+  /** Runs inside the batch's transaction. */
+  apply: () => void;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -226,8 +271,11 @@ export class Spool extends EventEmitter {
     if (!cols.includes('wait')) this.db.exec(`ALTER TABLE recipients ADD COLUMN wait TEXT`);
     const mcols = (this.db.prepare(`PRAGMA table_info(messages)`).all() as { name: string }[]).map((c) => c.name);
     if (!mcols.includes('prefix')) this.db.exec(`ALTER TABLE messages ADD COLUMN prefix BLOB`);
+    // Spools from before bodies moved into the index: their rows keep body NULL and their files.
+    if (!mcols.includes('body')) this.db.exec(`ALTER TABLE messages ADD COLUMN body BLOB`);
+    this.db.pragma(`journal_size_limit = ${WAL_KEEP}`);
     this.stmts = {
-      insMsg: this.db.prepare(`INSERT INTO messages (id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix) VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of, @prefix)`),
+      insMsg: this.db.prepare(`INSERT INTO messages (id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, body) VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of, @prefix, @body)`),
       insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated, leased) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`),
       insEvent: this.db.prepare(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)`),
       dueFor: this.db.prepare(`SELECT * FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`),
@@ -236,7 +284,10 @@ export class Spool extends EventEmitter {
       expired: this.db.prepare(`SELECT * FROM recipients WHERE msg < ? AND state = 'queued' AND leased = 0 LIMIT ?`),
       failedRows: this.db.prepare(`SELECT * FROM recipients WHERE state = 'failed' AND leased = 0 LIMIT ?`),
       lease: this.db.prepare(`UPDATE recipients SET leased = ? WHERE msg = ? AND rcpt = ?`),
-      msg: this.db.prepare(`SELECT * FROM messages WHERE id = ?`),
+      msg: this.db.prepare(`SELECT ${MESSAGE_COLS} FROM messages WHERE id = ?`),
+      body: this.db.prepare(`SELECT body FROM messages WHERE id = ?`).pluck(),
+      fileOf: this.db.prepare(`SELECT file FROM messages WHERE id = ?`).pluck(),
+      head: this.db.prepare(`SELECT prefix, file, substr(body, 1, ?) AS head FROM messages WHERE id = ?`),
       rcpt: this.db.prepare(`SELECT * FROM recipients WHERE msg = ? AND rcpt = ?`),
       rcpts: this.db.prepare(`SELECT * FROM recipients WHERE msg = ?`),
       events: this.db.prepare(`SELECT * FROM events WHERE msg = ? ORDER BY at, rowid`),
@@ -263,7 +314,7 @@ export class Spool extends EventEmitter {
   }
 
   private cleanPath: string;
-  /** Incoming files not yet committed or discarded: a shutdown with any is not clean. */
+  /** Incoming messages with a file not yet committed or discarded: a shutdown with any is not clean. */
   private openIncoming = 0;
   /** The previous process shut down cleanly (its marker was there). */
   readonly cleanStart: boolean;
@@ -339,7 +390,7 @@ export class Spool extends EventEmitter {
         await fh.close();
       }
       await fsp.unlink(file);
-      await this.write(() => void this.stmts.probe.run(Date.now()), undefined, true);
+      await this.write(() => void this.stmts.probe.run(Date.now()), { probing: true });
     } catch {
       return false;
     }
@@ -422,9 +473,8 @@ export class Spool extends EventEmitter {
     if (this.freeChecked.bytes < min) throw new SpoolFullError('spool below its minimum free space');
   }
 
-  /** A new queue id and its file's path, its subdirectory made (and its entry synced) once. */
-  private async newFile(): Promise<{ id: string; file: string; sub: string }> {
-    const id = this.newId();
+  /** `id`'s file's path, its subdirectory made (and its entry synced) once. */
+  private async newFile(id: string): Promise<{ file: string; sub: string }> {
     const file = this.fileFor(id);
     const sub = path.dirname(file);
     if (!this.madeDirs.has(sub)) {
@@ -435,12 +485,32 @@ export class Spool extends EventEmitter {
       await fsyncDir(this.msgDir);
       this.madeDirs.add(sub);
     }
-    return { id, file, sub };
+    return { file, sub };
   }
 
-  /** Write a new message's file and sync it; the index does not know it yet. */
-  private async writeFile(env: Envelope, body: Buffer): Promise<{ row: MessageRow; dir: string }> {
-    const { id, file, sub } = await this.newFile();
+  /** The row for a new message (`file` '' when its body goes into the index). */
+  private rowFor(id: string, env: Envelope, size: number, file: string, prefix: Buffer | null): MessageRow {
+    return {
+      id,
+      created: Date.now(),
+      sender: env.sender,
+      size,
+      message_id: env.messageId ?? null,
+      listener: env.listener,
+      user: env.user ?? null,
+      class: env.class ?? null,
+      client: env.client,
+      file,
+      dsn_of: env.dsnOf ?? null,
+      prefix,
+    };
+  }
+
+  /** A whole message made here (a DSN) ready to insert: its body for the index, or for a large one its file written and synced. */
+  private async store(env: Envelope, body: Buffer): Promise<Stored> {
+    const id = this.newId();
+    if (body.length <= INLINE_MAX) return { row: this.rowFor(id, env, body.length, '', null), body };
+    const { file, sub } = await this.newFile(id);
     let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(file, 'wx', 0o600);
@@ -454,27 +524,13 @@ export class Spool extends EventEmitter {
       throw e;
     }
     await fh.close();
-    const row: MessageRow = {
-      id,
-      created: Date.now(),
-      sender: env.sender,
-      size: body.length,
-      message_id: env.messageId ?? null,
-      listener: env.listener,
-      user: env.user ?? null,
-      class: env.class ?? null,
-      client: env.client,
-      file,
-      dsn_of: env.dsnOf ?? null,
-      prefix: null,
-    };
-    return { row, dir: sub };
+    return { row: this.rowFor(id, env, body.length, file, null), body: null, dir: sub };
   }
 
-  /** Inside a transaction: the index learns of a message whose file is on disk. */
-  private insert(row: MessageRow, env: Envelope, leased = false): void {
+  /** Inside a transaction: the index learns of a message (with its body, or whose file is on disk). */
+  private insert(row: MessageRow, env: Envelope, body: Buffer | null, leased = false): void {
     const now = Date.now();
-    this.stmts.insMsg.run(row);
+    this.stmts.insMsg.run({ ...row, body });
     for (const r of env.recipients) {
       this.stmts.insRcpt.run(row.id, r.address, r.domain, r.pool, r.route, now, now, leased ? 1 : 0);
       this.count(r.pool, r.domain, null, 'queued', now);
@@ -484,50 +540,72 @@ export class Spool extends EventEmitter {
   }
 
   /**
-   * A message arriving: its file is written as the client sends it (never held whole in
-   * memory), and becomes part of the queue only through commitIncoming(). `expected` is the
-   * size the client declared (SIZE=), checked against min_free up front.
+   * A message arriving: kept in memory while it is small, moved to its file as the client
+   * sends more (never held whole in memory past INLINE_BODY_MAX); part of the queue only
+   * through commitIncoming(). `expected` is the size the client declared (SIZE=), checked
+   * against min_free up front.
    */
   async incoming(expected = 0): Promise<Incoming> {
     // Without its reserve the spool's disk is full: what room there is belongs to the queue.
     if (this.refused) throw new SpoolUnavailableError(`spool cannot write (${this.refused.error})`);
     if (!this.reserved) throw new SpoolFullError('spool disk full (its reserve is in use)');
+    this.checkWritable();
     await this.checkFree(expected);
-    let fh: fsp.FileHandle;
-    let id: string, file: string;
+    const id = this.newId();
+    return new Incoming(id, this.fileFor(id), {
+      open: () => this.openFile(id),
+      done: (hadFile) => {
+        if (hadFile) this.openIncoming--;
+      },
+      refused: (e) => this.noteRefused(e),
+    });
+  }
+
+  /**
+   * Most mail never touches the message directory now, so a read-only one (a remount, a
+   * failing disk) is looked for here: access(2) is one syscall on the event loop, no file made
+   * and no thread-pool trip, and new mail is refused before the client sends its body.
+   */
+  private checkWritable(): void {
     try {
-      ({ id, file } = await this.newFile());
-      fh = await fsp.open(file, 'wx', 0o600);
+      fs.accessSync(this.msgDir, fs.constants.W_OK);
     } catch (e) {
       throw this.refusal(e);
     }
-    this.openIncoming++;
-    return new Incoming(id, file, fh, () => this.openIncoming--, (e) => this.noteRefused(e));
+  }
+
+  /** An arriving message's file, when it outgrows memory. */
+  private async openFile(id: string): Promise<fsp.FileHandle> {
+    try {
+      const { file } = await this.newFile(id);
+      const fh = await fsp.open(file, 'wx', 0o600);
+      this.openIncoming++;
+      return fh;
+    } catch (e) {
+      if (diskFull(e)) throw new SpoolFullError('disk full');
+      throw this.refusal(e);
+    }
   }
 
   /** Make an incoming message durable and queued; resolves with its id once it is safe to answer 250. */
   async commitIncoming(inc: Incoming, env: Envelope, prefix: Buffer | null, opts: { leased?: boolean } = {}): Promise<string> {
     try {
       await this.checkFree(0);
-      await inc.seal();
-      const row: MessageRow = {
-        id: inc.id,
-        created: Date.now(),
-        sender: env.sender,
-        size: inc.size + (prefix?.length ?? 0),
-        message_id: env.messageId ?? null,
-        listener: env.listener,
-        user: env.user ?? null,
-        class: env.class ?? null,
-        client: env.client,
-        file: inc.file,
-        dsn_of: env.dsnOf ?? null,
-        prefix,
-      };
-      await this.write(() => this.insert(row, env, opts.leased), path.dirname(inc.file));
+      const size = inc.size + (prefix?.length ?? 0);
+      if (inc.inMemory) {
+        // Body and envelope in one transaction: the group commit's WAL sync covers both.
+        const row = this.rowFor(inc.id, env, size, '', null);
+        const body = inc.bytes(prefix);
+        await this.write(() => this.insert(row, env, body, opts.leased), { newMail: true });
+      } else {
+        await inc.seal();
+        const row = this.rowFor(inc.id, env, size, inc.file, prefix);
+        await this.write(() => this.insert(row, env, null, opts.leased), { dir: path.dirname(inc.file), newMail: true });
+      }
       inc.done();
     } catch (e) {
       await inc.discard();
+      if (e instanceof SpoolFullError) throw e;
       if (diskFull(e)) throw new SpoolFullError('disk full');
       throw this.refusal(e);
     }
@@ -538,22 +616,35 @@ export class Spool extends EventEmitter {
   /**
    * Commit attempt outcomes for some recipients of one message, with their history events and
    * the DSN they cause, in one transaction (invariant 1). Rows set to `bounced` become
-   * `failed` (DSN owed) when the DSN's file cannot be written. A message left with no open
-   * recipient is removed with its file. Returns the DSN's queue id, if one was queued.
+   * `failed` (DSN owed) when the DSN cannot be stored. A message left with no open recipient
+   * is removed with its body. Returns the DSN's queue id, if one was queued.
    */
   async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: { unleasedOnly?: boolean } = {}): Promise<string | undefined> {
-    let file: { row: MessageRow; dir: string } | undefined;
+    let stored: Stored | undefined;
     if (dsn) {
       try {
-        file = await this.writeFile(dsn.env, dsn.body);
+        stored = await this.store(dsn.env, dsn.body);
       } catch (e) {
         this.emit('dsn-deferred', msg, e);
-        updates = updates.map((u) => (u.state === 'bounced' ? { ...u, state: 'failed' } : u));
+        updates = owed(updates);
       }
     }
-    let done = false;
     try {
-      await this.write(() => {
+      return await this.settleRows(msg, updates, events, stored && dsn && { ...stored, env: dsn.env }, opts);
+    } catch (e) {
+      if (stored?.row.file) await fsp.rm(stored.row.file, { force: true }).catch(() => {});
+      // A DSN in the index makes the transaction larger: when even the reserve could not make
+      // room for it, the outcomes are recorded without it and the DSN is owed.
+      if (!stored || !diskFull(e)) throw e;
+      this.emit('dsn-deferred', msg, e);
+      return await this.settleRows(msg, owed(updates), events, undefined, opts);
+    }
+  }
+
+  private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: { unleasedOnly?: boolean }): Promise<string | undefined> {
+    let removed: string | null = null;
+    await this.write(
+      () => {
         for (const u of updates) {
           const prev = this.stmts.rcpt.get(msg, u.rcpt) as (RecipientRow & { leased: number }) | undefined;
           // An outcome is recorded once: a row that already has its final state keeps it.
@@ -562,28 +653,26 @@ export class Spool extends EventEmitter {
           this.stmts.update.run(u);
           this.count(prev.pool, prev.domain, prev.state, u.state, u.next_at);
         }
-        if (file) this.insert(file.row, dsn!.env);
-        done = (this.stmts.open.get(msg) as { n: number }).n === 0;
+        if (dsn) this.insert(dsn.row, dsn.env, dsn.body);
+        removed = null;
         // A message that leaves the queue takes its history with it: not written to be deleted.
-        if (done) this.removeRows(msg);
+        if ((this.stmts.open.get(msg) as { n: number }).n === 0) removed = this.removeRows(msg);
         else for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
-      }, file?.dir);
-    } catch (e) {
-      if (file) await fsp.rm(file.row.file, { force: true }).catch(() => {});
-      throw e;
-    }
-    if (file) this.emit('queued', file.row.id);
+      },
+      { dir: dsn?.dir },
+    );
+    if (dsn) this.emit('queued', dsn.row.id);
     // Committed: a file left behind is only disk space, never a reason to report failure.
-    if (done) await unlinkIfThere(this.fileFor(msg)).catch((e: Error) => this.emit('unlink-failed', msg, e));
-    return file?.row.id;
+    if (removed) await unlinkIfThere(this.fileFor(msg)).catch((e: Error) => this.emit('unlink-failed', msg, e));
+    return dsn?.row.id;
   }
 
   /** Group commit: writes queued in the same turn of the event loop share one transaction. */
-  private write(apply: () => void, dir?: string, probing = false, durable = true): Promise<void> {
+  private write(apply: () => void, opts: WriteOpts = {}): Promise<void> {
     // While the filesystem refuses writes, none is tried but the probe's.
-    if (this.refused && !probing) return Promise.reject(new SpoolUnavailableError(`spool cannot write (${this.refused.error})`));
+    if (this.refused && !opts.probing) return Promise.reject(new SpoolUnavailableError(`spool cannot write (${this.refused.error})`));
     return new Promise((resolve, reject) => {
-      this.pending.push({ apply, dir, durable, resolve, reject });
+      this.pending.push({ apply, ...opts, durable: opts.durable ?? true, resolve, reject });
       if (!this.committing) {
         this.committing = true;
         setImmediate(() => void this.commit());
@@ -591,32 +680,43 @@ export class Spool extends EventEmitter {
     });
   }
 
+  /** Apply a batch in one transaction; its counter moves once it has committed. */
+  private runBatch(batch: PendingWrite[]): Parameters<Spool['move']>[] {
+    this.journal = [];
+    try {
+      this.db.transaction(() => {
+        for (const p of batch) p.apply();
+      })();
+      return this.journal;
+    } finally {
+      // Rolled back: its counter moves are dropped with it.
+      this.journal = null;
+    }
+  }
+
   private async commit(): Promise<void> {
-    const batch = this.pending;
+    let batch = this.pending;
     this.pending = [];
     try {
       // New directory entries must be on disk before the index says the files exist.
       const dirs = new Set(batch.flatMap((p) => (p.dir ? [p.dir] : [])));
       await Promise.all([...dirs].map(fsyncDir));
-      const run = () => {
-        this.journal = [];
-        try {
-          this.db.transaction(() => {
-            for (const p of batch) p.apply();
-          })();
-          return this.journal;
-        } finally {
-          // Rolled back: its counter moves are dropped with it.
-          this.journal = null;
-        }
-      };
       let moves: Parameters<Spool['move']>[];
       try {
-        moves = run();
+        moves = this.runBatch(batch);
       } catch (e) {
-        if (!diskFull(e) || !this.releaseReserve()) throw e;
-        // The disk is full: the reserve makes room for what the queue must record.
-        moves = run();
+        if (!diskFull(e)) throw e;
+        // The disk is full: new mail goes first (it gets 452), then the reserve makes room for
+        // what the queue must record (invariants 2 and 5).
+        const fresh = batch.filter((p) => p.newMail);
+        for (const p of fresh) p.reject(new SpoolFullError('disk full'));
+        if (fresh.length) batch = batch.filter((p) => !p.newMail);
+        try {
+          moves = this.runBatch(batch);
+        } catch (e) {
+          if (!diskFull(e) || !this.releaseReserve()) throw e;
+          moves = this.runBatch(batch);
+        }
       }
       for (const m of moves) this.move(...m);
       try {
@@ -647,11 +747,10 @@ export class Spool extends EventEmitter {
       () => {
         for (const r of rows) this.stmts.lease.run(1, r.msg, r.rcpt);
       },
-      undefined,
-      false,
-      false,
+      { durable: false },
     );
   }
+
 
   /** Queued rows of one destination that are due, oldest due first. */
   dueFor(pool: string, domain: string, now: number, limit: number): RecipientRow[] {
@@ -858,7 +957,9 @@ export class Spool extends EventEmitter {
 
   /** The start of a message (its header, for DSNs): at most `max` bytes read, whatever its size. */
   async readHead(id: string, max = 65536): Promise<Buffer> {
-    const prefix = this.message(id)?.prefix ?? Buffer.alloc(0);
+    const m = this.stmts.head.get(max, id) as { prefix: Buffer | null; file: string; head: Buffer | null } | undefined;
+    if (m && m.file === '') return m.head ?? Buffer.alloc(0);
+    const prefix = m?.prefix ?? Buffer.alloc(0);
     const fh = await fsp.open(this.fileFor(id), 'r');
     try {
       const buf = Buffer.alloc(max);
@@ -869,16 +970,35 @@ export class Spool extends EventEmitter {
     }
   }
 
-  private removeRows(id: string): void {
+  /** A message's bytes when its body is in the index (the lines added at acceptance included); null when it has a file. */
+  bodyOf(id: string): Buffer | null {
+    return (this.stmts.body.get(id) as Buffer | null | undefined) ?? null;
+  }
+
+  /** What delivery sends for a queued message: its bytes from the index, or its file after the lines added at acceptance. */
+  bodyFor(m: MessageRow): StoredBody {
+    if (m.file) return { file: this.fileFor(m.id), size: m.size, prefix: m.prefix };
+    const body = this.bodyOf(m.id);
+    // A row without its body is a broken index: the delivery fails as an internal error and is retried, nothing is sent.
+    if (!body) throw new Error(`message ${m.id} has no body in the spool index`);
+    return body;
+  }
+
+  /** Inside a transaction: a message's rows go; returns its file ('' or null: none to unlink). */
+  private removeRows(id: string): string | null {
+    const file = (this.stmts.fileOf.get(id) as string | undefined) ?? null;
     for (const r of this.stmts.rcpts.all(id) as RecipientRow[]) this.count(r.pool, r.domain, r.state, null);
     this.stmts.delRcpts.run(id);
     this.stmts.delEvents.run(id);
     this.stmts.delMsg.run(id);
+    return file;
   }
 
   async remove(id: string): Promise<void> {
-    await this.write(() => this.removeRows(id));
-    await unlinkIfThere(this.fileFor(id));
+    let file: string | null = null;
+    await this.write(() => (file = this.removeRows(id)));
+    // An unknown id may still have a file (an orphan): only a body known to be in the index has none.
+    if (file !== '') await unlinkIfThere(this.fileFor(id));
   }
 
   /** Queue listing with filters, for the queue tools. */
@@ -972,49 +1092,99 @@ export class Spool extends EventEmitter {
   }
 }
 
-/** A message file being written as it arrives. */
+/** A message being received: in memory while small, then in its file (written as it arrives). */
 export class Incoming {
   size = 0;
+  /** The bytes so far while the message fits in memory; null once it has moved to its file. */
+  private chunks: Buffer[] | null = [];
+  private fh?: fsp.FileHandle;
+  private hadFile = false;
   private sealed = false;
   private closed = false;
-
   private finished = false;
 
   constructor(
     readonly id: string,
+    /** Where its file is (or would be, while it is in memory). */
     readonly file: string,
-    private fh: fsp.FileHandle,
-    private onDone: () => void = () => {},
-    private onRefused: (e: unknown) => void = () => {},
+    private hooks: { open: () => Promise<fsp.FileHandle>; done: (hadFile: boolean) => void; refused: (e: unknown) => void },
   ) {}
 
-  /** Committed to the index or discarded: no longer an open file of the spool's. */
+  /** Still in memory: committed with its body in the index, no file. */
+  get inMemory(): boolean {
+    return this.chunks !== null;
+  }
+
+  /** Committed to the index or discarded: no longer open in the spool. */
   done(): void {
     if (this.finished) return;
     this.finished = true;
-    this.onDone();
+    this.hooks.done(this.hadFile);
   }
 
+  /** Add bytes. A chunk kept in memory is kept as given, not copied: the caller must not reuse it. */
   async write(chunk: Buffer): Promise<void> {
+    if (this.chunks && this.size + chunk.length <= INLINE_BODY_MAX) {
+      this.chunks.push(chunk);
+      this.size += chunk.length;
+      return;
+    }
     try {
-      let off = 0;
-      while (off < chunk.length) off += (await this.fh.write(chunk, off, chunk.length - off)).bytesWritten;
+      if (this.chunks) await this.spill();
+      await writeAll(this.fh!, chunk);
       this.size += chunk.length;
     } catch (e) {
-      if (diskFull(e)) throw new SpoolFullError('disk full');
-      this.onRefused(e);
-      throw e;
+      throw this.failed(e);
     }
   }
 
-  /** On disk, synced: what commitIncoming needs before the index may say it exists. */
+  /** Move what is in memory to the message's file, which takes the rest. */
+  private async spill(): Promise<void> {
+    this.fh = await this.hooks.open();
+    this.hadFile = true;
+    const held = Buffer.concat(this.chunks!);
+    this.chunks = null;
+    await writeAll(this.fh, held);
+  }
+
+  private failed(e: unknown): unknown {
+    if (e instanceof SpoolFullError || e instanceof SpoolUnavailableError) return e;
+    if (diskFull(e)) return new SpoolFullError('disk full');
+    this.hooks.refused(e);
+    return e;
+  }
+
+  /** The whole message in memory, `prefix` first (one copy, for the index). */
+  bytes(prefix: Buffer | null = null): Buffer {
+    const parts = prefix?.length ? [prefix, ...this.chunks!] : this.chunks!;
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** What to read the message from: its bytes while in memory, else its file's path (DKIM signing). */
+  content(): Buffer | string {
+    if (!this.chunks) return this.file;
+    // Joined once: later calls (commit, delivery) reuse the one buffer.
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0] ?? Buffer.alloc(0);
+  }
+
+  /** The message to relay before it is queued (cut-through): from memory, or from its file. */
+  body(prefix: Buffer | null): StoredBody {
+    if (this.chunks) return this.bytes(prefix);
+    return { file: this.file, size: this.size + (prefix?.length ?? 0), prefix };
+  }
+
+  /**
+   * On disk as a file, synced (a message still in memory is written out first). commitIncoming
+   * needs it only for a message that has moved to its file; a small one goes into the index.
+   */
   async seal(): Promise<void> {
     if (this.sealed) return;
     try {
+      if (this.chunks) await this.spill();
       await this.sync();
     } catch (e) {
-      this.onRefused(e);
-      throw e;
+      throw this.failed(e);
     }
     this.sealed = true;
   }
@@ -1029,24 +1199,40 @@ export class Incoming {
         await fh.close();
       }
     } else {
-      await this.fh.datasync();
+      await this.fh!.datasync();
       await this.close();
     }
   }
 
-  /** Done writing, not (yet) durable: for delivery straight from the file (cut-through). */
+  /** Done writing, not (yet) durable: for reading it back (signing, cut-through). Nothing to do in memory. */
   async close(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || !this.fh) return;
     this.closed = true;
     await this.fh.close();
   }
 
   async discard(): Promise<void> {
-    await this.close().catch(() => {});
-    await fsp.rm(this.file, { force: true }).catch(() => {});
+    this.chunks = null;
+    if (this.hadFile) {
+      await this.close().catch(() => {});
+      await fsp.rm(this.file, { force: true }).catch(() => {});
+    }
     this.done();
   }
 }
+
+async function writeAll(fh: fsp.FileHandle, chunk: Buffer): Promise<void> {
+  let off = 0;
+  while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+}
+
+/** Recipients set to `bounced` become `failed`: outcome known, DSN owed (invariant 1). */
+function owed(updates: RecipientRow[]): RecipientRow[] {
+  return updates.map((u) => (u.state === 'bounced' ? { ...u, state: 'failed' } : u));
+}
+
+/** A message made here, ready to insert: its body for the index, or (body null) its file, synced, whose directory entry `dir` needs a sync. */
+interface Stored { row: MessageRow; body: Buffer | null; dir?: string }
 
 async function unlinkIfThere(file: string): Promise<void> {
   await fsp.unlink(file).catch((e: NodeJS.ErrnoException) => {

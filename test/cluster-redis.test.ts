@@ -1,0 +1,282 @@
+// Three smtplb nodes share limits through one real redis-server: concurrency, rate, warm-up,
+// suspensions, a Redis outage (local shares, then shared again) and a node killed while it
+// holds leases. Each node has its own spool; the receivers are smtp-sink and smtplb sink.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { sendOne, type SendOptions } from '../src/cli/send.js';
+import { api, metric } from './helpers/admin.js';
+import { freePort, onStop, run, runCli, sleep, startSink, startSmtplb, stopAll, waitFor, type Sink, type Smtplb } from './helpers/peers.js';
+import { startRedis, type RedisPeer } from './helpers/redis.js';
+import { startSmtplbSink, type SmtplbSink } from './helpers/sink.js';
+
+after(stopAll);
+
+const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
+
+const base: Omit<SendOptions, 'server' | 'to'> = { from: 'app@client.test', headers: [], subject: 'cluster', body: 'hello', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
+
+interface Node { name: string; port: number; admin: number; lb: Smtplb }
+
+let redis: RedisPeer;
+let nodes: Node[];
+const sinks = {} as Record<'conc' | 'rate' | 'warm' | 'old' | 'plain', Sink>;
+let lease: SmtplbSink;
+/** Every Message-ID acknowledged by a node, with where it must arrive. */
+const sent: { id: string; to: string }[] = [];
+
+async function send(node: Node, to: (i: number) => string, n: number, c = 5): Promise<void> {
+  let next = 0;
+  const failures: string[] = [];
+  await Promise.all(
+    Array.from({ length: Math.min(c, n) }, async () => {
+      while (next < n) {
+        const i = next++;
+        const rcpt = to(i);
+        const r = await sendOne({ ...base, server: `127.0.0.1:${node.port}`, to: [rcpt] }, i);
+        if (r.ok) sent.push({ id: r.id, to: rcpt });
+        else failures.push(r.error);
+      }
+    }),
+  );
+  assert.deepEqual(failures.slice(0, 3), [], `${failures.length} sends refused by node ${node.name}`);
+}
+
+/** Established connections to a local port, counted at the receiving side. */
+function connectionsTo(port: number): number {
+  const r = spawnSync('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
+  return r.stdout.split('\n').filter((l) => l.trim()).length;
+}
+
+/** Arrival times (ms) of the messages in an smtp-sink's dump directory. */
+function arrivals(sink: Sink): number[] {
+  return fs.readdirSync(sink.dir).filter((f) => f.startsWith('m.')).map((f) => fs.statSync(path.join(sink.dir, f)).mtimeMs).sort((a, b) => a - b);
+}
+
+function nodeConfig(name: string, port: number, admin: number, today: string): string {
+  const server = (n: string, s: { port: number }, extra = '') => `      - { name: ${n}, address: 127.0.0.1:${s.port}${extra} }`;
+  const pool = (n: string, servers: string[]) => `  ${n}:\n    health: { check: none }\n    servers:\n${servers.join('\n')}\n`;
+  return `hostname: ${name}.gw.test
+log: { level: info, format: json }
+admin: { listen: 127.0.0.1:${admin}, token: test-token-1 }
+spool: ./spool
+cluster: { redis: "${redis.url}", node: ${name}, lease_ttl: 2s, sync: 200ms, timeout: 300ms }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.1/32] }
+pools:
+${pool('conc', [server('c1', sinks.conc)])}${pool('rate', [server('r1', sinks.rate)])}${pool('warm', [server('new-ip', sinks.warm, `, warmup: { start: ${today}, schedule: [90] }`), server('old-ip', sinks.old)])}${pool('lease', [server('l1', lease)])}${pool('plain', [server('p1', sinks.plain)])}
+routes:
+  - { domains: [conc.test], pool: conc }
+  - { domains: [rate.test], pool: rate }
+  - { domains: [warm.test], pool: warm }
+  - { domains: [lease.test], pool: lease }
+  - { pool: plain }
+shaping:
+  conc.test: { concurrency: 4 }
+  rate.test: { rate: 30/s }
+  lease.test: { concurrency: 2 }
+queue: { retry: [500ms], max_age: 1h }
+`;
+}
+
+before(async () => {
+  redis = await startRedis();
+  // Each message held a second at its final dot: deliveries overlap, so the limit is what stops them.
+  sinks.conc = await startSink({ args: ['-w', '1'] });
+  sinks.rate = await startSink();
+  sinks.warm = await startSink();
+  sinks.old = await startSink();
+  sinks.plain = await startSink();
+  lease = await startSmtplbSink({ rules: ['rcpt=hold*@*,data_delay=60s'] });
+  const today = new Date().toISOString().slice(0, 10);
+  nodes = [];
+  for (const name of ['a', 'b', 'c']) {
+    const port = await freePort();
+    const admin = await freePort();
+    nodes.push({ name, port, admin, lb: await startSmtplb(nodeConfig(name, port, admin, today)) });
+  }
+  await waitFor('three nodes see each other through Redis', async () => {
+    for (const n of nodes) if ((await metric(n.admin, 'smtplb_cluster_nodes')) !== 3 || (await metric(n.admin, 'smtplb_cluster_shared')) !== 1) return false;
+    return true;
+  }, 10_000);
+});
+
+test('concurrency 4 across three nodes: the receiver never sees more than 4 connections, and sees 4', async () => {
+  let peak = 0;
+  const watch = setInterval(() => (peak = Math.max(peak, connectionsTo(sinks.conc.port))), 20);
+  try {
+    await Promise.all(nodes.map((n, k) => send(n, (i) => `n${k}-${i}@conc.test`, 12, 12)));
+    // Every node has mail for the destination at once.
+    const queued = await Promise.all(nodes.map((n) => api<{ queue: { counts: { queued: number } } }>(n.admin, '/api/status').then((st) => st.queue.counts.queued)));
+    assert.ok(queued.every((q) => q > 0), `each node holds mail for conc.test (${queued.join(', ')})`);
+    await sinks.conc.settle(36, 30_000);
+  } finally {
+    clearInterval(watch);
+  }
+  assert.ok(peak <= 4, `at most 4 connections at the sink across the three nodes (saw ${peak})`);
+  assert.equal(peak, 4, 'the limit of 4 is used');
+});
+
+test('rate 30/s across three nodes: the rate at the receiver is within 10% of 30/s', async () => {
+  await Promise.all(nodes.map((n, k) => send(n, (i) => `n${k}-${i}@rate.test`, 80, 10)));
+  await sinks.rate.settle(240, 30_000);
+  const t = arrivals(sinks.rate);
+  // The steady part: past the first second (one burst token per node's first grant).
+  const steady = t.filter((x) => x >= t[0] + 1000);
+  const rate = ((steady.length - 1) * 1000) / (steady[steady.length - 1] - steady[0]);
+  console.log(`rate at the sink: ${rate.toFixed(2)}/s over ${steady.length} messages`);
+  assert.ok(rate >= 27 && rate <= 33, `30/s ± 10% at the sink (measured ${rate.toFixed(2)}/s)`);
+});
+
+test('a warm-up cap of 90 today across three nodes: the warming server receives exactly 90', async () => {
+  await Promise.all(nodes.map((n, k) => send(n, (i) => `n${k}-${i}@warm.test`, 60, 10)));
+  await waitFor('180 messages at the two warm-pool servers', () => sinks.warm.count() + sinks.old.count() >= 180, 30_000);
+  await sleep(500);
+  assert.equal(sinks.warm.count(), 90, 'exactly the cap at the warming server');
+  assert.equal(sinks.old.count(), 90, 'the rest spilled to the other server');
+  const sentToday = await Promise.all(nodes.map((n) => metric(n.admin, 'smtplb_warmup_sent', { server: 'new-ip' })));
+  assert.ok(sentToday.some((s) => s === 90), `a node shows the cluster-wide count of 90 (${sentToday.join(', ')})`);
+});
+
+test("a suspension made through node a's API stops the destination on b and c within 1 s; cancelling it resumes all three", async () => {
+  const before = sinks.plain.count();
+  const r = await fetch(`http://127.0.0.1:${nodes[0].admin}/api/suspensions`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer test-token-1', 'content-type': 'application/json' },
+    body: JSON.stringify({ pool: 'plain', destination: 'susp.test', for: '10m', reason: 'cluster test', who: 'test' }),
+  });
+  assert.equal(r.status, 200);
+  const { suspension } = (await r.json()) as { suspension: { id: string } };
+  await sleep(1000);
+  await Promise.all(nodes.map((n, k) => send(n, (i) => `n${k}-${i}@susp.test`, 3, 3)));
+  await sleep(1500);
+  assert.equal(sinks.plain.count(), before, 'nothing for the suspended destination left any node');
+  for (const n of nodes.slice(1)) {
+    const s = await api<{ suspensions: { id: string }[] }>(n.admin, '/api/suspensions');
+    assert.deepEqual(s.suspensions.map((x) => x.id), [suspension.id], `node ${n.name} holds the suspension`);
+  }
+  const shown = JSON.parse(runCli(['queue', 'list', '--domain', 'susp.test', '--json', '-c', nodes[2].lb.file]).stdout) as { messages: unknown[] };
+  assert.equal(shown.messages.length, 3, 'node c keeps its 3 messages queued');
+  const del = await fetch(`http://127.0.0.1:${nodes[0].admin}/api/suspensions/${suspension.id}`, { method: 'DELETE', headers: { authorization: 'Bearer test-token-1' } });
+  assert.equal(del.status, 200);
+  await sinks.plain.settle(before + 9, 5000);
+});
+
+test('a drain made at node a is followed by b and c; `smtplb status` shows every node and the limits in force', async () => {
+  const post = (action: string) => fetch(`http://127.0.0.1:${nodes[0].admin}/api/pools/plain/servers/p1/${action}`, { method: 'POST', headers: { authorization: 'Bearer test-token-1' } });
+  const adminOf = async (n: Node) => (await api<{ pools: { name: string; servers: { name: string; admin: string }[] }[] }>(n.admin, '/api/status')).pools.find((p) => p.name === 'plain')!.servers[0].admin;
+  assert.equal((await post('drain')).status, 200);
+  const t0 = Date.now();
+  await waitFor('b and c drain p1 too', async () => (await adminOf(nodes[1])) === 'drain' && (await adminOf(nodes[2])) === 'drain', 3000, 20);
+  assert.ok(Date.now() - t0 <= 1000, `followed within 1 s (${Date.now() - t0} ms)`);
+  assert.equal((await post('enable')).status, 200);
+  await waitFor('b and c take p1 back', async () => (await adminOf(nodes[1])) === 'ready' && (await adminOf(nodes[2])) === 'ready', 3000, 20);
+  const text = runCli(['status', '-c', nodes[1].lb.file]).stdout;
+  assert.match(text, /cluster: node b, redis:\/\/127\.0\.0\.1:\d+\/0, limits shared/);
+  for (const name of ['a', 'b', 'c']) assert.match(text, new RegExp(`node ${name}\\s+live\\s+heartbeat \\d+ ms ago\\s+queue \\d+\\s+[\\d.]+ msg/s`), text);
+  assert.match(text, /limit conc\.test\s+cluster-wide concurrency 4\n/);
+  assert.match(text, /limit rate\.test\s+cluster-wide 1800\/min/);
+  if (!chromium) return;
+  // The dashboard of any node shows all three, with their heartbeats, and the shared limits.
+  const { chromium: pw } = await import('playwright-core');
+  const browser = await pw.launch({ executablePath: chromium, args: ['--no-sandbox', '--disable-gpu'] });
+  onStop(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${nodes[2].admin}/dashboard#token=test-token-1`);
+  await page.waitForSelector('#cnodes tr[data-node="c"]', { timeout: 10_000 });
+  const rows = await page.$$eval('#cnodes tr[data-node]', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)));
+  assert.deepEqual(rows.map((r) => [r[0], r[1]]), [['a', 'live'], ['b', 'live'], ['c', 'live']]);
+  assert.match(await page.textContent('#climits') ?? '', /conc\.testconcurrency 4concurrency 4/);
+  assert.match(await page.textContent('#cstate') ?? '', /this node c · redis:\/\/127\.0\.0\.1:\d+\/0 · limits shared/);
+  await browser.close();
+});
+
+test('Redis killed mid-run: mail keeps flowing on each node\'s share; Redis back: shared again; nothing lost or duplicated', async () => {
+  await redis.kill();
+  await waitFor('every node on its local share', async () => {
+    for (const n of nodes) if ((await metric(n.admin, 'smtplb_cluster_shared')) !== 0) return false;
+    return true;
+  }, 5000);
+  const status = JSON.parse(runCli(['status', '--json', '-c', nodes[1].lb.file]).stdout) as { cluster: { state: string; nodes_live: number } };
+  assert.equal(status.cluster.state, 'local share');
+  assert.equal(status.cluster.nodes_live, 3, 'the share divides by the three nodes last seen');
+  assert.match(nodes[1].lb.output(), /Redis unreachable; limits now applied locally at this node's share \(1\/3\)/);
+  // A suspension could not reach the other nodes now: refused, not kept on one node.
+  const refused = await fetch(`http://127.0.0.1:${nodes[0].admin}/api/suspensions`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer test-token-1', 'content-type': 'application/json' },
+    body: JSON.stringify({ pool: 'plain', destination: 'later.test', for: '10m' }),
+  });
+  assert.equal(refused.status, 503);
+  assert.match(((await refused.json()) as { error: string }).error, /cluster store \(Redis\) is unreachable/);
+  const concBefore = sinks.conc.count();
+  const plainBefore = sinks.plain.count();
+  let peak = 0;
+  const watch = setInterval(() => (peak = Math.max(peak, connectionsTo(sinks.conc.port))), 20);
+  try {
+    await Promise.all(nodes.map((n, k) => Promise.all([send(n, (i) => `out${k}-${i}@conc.test`, 6, 6), send(n, (i) => `out${k}-${i}@plain.test`, 10, 5)])));
+    await sinks.plain.settle(plainBefore + 30, 15_000);
+    await sinks.conc.settle(concBefore + 18, 30_000);
+  } finally {
+    clearInterval(watch);
+  }
+  // 4 ÷ 3 nodes = 1 each: at most 3 together, never over the limit.
+  assert.ok(peak <= 3, `the local shares keep under the limit (saw ${peak} connections)`);
+  await redis.restart();
+  await waitFor('every node shares limits again', async () => {
+    for (const n of nodes) if ((await metric(n.admin, 'smtplb_cluster_shared')) !== 1) return false;
+    return true;
+  }, 10_000);
+  await Promise.all(nodes.map((n, k) => send(n, (i) => `back${k}-${i}@plain.test`, 5, 5)));
+  await sinks.plain.settle(plainBefore + 45, 15_000);
+  // Every acknowledged message arrived exactly once, counted by Message-ID at the receivers.
+  const ids = new Map<string, number>();
+  for (const s of [sinks.conc, sinks.rate, sinks.warm, sinks.old, sinks.plain]) {
+    for (const m of s.messages()) {
+      const id = /^Message-ID:\s*(\S+)/im.exec(m)?.[1];
+      if (id) ids.set(id, (ids.get(id) ?? 0) + 1);
+    }
+  }
+  const expected = sent.filter((x) => !x.to.endsWith('@lease.test'));
+  const missing = expected.filter((x) => !ids.has(x.id));
+  const twice = [...ids].filter(([, n]) => n > 1);
+  assert.deepEqual(missing.slice(0, 3), [], `${missing.length} of ${expected.length} acknowledged messages missing`);
+  assert.deepEqual(twice.slice(0, 3), [], `${twice.length} messages delivered more than once`);
+});
+
+test('Redis slow (DEBUG SLEEP 5): nodes go to their local share within the timeout, mail does not wait for Redis, shared again after', async () => {
+  const sleeping = run('redis-cli', ['-p', String(redis.port), 'DEBUG', 'SLEEP', '5'], 15_000);
+  const t0 = Date.now();
+  await waitFor('every node on its local share', async () => {
+    for (const n of nodes) if ((await metric(n.admin, 'smtplb_cluster_shared')) !== 0) return false;
+    return true;
+  }, 3000, 50);
+  const before = sinks.conc.count();
+  await Promise.all(nodes.map((n, k) => send(n, (i) => `slow${k}-${i}@conc.test`, 1, 1)));
+  await sinks.conc.settle(before + 3, 10_000);
+  const took = Date.now() - t0;
+  assert.ok(took < 4500, `delivered while Redis was still asleep (${took} ms after it went quiet)`);
+  await sleeping;
+  await waitFor('every node shares limits again', async () => {
+    for (const n of nodes) if ((await metric(n.admin, 'smtplb_cluster_shared')) !== 1) return false;
+    return true;
+  }, 10_000);
+});
+
+test('a node killed while holding leases: the others get the capacity back within the lease expiry', async () => {
+  const [a, , c] = nodes;
+  // Node c takes both of lease.test's slots, with deliveries the receiver holds for a minute.
+  await send(c, (i) => `hold${i}@lease.test`, 2, 2);
+  await waitFor('node c delivering to the holding receiver', async () => (await lease.stats({ recipients: false })).active_connections >= 2, 10_000);
+  await send(a, () => 'go@lease.test', 1);
+  await sleep(1500);
+  assert.equal((await lease.stats()).recipients['go@lease.test'] ?? 0, 0, "node a waits: the cluster's 2 slots are node c's");
+  c.lb.proc.kill('SIGKILL');
+  const killed = Date.now();
+  await waitFor('node a delivers once the dead node\'s leases expire', async () => ((await lease.stats()).recipients['go@lease.test'] ?? 0) === 1, 10_000);
+  const took = Date.now() - killed;
+  console.log(`capacity back ${took} ms after the kill (lease_ttl 2 s)`);
+  assert.ok(took <= 2000 + 1500, `within the 2 s lease expiry plus a retry (${took} ms)`);
+});
