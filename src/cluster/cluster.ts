@@ -33,6 +33,12 @@ export interface GrantRequest {
   now: number;
 }
 
+/** A pair's backoff as one delivery changed it: the factor's change (a cut to a value, or a climb by an amount) and its suspension. */
+export interface Backoff {
+  factor: { down: number } | { up: number } | null;
+  suspendedUntil: number;
+}
+
 export type GrantKind = 'suspended' | 'concurrency' | 'rate' | 'connection' | 'warm-up';
 
 export type GrantReply =
@@ -53,7 +59,7 @@ export interface SharedLimits {
   readonly nodes: number;
   grant(req: GrantRequest): Promise<GrantReply>;
   /** A granted delivery ended: its lease back, its warm-up slot back when nothing was delivered, the pair's backoff as it now stands. */
-  release(pair: string, lease: string | null, warm: { key: string; day: number } | null, giveBackWarm: boolean, backoff: { factor: number; suspendedUntil: number } | null): void;
+  release(pair: string, lease: string | null, warm: { key: string; day: number } | null, giveBackWarm: boolean, backoff: Backoff | null): void;
   /** After an outage: the shared warm-up count, given what this node saw last and sent since. */
   resyncWarm(key: string, day: number, seen: number, since: number): Promise<number | null>;
 }
@@ -91,6 +97,8 @@ export interface ControlLists {
 /** What the node's side of the cluster needs from the rest of the process. */
 export interface ClusterHost {
   beat(): Omit<NodeBeat, 'node' | 'at' | 'pid' | 'shared'>;
+  /** The live node count changed: kept, so a node that starts while Redis is away divides by it. */
+  nodesSeen?(n: number): void;
   /** The node's own lists, pushed when the store has none (first start, or Redis lost its data). */
   lists(): ControlLists;
 }
@@ -111,6 +119,7 @@ export class Cluster extends EventEmitter implements SharedLimits {
   /** Servers (`pool/server`) that another live node finds down. */
   downElsewhere = new Set<string>();
   private held = new Map<string, string>();
+  private orphans: [string, string][] = [];
   private timers: NodeJS.Timeout[] = [];
   private syncing = false;
   private stopped = false;
@@ -118,8 +127,9 @@ export class Cluster extends EventEmitter implements SharedLimits {
   private listsKey = '';
   readonly counters = { grants: 0, refused: 0, releases: 0, errors: 0, syncs: 0 };
 
-  constructor(readonly cfg: ClusterConfig, private host: ClusterHost, private log: Logger) {
+  constructor(readonly cfg: ClusterConfig, private host: ClusterHost, private log: Logger, lastNodes = 1) {
     super();
+    this.liveCount = Math.max(1, Math.floor(lastNodes) || 1);
     this.redis = new Redis(cfg.redis, {
       lazyConnect: true,
       // Fail at once while disconnected: a grant must not wait for a reconnect.
@@ -156,6 +166,8 @@ export class Cluster extends EventEmitter implements SharedLimits {
   async start(): Promise<void> {
     await this.redis.connect().catch(() => {});
     await this.sync();
+    // A new cluster's first sync seeds the store; the second reads it back.
+    if (!this.state.shared && this.redis.status === 'ready') await this.sync();
     this.timers.push(setInterval(() => void this.sync(), this.cfg.sync));
     this.timers.push(setInterval(() => void this.renew(), Math.max(100, Math.floor(this.cfg.lease_ttl / 3))));
     for (const t of this.timers) t.unref();
@@ -182,16 +194,25 @@ export class Cluster extends EventEmitter implements SharedLimits {
     }
     this.state = { shared: false, since: Date.now(), error };
     this.log.warn({ redis: redact(this.cfg.redis), err: error, nodes: this.liveCount }, `cluster: Redis unreachable; limits now applied locally at this node's share (1/${this.liveCount})`);
-    this.emit('local');
+    this.tell('local');
+  }
+
+  /** A listener's fault is logged, not taken for Redis going away. */
+  private tell(event: string, ...args: unknown[]): void {
+    try {
+      this.emit(event, ...args);
+    } catch (e) {
+      this.log.error({ err: e, event }, 'cluster: handling a cluster event failed');
+    }
   }
 
   private regained(): void {
     if (this.state.shared) return;
     const was = this.state.error;
     this.state = { shared: true, since: Date.now(), error: null };
-    if (was !== 'not connected yet') this.log.warn({ redis: redact(this.cfg.redis) }, 'cluster: Redis reachable again; limits shared across the cluster again');
-    else this.log.info({ redis: redact(this.cfg.redis), node: this.cfg.node, nodes: this.liveCount }, 'cluster: joined; limits shared through Redis');
-    this.emit('shared');
+    if (was === 'not connected yet') this.log.info({ redis: redact(this.cfg.redis), node: this.cfg.node, nodes: this.liveCount }, 'cluster: joined; limits shared through Redis');
+    else this.log.warn({ redis: redact(this.cfg.redis) }, 'cluster: Redis reachable again; limits shared across the cluster again');
+    this.tell('shared');
   }
 
   /** Heartbeat out; nodes, suspensions, overrides and server states in: one round trip. */
@@ -219,14 +240,22 @@ export class Cluster extends EventEmitter implements SharedLimits {
         return;
       }
       const stale = Math.max(2000, this.cfg.sync * 4);
-      this.beats = Object.values(nodes).map((v) => parse<NodeBeat>(v)).filter((b): b is NodeBeat => !!b && typeof b.at === 'number');
+      this.beats = Object.values(nodes)
+        .map((v) => parse<NodeBeat>(v))
+        .filter((b): b is NodeBeat => !!b && typeof b.node === 'string' && typeof b.at === 'number' && Array.isArray(b.down));
       const live = liveNodes(this.beats, now, stale);
+      if (Math.max(1, live.length) !== this.liveCount) this.host.nodesSeen?.(Math.max(1, live.length));
       this.liveCount = Math.max(1, live.length);
       const down = new Set(live.filter((b) => b.node !== this.cfg.node).flatMap((b) => (Array.isArray(b.down) ? b.down : [])));
       const added = [...down].filter((x) => !this.downElsewhere.has(x));
       this.downElsewhere = down;
-      if (added.length) this.emit('peer-down', added);
+      if (added.length) this.tell('peer-down', added);
       this.regained();
+      if (this.orphans.length) {
+        const drop = this.redis.pipeline();
+        for (const [zset, lease] of this.orphans.splice(0)) drop.zrem(zset, lease);
+        await drop.exec();
+      }
       this.applyLists({
         suspensions: Object.values(susp).map((v) => parse<Suspension>(v)).filter((s): s is Suspension => !!s),
         overrides: Object.values(over).map((v) => parse<Override>(v)).filter((o): o is Override => !!o),
@@ -254,6 +283,9 @@ export class Cluster extends EventEmitter implements SharedLimits {
     for (const s of mine.servers) p.hsetnx(this.k('servers'), `${s.pool}/${s.server}`, JSON.stringify(s));
     p.set(this.k('epoch'), String(Date.now()), 'NX');
     await p.exec();
+    // Leases and warm-up counts went with the old data: this node's go back in now.
+    this.tell('reseeded');
+    await this.renew();
     this.log.info({ suspensions: mine.suspensions.length, overrides: mine.overrides.length, servers: mine.servers.length }, 'cluster: Redis had no cluster state; this node seeded it with its own');
   }
 
@@ -264,7 +296,7 @@ export class Cluster extends EventEmitter implements SharedLimits {
     this.lists = next;
     this.listsKey = key;
     const lifted = before.suspensions.some((s) => !next.suspensions.find((x) => x.id === s.id)) || before.overrides.some((o) => !next.overrides.find((x) => x.id === o.id));
-    this.emit('control', next, lifted);
+    this.tell('control', next, lifted);
   }
 
   /** Keep this node's leases alive; a node that stops renewing loses them at their expiry. */
@@ -310,20 +342,60 @@ export class Cluster extends EventEmitter implements SharedLimits {
       const kind = (reason.startsWith('concurrency') ? 'concurrency' : reason) as GrantKind;
       return { ok: false, kind, reason, waitMs: Number(wait), ...common };
     } catch (e) {
+      // The script may still have run after the client gave up: its lease is removed later.
+      if (lease) this.orphan(zset, lease);
       this.lost(e);
       return { ok: 'unavailable' };
     }
   }
 
-  release(pair: string, lease: string | null, warm: { key: string; day: number } | null, giveBackWarm: boolean, backoff: { factor: number; suspendedUntil: number } | null): void {
+  release(pair: string, lease: string | null, warm: { key: string; day: number } | null, giveBackWarm: boolean, backoff: Backoff | null): void {
+    if (this.stopped) return;
     if (lease) this.held.delete(lease);
     if (!lease && !giveBackWarm && !backoff) return;
-    // Not shared: the lease expires by itself; a warm-up slot stays counted (the safe side).
-    if (!this.state.shared) return;
+    // Not shared: the lease is removed at the next successful sync (it may be in Redis from
+    // before); a warm-up slot stays counted (the safe side).
+    if (!this.state.shared) {
+      if (lease) this.orphan(this.k('leases', pair), lease);
+      return;
+    }
     this.counters.releases++;
+    const f = backoff?.factor;
     void (this.redis as unknown as { smtplbRelease(...a: (string | number)[]): Promise<unknown> })
-      .smtplbRelease(this.k('pair', pair), this.k('leases', pair), this.k('warm', warm?.key ?? pair, String(warm?.day ?? 0)), lease ?? '', giveBackWarm ? 1 : 0, backoff ? backoff.factor.toFixed(4) : '', backoff ? backoff.suspendedUntil : 0)
-      .catch((e) => this.lost(e));
+      .smtplbRelease(
+        this.k('pair', pair),
+        this.k('leases', pair),
+        this.k('warm', warm?.key ?? pair, String(warm?.day ?? 0)),
+        lease ?? '',
+        giveBackWarm ? 1 : 0,
+        !f ? '' : 'down' in f ? 'down' : 'up',
+        !f ? 0 : 'down' in f ? f.down.toFixed(4) : f.up.toFixed(4),
+        backoff ? backoff.suspendedUntil : 0,
+      )
+      .catch((e) => {
+        if (lease) this.orphan(this.k('leases', pair), lease);
+        this.lost(e);
+      });
+  }
+
+  /** A lease Redis may hold that nobody renews or gives back any more: removed at the next successful sync. */
+  private orphan(zset: string, lease: string): void {
+    this.orphans.push([zset, lease]);
+    if (this.orphans.length > 10_000) this.orphans.shift();
+  }
+
+  /** Deliveries that started on the local share, now counted in the store (no check: they are running). */
+  adopt(leases: [string, string][]): void {
+    if (!leases.length || !this.state.shared) return;
+    const until = Date.now() + this.cfg.lease_ttl;
+    const p = this.redis.pipeline();
+    for (const [pair, lease] of leases) {
+      const zset = this.k('leases', pair);
+      this.held.set(lease, zset);
+      p.zadd(zset, until, lease);
+      p.pexpire(zset, this.cfg.lease_ttl * 4);
+    }
+    void p.exec().catch((e) => this.lost(e));
   }
 
   async resyncWarm(key: string, day: number, seen: number, since: number): Promise<number | null> {

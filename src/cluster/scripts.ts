@@ -49,8 +49,13 @@ if conc > 0 then
   redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]) * 4)
 end
 -- A grant that comes a little after its slot (the nodes' timers, the round trip) keeps the
--- slot's time, up to a quarter interval (at most 10 ms): the rate is the rate, not rate minus lag.
-if interval > 0 then redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', math.max(tat, now - math.min(interval / 4, 10)) + interval)) end
+-- slot's time, up to a quarter interval (at most 10 ms): the rate is the rate, not rate minus
+-- lag. Later than that the limiter was idle, and starts from now (no credit for idleness).
+if interval > 0 then
+  local base = tat
+  if base < now - math.min(interval / 4, 10) then base = now end
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', math.max(base, tat) + interval))
+end
 if fresh then redis.call('HSET', KEYS[1], 'ctat', string.format('%.3f', math.max(ctat, now) + ci)) end
 if interval > 0 or fresh then redis.call('PEXPIRE', KEYS[1], 86400000) end
 if cap >= 0 then
@@ -62,7 +67,10 @@ return {1, '', '0', fs, tostring(susp), tostring(sent), tostring(inflight + 1)}
 
 /**
  * KEYS: pair hash, lease zset, warm-up counter.
- * ARGV: lease id ('' none), give the warm-up slot back (1/0), factor ('' unchanged), suspended until.
+ * ARGV: lease id ('' none), give the warm-up slot back (1/0), the factor's change ('' none,
+ * 'down' to a value, 'up' by an amount), its value, suspended until (0 none).
+ * Changes, not values: a node's climb after a clean delivery must not undo another node's cut
+ * or suspension made meanwhile (the lower factor and the later suspension win).
  */
 export const RELEASE = `
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
@@ -70,10 +78,21 @@ if ARGV[2] == '1' then
   local v = tonumber(redis.call('GET', KEYS[3]) or '0')
   if v > 0 then redis.call('DECR', KEYS[3]) end
 end
+local changed = false
 if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'factor', ARGV[3], 'susp', ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], 86400000)
+  local cur = tonumber(redis.call('HGET', KEYS[1], 'factor') or '1') or 1
+  local v = tonumber(ARGV[4])
+  if ARGV[3] == 'down' then cur = math.min(cur, v) else cur = math.min(1, cur + v) end
+  if cur < 0.001 then cur = 0.001 end
+  redis.call('HSET', KEYS[1], 'factor', string.format('%.4f', cur))
+  changed = true
 end
+local susp = tonumber(ARGV[5])
+if susp > 0 and susp > (tonumber(redis.call('HGET', KEYS[1], 'susp') or '0') or 0) then
+  redis.call('HSET', KEYS[1], 'susp', ARGV[5])
+  changed = true
+end
+if changed then redis.call('PEXPIRE', KEYS[1], 86400000) end
 return 1
 `;
 

@@ -49,15 +49,24 @@ export interface DeliveryRequest {
   gate?: DeliveryGate;
 }
 
+/**
+ * What a delivery holds on a cluster from its admission to its end: its concurrency lease
+ * (null when the destination has no concurrency limit) and whether the shared store counted it.
+ */
+export interface Ticket {
+  lease: string | null;
+  granted: boolean;
+}
+
 /** Shaping for one destination: may a server take it now, and what came of it. */
 export interface DeliveryGate {
   /**
    * May `server` take the mail now? Yes counts the delivery against the limits until `end`.
    * `parked`: the cluster lease the reused connection holds, which the delivery takes over.
    */
-  admit(pool: Pool, server: Server, newConnection: boolean, parked?: Parked): Promise<{ ok: true } | { ok: false; reason: string; at: number; hold?: boolean }>;
-  /** The delivery ended; `keep`: its connection stays open for the next message, and may keep its cluster lease (returned). */
-  end(pool: Pool, server: Server, code: number | null, text: string, delivered: boolean, keep: boolean): Parked | undefined;
+  admit(pool: Pool, server: Server, newConnection: boolean, parked?: Parked): Promise<{ ok: true; ticket?: Ticket } | { ok: false; reason: string; at: number; hold?: boolean }>;
+  /** The delivery ended; `keep`: its connection stays open, and keeps the delivery's cluster lease (returned) until it closes. */
+  end(pool: Pool, server: Server, code: number | null, text: string, delivered: boolean, keep: boolean, ticket?: Ticket): Parked | undefined;
   /** Connection group and its message cap (messages_per_connection), if the destination has one. */
   connection?: { group: string; maxMessages: number };
 }
@@ -149,6 +158,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
     tried.add(server.key);
     const started = Date.now();
     let up = ctx.cache.take(pool, server, group);
+    let ticket: Ticket | undefined;
     if (gate) {
       const v = await gate.admit(pool, server, !up, up?.parked);
       if (!v.ok) {
@@ -162,6 +172,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       }
       // The delivery holds the connection's lease now; `end` parks it again or gives it back.
       if (up) up.parked = undefined;
+      ticket = v.ticket;
     }
     let reply: { code: number | null; text: string; delivered: boolean } = { code: null, text: '', delivered: false };
     try {
@@ -215,7 +226,9 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       }
       if (up) up.broken = true;
     } finally {
-      const parked = gate?.end(pool, server, reply.code, reply.text, reply.delivered, !!up && ctx.cache.keeps(pool, up));
+      // Kept unless broken: a connection the cache will not reuse is closed with QUIT, and its
+      // lease goes back only once it is closed (else the receiver would count it and its successor).
+      const parked = gate?.end(pool, server, reply.code, reply.text, reply.delivered, !!up && !up.broken, ticket);
       pool.release(server);
       if (up) {
         if (parked) up.parked = parked;

@@ -66,7 +66,12 @@ function quit(up: Upstream): void {
       p.release();
     };
     up.conn.once('end', release);
-    setTimeout(release, 2000).unref();
+    // A QUIT that gets no answer: the connection is closed, then the lease goes back.
+    setTimeout(() => {
+      if (done) return;
+      up.conn.close();
+      release();
+    }, 5000).unref();
   }
   up.conn.quit();
 }
@@ -292,9 +297,19 @@ export class UpstreamCache {
     return undefined;
   }
 
-  /** Would `give` keep this connection for another message? */
-  keeps(pool: Pool, up: Upstream): boolean {
-    return !up.broken && this.fresh(pool, up);
+  /** Idle connections holding no cluster lease close (the node is back on the shared limits: only leased ones may stay). */
+  dropUnparked(): void {
+    for (const [key, list] of this.idle) {
+      if (!key.endsWith('|')) {
+        for (const e of list.filter((x) => !x.up.parked)) {
+          clearTimeout(e.timer);
+          e.up.conn.quit();
+        }
+        const kept = list.filter((x) => x.up.parked);
+        if (kept.length) this.idle.set(key, kept);
+        else this.idle.delete(key);
+      }
+    }
   }
 
   private fresh(pool: Pool, up: Upstream): boolean {

@@ -1,5 +1,7 @@
 // The relay's moving parts for one process: spool, queue manager, delivery agent, routing.
 // Listeners hand accepted messages to `accept`; the queue manager takes it from there.
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
@@ -54,7 +56,25 @@ export class Relay {
     this.spool.on('fatal', (e: Error) => process.nextTick(() => { throw e; }));
     this.spool.on('dsn-deferred', (id: string, e: Error) => this.log.warn({ queue_id: id, err: e.message }, 'bounce could not be written (disk full); DSN owed and retried'));
     if (c.cluster) {
-      const cluster = new Cluster(c.cluster, { beat: () => this.beat(), lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }) }, log);
+      // The nodes last seen, kept beside the spool: a node that starts while Redis is away divides by them too.
+      const seenFile = path.join(c.spool, 'cluster-nodes');
+      const seen = Number((() => {
+        try {
+          return fs.readFileSync(seenFile, 'utf8');
+        } catch {
+          return '1';
+        }
+      })());
+      const cluster = new Cluster(
+        c.cluster,
+        {
+          beat: () => this.beat(),
+          lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }),
+          nodesSeen: (n) => void fs.promises.writeFile(seenFile, String(n)).catch(() => {}),
+        },
+        log,
+        seen,
+      );
       cluster.on('control', (lists: import('../cluster/cluster.js').ControlLists, lifted: boolean) => {
         this.shaper.useControl(lists);
         this.onClusterServers?.(lists.servers);
@@ -62,7 +82,14 @@ export class Relay {
       });
       cluster.on('local', () => this.shaper.wentLocal());
       cluster.on('peer-down', (servers: string[]) => this.onPeerDown?.(servers));
-      cluster.on('shared', () => void this.shaper.wentShared().catch((e: Error) => this.log.warn({ err: e.message }, 'cluster: warm-up counts not merged')));
+      cluster.on('shared', () => {
+        // Deliveries started on the local share count in the store from now on, and idle
+        // connections that hold no lease close: only leased connections may stay open.
+        cluster.adopt(this.shaper.adoptLocal());
+        this.cache.dropUnparked();
+        void this.shaper.wentShared().catch((e: Error) => this.log.warn({ err: e.message }, 'cluster: warm-up counts not merged'));
+      });
+      cluster.on('reseeded', () => void this.shaper.reseeded().catch((e: Error) => this.log.warn({ err: e.message }, 'cluster: warm-up counts not restored')));
       this.cluster = cluster;
     }
     this.shaper = new Shaper(() => this.config(), this.spool, this.cluster);
@@ -128,9 +155,9 @@ export class Relay {
     const own = this.cluster && this.shaper.concurrencyLimited(domain);
     return {
       admit: (pool, server, fresh, parked) => this.shaper.reserve(pool, server, domain, fresh, parked?.lease),
-      end: (pool, server, code, text, delivered, keep) => {
+      end: (pool, server, code, text, delivered, keep, ticket) => {
         if (delivered) this.delivered.n++;
-        const lease = this.shaper.end(pool.name, server, domain, code, text, delivered, keep);
+        const lease = this.shaper.end(pool.name, server, domain, code, text, delivered, keep, ticket);
         return lease ? { lease, release: () => this.shaper.releaseParked(pool.name, server, domain, lease) } : undefined;
       },
       connection: mpc || own ? { group: domain, maxMessages: mpc ?? Number.MAX_SAFE_INTEGER } : undefined,

@@ -16,7 +16,8 @@ import { parseRate } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
 import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, rateTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
 import { dayNumber, nextDay, warmupCap, warmupProgress } from './warmup.js';
-import type { ControlLists, GrantReply, SharedLimits } from '../cluster/cluster.js';
+import type { Backoff, ControlLists, GrantReply, SharedLimits } from '../cluster/cluster.js';
+import type { Ticket } from '../delivery/deliver.js';
 import { shareOfRule, shareOfWarmCap } from '../cluster/share.js';
 
 /** Rate-limit waits shorter than this are waited out inside the delivery (cluster grants). */
@@ -36,8 +37,8 @@ export class Shaper {
   private ended = 0;
   private susp: Suspension[];
   private over: Override[];
-  /** Cluster grants held by deliveries in flight, per pair: their leases ('' for none; any of a pair's will do). */
-  private leases = new Map<string, string[]>();
+  /** Leases of deliveries started on this node's own share (Redis away), by lease: the pair. */
+  private localLeases = new Map<string, string>();
   /** Warm-up counts as the cluster had them when the store went away, per `pool/server`. */
   private atLoss = new Map<string, { day: number; seen: number }>();
 
@@ -61,14 +62,28 @@ export class Shaper {
   /** The store is back: what this node sent on its own goes into the shared counts. */
   async wentShared(now = Date.now()): Promise<void> {
     const day = dayNumber(now);
-    const pending = [...this.atLoss];
+    // Every count taken before the first await: a grant meanwhile sets a count to Redis's, without this node's own sends.
+    const todo = [...this.atLoss]
+      .filter(([, at]) => at.day === day)
+      .map(([key, at]) => {
+        const c = this.sent.get(key);
+        return { key, seen: at.seen, since: c && c.day === day ? Math.max(0, c.n - at.seen) : 0 };
+      });
     this.atLoss.clear();
-    for (const [key, at] of pending) {
-      if (at.day !== day || !this.shared) continue;
-      const c = this.sent.get(key);
-      const since = c && c.day === day ? Math.max(0, c.n - at.seen) : 0;
-      const n = await this.shared.resyncWarm(key, day, at.seen, since);
-      if (n !== null && c && c.day === day) c.n = n;
+    await this.mergeWarm(todo, day);
+  }
+
+  /** Redis came back without its data (nobody noticed it go): today's counts as this node knows them go back in. */
+  async reseeded(now = Date.now()): Promise<void> {
+    const day = dayNumber(now);
+    await this.mergeWarm([...this.sent].filter(([, c]) => c.day === day).map(([key, c]) => ({ key, seen: c.n, since: 0 })), day);
+  }
+
+  private async mergeWarm(todo: { key: string; seen: number; since: number }[], day: number): Promise<void> {
+    for (const t of todo) {
+      const n = await this.shared?.resyncWarm(t.key, day, t.seen, t.since);
+      const c = this.sent.get(t.key);
+      if (n != null && c && c.day === day) c.n = Math.max(c.n, n);
     }
   }
 
@@ -218,7 +233,7 @@ export class Shaper {
    * Yes counts the delivery against the limits until `end`. On a cluster a limited pair also
    * needs the shared store's grant.
    */
-  async reserve(pool: Pool, server: Server, domain: string, newConnection: boolean, parked?: string): Promise<Verdict & { hold?: boolean }> {
+  async reserve(pool: Pool, server: Server, domain: string, newConnection: boolean, parked?: string): Promise<(Verdict & { hold?: boolean }) & { ticket?: Ticket }> {
     let now = Date.now();
     const v = this.check(pool, server, domain, now, newConnection);
     if (!v.ok) return v;
@@ -226,16 +241,18 @@ export class Shaper {
     const rule = this.rule(domain, pool.name, now);
     const cap = server.warmup ? warmupCap(server.warmup, now) : null;
     const pairKey = `${pool.name}/${server.name}|${domain}`;
-    const hold = (token: string) => {
-      const list = this.leases.get(pairKey) ?? [];
-      list.push(token);
-      this.leases.set(pairKey, list);
+    if (!this.shared) return v;
+    /** Admitted on this node's own share: its lease is made here, and joins the store when it comes back. */
+    const local = (): Ticket => {
+      if (parked) return { lease: parked, granted: false };
+      if (!rule.concurrency) return { lease: null, granted: false };
+      const lease = randomBytes(6).toString('hex');
+      this.localLeases.set(lease, pairKey);
+      return { lease, granted: false };
     };
-    if (!this.shared?.shared || (!rule.concurrency && !rule.rate && !rule.connect_rate && cap === null)) {
-      // A reused connection's lease goes with the delivery, to be parked again or given back at its end.
-      if (parked) hold(parked);
-      return v;
-    }
+    if (!this.shared.shared) return { ...v, ticket: local() };
+    // A reused connection's lease goes with the delivery, to be parked again or given back at its end.
+    if (!rule.concurrency && !rule.rate && !rule.connect_rate && cap === null) return { ...v, ticket: { lease: parked ?? null, granted: false } };
     const day = dayNumber(now);
     const ask = () =>
       this.shared!.grant({
@@ -261,12 +278,10 @@ export class Shaper {
       // The store went away meanwhile: this node's share decides, as for every delivery from now on.
       undo();
       now = Date.now();
-      const local = this.check(pool, server, domain, now, newConnection);
-      if (local.ok) {
-        this.begin(pool.name, server, domain, newConnection, now);
-        if (parked) hold(parked);
-      }
-      return local;
+      const verdict = this.check(pool, server, domain, now, newConnection);
+      if (!verdict.ok) return verdict;
+      this.begin(pool.name, server, domain, newConnection, now);
+      return { ...verdict, ticket: local() };
     }
     const p = this.pair(pool.name, server, domain);
     p.factor = Math.min(1, Math.max(0, g.factor || 1));
@@ -275,11 +290,7 @@ export class Shaper {
       const c = this.sent.get(`${pool.name}/${server.name}`);
       if (c && c.day === day) c.n = g.warmSent;
     }
-    if (g.ok) {
-      // One entry per granted delivery ('' when the grant holds no lease): `end` gives it back.
-      hold(parked ?? g.lease ?? '');
-      return v;
-    }
+    if (g.ok) return { ...v, ticket: { lease: parked ?? g.lease, granted: true } };
     undo();
     if (g.warmSent !== null) {
       // The count the store gave already is the cluster's, without this delivery.
@@ -293,19 +304,20 @@ export class Shaper {
     return { ok: false, reason: g.kind === 'connection' ? 'connection rate limit (cluster)' : g.reason, at: now + Math.max(1, g.waitMs) };
   }
 
-  /** The delivery ended with this reply: adapt the pair, give back an unused warm-up slot. */
   /**
-   * The delivery ended. `keep`: its connection stays open for the next message to the
-   * destination; on a cluster its lease then stays with the connection (returned, to be given
+   * The delivery ended with this reply: adapt the pair, give back an unused warm-up slot.
+   * `keep`: its connection stays open for the next message to the destination; on a cluster
+   * the delivery's lease (its `ticket`) then stays with the connection (returned, to be given
    * back by `releaseParked` when the connection closes).
    */
-  end(pool: string, server: Server, domain: string, code: number | null, text: string, delivered: boolean, keep = false, now = Date.now()): string | undefined {
+  end(pool: string, server: Server, domain: string, code: number | null, text: string, delivered: boolean, keep = false, ticket?: Ticket, now = Date.now()): string | undefined {
     const key = `${pool}/${server.name}|${domain}`;
     const p = this.pairs.get(key);
-    let backoff: { factor: number; suspendedUntil: number } | null = null;
+    let backoff: Backoff | null = null;
     if (p) {
       const next = afterReply(p, code, text, this.cfg().backoff, now);
-      if (next.factor !== p.factor || next.suspendedUntil !== p.suspendedUntil) backoff = { factor: next.factor, suspendedUntil: next.suspendedUntil };
+      // Sent as a change, not a value: another node's cut meanwhile must not be undone by this one's climb.
+      if (next.factor !== p.factor || next.suspendedUntil !== p.suspendedUntil) backoff = { factor: next.factor < p.factor ? { down: next.factor } : next.factor > p.factor ? { up: next.factor - p.factor } : null, suspendedUntil: next.suspendedUntil };
       Object.assign(p, next, { inflight: Math.max(0, p.inflight - 1) });
     }
     if (++this.ended % 1000 === 0) this.prune(now);
@@ -315,16 +327,16 @@ export class Shaper {
       if (c && !delivered) c.n = Math.max(0, c.n - 1);
       if (c) this.spool.setWarmupSent(k, c.day, c.n);
     }
-    if (this.shared) {
-      const list = this.leases.get(key);
-      const token = list?.pop();
-      if (list && list.length === 0) this.leases.delete(key);
-      const granted = token !== undefined;
-      const park = keep && token && this.shared.shared ? token : undefined;
-      if (granted || backoff) this.shared.release(key, park ? null : token || null, c ? { key: k, day: c.day } : null, !!c && !delivered && granted, backoff);
-      return park;
-    }
-    return undefined;
+    if (!this.shared) return undefined;
+    if (ticket?.lease) this.localLeases.delete(ticket.lease);
+    const park = keep && ticket?.lease && this.shared.shared ? ticket.lease : undefined;
+    if (ticket || backoff) this.shared.release(key, park ? null : ticket?.lease ?? null, c ? { key: k, day: c.day } : null, !!c && !delivered && !!ticket?.granted, backoff);
+    return park;
+  }
+
+  /** The store is back: deliveries that started on this node's own share take their leases there. */
+  adoptLocal(): [string, string][] {
+    return [...this.localLeases].map(([lease, pair]) => [pair, lease]);
   }
 
   /** An idle connection holding a parked lease closed: the slot goes back to the cluster. */
