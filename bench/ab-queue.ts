@@ -4,9 +4,8 @@
 // Usage: BASE_ROOT=/path/to/baseline N=5000 ROUNDS=3 node dist/bench/ab-queue.js
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { cpuTicks, descendants, median, runSmtpSource, TICK } from './common.js';
+import { cpuTicks, descendants, median, runSmtpSource, startQueueRelay, TICK } from './common.js';
 import { freePort, portOpen, ROOT, waitFor } from '../test/helpers/peers.js';
 const N = Number(process.env.N ?? 5000), ROUNDS = Number(process.env.ROUNDS ?? 3);
 const sinkPort = await freePort();
@@ -17,25 +16,7 @@ const clear = () => { for (const f of fs.readdirSync(sdir)) fs.rmSync(path.join(
 const BASE = process.env.BASE_ROOT;
 if (!BASE) throw new Error('BASE_ROOT: a checkout of the baseline, built');
 const systems: { name: string; port: number; p: ChildProcess }[] = [];
-for (const [name, root] of [['base', BASE], ['new', ROOT]]) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `ab-${name}-`));
-  const port = await freePort();
-  fs.writeFileSync(path.join(dir, 'c.yaml'), `hostname: bench.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-pools:
-  sink:
-    reuse: { messages: 1000, seconds: 30s }
-    destination_concurrency: 20
-    servers: [ { name: sink, address: 127.0.0.1:${sinkPort} } ]
-routes: [ { pool: sink } ]
-queue: { retry: [1s], max_age: 1h }
-`);
-  const p = spawn(process.execPath, [path.join(root, 'bin/smtplb.js'), 'start', '-c', 'c.yaml'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
-  systems.push({ name, port, p });
-}
+for (const [name, root] of [['base', BASE], ['new', ROOT]]) systems.push({ name, ...(await startQueueRelay(root, `ab-${name}`, sinkPort, { pool: ['destination_concurrency: 20'] })) });
 for (const s of systems) await waitFor(s.name, () => portOpen(s.port), 20000);
 for (const s of systems) await runSmtpSource(s.port, { messages: 500, sessions: 20, reuse: false });
 await new Promise((r) => setTimeout(r, 2000));

@@ -8,7 +8,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cpuTicks, descendants, median, runSmtpSource, TICK } from './common.js';
+import { cpuTicks, descendants, median, runSmtpSource, startQueueRelay, TICK } from './common.js';
 import { freePort, portOpen, ROOT, waitFor } from '../test/helpers/peers.js';
 
 const N = Number(process.env.N ?? 6000);
@@ -40,28 +40,8 @@ for (const limit of ['rate', 'concurrency']) {
   for (const shared of [false, true]) {
     const sys: System = { name: `${shared ? 'redis' : 'local'} ${limit}`, limit, nodes: [] };
     for (let i = 0; i < NODES; i++) {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), `bench-cluster-${i}-`));
-      const port = await freePort();
-      fs.writeFileSync(
-        path.join(dir, 'c.yaml'),
-        `hostname: n${i}.bench.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-pools:
-  sink:
-    reuse: { messages: 1000, seconds: 30s }
-    health: { check: none }
-    servers: [ { name: sink, address: 127.0.0.1:${sinkPort} } ]
-routes: [ { pool: sink } ]
-shaping:
-  default: ${limit === 'rate' ? '{ rate: 100000/s, burst: 1000 }' : '{ concurrency: 60 }'}
-queue: { retry: [1s], max_age: 1h }
-${shared ? `cluster: { redis: "redis://127.0.0.1:${redisPort}/0", node: n${i}, prefix: "b${systems.length}" }\n` : ''}`,
-      );
-      const p = spawn(process.execPath, [path.join(ROOT, 'bin/smtplb.js'), 'start', '-c', 'c.yaml'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
-      sys.nodes.push({ port, p });
+      const extra = `shaping:\n  default: ${limit === 'rate' ? '{ rate: 100000/s, burst: 1000 }' : '{ concurrency: 60 }'}\n${shared ? `cluster: { redis: "redis://127.0.0.1:${redisPort}/0", node: n${i}, prefix: "b${systems.length}" }\n` : ''}`;
+      sys.nodes.push(await startQueueRelay(ROOT, `n${i}`, sinkPort, { pool: ['health: { check: none }'], extra }));
     }
     systems.push(sys);
   }

@@ -2,6 +2,9 @@
 // from /proc, child process control, medians.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort } from '../test/helpers/peers.js';
 
 export const TICK = 100; // clock ticks per second for /proc/*/stat (Linux default)
 
@@ -68,4 +71,31 @@ export function runSmtpSource(port: number, o: { messages: number; sessions: num
       resolve(Number(process.hrtime.bigint() - started) / 1e9);
     });
   });
+}
+
+/**
+ * smtplb (`start` from the checkout at `root`) as a queueing relay in front of one sink, in a
+ * directory of its own: the setup the queue benchmarks share. `pool` and `extra` are YAML
+ * lines added to the sink pool and to the top level.
+ */
+export async function startQueueRelay(root: string, name: string, sinkPort: number, o: { pool?: string[]; extra?: string } = {}): Promise<{ port: number; p: ChildProcess }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `bench-${name}-`));
+  const port = await freePort();
+  fs.writeFileSync(
+    path.join(dir, 'c.yaml'),
+    `hostname: ${name}.bench.test
+log: { level: warn }
+spool: ./spool
+listeners:
+  - { name: queue, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  sink:
+    reuse: { messages: 1000, seconds: 30s }
+${(o.pool ?? []).map((l) => `    ${l}\n`).join('')}    servers: [ { name: sink, address: 127.0.0.1:${sinkPort} } ]
+routes: [ { pool: sink } ]
+queue: { retry: [1s], max_age: 1h }
+${o.extra ?? ''}`,
+  );
+  const p = spawn(process.execPath, [path.join(root, 'bin/smtplb.js'), 'start', '-c', 'c.yaml'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  return { port, p };
 }

@@ -27,13 +27,13 @@ import Database from 'better-sqlite3';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { idAt, Spool } from '../src/spool/spool.js';
 import { BIN, freePort, portOpen, ROOT, waitFor } from '../test/helpers/peers.js';
 import { cpuTicks, median, stop, TICK } from './common.js';
+import { SmtpConn } from './smtp-client.js';
 
 const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').map((s) => Number(s.trim())).filter((n) => n > 0);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -254,74 +254,6 @@ async function countingSink(args: string[] = []): Promise<CountingSink> {
   };
 }
 
-/** A minimal SMTP client on one connection: send() resolves at the client's 250 for the final dot. */
-class SmtpClient {
-  private buf = '';
-  private lines: string[] = [];
-  private waiting?: (r: { code: number; text: string }) => void;
-  private constructor(private sock: net.Socket) {
-    sock.setEncoding('latin1');
-    sock.on('data', (c: string) => {
-      this.buf += c;
-      let i: number;
-      while ((i = this.buf.indexOf('\r\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 2);
-        this.lines.push(line);
-        if (line[3] !== '-') {
-          const text = this.lines.join('\n');
-          this.lines = [];
-          const w = this.waiting;
-          this.waiting = undefined;
-          w?.({ code: Number(line.slice(0, 3)), text });
-        }
-      }
-    });
-  }
-
-  static async connect(port: number): Promise<SmtpClient> {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const c = new SmtpClient(sock);
-    const greeting = c.reply();
-    await new Promise<void>((res, rej) => {
-      sock.once('connect', () => res());
-      sock.once('error', rej);
-    });
-    c.expect(await greeting, 220);
-    c.expect(await c.cmd('EHLO client.bench.test'), 250);
-    return c;
-  }
-
-  private reply(): Promise<{ code: number; text: string }> {
-    return new Promise((r) => (this.waiting = r));
-  }
-
-  private expect(r: { code: number; text: string }, code: number): void {
-    if (r.code !== code) throw new Error(`SMTP: expected ${code}, got ${r.text}`);
-  }
-
-  private cmd(line: string): Promise<{ code: number; text: string }> {
-    const r = this.reply();
-    this.sock.write(`${line}\r\n`);
-    return r;
-  }
-
-  async send(from: string, to: string, data: Buffer): Promise<number> {
-    this.expect(await this.cmd(`MAIL FROM:<${from}>`), 250);
-    this.expect(await this.cmd(`RCPT TO:<${to}>`), 250);
-    this.expect(await this.cmd('DATA'), 354);
-    const r = this.reply();
-    this.sock.write(Buffer.concat([data, Buffer.from('.\r\n')]));
-    this.expect(await r, 250);
-    return nowMs();
-  }
-
-  async close(): Promise<void> {
-    await this.cmd('QUIT').catch(() => undefined);
-    this.sock.destroy();
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // smtplb.
 
@@ -501,7 +433,7 @@ shaping:
     await sleep(1000);
     // Since start: the first passes over the queue (and the spool's opening, when the monitor has begun by then).
     const startLag = await loopLag(p.admin);
-    const client = await SmtpClient.connect(p.listen);
+    const client = await SmtpConn.open(p.listen);
     // Warm-up (connections, JIT), not measured.
     for (let i = 0; i < 5; i++) {
       const before = sinks.fast.count();
@@ -516,7 +448,8 @@ shaping:
     for (let i = 0; i < PROBES; i++) {
       const before = sinks.fast.count();
       const to = `n${i}@new.test`;
-      const t250 = await client.send('bench@source.test', to, body(to, i));
+      await client.send('bench@source.test', to, body(to, i));
+      const t250 = nowMs();
       await waitFor('probe at the fast sink', () => sinks.fast.count() > before, 30_000, 1);
       newDest.push(nowMs() - t250);
       await sleep(20);
@@ -531,7 +464,7 @@ shaping:
       await client.send('bench@source.test', to, body(to, i));
       await sleep(Math.max(0, 100 - (nowMs() - t0)));
     }
-    await client.close();
+    await client.quit();
     await waitFor('same-pool probes in the delivery log', () => attemptsFor(log, 'samepool.test').length >= samePool, 60_000, 100);
     const end = memKb(pid);
     const lag = await loopLag(p.admin);

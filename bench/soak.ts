@@ -37,6 +37,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startSink, type SinkStats } from '../src/sink/sink.js';
+import { SmtpConn } from './smtp-client.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(SELF), '../..');
@@ -252,120 +253,6 @@ class SoakSink {
 // =============================================================================================
 // The client: numbered messages over a few connections, paced or as fast as they go.
 
-interface Reply { code: number; text: string }
-
-class Conn {
-  private buf = '';
-  private lines: string[] = [];
-  private waiting?: { resolve: (r: Reply) => void; reject: (e: Error) => void; timer: NodeJS.Timeout };
-  private dead?: Error;
-  sent = 0;
-
-  private constructor(private sock: net.Socket) {
-    sock.setEncoding('latin1');
-    sock.setNoDelay(true);
-    sock.on('data', (c: string) => {
-      this.buf += c;
-      let i: number;
-      while ((i = this.buf.indexOf('\r\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 2);
-        this.lines.push(line);
-        if (line[3] !== '-') {
-          const text = this.lines.join('\n');
-          this.lines = [];
-          const w = this.waiting;
-          this.waiting = undefined;
-          if (w) {
-            clearTimeout(w.timer);
-            w.resolve({ code: Number(line.slice(0, 3)), text });
-          }
-        }
-      }
-    });
-    const fail = (e: Error) => {
-      this.dead ??= e;
-      const w = this.waiting;
-      this.waiting = undefined;
-      if (w) {
-        clearTimeout(w.timer);
-        w.reject(e);
-      }
-    };
-    sock.on('error', fail);
-    sock.on('close', () => fail(new Error('connection closed')));
-  }
-
-  static async open(port: number): Promise<Conn> {
-    const sock = net.connect({ host: '127.0.0.1', port });
-    const c = new Conn(sock);
-    const greeting = c.reply();
-    await new Promise<void>((res, rej) => {
-      sock.once('connect', () => res());
-      sock.once('error', rej);
-    });
-    c.expect(await greeting, 220, 'greeting');
-    c.expect(await c.cmd('EHLO client.soak.test'), 250, 'EHLO');
-    return c;
-  }
-
-  private reply(timeoutMs = 120_000): Promise<Reply> {
-    if (this.dead) return Promise.reject(this.dead);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting = undefined;
-        reject(new Error('reply timeout'));
-        this.sock.destroy();
-      }, timeoutMs);
-      this.waiting = { resolve, reject, timer };
-    });
-  }
-
-  expect(r: Reply, code: number, what: string): void {
-    if (r.code !== code) throw Object.assign(new Error(`${what}: ${r.text}`), { reply: r });
-  }
-
-  cmd(line: string): Promise<Reply> {
-    const r = this.reply();
-    this.sock.write(`${line}\r\n`);
-    return r;
-  }
-
-  /** Before the final dot: failures mean "not taken". After it: the reply, or a thrown error meaning "unknown". */
-  async transaction(from: string, to: string, data: Buffer): Promise<{ stage: 'envelope'; reply: Reply } | { stage: 'dot'; reply: Reply }> {
-    const m = await this.cmd(`MAIL FROM:<${from}>`);
-    if (m.code !== 250) return { stage: 'envelope', reply: m };
-    const r = await this.cmd(`RCPT TO:<${to}>`);
-    if (r.code !== 250) {
-      await this.cmd('RSET');
-      return { stage: 'envelope', reply: r };
-    }
-    const d = await this.cmd('DATA');
-    if (d.code !== 354) {
-      await this.cmd('RSET');
-      return { stage: 'envelope', reply: d };
-    }
-    if (this.dead) throw new Error(`before the body: ${this.dead.message}`);
-    const fin = this.reply();
-    this.sock.write(data);
-    this.sent++;
-    try {
-      return { stage: 'dot', reply: await fin };
-    } catch (e) {
-      throw Object.assign(new Error((e as Error).message), { afterDot: true });
-    }
-  }
-
-  async quit(): Promise<void> {
-    await this.cmd('QUIT').catch(() => undefined);
-    this.sock.destroy();
-  }
-
-  destroy(): void {
-    this.sock.destroy();
-  }
-}
-
 /** A byte per message number: 0 not taken (yet), 1 accepted (250 to the final dot), 2 unknown (connection lost after the dot). */
 class Marks {
   a = new Uint8Array(1 << 16);
@@ -421,7 +308,7 @@ class Generator {
     let slot = 0;
     let behindMs = 0;
     const worker = async () => {
-      let conn: Conn | undefined;
+      let conn: SmtpConn | undefined;
       let backoff = 100;
       while (!this.stopped) {
         if (o.rate) {
@@ -433,7 +320,7 @@ class Generator {
         if (this.stopped || nowMs() >= o.until) break;
         if (!conn) {
           try {
-            conn = await Conn.open(this.port);
+            conn = await SmtpConn.open(this.port, 'client.soak.test');
             this.connections++;
             backoff = 100;
           } catch (e) {

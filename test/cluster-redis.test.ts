@@ -245,6 +245,13 @@ test('Redis killed mid-run: mail keeps flowing on each node\'s share; Redis back
   assert.equal(status.cluster.state, 'local share');
   assert.equal(status.cluster.nodes_live, 3, 'the share divides by the three nodes last seen');
   assert.match(nodes[1].lb.output(), /Redis unreachable; limits now applied locally at this node's share \(1\/3\)/);
+  // A node that starts while Redis is away divides by the nodes it saw last (kept beside its spool), not by 1.
+  const c = nodes[2];
+  const text = fs.readFileSync(c.lb.file, 'utf8');
+  await c.lb.stop();
+  c.lb = await startSmtplb(text, { dir: path.dirname(c.lb.file) });
+  const restarted = JSON.parse(runCli(['status', '--json', '-c', c.lb.file]).stdout) as { cluster: { state: string; nodes_live: number } };
+  assert.deepEqual([restarted.cluster.state, restarted.cluster.nodes_live], ['local share', 3]);
   // A suspension could not reach the other nodes now: refused, not kept on one node.
   const refused = await fetch(`http://127.0.0.1:${nodes[0].admin}/api/suspensions`, {
     method: 'POST',

@@ -9,6 +9,7 @@ import type { Metrics } from './metrics.js';
 import type { Pool } from '../balancing/pool.js';
 import type { Relay } from '../runtime/relay.js';
 import { domainMatches } from '../routing/route.js';
+import { recipientProgress } from './views.js';
 
 export const DEFAULT_STEP_MS = 10_000;
 export const WINDOW_MS = 3_600_000;
@@ -411,13 +412,7 @@ export async function destinationView(relay: Relay, pools: Map<string, Pool>, ra
     age_seconds: Math.round((now - r.created) / 1000),
     sender: r.sender,
     recipient: r.rcpt,
-    pool: r.pool,
-    state: r.state,
-    attempts: r.attempts,
-    next_attempt: r.state === 'queued' ? new Date(r.next_at).toISOString() : null,
-    last_code: r.last_code,
-    last_reply: r.last_reply,
-    last_server: r.last_server,
+    ...recipientProgress(r),
     waiting_for: relay.waitingFor(r, now),
   }));
   const warmup: DestinationView['warmup'] = [];

@@ -13,6 +13,7 @@ import { parseDuration, parseRate } from '../config/units.js';
 import { eligible } from '../balancing/eligible.js';
 import { domainOf } from '../routing/route.js';
 import { DASHBOARD_HTML, dashboardAsset } from './dashboard.js';
+import { recipientProgress } from './views.js';
 
 export interface AdminContext {
   token?: string;
@@ -392,13 +393,7 @@ function messageView(m: import('../spool/spool.js').MessageRow & { recipients: i
     recipients: m.recipients.map((r) => ({
       address: r.rcpt,
       domain: r.domain,
-      pool: r.pool,
-      state: r.state,
-      attempts: r.attempts,
-      next_attempt: r.state === 'queued' ? new Date(r.next_at).toISOString() : null,
-      last_code: r.last_code,
-      last_reply: r.last_reply,
-      last_server: r.last_server,
+      ...recipientProgress(r),
       waiting_for: waitingFor(r),
     })),
   };

@@ -6,6 +6,7 @@
 // back to the shared limits as soon as a sync succeeds again. Nothing waits for Redis longer
 // than `timeout`, and no message depends on it: each node keeps its own spool.
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -97,8 +98,6 @@ export interface ControlLists {
 /** What the node's side of the cluster needs from the rest of the process. */
 export interface ClusterHost {
   beat(): Omit<NodeBeat, 'node' | 'at' | 'pid' | 'shared'>;
-  /** The live node count changed: kept, so a node that starts while Redis is away divides by it. */
-  nodesSeen?(n: number): void;
   /** The node's own lists, pushed when the store has none (first start, or Redis lost its data). */
   lists(): ControlLists;
 }
@@ -127,9 +126,19 @@ export class Cluster extends EventEmitter implements SharedLimits {
   private listsKey = '';
   readonly counters = { grants: 0, refused: 0, releases: 0, errors: 0, syncs: 0 };
 
-  constructor(readonly cfg: ClusterConfig, private host: ClusterHost, private log: Logger, lastNodes = 1) {
+  /**
+   * `seenFile` keeps the count of nodes last seen alive (beside the spool), so a node that
+   * starts while Redis is away divides its limits by it too.
+   */
+  constructor(readonly cfg: ClusterConfig, private host: ClusterHost, private log: Logger, private seenFile?: string) {
     super();
-    this.liveCount = Math.max(1, Math.floor(lastNodes) || 1);
+    if (seenFile) {
+      try {
+        this.liveCount = Math.max(1, Math.floor(Number(fs.readFileSync(seenFile, 'utf8'))) || 1);
+      } catch {
+        // Never written: one node until Redis says otherwise.
+      }
+    }
     this.redis = new Redis(cfg.redis, {
       lazyConnect: true,
       // Fail at once while disconnected: a grant must not wait for a reconnect.
@@ -239,12 +248,11 @@ export class Cluster extends EventEmitter implements SharedLimits {
         await this.seed();
         return;
       }
-      const stale = Math.max(2000, this.cfg.sync * 4);
       this.beats = Object.values(nodes)
         .map((v) => parse<NodeBeat>(v))
         .filter((b): b is NodeBeat => !!b && typeof b.node === 'string' && typeof b.at === 'number' && Array.isArray(b.down));
-      const live = liveNodes(this.beats, now, stale);
-      if (Math.max(1, live.length) !== this.liveCount) this.host.nodesSeen?.(Math.max(1, live.length));
+      const live = liveNodes(this.beats, now, this.staleMs);
+      if (Math.max(1, live.length) !== this.liveCount && this.seenFile) void fs.promises.writeFile(this.seenFile, String(Math.max(1, live.length))).catch(() => {});
       this.liveCount = Math.max(1, live.length);
       const down = new Set(live.filter((b) => b.node !== this.cfg.node).flatMap((b) => (Array.isArray(b.down) ? b.down : [])));
       const added = [...down].filter((x) => !this.downElsewhere.has(x));
@@ -447,8 +455,13 @@ export class Cluster extends EventEmitter implements SharedLimits {
     return this.lists;
   }
 
+  /** A node not heard from for this long is not counted as live. */
+  private get staleMs(): number {
+    return Math.max(2000, this.cfg.sync * 4);
+  }
+
   status(now = Date.now()) {
-    const stale = Math.max(2000, this.cfg.sync * 4);
+    const stale = this.staleMs;
     return {
       node: this.cfg.node,
       redis: redact(this.cfg.redis),

@@ -107,6 +107,11 @@ export function parseSize(value: string | number): number {
 
 export interface Rate { count: number; perMs: number }
 
+/** A rate as messages per minute, two decimals (status and the API speak per minute). */
+export function perMinute(r: Rate): number {
+  return +((r.count * 60_000) / r.perMs).toFixed(2);
+}
+
 const RATE_UNITS: Record<string, number> = { s: 1000, sec: 1000, second: 1000, m: 60_000, min: 60_000, minute: 60_000, h: 3_600_000, hour: 3_600_000, d: 86_400_000, day: 86_400_000 };
 
 /** "600/min", "20000/hour", "10/s" → { count, perMs }. */

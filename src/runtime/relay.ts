@@ -1,6 +1,5 @@
 // The relay's moving parts for one process: spool, queue manager, delivery agent, routing.
 // Listeners hand accepted messages to `accept`; the queue manager takes it from there.
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Pool, PoolSet } from '../balancing/pool.js';
@@ -20,7 +19,7 @@ import { Scheduler } from '../scheduler/scheduler.js';
 import { Spool, SpoolFullError, SpoolUnavailableError, type Incoming } from '../spool/spool.js';
 import { Cluster, type ServerState } from '../cluster/cluster.js';
 import { shareOfRule } from '../cluster/share.js';
-import type { Rate } from '../config/units.js';
+import { perMinute, type Rate } from '../config/units.js';
 
 /** A message as the relay takes it: envelope, its file in the spool, the header lines added on top. */
 type Received = Exclude<InboundMessage, { body: Buffer }>;
@@ -56,25 +55,7 @@ export class Relay {
     this.spool.on('fatal', (e: Error) => process.nextTick(() => { throw e; }));
     this.spool.on('dsn-deferred', (id: string, e: Error) => this.log.warn({ queue_id: id, err: e.message }, 'bounce could not be written (disk full); DSN owed and retried'));
     if (c.cluster) {
-      // The nodes last seen, kept beside the spool: a node that starts while Redis is away divides by them too.
-      const seenFile = path.join(c.spool, 'cluster-nodes');
-      const seen = Number((() => {
-        try {
-          return fs.readFileSync(seenFile, 'utf8');
-        } catch {
-          return '1';
-        }
-      })());
-      const cluster = new Cluster(
-        c.cluster,
-        {
-          beat: () => this.beat(),
-          lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }),
-          nodesSeen: (n) => void fs.promises.writeFile(seenFile, String(n)).catch(() => {}),
-        },
-        log,
-        seen,
-      );
+      const cluster = new Cluster(c.cluster, { beat: () => this.beat(), lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }) }, log, path.join(c.spool, 'cluster-nodes'));
       cluster.on('control', (lists: import('../cluster/cluster.js').ControlLists, lifted: boolean) => {
         this.shaper.useControl(lists);
         this.onClusterServers?.(lists.servers);
@@ -166,7 +147,7 @@ export class Relay {
 
   /** The shaping limits every node shares, and what this node applies now (its share while Redis is away). */
   private clusterLimits() {
-    const perMin = (r: Rate | undefined) => (r ? +((r.count * 60_000) / r.perMs).toFixed(2) : null);
+    const perMin = (r: Rate | undefined) => (r ? perMinute(r) : null);
     const nodes = this.cluster && !this.cluster.shared ? this.cluster.nodes : 1;
     return Object.entries(this.config().shaping)
       .filter(([, r]) => r.concurrency !== undefined || r.rate !== undefined)

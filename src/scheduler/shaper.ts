@@ -12,7 +12,7 @@ import type { Pool, Server } from '../balancing/pool.js';
 import { eligible } from '../balancing/eligible.js';
 import type { BackoffConfig, ShapingRule } from '../config/schema.js';
 import type { Override, Spool, Suspension } from '../spool/spool.js';
-import { parseRate } from '../config/units.js';
+import { parseRate, perMinute } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
 import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, rateTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
 import { dayNumber, nextDay, warmupCap, warmupProgress } from './warmup.js';
@@ -433,7 +433,7 @@ export class Shaper {
           inflight: p.inflight,
           concurrency: rule.concurrency ? eff.concurrency : null,
           rate_per_minute: eff.interval ? +(60_000 / eff.interval).toFixed(2) : null,
-          configured_rate_per_minute: rule.rate ? +((rule.rate.count * 60_000) / rule.rate.perMs).toFixed(2) : null,
+          configured_rate_per_minute: rule.rate ? perMinute(rule.rate) : null,
           suspended_until: p.suspendedUntil > now ? new Date(p.suspendedUntil).toISOString() : null,
           last_throttle_reply: p.lastReply ?? null,
         };
