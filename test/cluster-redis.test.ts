@@ -193,6 +193,30 @@ test('a drain made at node a is followed by b and c; `smtplb status` shows every
   await browser.close();
 });
 
+test('garbage in the shared store (heartbeats, suspensions that are not what a node writes) is skipped: every node keeps sharing', async () => {
+  const { Redis } = await import('ioredis');
+  const r = new Redis(redis.url);
+  r.on('error', () => {});
+  try {
+    await r.hset('smtplb:nodes', 'bad1', 'not json', 'bad2', '{"node":5,"at":1}', 'bad3', JSON.stringify({ node: 'x', at: 'soon', down: [] }), 'bad4', JSON.stringify({ node: 'y', at: Date.now(), down: 'all' }));
+    await r.hset('smtplb:susp', 'bad', '{"id":', 'half', JSON.stringify({ id: 'half', pool: '*', until: Date.now() + 600_000 }));
+    await r.hset('smtplb:servers', 'plain/p1', JSON.stringify({ pool: 'plain', server: 'p1', admin: 'gone', weight: 'heavy' }));
+    await sleep(1000);
+    for (const n of nodes) {
+      assert.equal(await metric(n.admin, 'smtplb_cluster_shared'), 1, `node ${n.name} still shares limits`);
+      assert.equal(await metric(n.admin, 'smtplb_cluster_nodes'), 3, `node ${n.name} counts only real nodes`);
+    }
+    const before = sinks.plain.count();
+    await send(nodes[0], () => 'after-garbage@plain.test', 1);
+    await sinks.plain.settle(before + 1, 5000);
+  } finally {
+    await r.hdel('smtplb:nodes', 'bad1', 'bad2', 'bad3', 'bad4');
+    await r.hdel('smtplb:susp', 'bad', 'half');
+    await r.hdel('smtplb:servers', 'plain/p1');
+    r.disconnect();
+  }
+});
+
 test('the shared scripts: a climb after a clean delivery does not undo a cut or suspension made meanwhile; an idle rate limiter gets no credit', async () => {
   const { Cluster } = await import('../src/cluster/cluster.js');
   const { pino } = await import('pino');

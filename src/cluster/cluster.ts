@@ -110,6 +110,11 @@ const parse = <T>(v: string): T | undefined => {
   }
 };
 
+/** A suspension or override as a node writes it: anything else in the store is skipped, not followed. */
+function control(x: Partial<Suspension> | undefined): boolean {
+  return !!x && typeof x.id === 'string' && typeof x.pool === 'string' && typeof x.destination === 'string' && typeof x.until === 'number' && typeof x.reason === 'string' && typeof x.who === 'string';
+}
+
 export class Cluster extends EventEmitter implements SharedLimits {
   private redis: Redis;
   private state: { shared: boolean; since: number; error: string | null } = { shared: false, since: Date.now(), error: 'not connected yet' };
@@ -265,9 +270,9 @@ export class Cluster extends EventEmitter implements SharedLimits {
         await drop.exec();
       }
       this.applyLists({
-        suspensions: Object.values(susp).map((v) => parse<Suspension>(v)).filter((s): s is Suspension => !!s),
-        overrides: Object.values(over).map((v) => parse<Override>(v)).filter((o): o is Override => !!o),
-        servers: Object.values(servers).map((v) => parse<ServerState>(v)).filter((s): s is ServerState => !!s),
+        suspensions: Object.values(susp).map((v) => parse<Suspension>(v)).filter((s): s is Suspension => control(s)),
+        overrides: Object.values(over).map((v) => parse<Override>(v)).filter((o): o is Override => !!o && control(o) && (o.rate === null || typeof o.rate === 'string') && (o.concurrency === null || typeof o.concurrency === 'number')),
+        servers: Object.values(servers).map((v) => parse<ServerState>(v)).filter((s): s is ServerState => !!s && typeof s.pool === 'string' && typeof s.server === 'string' && ['ready', 'drain', 'disabled'].includes(s.admin) && (s.weight === null || typeof s.weight === 'number')),
       });
       // Heartbeats of nodes gone for a day are litter.
       const gone = this.beats.filter((b) => now - b.at > 86_400_000).map((b) => b.node);
