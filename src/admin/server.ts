@@ -24,6 +24,8 @@ export interface AdminContext {
   /** Apply an admin action to a server everywhere (all worker processes). */
   serverAction(pool: string, server: string, action: AdminState | { weight: number }): void;
   relay(): Relay | undefined;
+  /** The primary of `workers: N`: each worker's private admin API (127.0.0.1), which answers for its shard of the queue. */
+  shards?: () => { shard: number; port: number }[];
   /** The dashboard's last hour (charts and marks) and destination pages, when this process samples them. */
   history?: { snapshot(): unknown; destination(domain: string): Promise<unknown | null> };
 }
