@@ -58,16 +58,23 @@ export async function stop(p: ChildProcess): Promise<void> {
 
 export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-/** smtp-source with 1 KB messages; resolves with the seconds it took. */
-export function runSmtpSource(port: number, o: { messages: number; sessions: number; reuse: boolean }): Promise<number> {
+/**
+ * smtp-source with 1 KB messages; resolves with the seconds it took. `cpu` gets the CPU
+ * seconds smtp-source itself used (bash's `times` after it, since its /proc entry is gone once
+ * it exits), to say how much of the machine the load generator took.
+ */
+export function runSmtpSource(port: number, o: { messages: number; sessions: number; reuse: boolean; cpu?: (sec: number) => void }): Promise<number> {
   return new Promise((resolve, reject) => {
     const args = ['-s', String(o.sessions), '-m', String(o.messages), '-l', '1000', '-f', 'bench@source.test', '-t', 'rcpt@dest.test', ...(o.reuse ? ['-d'] : []), `127.0.0.1:${port}`];
     const started = process.hrtime.bigint();
-    const p = spawn('/usr/sbin/smtp-source', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn('bash', ['-c', '/usr/sbin/smtp-source "$@"; rc=$?; times >&2; exit $rc', 'smtp-source', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     p.stderr.on('data', (c) => (err += c));
     p.on('exit', (code) => {
       if (code !== 0) return reject(new Error(`smtp-source exited ${code}: ${err}`));
+      // The second line of `times`: children's user and system time, as 0m1.234s 0m0.567s.
+      const t = [...(err.trim().split('\n').pop() ?? '').matchAll(/(\d+)m([\d.]+)s/g)].reduce((a, m) => a + Number(m[1]) * 60 + Number(m[2]), 0);
+      o.cpu?.(t);
       resolve(Number(process.hrtime.bigint() - started) / 1e9);
     });
   });

@@ -3,6 +3,10 @@
 // smtplb `delivery: queue` against Postfix 3.7 (relayhost to the same sink, default fsync),
 // smtplb `delivery: cutthrough` against HAProxy mode tcp, and both against Haraka 3 (outbound
 // queue and smtp_forward) when scripts/bench.sh could install it. Rounds alternate; medians.
+// Both queues log each delivery as operators run them: smtplb at `info` with its delivery log
+// file, Postfix with its maillog file. smtplb queue also runs with `workers: 2` (its own
+// process and spool), beside one process; the load generator's and the sink's CPU are
+// reported per system, since on a small machine they share the cores with the system measured.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,7 +20,7 @@ const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 20000);
 const SESSIONS = Number(process.env.BENCH_SESSIONS ?? 20);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
-interface Sample { msgPerSec: number; cpuSec: number; rssMb: number }
+interface Sample { msgPerSec: number; cpuSec: number; rssMb: number; loadCpuSec: number }
 
 /**
  * smtp-sink dumping each message to a file on tmpfs; `delivered()` counts the files. (Its
@@ -53,15 +57,8 @@ async function main() {
   const ctPort = await freePort();
   const hpPort = await freePort();
   const pfPort = await freePort();
-  fs.writeFileSync(
-    path.join(dir, 'smtplb.yaml'),
-    `hostname: bench.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${qPort}, mode: smtp, relay_networks: [127.0.0.0/8] }
-  - { name: cutthrough, listen: 127.0.0.1:${ctPort}, mode: smtp, relay_networks: [127.0.0.0/8], delivery: cutthrough }
-pools:
+  const w2Port = await freePort();
+  const pool = `pools:
   sink:
     health: { check: smtp, interval: 1s }
     reuse: { messages: 1000, seconds: 30s }
@@ -69,7 +66,30 @@ pools:
     servers: [ { name: sink, address: 127.0.0.1:${sinkPort} } ]
 routes: [ { pool: sink } ]
 queue: { retry: [1s], max_age: 1h }
-`,
+`;
+  const w2dir = path.join(dir, 'workers2');
+  fs.mkdirSync(w2dir);
+  fs.writeFileSync(
+    path.join(w2dir, 'smtplb.yaml'),
+    `hostname: bench.test
+log: { level: info }
+delivery_log: { file: ./delivery.log }
+workers: 2
+spool: ./spool
+listeners:
+  - { name: queue, listen: 127.0.0.1:${w2Port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+${pool}`,
+  );
+  fs.writeFileSync(
+    path.join(dir, 'smtplb.yaml'),
+    `hostname: bench.test
+log: { level: info }
+delivery_log: { file: ./delivery.log }
+spool: ./spool
+listeners:
+  - { name: queue, listen: 127.0.0.1:${qPort}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: cutthrough, listen: 127.0.0.1:${ctPort}, mode: smtp, relay_networks: [127.0.0.0/8], delivery: cutthrough }
+${pool}`,
   );
   fs.writeFileSync(
     path.join(dir, 'haproxy.cfg'),
@@ -77,6 +97,7 @@ queue: { retry: [1s], max_age: 1h }
   );
   console.log('starting smtp-sink, smtplb, HAProxy, Postfix');
   const smtplb = spawn(process.execPath, [BIN, 'start', '-c', path.join(dir, 'smtplb.yaml')], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  const smtplb2 = spawn(process.execPath, [BIN, 'start', '-c', path.join(w2dir, 'smtplb.yaml')], { cwd: w2dir, stdio: ['ignore', 'ignore', 'inherit'] });
   const haproxy = startProc('haproxy', ['-db', '-f', path.join(dir, 'haproxy.cfg')]);
   const postfix = await startPostfix([{ port: pfPort }], { default_transport: 'smtp', relay_transport: 'smtp', relayhost: `[127.0.0.1]:${sinkPort}`, maillog_file: '/var/log/postfix-smtplb-bench.log' });
   const withHaraka = harakaAvailable();
@@ -84,11 +105,12 @@ queue: { retry: [1s], max_age: 1h }
   const hkFPort = await freePort();
   const haraka = withHaraka ? [startHaraka('queue', hkQPort, sinkPort), startHaraka('forward', hkFPort, sinkPort)] : [];
   try {
-    for (const p of [sinkPort, qPort, ctPort, hpPort, pfPort, ...(withHaraka ? [hkQPort, hkFPort] : [])]) await waitFor(`port ${p}`, () => portOpen(p), 15_000);
+    for (const p of [sinkPort, qPort, w2Port, ctPort, hpPort, pfPort, ...(withHaraka ? [hkQPort, hkFPort] : [])]) await waitFor(`port ${p}`, () => portOpen(p), 15_000);
     await new Promise((r) => setTimeout(r, 1500));
     const systems: { name: string; port: number; pids: () => number[] }[] = [
       { name: 'postfix queue', port: pfPort, pids: postfixPids },
       { name: 'smtplb queue', port: qPort, pids: () => descendants(smtplb.pid!) },
+      { name: 'smtplb queue (2 workers)', port: w2Port, pids: () => descendants(smtplb2.pid!) },
       { name: 'smtplb cutthrough', port: ctPort, pids: () => descendants(smtplb.pid!) },
       { name: 'haproxy tcp', port: hpPort, pids: () => descendants(haproxy.pid!) },
       ...(withHaraka
@@ -98,17 +120,22 @@ queue: { retry: [1s], max_age: 1h }
           ]
         : []),
     ];
+    // BENCH_ONLY=name,name: a subset, for a quick look (the results file wants them all).
+    const only = process.env.BENCH_ONLY?.split(',').map((x) => x.trim());
+    if (only) systems.splice(0, systems.length, ...systems.filter((s) => only.includes(s.name)));
     const measure = async (s: (typeof systems)[number], reuse: boolean): Promise<Sample> => {
       sink.clear();
       const before = sink.delivered();
       const pidsBefore = s.pids();
       const cpu0 = cpuTicks(pidsBefore);
+      const sink0 = cpuTicks([sink.proc.pid!]);
+      let sourceCpu = 0;
       const t0 = process.hrtime.bigint();
-      await runSmtpSource(s.port, { messages: MESSAGES, sessions: SESSIONS, reuse });
+      await runSmtpSource(s.port, { messages: MESSAGES, sessions: SESSIONS, reuse, cpu: (c) => (sourceCpu = c) });
       await waitFor(`${s.name}: all messages at the sink`, () => sink.delivered() - before >= MESSAGES, 600_000, 50);
       const secs = Number(process.hrtime.bigint() - t0) / 1e9;
       const pids = [...new Set([...pidsBefore, ...s.pids()])];
-      return { msgPerSec: MESSAGES / secs, cpuSec: (cpuTicks(pids) - cpu0) / TICK, rssMb: peakRssMb(pids) };
+      return { msgPerSec: MESSAGES / secs, cpuSec: (cpuTicks(pids) - cpu0) / TICK, rssMb: peakRssMb(pids), loadCpuSec: sourceCpu + (cpuTicks([sink.proc.pid!]) - sink0) / TICK };
     };
     // Warm-up (JIT, caches), not measured.
     for (const s of systems) {
@@ -125,7 +152,7 @@ queue: { retry: [1s], max_age: 1h }
         for (const s of order) {
           const r = await measure(s, reuse);
           results[key][s.name].push(r);
-          console.log(`${key.padEnd(13)} round ${round + 1} ${s.name.padEnd(18)} ${r.msgPerSec.toFixed(0).padStart(6)} msg/s  cpu ${r.cpuSec.toFixed(2)}s`);
+          console.log(`${key.padEnd(13)} round ${round + 1} ${s.name.padEnd(24)} ${r.msgPerSec.toFixed(0).padStart(6)} msg/s  cpu ${r.cpuSec.toFixed(2)}s  source+sink cpu ${r.loadCpuSec.toFixed(2)}s`);
         }
       }
     }
@@ -133,30 +160,36 @@ queue: { retry: [1s], max_age: 1h }
     const lines = [
       '# Relay benchmark: smtplb mode smtp vs Postfix 3.7 (store-and-forward) and HAProxy 2.6 (cut-through)',
       '',
-      `${new Date().toISOString()}, ${os.cpus().length} cores, Node ${process.version}.`,
+      `${new Date().toISOString()}, ${machine()}, Node ${process.version}.`,
       `smtp-source -s ${SESSIONS} -m ${MESSAGES} -l 1000 into each, timed until the last message reaches one smtp-sink; ${ROUNDS} rounds alternating, medians.`,
-      'smtplb queue and Postfix both fsync before 250. CPU seconds per 1,000 messages are the system\'s own processes (Postfix: master and all its children).',
+      'smtplb queue and Postfix both fsync before 250, both with a destination concurrency of 20, and both log each delivery: smtplb at `info` with its delivery log file, Postfix with its maillog file. CPU seconds per 1,000 messages are the system\'s own processes (Postfix: master and all its children; smtplb with 2 workers: the primary and both workers).',
+      '"source+sink CPU s/1k" is what the load generator (smtp-source) and the receiver (smtp-sink) used meanwhile, on the same cores: the share of the machine left to the system measured is the rest.',
       '',
-      '| workload | system | msg/s | CPU s/1k | peak RSS MB |',
-      '|---|---|---|---|---|',
+      '| workload | system | msg/s | CPU s/1k | source+sink CPU s/1k | peak RSS MB |',
+      '|---|---|---|---|---|---|',
     ];
     const summary: Record<string, Record<string, unknown>> = {};
     for (const [key, bySystem] of Object.entries(results)) {
       summary[key] = {};
       for (const [name, xs] of Object.entries(bySystem)) {
-        const row = { msg_s: Math.round(med(xs, (s) => s.msgPerSec)), cpu_s_per_1k: Number(((med(xs, (s) => s.cpuSec) * 1000) / MESSAGES).toFixed(3)), rss_mb: Math.round(Math.max(...xs.map((s) => s.rssMb))) };
+        const row = { msg_s: Math.round(med(xs, (s) => s.msgPerSec)), cpu_s_per_1k: Number(((med(xs, (s) => s.cpuSec) * 1000) / MESSAGES).toFixed(3)), load_cpu_s_per_1k: Number(((med(xs, (s) => s.loadCpuSec) * 1000) / MESSAGES).toFixed(3)), rss_mb: Math.round(Math.max(...xs.map((s) => s.rssMb))) };
         summary[key][name] = row;
-        lines.push(`| ${key === 'reuse' ? 'connection reuse (-d)' : 'one connection per message'} | ${name} | ${row.msg_s} | ${row.cpu_s_per_1k} | ${row.rss_mb} |`);
+        lines.push(`| ${key === 'reuse' ? 'connection reuse (-d)' : 'one connection per message'} | ${name} | ${row.msg_s} | ${row.cpu_s_per_1k} | ${row.load_cpu_s_per_1k} | ${row.rss_mb} |`);
       }
-      const r = summary[key] as Record<string, { msg_s: number }>;
-      lines.push(`| | **smtplb queue / Postfix** | **${(r['smtplb queue'].msg_s / r['postfix queue'].msg_s).toFixed(2)}** | | |`);
-      lines.push(`| | **smtplb cutthrough / HAProxy** | **${(r['smtplb cutthrough'].msg_s / r['haproxy tcp'].msg_s).toFixed(2)}** | | |`);
+      const r = summary[key] as Record<string, { msg_s: number; cpu_s_per_1k: number }>;
+      const ratio = (label: string, a: string, b: string) => r[a] && r[b] && lines.push(`| | **${label}** | **${(r[a].msg_s / r[b].msg_s).toFixed(2)}** | **${(r[a].cpu_s_per_1k / r[b].cpu_s_per_1k).toFixed(2)}** | | |`);
+      ratio('smtplb queue / Postfix', 'smtplb queue', 'postfix queue');
+      ratio('smtplb queue (2 workers) / Postfix', 'smtplb queue (2 workers)', 'postfix queue');
+      ratio('smtplb queue (2 workers) / 1 process', 'smtplb queue (2 workers)', 'smtplb queue');
+      ratio('smtplb cutthrough / HAProxy', 'smtplb cutthrough', 'haproxy tcp');
       if (withHaraka) {
-        lines.push(`| | **smtplb queue / Haraka queue** | **${(r['smtplb queue'].msg_s / r['haraka queue'].msg_s).toFixed(2)}** | | |`);
-        lines.push(`| | **smtplb cutthrough / Haraka smtp_forward** | **${(r['smtplb cutthrough'].msg_s / r['haraka forward'].msg_s).toFixed(2)}** | | |`);
+        ratio('smtplb queue / Haraka queue', 'smtplb queue', 'haraka queue');
+        ratio('smtplb cutthrough / Haraka smtp_forward', 'smtplb cutthrough', 'haraka forward');
       }
     }
     lines.push(
+      '',
+      'The ratio rows give msg/s and CPU s/1k as ratios (CPU: below 1 is less CPU per message than the other system).',
       '',
       withHaraka
         ? "Haraka 3.3.4: `haraka queue` is its outbound queue (which writes queue files without fsync, so it promises less than smtplb and Postfix); `haraka forward` is queue/smtp_forward. Both run one process (smtp.ini nodes unset)."
@@ -170,11 +203,17 @@ queue: { retry: [1s], max_age: 1h }
     }
   } finally {
     postfix.stop();
-    await Promise.all([stop(smtplb as ChildProcess), stop(haproxy), stop(sink.proc), ...haraka.map((h) => stop(h.proc))]);
+    await Promise.all([stop(smtplb as ChildProcess), stop(smtplb2 as ChildProcess), stop(haproxy), stop(sink.proc), ...haraka.map((h) => stop(h.proc))]);
     fs.rmSync(dir, { recursive: true, force: true });
     for (const h of haraka) fs.rmSync(h.dir, { recursive: true, force: true });
     sink.remove();
   }
+}
+
+/** The machine, named: CPU model and count, kernel, the spool's filesystem. */
+function machine(): string {
+  const cpus = os.cpus();
+  return `${cpus.length} CPUs (${cpus[0]?.model.trim() ?? 'unknown'}), Linux ${os.release()}, ${Math.round(os.totalmem() / 2 ** 30)} GiB`;
 }
 
 main().catch((e) => {

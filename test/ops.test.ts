@@ -29,6 +29,7 @@ test('after a known run (20 delivered, 3 forced 4xx, 2 forced 5xx) /metrics has 
   const soft = await startSink({ args: ['-r', 'RCPT'] }); // 450 4.3.0 to every RCPT
   const hard = await startSink({ args: ['-f', 'RCPT', '-B', '550 5.1.1 no such user'] });
   const port = await freePort();
+  const ctPort = await freePort();
   const admin = await freePort();
   const dir = tmpDir('ops-');
   const logFile = path.join(dir, 'delivery.log');
@@ -40,6 +41,7 @@ spool: ./spool
 delivery_log: { file: ${logFile} }
 listeners:
   - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.1/32] }
+  - { name: ct, listen: 127.0.0.1:${ctPort}, mode: smtp, relay_networks: [127.0.0.1/32], delivery: cutthrough }
 pools:
   okpool: { health: { check: tcp, interval: 1s }, servers: [ { name: ok1, address: 127.0.0.1:${ok.port} } ] }
   softpool: { retries: 0, health: { check: tcp, interval: 1s }, servers: [ { name: soft1, address: 127.0.0.1:${soft.port} } ] }
@@ -100,6 +102,14 @@ queue: { retry: [1h], max_age: 5d }
   await send('late@ok.test', 99);
   await waitFor('new lines in the new file', () => fs.readFileSync(logFile, 'utf8').includes('late@ok.test'), 10_000);
   assert.ok(!fs.readFileSync(`${logFile}.1`, 'utf8').includes('late@ok.test'));
+  // Cut-through: its attempt and its delivery in the delivery log too, nothing per message in the process log.
+  const ct = await sendOne({ ...base, server: `127.0.0.1:${ctPort}`, to: ['ct@ok.test'] }, 100);
+  assert.ok(ct.ok, ct.ok ? '' : ct.error);
+  const mine = () => lines().filter((l) => l.message_id === ct.id);
+  await waitFor('the cut-through delivery in the log', () => mine().length >= 2, 10_000);
+  assert.deepEqual(mine().map((l) => [l.event, l.pool, l.server, l.code]), [['attempt', 'okpool', 'ok1', 250], ['delivered', 'okpool', 'ok1', 250]]);
+  assert.equal(mine()[1].recipient, 'ct@ok.test');
+  assert.doesNotMatch(lb.output(), /cut-through attempt/);
 });
 
 test('drain through the API: no new connections, the established one finishes; enable brings it back; both show in status and metrics', async () => {

@@ -285,6 +285,11 @@ export class PrimaryStore {
         this.expires.delete(k);
       }
     }
+    // Owners of leases whose set expired with them (nobody renewed or released them).
+    for (const [member, [zset]] of this.owners) {
+      const v = this.data.get(zset);
+      if (!v || !('z' in v) || !v.z.has(member)) this.owners.delete(member);
+    }
   }
 
   private save(): void {
@@ -292,7 +297,9 @@ export class PrimaryStore {
     this.dirty = false;
     const out: Record<string, { h?: Record<string, string>; s?: string; at?: number }> = {};
     for (const [k, v] of this.data) {
-      if ('z' in v || k.endsWith(':epoch') || k.endsWith(':nodes')) continue;
+      // Not kept: leases (a restart ends every delivery), the epoch (see the top), heartbeats,
+      // and drains and weights, which the primary owns and pushes to the workers itself.
+      if ('z' in v || k.endsWith(':epoch') || k.endsWith(':nodes') || k.endsWith(':servers')) continue;
       out[k] = 'h' in v ? { h: Object.fromEntries(v.h) } : { s: v.s };
       const at = this.expires.get(k);
       if (at !== undefined) out[k].at = at;

@@ -206,6 +206,30 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     let settled = false;
     let bodySent = false;
     const source = Buffer.isBuffer(body) ? Readable.from([body]) : fileSource(body.file, body.prefix);
+    // An in-memory body and the final dot in one write: nodemailer writes the dot-stuffed body
+    // and its end separately. The socket is corked when nodemailer pipes the body (after the
+    // 354) until a turn after the body's end (when the dot is written); never for a file,
+    // which streams in pieces. (Not a 'data' listener: that would start the body flowing early.)
+    if (Buffer.isBuffer(body)) {
+      const socket = (up.conn as unknown as { _socket?: Socket })._socket;
+      let corked = false;
+      const uncork = () => {
+        if (!corked) return;
+        corked = false;
+        setImmediate(() => socket?.uncork());
+      };
+      const pipe = source.pipe.bind(source);
+      source.pipe = ((dest: NodeJS.WritableStream, opts?: { end?: boolean }) => {
+        if (socket && !socket.destroyed && !corked) {
+          socket.cork();
+          corked = true;
+        }
+        return pipe(dest, opts);
+      }) as typeof source.pipe;
+      source.once('end', uncork);
+      source.once('close', uncork);
+      source.once('error', uncork);
+    }
     source.once('end', () => {
       bodySent = true;
       (up.conn as unknown as { _socket?: Socket })._socket?.setTimeout(dataTimeout);

@@ -122,9 +122,22 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
         if (!ready) return reject(new StartError(`worker process exited during start (${signal ?? code})`));
         if (stopping) return;
         log.error({ worker: w.id, shard, code, signal }, 'worker process died, starting a new one on its shard of the spool');
-        void fork(shard).catch((e) => log.error(`could not restart worker: ${(e as Error).message}`));
+        restart(shard, 0);
       });
     });
+
+  // A shard is never left without a worker: a replacement that fails to start is tried again,
+  // at growing intervals (up to 30 s), so its mail waits rather than staying stranded.
+  const restart = (shard: number, delay: number) => {
+    setTimeout(() => {
+      if (stopping) return;
+      fork(shard).catch((e) => {
+        const next = Math.min(30_000, Math.max(1000, delay * 2));
+        log.error({ shard, retry_ms: next }, `could not restart the worker of shard ${shard}: ${(e as Error).message}`);
+        restart(shard, next);
+      });
+    }, delay);
+  };
 
   try {
     await Promise.all(Array.from({ length: n }, (_, shard) => fork(shard)));

@@ -378,7 +378,7 @@ export class Relay {
     await m.incoming.close();
     const result = await this.relayNow(m, m.recipients);
     const o = result.outcomes[0];
-    this.logCutThrough(m, result.attempts);
+    this.logCutThrough(m, result.attempts, m.incoming.id, o.kind === 'delivered' ? o : undefined);
     if (o.kind === 'deferred' && fallback === 'queue') return this.enqueue(m, m.recipients, ' (upstreams busy, queued)');
     await m.incoming.discard();
     if (o.kind === 'delivered') return { code: 250, text: `2.0.0 Ok: relayed via ${o.server}` };
@@ -396,7 +396,7 @@ export class Relay {
       throw e;
     }
     const result = await this.relayNow(m, m.recipients);
-    this.logCutThrough(m, result.attempts);
+    this.logCutThrough(m, result.attempts, id);
     const delivered = result.outcomes.filter((o) => o.kind === 'delivered');
     const failed = result.outcomes.filter((o) => o.kind === 'failed');
     // Nothing went through: the client may keep the message (no DSN, no copy here).
@@ -441,8 +441,17 @@ export class Relay {
     return { outcomes: results.flatMap((r) => r.outcomes), attempts: results.flatMap((r) => r.attempts) };
   }
 
-  private logCutThrough(m: Received, attempts: { server: string; code: number | null; text: string; ms: number }[]): void {
-    for (const a of attempts) this.log.info({ listener: m.listener, message_id: m.messageId, server: a.server, code: a.code, reply: a.text, delivery_ms: a.ms }, `cut-through attempt via ${a.server}: ${replyLine(a.code, a.text)}`);
+  /**
+   * Cut-through attempts go to the delivery log like the queue's (the record operators grep),
+   * not to the process log: nothing per message there at `info`. A single recipient relayed at
+   * once also gets its final record here (`queueId` is its spool id, kept in no queue); with
+   * several, the queue manager's settle writes the finals.
+   */
+  private logCutThrough(m: Received, attempts: { server: string; code: number | null; text: string; ms: number }[], queueId: string, delivered?: { rcpt: string; server: string | null; code: number | null; text: string }): void {
+    const r0 = m.recipients[0];
+    const common = { queue_id: queueId, message_id: m.messageId ?? null, sender: m.sender, recipient_domain: r0.domain, route: r0.route, pool: r0.pool, queue_delay_ms: 0 };
+    for (const a of attempts) this.deliveryLog.write({ ...common, event: 'attempt', recipients: m.recipients.length, server: a.server, code: a.code, enhanced_code: enhancedCode(a.text), reply: a.text, delivery_ms: a.ms, attempt: 1 });
+    if (delivered) this.deliveryLog.write({ ...common, event: 'delivered', recipient: delivered.rcpt, server: delivered.server, code: delivered.code, enhanced_code: enhancedCode(delivered.text), reply: delivered.text, delivery_ms: null, attempt: 1 });
   }
 
   /** Why a queued recipient waits now: the queue manager's view of its destination, else the row's own reason. */
