@@ -1,0 +1,205 @@
+// The admin API of a primary whose workers hold the queue (workers: N, mode: smtp): queue
+// tools, status, metrics and the dashboard show every shard as one queue, and a shard that
+// does not answer gives a clear partial answer, never a hang. The merge rules on plain data;
+// a primary's AdminServer over two real single-process smtplb as its shards; a real
+// `workers: 2` smtplb through the CLI.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, afterEach, test } from 'node:test';
+import pino from 'pino';
+import { AdminServer } from '../src/admin/server.js';
+import { HistorySampler, type HistorySnapshot } from '../src/admin/history.js';
+import { Metrics } from '../src/admin/metrics.js';
+import { mergeQueueList, mergeRelayStatus, mergeThrottles, ownerAnswer, type RelayStatus, type ShardAnswer, type ThrottleView } from '../src/admin/fanout.js';
+import { sendOne, type SendOptions } from '../src/cli/send.js';
+import { TOKEN, api } from './helpers/admin.js';
+import { freePort, onStop, startSmtplb, stopAll, tmpDir } from './helpers/peers.js';
+
+after(stopAll);
+afterEach(stopAll);
+
+const base: Omit<SendOptions, 'server' | 'to'> = { from: 'app@client.test', headers: [], subject: 'workers', body: 'hello', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
+
+/** A relay whose only upstream is `upstream` (nothing listens there yet: mail waits), retries an hour apart. */
+function relayConfig(port: number, admin: number, upstream: number, extra = ''): string {
+  return `hostname: gw.test
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+spool: ./spool
+${extra}listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.1/32] }
+pools:
+  out: { health: { check: tcp, interval: 500ms, rise: 1, fall: 1 }, servers: [ { name: mx1, address: 127.0.0.1:${upstream} } ] }
+routes:
+  - { pool: out }
+queue: { retry: [1h], max_age: 5d }
+`;
+}
+
+/** One message on its own connection; its queue id. */
+async function send(port: number, to: string, n = 0): Promise<string> {
+  const r = await sendOne({ ...base, server: `127.0.0.1:${port}`, to: [to] }, n);
+  assert.ok(r.ok, r.ok ? '' : r.error);
+  const id = /queued as ([A-Za-z0-9]+)/.exec(r.response)?.[1];
+  assert.ok(id, r.response);
+  return id;
+}
+
+async function req(port: number, path: string, init: RequestInit = {}): Promise<{ status: number; body: Record<string, unknown> & { error?: string; warning?: string; shards_unreachable?: number[] } }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) } });
+  return { status: r.status, body: (await r.json()) as never };
+}
+
+const ok = (shard: number, body: unknown, status = 200): ShardAnswer => ({ shard, ok: true, status, body });
+const dead = (shard: number): ShardAnswer => ({ shard, ok: false, error: 'connection refused', maybeApplied: false });
+
+test('merge rules: one queue in id order with counts summed, the owner of a message answers, throttles once per pair, status in the shape of one process', () => {
+  const list = mergeQueueList([ok(0, { messages: [{ id: 'A1' }, { id: 'A3' }], counts: [{ state: 'queued', n: 2 }] }), ok(1, { messages: [{ id: 'A2' }], counts: [{ state: 'queued', n: 1 }, { state: 'held', n: 1 }] }), dead(2)], 2);
+  assert.equal(list.status, 200);
+  const lb = list.body as { messages: { id: string }[]; counts: unknown; shards_unreachable: number[]; warning: string };
+  assert.deepEqual(lb.messages.map((m) => m.id), ['A1', 'A2']);
+  assert.deepEqual(lb.counts, [{ state: 'queued', n: 3 }, { state: 'held', n: 1 }]);
+  assert.deepEqual(lb.shards_unreachable, [2]);
+  assert.match(lb.warning, /shard 2 \(connection refused\)/);
+  // A bad filter is a 400 at every shard: passed through. No shard at all: 503.
+  assert.equal(mergeQueueList([ok(0, { error: 'bad' }, 400), ok(1, { error: 'bad' }, 400)]).status, 400);
+  assert.equal(mergeQueueList([dead(0), dead(1)]).status, 503);
+
+  const notHere = { error: 'no message X in the queue' };
+  assert.deepEqual(ownerAnswer([ok(0, notHere, 404), ok(1, { id: 'X' })]), { status: 200, body: { id: 'X' } });
+  assert.deepEqual(ownerAnswer([ok(0, notHere, 404), ok(1, notHere, 404)]), { status: 404, body: notHere });
+  // Not in the shards that answered while one did not: it may be there, so not a 404.
+  const maybe = ownerAnswer([ok(0, notHere, 404), dead(1)]);
+  assert.equal(maybe.status, 503);
+  assert.match((maybe.body as { error: string }).error, /shard 1.*may hold it/);
+
+  const t = (server: string, factor: number, inflight: number, suspended: string | null, reply: string | null): ThrottleView => ({ pool: 'p', server, destination: 'd.test', factor, inflight, concurrency: 4, rate_per_minute: null, configured_rate_per_minute: null, suspended_until: suspended, last_throttle_reply: reply });
+  const merged = mergeThrottles([[t('a', 0.5, 2, null, '421 slow down'), t('b', 1, 1, null, null)], [t('a', 0.75, 3, '2030-01-01T00:00:00.000Z', null)]]);
+  assert.equal(merged.length, 2);
+  const a = merged.find((x) => x.server === 'a')!;
+  assert.deepEqual([a.factor, a.inflight, a.suspended_until, a.last_throttle_reply], [0.5, 5, '2030-01-01T00:00:00.000Z', '421 slow down']);
+
+  const part = (counts: Record<string, number>, dests: RelayStatus['queue']['destinations'], writable = true): RelayStatus => ({ queue: { counts, destinations: dests, destination_count: dests.length }, spool: { writable, full: false, error: writable ? null : 'EROFS', since: null }, throttles: [], suspensions: [{ id: 's1' }], overrides: [], last_errors: [] });
+  const st = mergeRelayStatus([
+    part({ queued: 2 }, [{ pool: 'p', destination: 'x.test', queued: 2, oldest_seconds: 10, waiting_for: null }]),
+    part({ queued: 3, held: 1 }, [{ pool: 'p', destination: 'x.test', queued: 1, oldest_seconds: 40, waiting_for: 'no server up' }, { pool: 'p', destination: 'y.test', queued: 3, oldest_seconds: 5, waiting_for: null }], false),
+  ]);
+  assert.deepEqual(st.queue.counts, { queued: 5, held: 1 });
+  assert.deepEqual(st.queue.destinations, [
+    { pool: 'p', destination: 'x.test', queued: 3, oldest_seconds: 40, waiting_for: 'no server up' },
+    { pool: 'p', destination: 'y.test', queued: 3, oldest_seconds: 5, waiting_for: null },
+  ]);
+  assert.equal(st.queue.destination_count, 2);
+  assert.equal(st.spool.writable, false);
+  assert.equal(st.suspensions.length, 1);
+});
+
+/** A primary's admin API (no relay) whose shards are `ports`, as gateway.ts builds it under workers. */
+async function primary(shards: () => { shard: number; port: number }[]) {
+  const metrics = new Metrics();
+  const pools = new Map([['out', {} as never]]);
+  const history = new HistorySampler({ metrics, relay: () => undefined, pools: () => pools, events: () => [], deliveryLog: () => undefined }, 60_000);
+  const srv = new AdminServer({
+    token: TOKEN,
+    metrics,
+    log: pino({ level: 'silent' }),
+    pools: () => pools,
+    status: () => ({ hostname: 'primary.test', role: 'primary', listeners: [], pools: [{ name: 'out', servers: [{ name: 'mx1', warmup: null }] }], health_history: [] }),
+    serverAction: () => {},
+    relay: () => undefined,
+    history,
+    shards,
+  });
+  const port = await freePort();
+  await srv.listen({ host: '127.0.0.1', port });
+  onStop(() => srv.close());
+  return { port, history };
+}
+
+test('a primary over two shards (single-process smtplb): one queue, messages found in either shard, shared state sent once; a dead or silent shard gives a partial answer in about 2 s', { timeout: 45_000 }, async () => {
+  const upstream = await freePort(); // nothing listens: the mail waits in each shard
+  const [p0, a0, p1, a1] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  await Promise.all([startSmtplb(relayConfig(p0, a0, upstream), { dir: tmpDir('shard0-') }), startSmtplb(relayConfig(p1, a1, upstream), { dir: tmpDir('shard1-') })]);
+  const ids0 = [await send(p0, 'u0@a.test', 0), await send(p0, 'u1@a.test', 1), await send(p0, 'u2@b.test', 2)];
+  const ids1 = [await send(p1, 'u3@a.test', 3), await send(p1, 'u4@c.test', 4)];
+  let shards = [{ shard: 0, port: a0 }, { shard: 1, port: a1 }];
+  const { port, history } = await primary(() => shards);
+
+  const q = await req(port, '/api/queue');
+  assert.equal(q.status, 200);
+  const ids = (q.body.messages as { id: string }[]).map((m) => m.id);
+  assert.deepEqual(ids, [...ids0, ...ids1].sort(), 'every message once, in id order');
+  assert.deepEqual(q.body.counts, [{ state: 'queued', n: 5 }, { state: 'held', n: 0 }, { state: 'failed', n: 0 }]);
+  assert.equal(q.body.shards_unreachable, undefined);
+  // Filters are the shards' own.
+  assert.equal(((await req(port, '/api/queue?domain=a.test')).body.messages as unknown[]).length, 3);
+  assert.equal((await req(port, '/api/queue?older_than=soon')).status, 400);
+
+  // One message, wherever it is.
+  const show = await req(port, `/api/queue/${ids1[1]}`);
+  assert.equal(show.status, 200);
+  assert.equal((show.body.recipients as { address: string }[])[0].address, 'u4@c.test');
+  assert.equal((await req(port, '/api/queue/NOSUCHID')).status, 404);
+  assert.equal((await req(port, `/api/queue/${ids1[0]}/hold`, { method: 'POST' })).body.recipients, 1);
+  assert.deepEqual((await req(port, '/api/queue')).body.counts, [{ state: 'queued', n: 4 }, { state: 'held', n: 1 }, { state: 'failed', n: 0 }]);
+  assert.equal((await req(port, `/api/queue/${ids1[0]}/release`, { method: 'POST' })).body.recipients, 1);
+  assert.equal((await req(port, `/api/queue/${ids0[2]}/delete`, { method: 'POST' })).status, 200);
+  assert.equal((await req(port, `/api/queue/${ids0[2]}`)).status, 404);
+
+  // Status: the primary's own part, the relay's merged, and the shards.
+  const st = await req(port, '/api/status');
+  assert.equal(st.body.hostname, 'primary.test');
+  assert.deepEqual((st.body.queue as { counts: unknown }).counts, { queued: 4, held: 0, failed: 0 });
+  const dests = (st.body.queue as { destinations: { destination: string; queued: number }[] }).destinations;
+  assert.deepEqual(Object.fromEntries(dests.map((d) => [d.destination, d.queued])), { 'a.test': 3, 'c.test': 1 });
+  assert.deepEqual((st.body.shards as { shard: number; reachable: boolean; queue: number }[]).map((s) => [s.shard, s.reachable, s.queue]), [[0, true, 2], [1, true, 2]]);
+
+  // Shared state goes to one shard (the first that answers).
+  const sus = await req(port, '/api/suspensions', { method: 'POST', body: JSON.stringify({ destination: 'a.test', pool: 'out', for: '1h', reason: 'test' }) });
+  assert.equal(sus.status, 200, JSON.stringify(sus.body));
+  assert.equal(((await req(a0, '/api/suspensions')).body.suspensions as unknown[]).length, 1);
+  assert.equal(((await req(a1, '/api/suspensions')).body.suspensions as unknown[]).length, 0);
+  assert.equal((await req(port, '/api/route?address=x@a.test')).body.route !== null, true);
+
+  // The dashboard: a destination's page and the charts' queue over both shards.
+  const page = await req(port, '/api/destinations/a.test');
+  assert.equal(page.status, 200);
+  assert.deepEqual((page.body.queue as { pool: string; queued: number }[]).map((x) => [x.pool, x.queued]), [['out', 3]]);
+  assert.equal((page.body.messages as unknown[]).length, 3);
+  await history.tick();
+  const h = (await req(port, '/api/history')).body as unknown as HistorySnapshot;
+  assert.equal(h.pools.out.queued.at(-1), 4);
+  assert.equal(h.destinations.find((d) => d.destination === 'a.test')?.queued.at(-1), 3);
+  assert.ok(h.marks.some((m) => m.kind === 'suspend'), 'the suspension is marked from the shards');
+
+  // A dead shard (nothing listens) and a silent one (accepts, never answers).
+  const silent = net.createServer(() => {});
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const held: net.Socket[] = [];
+  silent.on('connection', (s) => held.push(s));
+  onStop(() => {
+    for (const s of held) s.destroy();
+    silent.close();
+  });
+  shards = [...shards, { shard: 2, port: await freePort() }, { shard: 3, port: (silent.address() as net.AddressInfo).port }];
+  let t0 = Date.now();
+  const partial = await req(port, '/api/queue');
+  assert.ok(Date.now() - t0 < 3500, `answered in ${Date.now() - t0} ms`);
+  assert.equal(partial.status, 200);
+  assert.equal((partial.body.messages as unknown[]).length, 4);
+  assert.deepEqual(partial.body.shards_unreachable, [2, 3]);
+  assert.match(partial.body.warning!, /shard 2 \(connection refused\).*shard 3 \(no answer within 2000 ms\)/);
+  t0 = Date.now();
+  const pst = await req(port, '/api/status');
+  assert.ok(Date.now() - t0 < 3500);
+  assert.deepEqual((pst.body.shards as { shard: number; reachable: boolean }[]).map((s) => s.reachable), [true, true, false, false]);
+  assert.deepEqual((pst.body.queue as { counts: unknown }).counts, { queued: 4, held: 0, failed: 0 });
+  // None answers: 503 for the queue, status still answers with the primary's part.
+  shards = shards.slice(2);
+  const none = await req(port, '/api/queue');
+  assert.equal(none.status, 503);
+  assert.match(none.body.error!, /no worker's queue answered/);
+  const bare = await req(port, '/api/status');
+  assert.equal(bare.status, 200);
+  assert.equal(bare.body.hostname, 'primary.test');
+  assert.equal(bare.body.queue, undefined);
+});
