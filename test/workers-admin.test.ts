@@ -5,6 +5,7 @@
 // `workers: 2` smtplb through the CLI.
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { spawnSync } from 'node:child_process';
 import { after, afterEach, test } from 'node:test';
 import pino from 'pino';
 import { AdminServer } from '../src/admin/server.js';
@@ -12,8 +13,8 @@ import { HistorySampler, type HistorySnapshot } from '../src/admin/history.js';
 import { Metrics } from '../src/admin/metrics.js';
 import { mergeQueueList, mergeRelayStatus, mergeThrottles, ownerAnswer, type RelayStatus, type ShardAnswer, type ThrottleView } from '../src/admin/fanout.js';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
-import { TOKEN, api } from './helpers/admin.js';
-import { freePort, onStop, startSmtplb, stopAll, tmpDir } from './helpers/peers.js';
+import { TOKEN, api, metric } from './helpers/admin.js';
+import { freePort, onStop, runCli, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -202,4 +203,123 @@ test('a primary over two shards (single-process smtplb): one queue, messages fou
   assert.equal(bare.status, 200);
   assert.equal(bare.body.hostname, 'primary.test');
   assert.equal(bare.body.queue, undefined);
+});
+
+/** Send `n` messages over up to `c` connections at once (so the kernel hands connections to both workers); queue id → Message-ID. */
+async function sendMany(port: number, n: number, from: number, c = 6): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  let next = from;
+  await Promise.all(
+    Array.from({ length: Math.min(c, n) }, async () => {
+      while (next < from + n) {
+        const i = next++;
+        const r = await sendOne({ ...base, server: `127.0.0.1:${port}`, to: [`u${i}@dest.test`] }, i);
+        assert.ok(r.ok, r.ok ? '' : r.error);
+        out.set(/queued as ([A-Za-z0-9]+)/.exec(r.response)![1], r.id);
+      }
+    }),
+  );
+  return out;
+}
+
+/** The ids `smtplb queue list` prints (a message's first line starts with its id). */
+const listedIds = (stdout: string) => stdout.split('\n').filter((l) => /^[A-Za-z0-9]{10,}\s/.test(l)).map((l) => l.split(/\s/)[0]);
+
+test('workers: 2: queue list / show / hold / release / delete / flush, status, metrics and the dashboard see both shards as one queue; a stopped worker gives a partial answer', { timeout: 90_000 }, async () => {
+  const soft = await startSink({ args: ['-r', 'RCPT'] }); // 450 to every RCPT: each message is tried once, then waits an hour
+  const [port, admin] = [await freePort(), await freePort()];
+  const dir = tmpDir('workers-admin-');
+  const lb = await startSmtplb(relayConfig(port, admin, soft.port, 'workers: 2\nlog: { level: warn }\n'), { dir, env: { SMTPLB_HISTORY_STEP_MS: '500' } });
+  await waitFor('both workers serving their shard', async () => ((await api<{ shards?: unknown[] }>(admin, '/api/status')).shards?.length ?? 0) === 2, 15_000);
+  // Parallel connections until both workers took some.
+  const sent = new Map<string, string>();
+  for (let round = 0; round < 5; round++) {
+    for (const [k, v] of await sendMany(port, 12, sent.size)) sent.set(k, v);
+    const st = await api<{ shards: { queue: number }[] }>(admin, '/api/status');
+    if (st.shards.every((s) => s.queue > 0)) break;
+  }
+  const total = sent.size;
+  const status = () => api<{ queue: { counts: Record<string, number> }; shards: { shard: number; queue: number; reachable: boolean }[] }>(admin, '/api/status');
+  const shardSizes = (await status()).shards.map((s) => s.queue);
+  assert.ok(shardSizes.every((n) => n > 0), `both shards hold mail: ${shardSizes}`);
+  // Every message tried once and deferred (its next attempt an hour away).
+  await waitFor('every message deferred once', async () => {
+    const q = await api<{ messages: { recipients: { attempts: number }[] }[] }>(admin, '/api/queue');
+    return q.messages.length === total && q.messages.every((m) => m.recipients.every((r) => r.attempts >= 1));
+  }, 20_000);
+
+  // The CLI lists every message once.
+  const list = runCli(['queue', 'list', '-c', lb.file]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual(listedIds(list.stdout).sort(), [...sent.keys()].sort());
+  const json = JSON.parse(runCli(['queue', 'list', '--json', '-c', lb.file]).stdout) as { counts: { state: string; n: number }[] };
+  assert.equal(json.counts.find((c) => c.state === 'queued')?.n, total);
+  assert.equal((await status()).queue.counts.queued, total);
+  assert.equal(await metric(admin, 'smtplb_queue_state_recipients', { state: 'queued' }), total);
+
+  // A message of each shard (ids carry their process's salt): show, hold, release, delete.
+  const bySalt = new Map<string, string>();
+  for (const id of sent.keys()) bySalt.set(id.slice(9, 15), id);
+  assert.equal(bySalt.size, 2, 'queue ids from two processes');
+  const [a, b] = [...bySalt.values()];
+  for (const id of [a, b]) {
+    const show = runCli(['queue', 'show', id, '-c', lb.file]);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, new RegExp(`^${id}\\s`));
+    assert.match(show.stdout, /history:/);
+  }
+  assert.match(runCli(['queue', 'hold', a, '-c', lb.file]).stdout, /hold done \(1 recipients\)/);
+  assert.match(runCli(['queue', 'hold', b, '-c', lb.file]).stdout, /hold done \(1 recipients\)/);
+  assert.equal((await status()).queue.counts.held, 2);
+  assert.match(runCli(['queue', 'release', a, '-c', lb.file]).stdout, /release done \(1 recipients\)/);
+  assert.match(runCli(['queue', 'delete', b, '-c', lb.file]).stdout, /delete done/);
+  const gone = runCli(['queue', 'show', b, '-c', lb.file]);
+  assert.notEqual(gone.code, 0);
+  assert.match(gone.stderr, /404/);
+  sent.delete(b);
+  const left = total - 1;
+  const counts = (await status()).queue.counts;
+  assert.deepEqual([counts.queued, counts.held], [left, 0]);
+  assert.equal(await metric(admin, 'smtplb_queue_state_recipients', { state: 'queued' }), left);
+  assert.equal(await metric(admin, 'smtplb_queue_recipients', { pool: 'out', destination: 'dest.test' }), left);
+  assert.match(runCli(['status', '-c', lb.file]).stdout, new RegExp(`queue: queued ${left}\\b`));
+
+  // The dashboard: its queue chart and the destination page.
+  await waitFor('the queue chart at the queue size', async () => (await api<HistorySnapshot>(admin, '/api/history')).pools.out?.queued.at(-1) === left, 10_000);
+  const page = await api<{ queue: { pool: string; queued: number }[]; messages: unknown[] }>(admin, '/api/destinations/dest.test');
+  assert.deepEqual(page.queue.map((q) => [q.pool, q.queued]), [['out', left]]);
+  assert.equal(page.messages.length, Math.min(50, left));
+
+  // A stopped worker: its shard is missing from a clear partial answer, in about 2 s.
+  const worker = Number(spawnSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).stdout.split('\n')[0]);
+  process.kill(worker, 'SIGSTOP');
+  try {
+    const t0 = Date.now();
+    const partial = runCli(['queue', 'list', '-c', lb.file]);
+    assert.ok(Date.now() - t0 < 6000, `answered in ${Date.now() - t0} ms`);
+    assert.equal(partial.code, 0, partial.stderr);
+    assert.match(partial.stderr, /warning: no answer from shard \d \(no answer within 2000 ms\)/);
+    const n = listedIds(partial.stdout).length;
+    assert.ok(n > 0 && n < left, `${n} of ${left} listed`);
+    assert.match(runCli(['status', '-c', lb.file]).stdout, /warning: no answer from shard/);
+  } finally {
+    process.kill(worker, 'SIGCONT');
+  }
+
+  // The upstream takes mail again: flush delivers everything, each message once.
+  await soft.stop();
+  const sink = await startSink({ port: soft.port });
+  const flush = runCli(['queue', 'flush', '-c', lb.file]);
+  assert.equal(flush.code, 0, flush.stderr);
+  assert.match(flush.stdout, new RegExp(`flushed ${left} messages`));
+  const msgs = await sink.settle(left, 20_000);
+  const seen = new Map<string, number>();
+  for (const m of msgs) {
+    const id = /^Message-ID: (.+)$/im.exec(m)?.[1]?.trim() ?? '';
+    seen.set(id, (seen.get(id) ?? 0) + 1);
+  }
+  assert.deepEqual([...seen.keys()].sort(), [...sent.values()].sort());
+  assert.ok([...seen.values()].every((n) => n === 1), 'each message once');
+  await waitFor('the queue empty', async () => (await status()).queue.counts.queued === 0, 10_000);
+  assert.equal(await metric(admin, 'smtplb_queue_state_recipients', { state: 'queued' }), 0);
 });
