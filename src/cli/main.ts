@@ -137,10 +137,10 @@ function statusLines(s: StatusShape, rates?: { prev: Map<string, { n: number; t:
   if (s.queue) {
     const counts = Object.entries(s.queue.counts).map(([k, n]) => `${k} ${n}`).join(', ');
     out.push(`  queue: ${counts || 'empty'}`);
-    // Under workers: a worker that did not answer leaves its shard of the queue out.
-    if (s.warning) out.push(`  warning: ${s.warning}`);
     for (const d of s.queue.destinations.slice(0, 10)) out.push(`    ${d.destination.padEnd(30)} pool ${d.pool.padEnd(12)} waiting ${String(d.queued).padEnd(6)} oldest ${d.oldest_seconds}s`);
   }
+  // Under workers: a worker that did not answer leaves its shard of the queue out.
+  if (s.warning) out.push(`  warning: ${s.warning}`);
   for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) out.push(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
   for (const x of s.suspensions ?? []) out.push(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
   for (const o of s.overrides ?? []) out.push(`  override ${o.id}: ${describeOverride(o)}`);
