@@ -14,7 +14,7 @@ import { Metrics } from '../src/admin/metrics.js';
 import { mergeQueueList, mergeRelayStatus, mergeThrottles, ownerAnswer, type RelayStatus, type ShardAnswer, type ThrottleView } from '../src/admin/fanout.js';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { TOKEN, api, metric } from './helpers/admin.js';
-import { freePort, onStop, runCli, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { BIN, freePort, onStop, run, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -222,6 +222,9 @@ async function sendMany(port: number, n: number, from: number, c = 6): Promise<M
   return out;
 }
 
+/** The CLI without blocking this process (spawnSync would stall the keep-alive connections of fetch). */
+const cli = (args: string[]) => run(process.execPath, [BIN, ...args], 60_000);
+
 /** The ids `smtplb queue list` prints (a message's first line starts with its id). */
 const listedIds = (stdout: string) => stdout.split('\n').filter((l) => /^[A-Za-z0-9]{10,}\s/.test(l)).map((l) => l.split(/\s/)[0]);
 
@@ -249,10 +252,10 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   }, 20_000);
 
   // The CLI lists every message once.
-  const list = runCli(['queue', 'list', '-c', lb.file]);
+  const list = await cli(['queue', 'list', '-c', lb.file]);
   assert.equal(list.code, 0, list.stderr);
   assert.deepEqual(listedIds(list.stdout).sort(), [...sent.keys()].sort());
-  const json = JSON.parse(runCli(['queue', 'list', '--json', '-c', lb.file]).stdout) as { counts: { state: string; n: number }[] };
+  const json = JSON.parse((await cli(['queue', 'list', '--json', '-c', lb.file])).stdout) as { counts: { state: string; n: number }[] };
   assert.equal(json.counts.find((c) => c.state === 'queued')?.n, total);
   assert.equal((await status()).queue.counts.queued, total);
   assert.equal(await metric(admin, 'smtplb_queue_state_recipients', { state: 'queued' }), total);
@@ -263,17 +266,17 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   assert.equal(bySalt.size, 2, 'queue ids from two processes');
   const [a, b] = [...bySalt.values()];
   for (const id of [a, b]) {
-    const show = runCli(['queue', 'show', id, '-c', lb.file]);
+    const show = await cli(['queue', 'show', id, '-c', lb.file]);
     assert.equal(show.code, 0, show.stderr);
     assert.match(show.stdout, new RegExp(`^${id}\\s`));
     assert.match(show.stdout, /history:/);
   }
-  assert.match(runCli(['queue', 'hold', a, '-c', lb.file]).stdout, /hold done \(1 recipients\)/);
-  assert.match(runCli(['queue', 'hold', b, '-c', lb.file]).stdout, /hold done \(1 recipients\)/);
+  assert.match((await cli(['queue', 'hold', a, '-c', lb.file])).stdout, /hold done \(1 recipients\)/);
+  assert.match((await cli(['queue', 'hold', b, '-c', lb.file])).stdout, /hold done \(1 recipients\)/);
   assert.equal((await status()).queue.counts.held, 2);
-  assert.match(runCli(['queue', 'release', a, '-c', lb.file]).stdout, /release done \(1 recipients\)/);
-  assert.match(runCli(['queue', 'delete', b, '-c', lb.file]).stdout, /delete done/);
-  const gone = runCli(['queue', 'show', b, '-c', lb.file]);
+  assert.match((await cli(['queue', 'release', a, '-c', lb.file])).stdout, /release done \(1 recipients\)/);
+  assert.match((await cli(['queue', 'delete', b, '-c', lb.file])).stdout, /delete done/);
+  const gone = await cli(['queue', 'show', b, '-c', lb.file]);
   assert.notEqual(gone.code, 0);
   assert.match(gone.stderr, /404/);
   sent.delete(b);
@@ -282,7 +285,7 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   assert.deepEqual([counts.queued, counts.held], [left, 0]);
   assert.equal(await metric(admin, 'smtplb_queue_state_recipients', { state: 'queued' }), left);
   assert.equal(await metric(admin, 'smtplb_queue_recipients', { pool: 'out', destination: 'dest.test' }), left);
-  assert.match(runCli(['status', '-c', lb.file]).stdout, new RegExp(`queue: queued ${left}\\b`));
+  assert.match((await cli(['status', '-c', lb.file])).stdout, new RegExp(`queue: queued ${left}\\b`));
 
   // The dashboard: its queue chart and the destination page.
   await waitFor('the queue chart at the queue size', async () => (await api<HistorySnapshot>(admin, '/api/history')).pools.out?.queued.at(-1) === left, 10_000);
@@ -295,13 +298,13 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   process.kill(worker, 'SIGSTOP');
   try {
     const t0 = Date.now();
-    const partial = runCli(['queue', 'list', '-c', lb.file]);
+    const partial = await cli(['queue', 'list', '-c', lb.file]);
     assert.ok(Date.now() - t0 < 6000, `answered in ${Date.now() - t0} ms`);
     assert.equal(partial.code, 0, partial.stderr);
     assert.match(partial.stderr, /warning: no answer from shard \d \(no answer within 2000 ms\)/);
     const n = listedIds(partial.stdout).length;
     assert.ok(n > 0 && n < left, `${n} of ${left} listed`);
-    assert.match(runCli(['status', '-c', lb.file]).stdout, /warning: no answer from shard/);
+    assert.match((await cli(['status', '-c', lb.file])).stdout, /warning: no answer from shard/);
   } finally {
     process.kill(worker, 'SIGCONT');
   }
@@ -309,7 +312,7 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   // The upstream takes mail again: flush delivers everything, each message once.
   await soft.stop();
   const sink = await startSink({ port: soft.port });
-  const flush = runCli(['queue', 'flush', '-c', lb.file]);
+  const flush = await cli(['queue', 'flush', '-c', lb.file]);
   assert.equal(flush.code, 0, flush.stderr);
   assert.match(flush.stdout, new RegExp(`flushed ${left} messages`));
   const msgs = await sink.settle(left, 20_000);

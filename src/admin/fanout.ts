@@ -339,9 +339,9 @@ export function mergeStatus(own: Record<string, unknown>, shards: Shard[], answe
   const byShard = new Map(answers.map((a) => [a.shard, a]));
   body.shards = shards.map((s) => {
     const a = byShard.get(s.shard);
-    if (!a || !a.ok || a.status !== 200) return { shard: s.shard, reachable: false, queue: null, error: !a ? 'not asked' : a.ok ? `answered ${a.status}` : a.error };
+    if (!a || !a.ok || a.status !== 200) return { shard: s.shard, port: s.port, reachable: false, queue: null, error: !a ? 'not asked' : a.ok ? `answered ${a.status}` : a.error };
     const counts = (a.body as RelayStatus).queue?.counts ?? {};
-    return { shard: s.shard, reachable: true, queue: Object.values(counts).reduce((n, c) => n + c, 0), counts };
+    return { shard: s.shard, port: s.port, reachable: true, queue: Object.values(counts).reduce((n, c) => n + c, 0), counts };
   });
   return { status: 200, body: withUnreachable(body, failed) };
 }

@@ -425,7 +425,9 @@ export class AdminServer {
   listen(addr: HostPort): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(addr.port, addr.host, () => {
+      // exclusive: in a cluster worker (its private admin API on port 0), a socket of its own;
+      // without it the workers would share one port and each request reach any of them.
+      this.server.listen({ port: addr.port, host: addr.host, exclusive: true }, () => {
         this.server.off('error', reject);
         resolve();
       });
