@@ -325,4 +325,20 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   assert.ok([...seen.values()].every((n) => n === 1), 'each message once');
   await waitFor('the queue empty', async () => (await status()).queue.counts.queued === 0, 10_000);
   assert.equal(await metric(admin, 'smtplb_queue_state_recipients', { state: 'queued' }), 0);
+
+  // Shared state: a suspension made through the primary is in force at both workers, listed once, and cancelled everywhere.
+  const sus = await cli(['suspend', 'dest.test', '--pool', 'out', '--for', '1h', '--reason', 'workers test', '-c', lb.file]);
+  assert.equal(sus.code, 0, sus.stderr);
+  const sid = /^suspension (\w+):/.exec(sus.stdout)![1];
+  const ports = (await status()).shards.map((s) => (s as unknown as { port: number }).port);
+  await waitFor('the suspension at both workers', async () => {
+    const lists = await Promise.all(ports.map((p) => api<{ suspensions: { id: string }[] }>(p, '/api/suspensions')));
+    return lists.every((l) => l.suspensions.some((x) => x.id === sid));
+  }, 5000);
+  assert.equal([...(await cli(['status', '-c', lb.file])).stdout.matchAll(new RegExp(`suspension ${sid}:`, 'g'))].length, 1);
+  assert.equal((await cli(['unsuspend', sid, '-c', lb.file])).code, 0);
+  await waitFor('the suspension gone at both workers', async () => {
+    const lists = await Promise.all(ports.map((p) => api<{ suspensions: { id: string }[] }>(p, '/api/suspensions')));
+    return lists.every((l) => l.suspensions.length === 0);
+  }, 5000);
 });
