@@ -4,6 +4,7 @@
 // a primary's AdminServer over two real single-process smtplb as its shards; a real
 // `workers: 2` smtplb through the CLI.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { after, afterEach, test } from 'node:test';
@@ -19,6 +20,7 @@ import { BIN, freePort, onStop, run, startSink, startSmtplb, stopAll, tmpDir, wa
 after(stopAll);
 afterEach(stopAll);
 
+const chromium = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => fs.existsSync(p));
 const base: Omit<SendOptions, 'server' | 'to'> = { from: 'app@client.test', headers: [], subject: 'workers', body: 'hello', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
 
 /** A relay whose only upstream is `upstream` (nothing listens there yet: mail waits), retries an hour apart. */
@@ -292,6 +294,16 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   const page = await api<{ queue: { pool: string; queued: number }[]; messages: unknown[] }>(admin, '/api/destinations/dest.test');
   assert.deepEqual(page.queue.map((q) => [q.pool, q.queued]), [['out', left]]);
   assert.equal(page.messages.length, Math.min(50, left));
+
+  if (chromium) {
+    const { chromium: pw } = await import('playwright-core');
+    const browser = await pw.launch({ executablePath: chromium, args: ['--no-sandbox', '--disable-gpu'] });
+    onStop(() => browser.close());
+    const tab = await browser.newPage();
+    await tab.goto(`http://127.0.0.1:${admin}/dashboard#token=${TOKEN}`);
+    await tab.waitForFunction((n) => new RegExp(`queued: ${n} .*by worker shard: 0: \\d+, 1: \\d+`).test(document.querySelector('#qcounts')?.textContent ?? ''), left, { timeout: 10_000 });
+    await browser.close();
+  }
 
   // A stopped worker: its shard is missing from a clear partial answer, in about 2 s.
   const worker = Number(spawnSync('pgrep', ['-P', String(lb.proc.pid)], { encoding: 'utf8' }).stdout.split('\n')[0]);
