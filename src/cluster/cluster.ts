@@ -4,7 +4,8 @@
 // (suspensions, overrides, server drain and weight). When Redis is out of reach or slow the
 // node keeps sending on its share of each limit (limit ÷ nodes last seen) and says so; it goes
 // back to the shared limits as soon as a sync succeeds again. Nothing waits for Redis longer
-// than `timeout`, and no message depends on it: each node keeps its own spool.
+// than `timeout`, and no message depends on it: each node keeps its own spool. The workers of
+// one node (`workers: N`) are nodes of the same kind, whose store is their primary process.
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -17,6 +18,7 @@ import type { Override, Suspension } from '../spool/spool.js';
 import { GRANT, RELEASE, WARM_RESYNC } from './scripts.js';
 import { liveNodes } from './share.js';
 import { ClusterUnavailableError } from './errors.js';
+import type { IpcStoreClient } from './ipc-client.js';
 
 export { ClusterUnavailableError };
 
@@ -51,7 +53,8 @@ export type GrantReply =
 /**
  * Limits shared by every node of a cluster (and, for `workers: N`, every worker of a node):
  * the interface the shaper talks to. The shaper's own per-process state is the in-process
- * side; this is the Redis one.
+ * side; this is the shared one, backed by Redis (nodes) or by the primary process (the workers
+ * of one node, src/cluster/primary-store.ts).
  */
 export interface SharedLimits {
   /** The store answers: grants come from it. False: each node applies its share locally. */
@@ -135,8 +138,16 @@ export class Cluster extends EventEmitter implements SharedLimits {
    * `seenFile` keeps the count of nodes last seen alive (beside the spool), so a node that
    * starts while Redis is away divides its limits by it too.
    */
-  constructor(readonly cfg: ClusterConfig, private host: ClusterHost, private log: Logger, private seenFile?: string) {
+  /** What holds the shared state, for logs and errors: Redis, or the primary process of `workers: N`. */
+  private readonly storeName: string;
+
+  /**
+   * `store`: the primary's store for the workers of one node (IPC), instead of Redis. It
+   * implements the part of ioredis's interface used here.
+   */
+  constructor(readonly cfg: ClusterConfig, private host: ClusterHost, private log: Logger, private seenFile?: string, store?: IpcStoreClient) {
     super();
+    this.storeName = store ? 'the primary process' : 'Redis';
     if (seenFile) {
       try {
         this.liveCount = Math.max(1, Math.floor(Number(fs.readFileSync(seenFile, 'utf8'))) || 1);
@@ -144,7 +155,7 @@ export class Cluster extends EventEmitter implements SharedLimits {
         // Never written: one node until Redis says otherwise.
       }
     }
-    this.redis = new Redis(cfg.redis, {
+    this.redis = store ? (store as unknown as Redis) : new Redis(cfg.redis, {
       lazyConnect: true,
       // Fail at once while disconnected: a grant must not wait for a reconnect.
       enableOfflineQueue: false,
@@ -207,7 +218,7 @@ export class Cluster extends EventEmitter implements SharedLimits {
       return;
     }
     this.state = { shared: false, since: Date.now(), error };
-    this.log.warn({ redis: redact(this.cfg.redis), err: error, nodes: this.liveCount }, `cluster: Redis unreachable; limits now applied locally at this node's share (1/${this.liveCount})`);
+    this.log.warn({ redis: redact(this.cfg.redis), err: error, nodes: this.liveCount }, `cluster: ${this.storeName} unreachable; limits now applied locally at this node's share (1/${this.liveCount})`);
     this.tell('local');
   }
 
@@ -224,8 +235,8 @@ export class Cluster extends EventEmitter implements SharedLimits {
     if (this.state.shared) return;
     const was = this.state.error;
     this.state = { shared: true, since: Date.now(), error: null };
-    if (was === 'not connected yet') this.log.info({ redis: redact(this.cfg.redis), node: this.cfg.node, nodes: this.liveCount }, 'cluster: joined; limits shared through Redis');
-    else this.log.warn({ redis: redact(this.cfg.redis) }, 'cluster: Redis reachable again; limits shared across the cluster again');
+    if (was === 'not connected yet') this.log.info({ redis: redact(this.cfg.redis), node: this.cfg.node, nodes: this.liveCount }, `cluster: joined; limits shared through ${this.storeName}`);
+    else this.log.warn({ redis: redact(this.cfg.redis) }, `cluster: ${this.storeName} reachable again; limits shared across the cluster again`);
     this.tell('shared');
   }
 
@@ -299,7 +310,7 @@ export class Cluster extends EventEmitter implements SharedLimits {
     // Leases and warm-up counts went with the old data: this node's go back in now.
     this.tell('reseeded');
     await this.renew();
-    this.log.info({ suspensions: mine.suspensions.length, overrides: mine.overrides.length, servers: mine.servers.length }, 'cluster: Redis had no cluster state; this node seeded it with its own');
+    this.log.info({ suspensions: mine.suspensions.length, overrides: mine.overrides.length, servers: mine.servers.length }, `cluster: ${this.storeName} had no cluster state; this node seeded it with its own`);
   }
 
   private applyLists(next: ControlLists): void {
@@ -423,13 +434,13 @@ export class Cluster extends EventEmitter implements SharedLimits {
 
   /** Operator state for every node. Throws ClusterUnavailableError when Redis cannot take it now. */
   private async put(hash: string, field: string, value: unknown | null): Promise<void> {
-    if (!this.state.shared) throw new ClusterUnavailableError(`the cluster store (Redis) is unreachable: ${this.state.error ?? ''}`.trim());
+    if (!this.state.shared) throw new ClusterUnavailableError(`the cluster store (${this.storeName}) is unreachable: ${this.state.error ?? ''}`.trim());
     try {
       if (value === null) await this.redis.hdel(this.k(hash), field);
       else await this.redis.hset(this.k(hash), field, JSON.stringify(value));
     } catch (e) {
       this.lost(e);
-      throw new ClusterUnavailableError(`the cluster store (Redis) did not take the change: ${(e as Error).message}`);
+      throw new ClusterUnavailableError(`the cluster store (${this.storeName}) did not take the change: ${(e as Error).message}`);
     }
     // Seen by this node at once, by the others at their next sync.
     void this.sync();
@@ -453,7 +464,7 @@ export class Cluster extends EventEmitter implements SharedLimits {
 
   /** A drain, enable or weight change at this node: every node follows (best effort). */
   putServer(s: Omit<ServerState, 'at' | 'by'>): void {
-    void this.put('servers', `${s.pool}/${s.server}`, { ...s, at: Date.now(), by: this.cfg.node }).catch((e) => this.log.warn({ err: (e as Error).message }, 'cluster: server state not shared (Redis unreachable); applied on this node only'));
+    void this.put('servers', `${s.pool}/${s.server}`, { ...s, at: Date.now(), by: this.cfg.node }).catch((e) => this.log.warn({ err: (e as Error).message }, `cluster: server state not shared (${this.storeName} unreachable); applied on this node only`));
   }
 
   control(): ControlLists {

@@ -69,9 +69,6 @@ function crossChecks(c: Config): Problem[] {
     if (l.pool && !pools.has(l.pool)) out.push({ path: ['listeners', i, 'pool'], message: `no pool named "${l.pool}" (pools: ${[...pools].join(', ') || 'none'})` });
     if (l.require_auth && !l.tls) out.push({ path: ['listeners', i, 'require_auth'], message: 'AUTH is only offered over TLS: add tls: { cert, key }' });
   });
-  if (c.workers !== 1 && c.listeners.some((l) => l.mode === 'smtp')) {
-    out.push({ path: ['workers'], message: 'mode: smtp listeners run in one process (the spool is not shared yet): use workers: 1' });
-  }
   if (c.listeners.some((l) => l.mode === 'smtp') && c.routes.length === 0) {
     out.push({ path: ['routes'], message: 'mode: smtp listeners need routes (at least a default route: - { pool: NAME })' });
   }

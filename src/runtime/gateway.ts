@@ -19,6 +19,7 @@ import { loadKeys, type DkimKey } from '../signing/dkim.js';
 import { Relay } from './relay.js';
 import { IdentityMonitor } from '../identity/monitor.js';
 import { HistorySampler } from '../admin/history.js';
+import type { IpcStoreClient } from '../cluster/ipc-client.js';
 
 /** What the gateway needs from any listener, whatever its mode. */
 interface Listener {
@@ -43,6 +44,8 @@ export interface GatewayOptions {
   onServerAction?: (pool: string, server: string, action: AdminState | { weight: number }) => void;
   /** Called for every pool this gateway creates (at start and on reload). */
   onPool?: (pool: Pool) => void;
+  /** A worker of `workers: N`: its shard of the spool, and its primary's store of shared limits. */
+  worker?: { shard: number; store?: IpcStoreClient };
 }
 
 /** Per-server counters a worker process reports to the primary. */
@@ -97,7 +100,7 @@ export class Gateway {
     this.applyPools(this.config);
     if (this.runsListeners && this.config.listeners.some((l) => l.mode === 'smtp')) {
       try {
-        this.relay = new Relay(() => this.config, () => this.pools, this.poolSet, this.log, this.metrics);
+        this.relay = new Relay(() => this.config, () => this.pools, this.poolSet, this.log, this.metrics, this.opts.worker);
         this.metrics.watchRelay(() => this.relay);
       } catch (e) {
         throw new StartError(`${locateKey(this.loaded.text, this.loaded.file, ['spool'])}: cannot open the spool at ${this.config.spool}: ${(e as Error).message}`);
@@ -127,6 +130,7 @@ export class Gateway {
           pools: () => this.pools,
           status: () => this.status(),
           relay: () => this.relay,
+          shards: this.role === 'primary' ? () => this.shardAdmins() : undefined,
           serverAction: (p, s, a) => {
             this.serverAction(p, s, a);
             this.opts.onServerAction?.(p, s, a);
@@ -307,7 +311,7 @@ export class Gateway {
     const needsRelay = this.runsListeners && next.config.listeners.some((l) => l.mode === 'smtp');
     if (needsRelay && !relay) {
       try {
-        relay = new Relay(() => staged ?? this.config, () => this.pools, this.poolSet, this.log, this.metrics);
+        relay = new Relay(() => staged ?? this.config, () => this.pools, this.poolSet, this.log, this.metrics, this.opts.worker);
       } catch (e) {
         return refuse(`${where(['spool'])}: cannot open the spool at ${next.config.spool}: ${(e as Error).message}`);
       }
@@ -415,6 +419,34 @@ export class Gateway {
 
   /** Counters from worker processes (primary only), by worker id. */
   readonly workerStats = new Map<number, WorkerStats>();
+
+  /** The private admin API of each worker that runs a relay (primary only), by worker id. */
+  readonly shardAdmin = new Map<number, { shard: number; port: number }>();
+
+  shardAdmins(): { shard: number; port: number }[] {
+    return [...this.shardAdmin.values()].sort((a, b) => a.shard - b.shard);
+  }
+
+  /**
+   * A worker's own admin API on a loopback port of the system's choosing, for its primary to
+   * ask about this worker's shard of the queue (the primary answers users for all shards).
+   */
+  async listenShardAdmin(): Promise<number | undefined> {
+    if (this.role !== 'worker' || !this.relay) return undefined;
+    this.admin = new AdminServer({
+      token: this.config.admin?.token,
+      metrics: this.metrics,
+      log: this.log,
+      pools: () => this.pools,
+      status: () => this.status(),
+      relay: () => this.relay,
+      // Drains and weights are the primary's to decide and push; a shard has no say.
+      serverAction: () => {},
+    });
+    await this.admin.listen({ host: '127.0.0.1', port: 0 });
+    const a = this.admin.server.address();
+    return typeof a === 'object' && a ? a.port : undefined;
+  }
 
   localStats(): WorkerStats {
     const servers = [...this.pools.values()].flatMap((p) => p.servers.map((s) => ({ pool: p.name, key: s.key, active: s.active, connections: s.connections, failures: s.failures })));

@@ -6,15 +6,25 @@
 // path. SCHED_NONE lets the kernel hand out accepted connections: with the default
 // round-robin the primary accepts and passes every socket on, which costs more than it
 // gains on small machines.
+//
+// With mode: smtp listeners each worker also owns a shard of the spool (src/spool/shards.ts):
+// it accepts, spools, schedules and delivers its own mail. A worker keeps its shard number
+// across restarts (a replacement takes the dead one's), shards left without a worker are merged
+// into the others before any worker starts, and the workers share limits and operator state
+// through a store in the primary (src/cluster/primary-store.ts).
 import cluster, { type Worker } from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { installLastResort } from './last-resort.js';
 import type { LoadedConfig } from '../config/load.js';
 import { Gateway, StartError, type ControlMessage, type WorkerStats } from './gateway.js';
+import { PrimaryStore } from '../cluster/primary-store.js';
+import { IpcStoreClient, type StoreAnswer, type StoreRequest } from '../cluster/ipc-client.js';
+import { adoptShards } from '../spool/shards.js';
 
 type WorkerMessage =
-  | { t: 'ready' }
+  | { t: 'ready'; admin?: number }
+  | StoreRequest
   | { t: 'fatal'; message: string }
   | ({ t: 'stats' } & WorkerStats)
   | { t: 'ejected'; pool: string; key: string; ejection: import('../health/state.js').Ejection };
@@ -30,6 +40,14 @@ export async function runProcess(loaded: LoadedConfig, log: Logger): Promise<voi
   installLastResort(log, (kind) => current?.metrics.internalErrors.labels(kind).inc());
   const n = workerCount(loaded.config.workers);
   if (cluster.isWorker) return runWorker(loaded, log);
+  // Shards left by more workers than this start has are merged before anything delivers.
+  if (loaded.config.listeners.some((l) => l.mode === 'smtp')) {
+    try {
+      adoptShards(loaded.config.spool, n, log);
+    } catch (e) {
+      throw new StartError(`cannot merge the spool shards of ${loaded.config.spool} left by more workers: ${(e as Error).message}`);
+    }
+  }
   if (n > 1) return runPrimary(loaded, log, n);
   const gw = (current = new Gateway(loaded, log));
   await gw.start();
@@ -49,6 +67,11 @@ export async function runProcess(loaded: LoadedConfig, log: Logger): Promise<voi
 async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise<void> {
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
+  const relays = loaded.config.listeners.some((l) => l.mode === 'smtp');
+  // Always there, so a reload that adds the first mode: smtp listener finds it.
+  const store = new PrimaryStore(relays ? PrimaryStore.fileIn(loaded.config.spool) : undefined);
+  store.emitter.on('error', (e: Error) => log.warn({ err: e.message }, 'workers: shared state not saved (retrying)'));
+  store.start();
   const broadcast = (m: ControlMessage, except?: Worker) => {
     for (const w of Object.values(cluster.workers ?? {})) if (w && w !== except && w.isConnected()) w.send(m);
   };
@@ -61,14 +84,18 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
   gw.metrics.aggregateWorkers();
   await gw.start();
 
-  const fork = () =>
+  const fork = (shard: number) =>
     new Promise<void>((resolve, reject) => {
-      const w = cluster.fork();
+      const w = cluster.fork({ SMTPLB_SHARD: String(shard) });
       let ready = false;
       w.on('message', (m: WorkerMessage) => {
         switch (m.t) {
+          case 'store':
+            if (w.isConnected()) w.send({ t: 'store-reply', id: m.id, res: store.exec(m.cmds, w.id) } satisfies StoreAnswer);
+            break;
           case 'ready':
             ready = true;
+            if (m.admin) gw.shardAdmin.set(w.id, { shard, port: m.admin });
             for (const c of gw.snapshot()) w.send(c);
             resolve();
             break;
@@ -89,18 +116,22 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
       });
       w.on('exit', (code, signal) => {
         gw.workerStats.delete(w.id);
+        gw.shardAdmin.delete(w.id);
+        // Its deliveries ended with it: their concurrency slots are free now, not at lease expiry.
+        store.forget(w.id);
         if (!ready) return reject(new StartError(`worker process exited during start (${signal ?? code})`));
         if (stopping) return;
-        log.error({ worker: w.id, code, signal }, 'worker process died, starting a new one');
-        void fork().catch((e) => log.error(`could not restart worker: ${(e as Error).message}`));
+        log.error({ worker: w.id, shard, code, signal }, 'worker process died, starting a new one on its shard of the spool');
+        void fork(shard).catch((e) => log.error(`could not restart worker: ${(e as Error).message}`));
       });
     });
 
   try {
-    await Promise.all(Array.from({ length: n }, fork));
+    await Promise.all(Array.from({ length: n }, (_, shard) => fork(shard)));
   } catch (e) {
     stopping = true;
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+    store.stop();
     await gw.shutdown();
     throw e;
   }
@@ -108,6 +139,10 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
 
   process.on('SIGHUP', async () => {
     if (await gw.reload()) broadcast({ t: 'reload' });
+  });
+  // logrotate's postrotate signals the primary: each worker reopens the delivery log it writes.
+  process.on('SIGUSR1', () => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w && !w.isDead()) w.process.kill('SIGUSR1');
   });
   const stop = async (sig: string) => {
     if (stopping) return;
@@ -122,6 +157,7 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
         }),
     );
     await Promise.all(exits);
+    store.stop();
     await gw.shutdown();
     log.info('stopped');
     process.exit(0);
@@ -134,8 +170,11 @@ async function runWorker(loaded: LoadedConfig, log: Logger): Promise<void> {
   const send = (m: WorkerMessage) => {
     if (process.connected) process.send!(m);
   };
-  const gw = (current = new Gateway(loaded, log.child({ worker: cluster.worker!.id }), {
+  const shard = Number(process.env.SMTPLB_SHARD ?? 0);
+  const relays = loaded.config.listeners.some((l) => l.mode === 'smtp');
+  const gw = (current = new Gateway(loaded, log.child({ worker: cluster.worker!.id, ...(relays ? { shard } : {}) }), {
     role: 'worker',
+    worker: { shard, store: new IpcStoreClient(500) },
     onPool: (pool) => pool.on('ejected', ({ server }) => send({ t: 'ejected', pool: pool.name, key: server.key, ejection: server.ejection })),
   }));
   gw.metrics.serveToPrimary();
@@ -143,14 +182,19 @@ async function runWorker(loaded: LoadedConfig, log: Logger): Promise<void> {
   // process group, so workers wait for the primary's SIGTERM instead.
   process.on('SIGHUP', () => {});
   process.on('SIGINT', () => {});
+  process.on('SIGUSR1', () => gw.relay?.deliveryLog.reopen());
+  let admin: number | undefined;
   try {
     await gw.start();
+    admin = await gw.listenShardAdmin();
   } catch (e) {
     send({ t: 'fatal', message: (e as Error).message });
     process.exit(1);
   }
-  process.on('message', (m: ControlMessage) => gw.applyControl(m));
-  send({ t: 'ready' });
+  process.on('message', (m: ControlMessage | StoreAnswer) => {
+    if (m.t !== 'store-reply') gw.applyControl(m);
+  });
+  send({ t: 'ready', admin });
   setInterval(() => send({ t: 'stats', ...gw.localStats() }), 1000).unref();
   process.once('SIGTERM', async () => {
     await gw.shutdown();

@@ -20,6 +20,18 @@ import { Spool, SpoolFullError, SpoolUnavailableError, type Incoming } from '../
 import { Cluster, type ServerState } from '../cluster/cluster.js';
 import { shareOfRule } from '../cluster/share.js';
 import { perMinute, type Rate } from '../config/units.js';
+import type { IpcStoreClient } from '../cluster/ipc-client.js';
+import { shardDir } from '../spool/shards.js';
+import type { ClusterConfig } from '../config/schema.js';
+
+/**
+ * The workers of one node, as a cluster whose store is their primary: a lease outlives a
+ * stalled worker by 15 s at most (the primary gives back a dead worker's leases at once), and a
+ * primary that does not answer within 500 ms puts the worker on its share.
+ */
+function workersCluster(shard: number): ClusterConfig {
+  return { redis: 'primary process (IPC)', node: `worker-${shard}`, lease_ttl: 15_000, timeout: 500, sync: 250, prefix: 'smtplb' };
+}
 
 /** A message as the relay takes it: envelope, its file in the spool, the header lines added on top. */
 type Received = Exclude<InboundMessage, { body: Buffer }>;
@@ -42,20 +54,28 @@ export class Relay {
   onPeerDown?: (servers: string[]) => void;
   private delivered = { n: 0, samples: [] as [number, number][] };
 
-  constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics) {
+  /**
+   * `worker`: this relay is one of a node's worker processes (`workers: N`): it spools into its
+   * own shard and shares limits with the other workers through the primary's store (or, with
+   * `cluster:`, through Redis as a node of its own).
+   */
+  constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics, worker?: { shard: number; store?: IpcStoreClient }) {
     const c = config();
-    this.spool = new Spool(c.spool, () => this.config().queue.min_free);
-    this.spool.on('reserve-released', () => this.log.warn({ spool: c.spool }, 'spool disk full: released the reserve to record delivery outcomes; new mail gets 452 until there is room'));
+    const dir = shardDir(c.spool, worker?.shard ?? 0);
+    this.spool = new Spool(dir, () => this.config().queue.min_free);
+    this.spool.on('reserve-released', () => this.log.warn({ spool: dir }, 'spool disk full: released the reserve to record delivery outcomes; new mail gets 452 until there is room'));
     this.spool.on('unwritable', (e: NodeJS.ErrnoException) =>
-      this.log.error({ spool: c.spool, code: e.code, err: e.message }, 'spool cannot write (read-only or failing filesystem): new mail gets 451 4.3.0, deliveries pause; probing every second'),
+      this.log.error({ spool: dir, code: e.code, err: e.message }, 'spool cannot write (read-only or failing filesystem): new mail gets 451 4.3.0, deliveries pause; probing every second'),
     );
-    this.spool.on('writable', () => this.log.warn({ spool: c.spool }, 'spool writes again: taking mail and delivering'));
+    this.spool.on('writable', () => this.log.warn({ spool: dir }, 'spool writes again: taking mail and delivering'));
     // A sync that failed after a commit: what the disk holds is unknown, so the last resort
     // ends the process (exit 70) before any reply is given.
     this.spool.on('fatal', (e: Error) => process.nextTick(() => { throw e; }));
     this.spool.on('dsn-deferred', (id: string, e: Error) => this.log.warn({ queue_id: id, err: e.message }, 'bounce could not be written (disk full); DSN owed and retried'));
-    if (c.cluster) {
-      const cluster = new Cluster(c.cluster, { beat: () => this.beat(), lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }) }, log, path.join(c.spool, 'cluster-nodes'));
+    // The workers of one node share through their primary unless the node is in a Redis cluster.
+    const shared = c.cluster ? (worker ? { ...c.cluster, node: `${c.cluster.node}.${worker.shard}` } : c.cluster) : worker?.store ? workersCluster(worker.shard) : undefined;
+    if (shared) {
+      const cluster = new Cluster(shared, { beat: () => this.beat(), lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }) }, log, path.join(dir, 'cluster-nodes'), c.cluster ? undefined : worker?.store);
       cluster.on('control', (lists: import('../cluster/cluster.js').ControlLists, lifted: boolean) => {
         this.shaper.useControl(lists);
         this.onClusterServers?.(lists.servers);
