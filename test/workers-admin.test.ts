@@ -238,6 +238,7 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   await waitFor('both workers serving their shard', async () => ((await api<{ shards?: unknown[] }>(admin, '/api/status')).shards?.length ?? 0) === 2, 15_000);
   // Parallel connections until both workers took some.
   const sent = new Map<string, string>();
+  const firstSent = Date.now();
   for (let round = 0; round < 5; round++) {
     for (const [k, v] of await sendMany(port, 12, sent.size)) sent.set(k, v);
     const st = await api<{ shards: { queue: number }[] }>(admin, '/api/status');
@@ -287,6 +288,10 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   assert.deepEqual([counts.queued, counts.held], [left, 0]);
   assert.equal(await metric(admin, 'smtplb_queue_state_recipients', { state: 'queued' }), left);
   assert.equal(await metric(admin, 'smtplb_queue_recipients', { pool: 'out', destination: 'dest.test' }), left);
+  // Not summed over the workers: an age is the oldest shard's, a flag is 1.
+  const oldest = await metric(admin, 'smtplb_queue_oldest_seconds', { pool: 'out', destination: 'dest.test' });
+  assert.ok(oldest > 0 && oldest <= (Date.now() - firstSent) / 1000 + 1, `oldest ${oldest} s`);
+  assert.equal(await metric(admin, 'smtplb_spool_writable'), 1);
   assert.match((await cli(['status', '-c', lb.file])).stdout, new RegExp(`queue: queued ${left}\\b`));
 
   // The dashboard: its queue chart and the destination page.
