@@ -160,8 +160,10 @@ function renderServers(st) {
 }
 const destLink = (d) => '<a href="#dest=' + esc(encodeURIComponent(d)) + '">' + esc(d) + '</a>';
 function renderQueue(st) {
-  if (!st.queue) { $('qcounts').textContent = 'no relay (mode tcp only)'; $('dests').innerHTML = ''; $('dests')._sig = null; return; }
-  $('qcounts').textContent = Object.entries(st.queue.counts).map(([k, v]) => k + ': ' + v).join(' · ') || 'empty';
+  // Under workers: the queue is the sum of the workers' shards, each listed (a silent one said so).
+  const shards = st.shards ? ' · by worker shard: ' + st.shards.map((s) => s.shard + ': ' + (s.reachable ? s.queue : 'NO ANSWER')).join(', ') : '';
+  if (!st.queue) { $('qcounts').textContent = st.shards ? 'no worker answered' + shards : 'no relay (mode tcp only)'; $('dests').innerHTML = ''; $('dests')._sig = null; return; }
+  $('qcounts').textContent = (Object.entries(st.queue.counts).map(([k, v]) => k + ': ' + v).join(' · ') || 'empty') + shards;
   renderDests(st.queue.destinations, $('df').value.toLowerCase());
   setHTML($('errors'), '<tr><th>when</th><th>server</th><th>reply</th></tr>' + (st.last_errors || []).map((e) => '<tr><td>' + esc(e.at.slice(11, 19)) + '</td><td>' + esc(e.pool + '/' + e.server) + '</td><td>' + esc(reply(e.code, e.reply)) + '</td></tr>').join(''));
   setHTML($('throttles'), '<tr><th>throttled pair</th><th class=num>factor</th><th class=num>rate/min</th><th>suspended until</th></tr>' + (st.throttles || []).map((t) => '<tr><td>' + esc(t.pool + '/' + t.server + ' → ') + destLink(t.destination) + '</td><td class=num>' + t.factor + '</td><td class=num>' + esc(t.rate_per_minute ?? '-') + '</td><td>' + esc(t.suspended_until || '') + '</td></tr>').join(''));

@@ -4,12 +4,24 @@
 // the Prometheus counters the data path increments anyway, the spool's per-destination
 // counters, the shaper's state and the gateway's health history. Nothing is added to the
 // per-message path. Also here: the data of one destination's page.
+//
+// Under `workers: N` the primary samples (it serves the dashboard) but the relay numbers are
+// the workers': each shard's queue and counters. The primary then asks every shard for a
+// compact reading of them at each step (GET /api/history/relay, `relayReading` below: counter
+// totals, queue per pool, its largest destinations, throttles and suspensions; bounded in
+// size), with the fan-out's 2 s timeout, and merges them into one sample. One request per
+// shard per step, on the sampler's own timer (a step still waiting is not started twice),
+// so the dashboard's reads never wait for a shard; a shard that does not answer is missing
+// from that step only. Counters are diffed per shard, so a restarted worker's counters
+// starting again from zero are not lost or counted twice.
 import fs from 'node:fs';
 import type { Metrics } from './metrics.js';
 import type { Pool } from '../balancing/pool.js';
 import type { Relay } from '../runtime/relay.js';
+import type { Override, Suspension } from '../spool/spool.js';
 import { domainMatches } from '../routing/route.js';
 import { recipientProgress } from './views.js';
+import { mergeThrottles, unionById, type ThrottleView } from './fanout.js';
 
 export const DEFAULT_STEP_MS = 10_000;
 export const WINDOW_MS = 3_600_000;
@@ -228,11 +240,87 @@ export interface HistorySources {
   deliveryLog(): string | undefined;
 }
 
+/** A relay's numbers for one history step (what a shard sends the primary's sampler). */
+export interface RelayReading {
+  /** Counter totals per pool: [delivered, deferred, bounced, no_reply]. */
+  counters: Record<string, [number, number, number, number]>;
+  /** Per pool: recipients in the queue (waiting, held, failed), and its oldest waiting message (ms since the epoch, among its largest destinations). */
+  pools: Record<string, { queued: number; oldest: number | null }>;
+  /** The largest destinations (oldest: ms since the epoch). */
+  destinations: { pool: string; destination: string; queued: number; oldest: number }[];
+  /** Pairs in adaptive backoff (below full speed or suspended). */
+  throttles: ThrottleView[];
+  suspensions: Suspension[];
+  overrides: Override[];
+}
+
+/** Destinations a shard's reading names (the primary keeps TOP_DESTINATIONS of their merge). */
+const READING_DESTINATIONS = 50;
+
+/** One relay's reading now: from counters and the spool's per-destination counters, never a scan. */
+export async function relayReading(relay: Relay, metrics: Pick<Metrics, 'finalOutcomes' | 'deliveries'>, now = Date.now()): Promise<RelayReading> {
+  const counters: RelayReading['counters'] = {};
+  for (const [pool, c] of await readCounters(metrics)) counters[pool] = c;
+  const pools: RelayReading['pools'] = {};
+  const pool = (name: string) => (pools[name] ??= { queued: 0, oldest: null });
+  for (const d of relay.spool.destinationSummaries()) pool(d.pool).queued += d.queued + d.held + d.failed;
+  const { top } = relay.spool.byDestination(OLDEST_AMONG);
+  for (const d of top) {
+    const p = pool(d.pool);
+    if (p.oldest === null || d.oldest < p.oldest) p.oldest = d.oldest;
+  }
+  return {
+    counters,
+    pools,
+    destinations: top.slice(0, READING_DESTINATIONS).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest: d.oldest })),
+    throttles: relay.shaper.throttles(now).filter((t) => t.factor < 1 || t.suspended_until),
+    suspensions: relay.shaper.suspensions(now),
+    overrides: relay.shaper.overrides(now),
+  };
+}
+
+/** Several shards' readings as one (counters aside: those are diffed per shard). */
+export function mergeReadings(readings: Omit<RelayReading, 'counters'>[]): Omit<RelayReading, 'counters'> {
+  const pools: RelayReading['pools'] = {};
+  const dests = new Map<string, RelayReading['destinations'][number]>();
+  for (const r of readings) {
+    for (const [name, p] of Object.entries(r.pools ?? {})) {
+      const q = (pools[name] ??= { queued: 0, oldest: null });
+      q.queued += p.queued;
+      if (p.oldest !== null && (q.oldest === null || p.oldest < q.oldest)) q.oldest = p.oldest;
+    }
+    for (const d of r.destinations ?? []) {
+      const key = `${d.pool}|${d.destination}`;
+      const e = dests.get(key);
+      if (!e) dests.set(key, { ...d });
+      else {
+        e.queued += d.queued;
+        e.oldest = Math.min(e.oldest, d.oldest);
+      }
+    }
+  }
+  return {
+    pools,
+    destinations: [...dests.values()].sort((a, b) => b.queued - a.queued),
+    throttles: mergeThrottles(readings.map((r) => r.throttles)),
+    suspensions: unionById(readings.map((r) => r.suspensions)),
+    overrides: unionById(readings.map((r) => r.overrides)),
+  };
+}
+
+/** The shards' readings for one step; null when there are no shards (the local relay, if any, is read). */
+export type ShardReader = () => Promise<{ shard: number; reading: RelayReading }[] | null>;
+
 /** Samples every `stepMs` into a History; marks from state changes. */
 export class HistorySampler {
   readonly history: History;
   private timer?: NodeJS.Timeout;
   private prev: CounterTotals = new Map();
+  /** Under workers: each shard's counter totals at the last step it answered. */
+  private prevByShard = new Map<number, CounterTotals>();
+  private shards?: ShardReader;
+  /** Under workers: the suspensions and overrides of the last step's readings (for the marks). */
+  private remoteControls?: { suspensions: Suspension[]; overrides: Override[] };
   private last = Date.now();
   private busy = false;
   private seenEvents = new WeakSet<object>();
@@ -256,6 +344,11 @@ export class HistorySampler {
     this.timer = undefined;
   }
 
+  /** Under workers (the primary): read the relay numbers from the shards (the admin server attaches its fan-out). */
+  attachShards(read: ShardReader): void {
+    this.shards = read;
+  }
+
   /** The sampling timer while started (undefined when stopped): it must not keep the process alive. */
   get timerHandle(): NodeJS.Timeout | undefined {
     return this.timer;
@@ -266,33 +359,56 @@ export class HistorySampler {
     if (this.busy) return;
     this.busy = true;
     try {
-      const cur = await readCounters(this.src.metrics);
-      const deltas = counterDeltas(this.prev, cur);
-      this.prev = cur;
+      const remote = this.shards ? await this.shards() : null;
       const dt = Math.max(1, now - this.last);
       this.last = now;
       const pools: Record<string, PoolSample> = {};
       const pool = (name: string) => (pools[name] ??= { delivered: 0, deferred: 0, bounced: 0, no_reply: 0, queued: 0, oldest: null });
       for (const name of this.src.pools().keys()) pool(name);
-      for (const [name, [d, f, b, e]] of deltas) Object.assign(pool(name), { delivered: d, deferred: f, bounced: b, no_reply: e });
-      let destinations: Sample['destinations'] = [];
-      const relay = this.src.relay();
-      if (relay) {
-        for (const d of relay.spool.destinationSummaries()) pool(d.pool).queued += d.queued + d.held + d.failed;
-        const { top } = relay.spool.byDestination(OLDEST_AMONG);
-        for (const d of top) {
-          const age = Math.max(0, Math.round((now - d.oldest) / 1000));
-          const p = pool(d.pool);
-          if (p.oldest === null || age > p.oldest) p.oldest = age;
+      const addDeltas = (deltas: CounterTotals) => {
+        for (const [name, [d, f, b, e]] of deltas) {
+          const p = pool(name);
+          p.delivered += d;
+          p.deferred += f;
+          p.bounced += b;
+          p.no_reply += e;
         }
-        destinations = top.slice(0, TOP_DESTINATIONS).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest: Math.max(0, Math.round((now - d.oldest) / 1000)) }));
-        this.throttleMarks(relay, now);
+      };
+      let reading: Omit<RelayReading, 'counters'> | undefined;
+      if (remote) {
+        for (const { shard, reading: r } of remote) {
+          const cur: CounterTotals = new Map(Object.entries(r.counters ?? {}));
+          addDeltas(counterDeltas(this.prevByShard.get(shard) ?? new Map(), cur));
+          this.prevByShard.set(shard, cur);
+        }
+        reading = mergeReadings(remote.map((x) => x.reading));
+        this.remoteControls = { suspensions: reading.suspensions, overrides: reading.overrides };
+      } else {
+        const cur = await readCounters(this.src.metrics);
+        addDeltas(counterDeltas(this.prev, cur));
+        this.prev = cur;
+        const relay = this.src.relay();
+        if (relay) reading = await relayReading(relay, this.src.metrics, now);
+      }
+      let destinations: Sample['destinations'] = [];
+      if (reading) {
+        const age = (t: number) => Math.max(0, Math.round((now - t) / 1000));
+        for (const [name, p] of Object.entries(reading.pools)) Object.assign(pool(name), { queued: p.queued, oldest: p.oldest === null ? null : age(p.oldest) });
+        destinations = reading.destinations.slice(0, TOP_DESTINATIONS).map((d) => ({ pool: d.pool, destination: d.destination, queued: d.queued, oldest: age(d.oldest) }));
+        this.throttleMarks(reading.throttles, now);
       }
       this.collectMarks(now);
       this.history.add({ t: now, dt, pools, destinations });
     } finally {
       this.busy = false;
     }
+  }
+
+  /** The operators' suspensions and overrides now: the local relay's, or under workers the shards' at the last step. */
+  private controls(now: number): { suspensions: Suspension[]; overrides: Override[] } | undefined {
+    const relay = this.src.relay();
+    if (relay) return { suspensions: relay.shaper.suspensions(now), overrides: relay.shaper.overrides(now) };
+    return this.remoteControls && { suspensions: this.remoteControls.suspensions.filter((s) => s.until > now), overrides: this.remoteControls.overrides.filter((o) => o.until > now) };
   }
 
   /** Marks from the gateway's health history and the operators' suspensions (cheap: also run on every read). */
@@ -306,11 +422,11 @@ export class HistorySampler {
       const verb = { up: 'is UP', down: 'is DOWN', ejected: 'ejected', drain: 'drained', enable: 'enabled', disabled: 'disabled', weight: 'weight changed' }[e.event] ?? e.event;
       this.history.mark({ at, kind: e.event, pool: e.pool, server: e.server, text: `${e.pool}/${e.server} ${verb}${e.detail ? `: ${e.detail}` : ''}` });
     }
-    const relay = this.src.relay();
-    if (!relay) return;
+    const controls = this.controls(now);
+    if (!controls) return;
     const current = new Map<string, { pool: string; destination: string; until: number; kind: 'suspend' | 'override'; created: number; text: string }>();
-    for (const s of relay.shaper.suspensions(now)) current.set(`s:${s.id}`, { ...s, kind: 'suspend', text: `${s.pool} → ${s.destination} suspended by ${s.who}: ${s.reason}` });
-    for (const o of relay.shaper.overrides(now)) {
+    for (const s of controls.suspensions) current.set(`s:${s.id}`, { ...s, kind: 'suspend', text: `${s.pool} → ${s.destination} suspended by ${s.who}: ${s.reason}` });
+    for (const o of controls.overrides) {
       const limits = [o.rate ? `rate ${o.rate}` : '', o.concurrency ? `concurrency ${o.concurrency}` : ''].filter(Boolean).join(', ');
       current.set(`o:${o.id}`, { ...o, kind: 'override', text: `${o.pool} → ${o.destination} override ${limits} by ${o.who}: ${o.reason}` });
     }
@@ -327,9 +443,9 @@ export class HistorySampler {
   }
 
   /** Pairs entering or leaving adaptive backoff since the last step (marked at the step's time). */
-  private throttleMarks(relay: Relay, now: number): void {
+  private throttleMarks(throttles: ThrottleView[], now: number): void {
     const current = new Map<string, { pool: string; server: string; destination: string; factor: number; reply: string | null; suspended: string | null }>();
-    for (const t of relay.shaper.throttles(now)) {
+    for (const t of throttles) {
       if (t.factor < 1 || t.suspended_until) current.set(`${t.pool}/${t.server}|${t.destination}`, { pool: t.pool, server: t.server, destination: t.destination, factor: t.factor, reply: t.last_throttle_reply, suspended: t.suspended_until });
     }
     const fresh = [...current].filter(([k]) => !this.throttled.has(k));

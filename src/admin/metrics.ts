@@ -83,7 +83,7 @@ export class Metrics {
   }
 
   /** A gauge computed at scrape time from the running state. */
-  private stateGauge(name: string, help: string, labelNames: string[], fill: (set: (labels: Record<string, string>, v: number) => void) => void, aggregator?: 'max'): void {
+  private stateGauge(name: string, help: string, labelNames: string[], fill: (set: (labels: Record<string, string>, v: number) => void) => void, aggregator?: 'max' | 'min'): void {
     new client.Gauge({
       name,
       help,
@@ -97,12 +97,17 @@ export class Metrics {
     });
   }
 
-  /** A gauge filled at scrape time from the relay, when there is one. */
-  private relayGauge(name: string, help: string, labelNames: string[], fill: (relay: Relay, set: (labels: Record<string, string>, v: number) => void) => void): void {
+  /**
+   * A gauge filled at scrape time from the relay, when there is one. Under `workers: N` each
+   * worker's relay holds one shard of the queue and the primary's scrape sums the workers'
+   * series (prom-client's AggregatorRegistry): right for counts (the queue is the sum of its
+   * shards), wrong for ages, flags and state every worker shares, which say how to combine.
+   */
+  private relayGauge(name: string, help: string, labelNames: string[], fill: (relay: Relay, set: (labels: Record<string, string>, v: number) => void) => void, aggregator?: 'max' | 'min'): void {
     this.stateGauge(name, help, labelNames, (set) => {
       const r = this.relay();
       if (r) fill(r, set);
-    });
+    }, aggregator);
   }
 
   private relayGauges(): void {
@@ -124,28 +129,28 @@ export class Metrics {
       const { top, rest } = byDestination(r);
       for (const d of top) set({ pool: d.pool, destination: d.domain }, (now - d.oldest) / 1000);
       if (rest.oldest !== null) set({ pool: '', destination: 'other' }, (now - rest.oldest) / 1000);
-    });
+    }, 'max'); // the oldest message of all shards
     this.relayGauge('smtplb_spool_writable', '1 when the spool takes writes; 0 while its filesystem refuses them (read-only, I/O errors) and new mail gets 451', [], (r, set) => {
       set({}, r.spool.unwritable ? 0 : 1);
-    });
+    }, 'min'); // 0 when any shard's spool refuses writes
     this.relayGauge('smtplb_queue_state_recipients', 'Recipients in the spool by state', ['state'], (r, set) => {
       for (const c of r.spool.counts()) set({ state: c.state }, c.n);
     });
     this.relayGauge('smtplb_warmup_cap', "Today's warm-up cap of a warming server (absent once warm)", ['pool', 'server'], (r, set) => {
       for (const w of r.shaper.warmupStatus(this.pools())) if (w.cap !== null) set({ pool: w.pool, server: w.server }, w.cap);
-    });
+    }, 'max'); // the plan's cap, the same in every worker
     this.relayGauge('smtplb_warmup_sent', 'Messages a warming server has sent today', ['pool', 'server'], (r, set) => {
       for (const w of r.shaper.warmupStatus(this.pools())) set({ pool: w.pool, server: w.server }, w.sent);
-    });
+    }, 'max'); // warm-up counts are shared between workers: each reports the shared count (the highest is the freshest)
     this.relayGauge('smtplb_throttle_factor', 'Adaptive backoff: share of the configured concurrency and rate in force (only pairs below 1 or suspended)', ['pool', 'server', 'destination'], (r, set) => {
       for (const t of r.shaper.throttles()) if (t.factor < 1 || t.suspended_until) set({ pool: t.pool, server: t.server, destination: t.destination }, t.factor);
-    });
+    }, 'min'); // backoff is shared: the most cautious worker's view while a change spreads
     this.relayGauge('smtplb_cluster_shared', "1 while limits are shared through the cluster's Redis; 0 while this node applies its local share (limit ÷ nodes)", [], (r, set) => {
       if (r.cluster) set({}, r.cluster.shared ? 1 : 0);
-    });
+    }, 'min'); // 0 when any worker applies its local share
     this.relayGauge('smtplb_cluster_nodes', 'Cluster nodes heard from lately (the divisor of the local share when Redis is out of reach)', [], (r, set) => {
       if (r.cluster) set({}, r.cluster.nodes);
-    });
+    }, 'max');
     this.relayGauge('smtplb_cluster_requests', 'Requests to the cluster store since start, by kind (grant, refused, release, sync, error)', ['kind'], (r, set) => {
       if (!r.cluster) return;
       const c = r.cluster.counters;

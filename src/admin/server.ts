@@ -14,6 +14,8 @@ import { eligible } from '../balancing/eligible.js';
 import { domainOf } from '../routing/route.js';
 import { DASHBOARD_HTML, dashboardAsset } from './dashboard.js';
 import { recipientProgress } from './views.js';
+import { destinationView, relayReading, type RelayReading, type ShardReader } from './history.js';
+import { fanOut, firstAnswer, mergeDestinationAnswers, mergeFlush, mergeQueueList, mergeStatus, mergeThrottleAnswers, ownerAnswer, type Answer, type Shard } from './fanout.js';
 
 export interface AdminContext {
   token?: string;
@@ -24,10 +26,16 @@ export interface AdminContext {
   /** Apply an admin action to a server everywhere (all worker processes). */
   serverAction(pool: string, server: string, action: AdminState | { weight: number }): void;
   relay(): Relay | undefined;
-  /** The primary of `workers: N`: each worker's private admin API (127.0.0.1), which answers for its shard of the queue. */
-  shards?: () => { shard: number; port: number }[];
   /** The dashboard's last hour (charts and marks) and destination pages, when this process samples them. */
-  history?: { snapshot(): unknown; destination(domain: string): Promise<unknown | null> };
+  history?: { snapshot(): unknown; destination(domain: string): Promise<unknown | null>; attachShards?(read: ShardReader): void };
+  /**
+   * The cluster primary under `workers: N` with mode: smtp listeners: the live workers' private
+   * admin ports (127.0.0.1), by shard. Non-empty: the relay routes are answered by asking
+   * every shard and merging (fanout.ts). Empty or absent: this process's own relay answers.
+   */
+  shards?: () => Shard[];
+  /** The delivery log file, for destination pages answered without a sampler (a worker's private admin API). */
+  deliveryLog?: () => string | undefined;
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse, params: string[]) => Promise<void> | void;
@@ -61,7 +69,12 @@ export class AdminServer {
       const anyUp = [...ctx.pools().values()].some((p) => p.servers.some((s) => s.health.up));
       json(res, anyUp ? 200 : 503, { ready: anyUp });
     }, true);
-    this.route('GET', /^\/api\/status$/, (_req, res) => json(res, 200, ctx.status()));
+    this.route('GET', /^\/api\/status$/, async (_req, res) => {
+      const shards = this.shards();
+      if (!shards.length) return json(res, 200, ctx.status());
+      const a = mergeStatus(ctx.status() as Record<string, unknown>, shards, await fanOut(shards, ctx.token, 'GET', '/api/status'));
+      json(res, a.status, a.body);
+    });
     this.route('POST', /^\/api\/pools\/([^/]+)\/servers\/([^/]+)\/(drain|enable|disable|weight)$/, async (req, res, [pool, server, action]) => {
       const p = ctx.pools().get(pool);
       const s = p?.find(server);
@@ -98,17 +111,37 @@ export class AdminServer {
       res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
       res.end(JSON.stringify(ctx.history.snapshot()));
     });
-    this.route('GET', /^\/api\/destinations\/([^/]+)$/, async (_req, res, [domain]) => {
+    // The relay numbers of a primary's history step, from this process's relay (a worker's shard).
+    this.route('GET', /^\/api\/history\/relay$/, async (_req, res) => {
+      const relay = this.relayOr404(res);
+      if (relay) json(res, 200, await relayReading(relay, ctx.metrics));
+    });
+    this.route('GET', /^\/api\/destinations\/([^/]+)$/, async (req, res, [domain]) => {
       // A recipient domain: a host name (letters, digits, hyphens; dots between labels of 1-63; at most 253, a trailing dot allowed).
       const name = domain.endsWith('.') ? domain.slice(0, -1) : domain;
       if (name.length > 253 || !name.split('.').every((l) => /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(l))) {
         return json(res, 400, { error: 'not a destination: give a domain name of at most 253 characters (letters, digits, hyphens and dots)' });
       }
+      // Under workers: every shard's page of this destination, merged (the same request, forwarded).
+      const shards = this.shards();
+      if (shards.length) return this.answer(res, mergeDestinationAnswers(await fanOut(shards, ctx.token, 'GET', forwardPath(req))));
+      const relay = ctx.relay();
+      // A worker's private admin API: its shard's page, without a sampler.
+      if (!ctx.history && relay) return json(res, 200, await destinationView(relay, ctx.pools(), name, ctx.deliveryLog?.()));
       if (!ctx.history) return json(res, 404, { error: 'no history is sampled in this process, so there are no destination pages' });
       const v = await ctx.history.destination(name);
       if (!v) return json(res, 404, { error: 'this smtplb has no mode: smtp listener, so no queue or shaping' });
       json(res, 200, v);
     });
+    // The primary's charts: the relay numbers come from the shards at each step.
+    if (ctx.shards && ctx.history?.attachShards) {
+      ctx.history.attachShards(async () => {
+        const shards = this.shards();
+        if (!shards.length) return null;
+        const answers = await fanOut(shards, ctx.token, 'GET', '/api/history/relay');
+        return answers.flatMap((a) => (a.ok && a.status === 200 ? [{ shard: a.shard, reading: a.body as RelayReading }] : []));
+      });
+    }
     this.server = http.createServer((req, res) =>
       this.dispatch(req, res).catch((e: Error) => {
         this.ctx.log.error({ err: e }, 'admin request failed');
@@ -119,6 +152,32 @@ export class AdminServer {
     this.server.on('clientError', (_e, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
       else socket.destroy();
+    });
+  }
+
+  /** The workers' private admin APIs, when this is a primary whose workers hold the queue (else empty). */
+  private shards(): Shard[] {
+    try {
+      return this.ctx.shards?.() ?? [];
+    } catch {
+      return [];
+    }
+  }
+
+  private answer(res: http.ServerResponse, a: Answer): void {
+    json(res, a.status, a.body);
+  }
+
+  /**
+   * A relay route: answered by this process's relay, or under workers by the shards through
+   * `remote` (given the path and query as received, and the request's body).
+   */
+  private relayRoute(method: string, re: RegExp, local: Handler, remote: (shards: Shard[], path: string, body: string | undefined) => Promise<Answer>): void {
+    this.route(method, re, async (req, res, params) => {
+      const shards = this.shards();
+      if (!shards.length) return local(req, res, params);
+      const body = method === 'GET' ? undefined : await readBody(req);
+      this.answer(res, await remote(shards, forwardPath(req), body));
     });
   }
 
@@ -133,7 +192,7 @@ export class AdminServer {
   private queueRoutes(): void {
     const ctx = this.ctx;
     const relayOr404 = (res: http.ServerResponse) => this.relayOr404(res);
-    this.route('GET', /^\/api\/queue$/, (req, res) => {
+    this.relayRoute('GET', /^\/api\/queue$/, (req, res) => {
       const relay = relayOr404(res);
       if (!relay) return;
       const q = new URL(req.url ?? '/', 'http://admin').searchParams;
@@ -147,15 +206,15 @@ export class AdminServer {
       }
       const list = relay.spool.list({ domain: q.get('domain') ?? undefined, pool: q.get('pool') ?? undefined, state: q.get('state') ?? undefined, olderThanMs });
       json(res, 200, { messages: list.map((m) => messageView(m, (r) => relay.waitingFor(r))), counts: relay.spool.counts() });
-    });
-    this.route('GET', /^\/api\/queue\/([A-Za-z0-9]+)$/, (_req, res, [id]) => {
+    }, (shards, path) => fanOut(shards, ctx.token, 'GET', path).then((a) => mergeQueueList(a)));
+    this.relayRoute('GET', /^\/api\/queue\/([A-Za-z0-9]+)$/, (_req, res, [id]) => {
       const relay = relayOr404(res);
       if (!relay) return;
       const m = relay.spool.message(id);
       if (!m) return json(res, 404, { error: `no message ${id} in the queue` });
       json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }, (r) => relay.waitingFor(r)), history: relay.spool.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
-    });
-    this.route('POST', /^\/api\/queue\/flush$/, async (req, res) => {
+    }, async (shards, path) => ownerAnswer(await fanOut(shards, ctx.token, 'GET', path)));
+    this.relayRoute('POST', /^\/api\/queue\/flush$/, async (req, res) => {
       const relay = relayOr404(res);
       if (!relay) return;
       const q = new URL(req.url ?? '/', 'http://admin').searchParams;
@@ -163,8 +222,8 @@ export class AdminServer {
       for (const id of ids) await relay.spool.setState(id, ['queued'], 'queued', Date.now(), 'flushed');
       relay.scheduler.wake();
       json(res, 200, { ok: true, flushed: ids.length });
-    });
-    this.route('POST', /^\/api\/queue\/([A-Za-z0-9]+)\/(hold|release|delete|bounce|flush)$/, async (_req, res, [id, action]) => {
+    }, async (shards, path, body) => mergeFlush(await fanOut(shards, ctx.token, 'POST', path, body)));
+    this.relayRoute('POST', /^\/api\/queue\/([A-Za-z0-9]+)\/(hold|release|delete|bounce|flush)$/, async (_req, res, [id, action]) => {
       const relay = relayOr404(res);
       if (!relay) return;
       const m = relay.spool.message(id);
@@ -192,8 +251,8 @@ export class AdminServer {
       relay.scheduler.wake();
       ctx.log.info({ queue_id: id, action }, `admin: queue ${action} ${id}`);
       json(res, 200, { ok: true, id, action, recipients: changed });
-    });
-    this.route('GET', /^\/api\/route$/, (req, res) => {
+    }, async (shards, path, body) => ownerAnswer(await fanOut(shards, ctx.token, 'POST', path, body)));
+    this.relayRoute('GET', /^\/api\/route$/, (req, res) => {
       const relay = relayOr404(res);
       if (!relay) return;
       const q = new URL(req.url ?? '/', 'http://admin').searchParams;
@@ -222,34 +281,34 @@ export class AdminServer {
         poolName = pool.cfg.fallback;
       }
       json(res, 200, { address, query, route: { index: choice.index, ...choice.rule }, why: choice.why, pools: chain });
-    });
+    }, (shards, path) => firstAnswer(shards, ctx.token, 'GET', path));
   }
 
   /** Throttles (adaptive backoff state) and operators' named suspensions. */
   private shapingRoutes(): void {
     const ctx = this.ctx;
     const relayOr404 = (res: http.ServerResponse) => this.relayOr404(res);
-    this.route('GET', /^\/api\/throttles$/, (_req, res) => {
+    this.relayRoute('GET', /^\/api\/throttles$/, (_req, res) => {
       const relay = relayOr404(res);
       if (relay) json(res, 200, { throttles: relay.shaper.throttles() });
-    });
-    this.route('GET', /^\/api\/suspensions$/, (_req, res) => {
+    }, async (shards, path) => mergeThrottleAnswers(await fanOut(shards, ctx.token, 'GET', path)));
+    this.relayRoute('GET', /^\/api\/suspensions$/, (_req, res) => {
       const relay = relayOr404(res);
       if (relay) json(res, 200, { suspensions: relay.shaper.suspensions().map(controlView) });
-    });
-    this.route('POST', /^\/api\/suspensions$/, async (req, res) => {
+    }, (shards, path, body) => firstAnswer(shards, ctx.token, 'GET', path, body));
+    this.relayRoute('POST', /^\/api\/suspensions$/, async (req, res) => {
       const relay = relayOr404(res);
       const c = relay && (await this.readControl(req, res));
       if (!relay || !c) return;
       const s = await relay.shaper.suspend({ pool: c.pool, destination: c.destination, until: c.until, reason: c.reason, who: c.who });
       ctx.log.warn({ suspension: s.id, pool: s.pool, destination: s.destination, until: new Date(s.until).toISOString(), who: s.who, reason: s.reason }, `suspension ${s.id}: ${s.pool} → ${s.destination} by ${s.who}: ${s.reason}`);
       json(res, 200, { ok: true, suspension: controlView(s) });
-    });
-    this.route('GET', /^\/api\/overrides$/, (_req, res) => {
+    }, (shards, path, body) => firstAnswer(shards, ctx.token, 'POST', path, body));
+    this.relayRoute('GET', /^\/api\/overrides$/, (_req, res) => {
       const relay = relayOr404(res);
       if (relay) json(res, 200, { overrides: relay.shaper.overrides().map(controlView) });
-    });
-    this.route('POST', /^\/api\/overrides$/, async (req, res) => {
+    }, (shards, path, body) => firstAnswer(shards, ctx.token, 'GET', path, body));
+    this.relayRoute('POST', /^\/api\/overrides$/, async (req, res) => {
       const relay = relayOr404(res);
       const c = relay && (await this.readControl(req, res));
       if (!relay || !c) return;
@@ -269,8 +328,8 @@ export class AdminServer {
       ctx.log.warn({ override: o.id, pool: o.pool, destination: o.destination, rate, concurrency, until: new Date(o.until).toISOString(), who: o.who, reason: o.reason }, `override ${o.id}: ${o.pool} → ${o.destination} by ${o.who}: ${o.reason}`);
       relay.scheduler.wake();
       json(res, 200, { ok: true, override: controlView(o) });
-    });
-    this.route('DELETE', /^\/api\/overrides\/([A-Za-z0-9]+)$/, async (_req, res, [id]) => {
+    }, (shards, path, body) => firstAnswer(shards, ctx.token, 'POST', path, body));
+    this.relayRoute('DELETE', /^\/api\/overrides\/([A-Za-z0-9]+)$/, async (_req, res, [id]) => {
       const relay = relayOr404(res);
       if (!relay) return;
       if (!(await relay.shaper.cancelOverride(id))) return json(res, 404, { error: `no override ${id}` });
@@ -278,15 +337,15 @@ export class AdminServer {
       relay.scheduler.unblockAll();
       ctx.log.info({ override: id }, `override ${id} cancelled`);
       json(res, 200, { ok: true, cancelled: id });
-    });
-    this.route('DELETE', /^\/api\/suspensions\/([A-Za-z0-9]+)$/, async (_req, res, [id]) => {
+    }, (shards, path, body) => firstAnswer(shards, ctx.token, 'DELETE', path, body));
+    this.relayRoute('DELETE', /^\/api\/suspensions\/([A-Za-z0-9]+)$/, async (_req, res, [id]) => {
       const relay = relayOr404(res);
       if (!relay) return;
       if (!(await relay.shaper.cancel(id))) return json(res, 404, { error: `no suspension ${id}` });
       relay.scheduler.unblockAll();
       ctx.log.info({ suspension: id }, `suspension ${id} cancelled`);
       json(res, 200, { ok: true, cancelled: id });
-    });
+    }, (shards, path, body) => firstAnswer(shards, ctx.token, 'DELETE', path, body));
   }
 
   /** The fields suspensions and overrides share: what, where, for how long, who and why. */
@@ -366,7 +425,9 @@ export class AdminServer {
   listen(addr: HostPort): Promise<void> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(addr.port, addr.host, () => {
+      // exclusive: in a cluster worker (its private admin API on port 0), a socket of its own;
+      // without it the workers would share one port and each request reach any of them.
+      this.server.listen({ port: addr.port, host: addr.host, exclusive: true }, () => {
         this.server.off('error', reject);
         resolve();
       });
@@ -403,6 +464,12 @@ function messageView(m: import('../spool/spool.js').MessageRow & { recipients: i
 
 function controlView<T extends import('../spool/spool.js').Suspension>(s: T) {
   return { ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() };
+}
+
+/** The path and query a request was sent to, for forwarding it to a shard as received. */
+function forwardPath(req: http.IncomingMessage): string {
+  const u = new URL(req.url ?? '/', 'http://admin');
+  return `${u.pathname}${u.search}`;
 }
 
 /** A request body as a JSON object ('' is {}); null for anything else (bad JSON, null, an array, a number). */

@@ -76,6 +76,8 @@ async function admin(file: string, method: string, urlPath: string, body?: unkno
 interface StatusServer { name: string; address: string; weight: number; backup: boolean; admin: string; up: boolean; ejected_until: string | null; active: number; connections: number; failures: number; last_error: string | null }
 interface StatusShape {
   hostname: string;
+  /** Set when some worker's shard of the queue did not answer (workers: N). */
+  warning?: string;
   listeners: { name: string; listen: string; mode: string; pool?: string }[];
   pools: { name: string; balance: string; servers: (StatusServer & { warmup: { cap: number | null; sent: number } | null })[] }[];
   queue?: { counts: Record<string, number>; destinations: { pool: string; destination: string; queued: number; oldest_seconds: number }[] };
@@ -137,6 +139,8 @@ function statusLines(s: StatusShape, rates?: { prev: Map<string, { n: number; t:
     out.push(`  queue: ${counts || 'empty'}`);
     for (const d of s.queue.destinations.slice(0, 10)) out.push(`    ${d.destination.padEnd(30)} pool ${d.pool.padEnd(12)} waiting ${String(d.queued).padEnd(6)} oldest ${d.oldest_seconds}s`);
   }
+  // Under workers: a worker that did not answer leaves its shard of the queue out.
+  if (s.warning) out.push(`  warning: ${s.warning}`);
   for (const t of s.throttles ?? []) if (t.factor < 1 || t.suspended_until) out.push(`  throttled ${t.pool}/${t.server} → ${t.destination}: factor ${t.factor}${t.rate_per_minute ? `, ${t.rate_per_minute}/min` : ''}${t.suspended_until ? `, suspended until ${t.suspended_until}` : ''}`);
   for (const x of s.suspensions ?? []) out.push(`  suspension ${x.id}: ${x.pool} → ${x.destination} until ${x.until} by ${x.who}: ${x.reason}`);
   for (const o of s.overrides ?? []) out.push(`  override ${o.id}: ${describeOverride(o)}`);
@@ -211,6 +215,12 @@ function describeOverride(o: OverrideView): string {
 }
 
 interface QueueMessage { id: string; created: string; age_seconds: number; sender: string; size: number; message_id: string | null; recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; waiting_for: string | null }[] }
+
+/** Under workers: an answer some worker's shard is missing from says so, on stderr (stdout stays parseable). */
+function warnPartial(r: unknown): void {
+  const w = (r as { warning?: unknown } | null)?.warning;
+  if (typeof w === 'string') process.stderr.write(`${printable(`warning: ${w}`)}\n`);
+}
 
 function printQueue(ms: QueueMessage[]): void {
   if (ms.length === 0) return console.log('queue is empty');
@@ -343,12 +353,14 @@ async function main(argv: string[]): Promise<void> {
         for (const k of ['domain', 'pool', 'state'] as const) if (values[k]) q.set(k, values[k]!);
         if (values['older-than']) q.set('older_than', values['older-than']);
         const r = (await admin(file, 'GET', `/api/queue?${q}`)) as { messages: QueueMessage[]; counts: { state: string; n: number }[] };
+        warnPartial(r);
         if (values.json) return console.log(JSON.stringify(r, null, 2));
         printQueue(r.messages);
         return;
       }
       if (action === 'flush' && !id) {
         const r = await admin(file, 'POST', `/api/queue/flush${values.domain ? `?domain=${encodeURIComponent(values.domain)}` : ''}`);
+        warnPartial(r);
         return console.log(values.json ? JSON.stringify(r, null, 2) : `flushed ${(r as { flushed: number }).flushed} messages`);
       }
       if (!['show', 'hold', 'release', 'delete', 'bounce', 'flush'].includes(action) || !id) throw new UsageError('usage: smtplb queue list|show|hold|release|delete|bounce|flush ID -c FILE');
