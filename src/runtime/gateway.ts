@@ -440,6 +440,7 @@ export class Gateway {
       pools: () => this.pools,
       status: () => this.status(),
       relay: () => this.relay,
+      deliveryLog: () => this.config.delivery_log.file,
       // Drains and weights are the primary's to decide and push; a shard has no say.
       serverAction: () => {},
     });
