@@ -444,14 +444,19 @@ export class Relay {
   /**
    * Cut-through attempts go to the delivery log like the queue's (the record operators grep),
    * not to the process log: nothing per message there at `info`. A single recipient relayed at
-   * once also gets its final record here (`queueId` is its spool id, kept in no queue); with
-   * several, the queue manager's settle writes the finals.
+   * once gets one line when its first attempt delivers it: its `delivered` record, with that
+   * attempt's server, reply and time (`queue_id` is its spool id, kept in no queue); each
+   * attempt that did not deliver gets its `attempt` line first. With several recipients, the
+   * queue manager's settle writes the finals.
    */
   private logCutThrough(m: Received, attempts: { server: string; code: number | null; text: string; ms: number }[], queueId: string, delivered?: { rcpt: string; server: string | null; code: number | null; text: string }): void {
     const r0 = m.recipients[0];
     const common = { queue_id: queueId, message_id: m.messageId ?? null, sender: m.sender, recipient_domain: r0.domain, route: r0.route, pool: r0.pool, queue_delay_ms: 0 };
-    for (const a of attempts) this.deliveryLog.write({ ...common, event: 'attempt', recipients: m.recipients.length, server: a.server, code: a.code, enhanced_code: enhancedCode(a.text), reply: a.text, delivery_ms: a.ms, attempt: 1 });
-    if (delivered) this.deliveryLog.write({ ...common, event: 'delivered', recipient: delivered.rcpt, server: delivered.server, code: delivered.code, enhanced_code: enhancedCode(delivered.text), reply: delivered.text, delivery_ms: null, attempt: 1 });
+    const last = delivered ? attempts[attempts.length - 1] : undefined;
+    attempts.forEach((a, i) => {
+      if (a !== last) this.deliveryLog.write({ ...common, event: 'attempt', recipients: m.recipients.length, server: a.server, code: a.code, enhanced_code: enhancedCode(a.text), reply: a.text, delivery_ms: a.ms, attempt: i + 1 });
+    });
+    if (delivered) this.deliveryLog.write({ ...common, event: 'delivered', recipient: delivered.rcpt, server: delivered.server, code: delivered.code, enhanced_code: enhancedCode(delivered.text), reply: delivered.text, delivery_ms: last?.ms ?? null, attempt: attempts.length });
   }
 
   /** Why a queued recipient waits now: the queue manager's view of its destination, else the row's own reason. */
