@@ -7,6 +7,7 @@
 // file, Postfix with its maillog file. smtplb queue also runs with `workers: 2` (its own
 // process and spool), beside one process; the load generator's and the sink's CPU are
 // reported per system, since on a small machine they share the cores with the system measured.
+// HAProxy runs a thread per core by default, so cut-through is measured both ways too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -58,6 +59,7 @@ async function main() {
   const hpPort = await freePort();
   const pfPort = await freePort();
   const w2Port = await freePort();
+  const w2CtPort = await freePort();
   const pool = `pools:
   sink:
     health: { check: smtp, interval: 1s }
@@ -78,6 +80,7 @@ workers: 2
 spool: ./spool
 listeners:
   - { name: queue, listen: 127.0.0.1:${w2Port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: cutthrough, listen: 127.0.0.1:${w2CtPort}, mode: smtp, relay_networks: [127.0.0.0/8], delivery: cutthrough }
 ${pool}`,
   );
   fs.writeFileSync(
@@ -105,13 +108,14 @@ ${pool}`,
   const hkFPort = await freePort();
   const haraka = withHaraka ? [startHaraka('queue', hkQPort, sinkPort), startHaraka('forward', hkFPort, sinkPort)] : [];
   try {
-    for (const p of [sinkPort, qPort, w2Port, ctPort, hpPort, pfPort, ...(withHaraka ? [hkQPort, hkFPort] : [])]) await waitFor(`port ${p}`, () => portOpen(p), 15_000);
+    for (const p of [sinkPort, qPort, w2Port, w2CtPort, ctPort, hpPort, pfPort, ...(withHaraka ? [hkQPort, hkFPort] : [])]) await waitFor(`port ${p}`, () => portOpen(p), 15_000);
     await new Promise((r) => setTimeout(r, 1500));
     const systems: { name: string; port: number; pids: () => number[] }[] = [
       { name: 'postfix queue', port: pfPort, pids: postfixPids },
       { name: 'smtplb queue', port: qPort, pids: () => descendants(smtplb.pid!) },
       { name: 'smtplb queue (2 workers)', port: w2Port, pids: () => descendants(smtplb2.pid!) },
       { name: 'smtplb cutthrough', port: ctPort, pids: () => descendants(smtplb.pid!) },
+      { name: 'smtplb cutthrough (2 workers)', port: w2CtPort, pids: () => descendants(smtplb2.pid!) },
       { name: 'haproxy tcp', port: hpPort, pids: () => descendants(haproxy.pid!) },
       ...(withHaraka
         ? [
@@ -182,6 +186,7 @@ ${pool}`,
       ratio('smtplb queue (2 workers) / Postfix', 'smtplb queue (2 workers)', 'postfix queue');
       ratio('smtplb queue (2 workers) / 1 process', 'smtplb queue (2 workers)', 'smtplb queue');
       ratio('smtplb cutthrough / HAProxy', 'smtplb cutthrough', 'haproxy tcp');
+      ratio('smtplb cutthrough (2 workers) / HAProxy', 'smtplb cutthrough (2 workers)', 'haproxy tcp');
       if (withHaraka) {
         ratio('smtplb queue / Haraka queue', 'smtplb queue', 'haraka queue');
         ratio('smtplb cutthrough / Haraka smtp_forward', 'smtplb cutthrough', 'haraka forward');
