@@ -6,6 +6,7 @@ import net, { type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { Pool, Server } from '../balancing/pool.js';
+import { pipelineEnvelope } from './pipelining.js';
 
 /** Reply text kept, stored, matched and quoted: an upstream's reply is bounded input. */
 export const REPLY_MAX = 4096;
@@ -158,6 +159,7 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
       tls: { rejectUnauthorized: cfg.tls === 'verify', ...(net.isIP(name) ? {} : { servername: name }) },
     });
     guard(conn);
+    pipelineEnvelope(conn);
     const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages, label: target ? `${server.name}→${target.servername}` : server.name };
     let settled = false;
     const fail = (e: Error & { response?: string; responseCode?: number; command?: string }) => {

@@ -180,6 +180,7 @@ export class SmtpListener extends SocketListener {
     sock.once('close', () => this.raw.get(id) === sock && this.raw.delete(id));
     if (!this.secureContext) {
       smtp.connect(sock, { ...opts, id });
+      batchReplies(sock);
       sock.resume();
       return;
     }
@@ -188,6 +189,7 @@ export class SmtpListener extends SocketListener {
     tlsSock.once('secure', () => {
       clearTimeout(timer);
       smtp.connect(tlsSock, { ...opts, id });
+      batchReplies(tlsSock);
     });
     tlsSock.on('error', (e) => {
       clearTimeout(timer);
@@ -382,4 +384,24 @@ export class SmtpListener extends SocketListener {
       },
     };
   }
+}
+
+/**
+ * The replies to a pipelined batch of commands in one write (one TLS record under TLS): the
+ * socket is corked while what arrived in one read is handled, and uncorked a turn later, when
+ * smtp-server has answered every command of it that it could answer at once. Added once
+ * smtp-server reads the socket, so it never starts the data flowing itself.
+ */
+function batchReplies(sock: net.Socket): void {
+  let corked = false;
+  // First in line: corked before smtp-server's reader handles the chunk.
+  sock.prependListener('data', () => {
+    if (corked || sock.destroyed) return;
+    corked = true;
+    sock.cork();
+    setImmediate(() => {
+      corked = false;
+      sock.uncork();
+    });
+  });
 }
