@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
-import { freePort, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor, type Sink } from './helpers/peers.js';
+import { freePort, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor, type Sink, type Smtplb } from './helpers/peers.js';
 
 after(stopAll);
 
@@ -64,9 +64,14 @@ function workerPids(primary: number): { pid: number; shard: number }[] {
     });
 }
 
+/** Every worker started, spool and listeners open (the primary says so once each is ready). */
+async function workersReady(lb: Smtplb, n: number): Promise<void> {
+  await waitFor(`${n} workers ready`, () => lb.output().includes(`started ${n} worker processes`) && workerPids(lb.proc.pid!).length === n, 15_000);
+}
+
 function config(o: { port: number; workers: number; pools: string; routes: string; shaping?: string; log?: string; retry?: string }): string {
   return `hostname: gw.test
-log: { level: warn }
+log: { level: info }
 workers: ${o.workers}
 spool: ./spool
 ${o.log ? `delivery_log: { file: ${o.log} }\n` : ''}listeners:
@@ -89,7 +94,7 @@ test('workers: 2 and concurrency 4: both workers deliver, the sink never sees mo
     config({ port, workers: 2, log, pools: `  conc:\n    health: { check: none }\n    servers:\n      - { name: c1, address: 127.0.0.1:${sink.port} }`, routes: '  - { pool: conc }', shaping: '  conc.test: { concurrency: 4 }' }),
     { dir },
   );
-  await waitFor('two workers', () => workerPids(lb.proc.pid!).length === 2, 10_000);
+  await workersReady(lb, 2);
   let peak = 0;
   const watch = setInterval(() => (peak = Math.max(peak, connectionsTo(sink.port))), 20);
   let ids: string[];
@@ -133,7 +138,7 @@ test('workers: 2 and a warm-up cap of 60 today: the warming server receives exac
       routes: '  - { pool: warm }',
     }),
   );
-  await waitFor('two workers', () => workerPids(lb.proc.pid!).length === 2, 10_000);
+  await workersReady(lb, 2);
   await send(port, (i) => `u${i}@warm.test`, 150, 16);
   await waitFor('150 messages at the two servers', () => warm.count() + old.count() >= 150, 30_000);
   await sleep(500);
@@ -148,7 +153,7 @@ test('a worker killed -9 is replaced on its own shard, and a restart with one wo
   const pools = `  down:\n    health: { check: none }\n    servers:\n      - { name: d1, address: 127.0.0.1:${upstream} }`;
   // The upstream is not there yet: mail waits in both shards.
   let lb = await startSmtplb(config({ port, workers: 2, pools, routes: '  - { pool: down }', retry: '300ms' }), { dir });
-  await waitFor('two workers', () => workerPids(lb.proc.pid!).length === 2, 10_000);
+  await workersReady(lb, 2);
   const first = await send(port, (i) => `a${i}@down.test`, 30, 16);
   const shard1 = path.join(dir, 'spool', 'shard-1', 'queue.db');
   assert.ok(fs.existsSync(shard1), 'shard 1 exists');
