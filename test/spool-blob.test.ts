@@ -92,7 +92,7 @@ test('small messages leave no file in the spool (their bodies are in the index);
   const spool = path.join(dir, 'spool');
   const [port, admin] = [await freePort(), await freePort()];
   const sink = await startSink();
-  const lb = await startSmtplb(config(port, sink.port, admin), { dir });
+  let lb = await startSmtplb(config(port, sink.port, admin), { dir });
   // Held: the mail stays queued while we look at the spool.
   const held = runCli(['suspend', 'blob.test', '--pool', 'out', '--for', '1h', '--reason', 'look at the spool', '-c', lb.file]);
   assert.equal(held.code, 0, held.stderr);
@@ -102,11 +102,22 @@ test('small messages leave no file in the spool (their bodies are in the index);
   const sent = await Promise.all(small.map((body, i) => sendOne({ ...base, to: [`s${i}@blob.test`], body }, i)));
   for (const r of sent) assert.ok(r.ok, r.ok ? '' : r.error);
   assert.deepEqual(messageFiles(spool), [], `${N} small messages, no body file`);
+  // The spool is its process's alone: a second smtplb on it is refused, with the reason, and
+  // the first one goes on (two queue managers on one spool would deliver the same mail twice).
+  const other = path.join(dir, 'other.yaml');
+  fs.writeFileSync(other, config(await freePort(), sink.port, await freePort()).replace(/spool: .*/, `spool: ${spool}`));
+  const second = runCli(['start', '-c', other], { cwd: dir, timeoutMs: 20_000 });
+  assert.notEqual(second.code, 0, 'the second process exits');
+  assert.match(second.stderr + second.stdout, /cannot open the spool at .*: .* is in use by another process/);
+  assert.doesNotMatch(second.stderr, /\n\s+at /, 'no stack trace');
+  // Read the index with its owner stopped, then start it again on the same spool.
+  await lb.stop();
   const ro = new Database(path.join(spool, 'queue.db'), { readonly: true });
   const rows = ro.prepare(`SELECT file, length(body) AS n FROM messages`).all() as { file: string; n: number | null }[];
   ro.close();
   assert.equal(rows.length, N);
   assert.ok(rows.every((r) => r.file === '' && (r.n ?? 0) > 0), 'every body is in its row');
+  lb = await startSmtplb(config(port, sink.port, admin), { dir });
 
   const line = (i: number) => `large line ${String(i).padStart(6, '0')} ${'x'.repeat(60)}`;
   const large = Array.from({ length: Math.ceil((INLINE_MAX + 100_000) / 80) }, (_, i) => line(i)).join('\r\n');

@@ -71,6 +71,8 @@ queue: { retry: [1s], max_age: 1h, min_free: 0 }
   // 1. The message directory read-only, in place.
   sh('mount', ['--bind', messages, messages]);
   sh('mount', ['-o', 'remount,bind,ro', messages]);
+  // The spool looks at its message directory at most every 100 ms.
+  await new Promise((r) => setTimeout(r, 150));
   const r1 = await send('during1@out.test');
   assert.ok(!r1.ok);
   assert.match(String((r1 as { error?: unknown }).error), /451 4\.3\.0/, 'refused as a temporary failure');

@@ -35,8 +35,15 @@ export function replyLine(code: number | null, text: string): string {
   return new RegExp(`^${code}[ -]`).test(t) || t === String(code) ? t : `${code} ${t}`.trim();
 }
 
+/** Lines are gathered this long (or up to FLUSH_BYTES) and written together: one write, not one per delivery. */
+const FLUSH_MS = 20;
+const FLUSH_BYTES = 64 * 1024;
+
 export class DeliveryLog {
   private out?: fs.WriteStream;
+  private buf: string[] = [];
+  private bytes = 0;
+  private timer?: NodeJS.Timeout;
 
   constructor(private file: string | undefined, private log: Logger) {
     if (file) this.open();
@@ -49,15 +56,29 @@ export class DeliveryLog {
 
   write(r: DeliveryRecord): void {
     if (this.out) {
-      this.out.write(`${JSON.stringify({ time: new Date().toISOString(), ...r })}\n`);
+      const line = `${JSON.stringify({ time: new Date().toISOString(), ...r })}\n`;
+      this.buf.push(line);
+      this.bytes += line.length;
+      if (this.bytes >= FLUSH_BYTES) this.flush();
+      else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
       return;
     }
     this.log.info({ delivery: r }, `${r.event} ${r.queue_id} to ${r.recipient ?? r.recipient_domain} via ${r.pool}/${r.server ?? '-'}: ${replyLine(r.code, r.reply)}`);
   }
 
+  private flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.buf.length) return;
+    this.out?.write(this.buf.join(''));
+    this.buf = [];
+    this.bytes = 0;
+  }
+
   /** After logrotate moved the file: start a new one at the configured path. */
   reopen(): void {
     if (!this.file) return;
+    this.flush();
     const old = this.out;
     this.open();
     old?.end();
@@ -65,6 +86,7 @@ export class DeliveryLog {
   }
 
   close(): Promise<void> {
+    this.flush();
     return new Promise((resolve) => (this.out ? this.out.end(resolve) : resolve()));
   }
 }

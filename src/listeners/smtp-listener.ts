@@ -58,6 +58,9 @@ interface SessionState {
 }
 
 const PROXY_HEADER_TIMEOUT = 5000;
+/** Session ids: 16 characters as smtp-server makes them, from a per-process salt and a counter (no random draw per connection). */
+const SESSION_SALT = randomBytes(4).readUInt32BE(0).toString(32).padStart(6, '0').slice(-6);
+let sessionSeq = 0;
 const LOCKOUT_MS = 5 * 60_000;
 const AUTH_TABLE_MAX = 10_000;
 
@@ -175,7 +178,7 @@ export class SmtpListener extends SocketListener {
     // removes every listener from the plain socket, so its 'close' is never heard): the socket
     // is found again by the session id, chosen here (smtp-server's own format), never by the
     // client's address and port, which a PROXY header could repeat.
-    const id = BigInt(`0x${randomBytes(10).toString('hex')}`).toString(32).padStart(16, '0');
+    const id = `${SESSION_SALT}${(sessionSeq++).toString(32).padStart(10, '0')}`;
     this.raw.set(id, sock);
     sock.once('close', () => this.raw.get(id) === sock && this.raw.delete(id));
     if (!this.secureContext) {

@@ -266,12 +266,17 @@ export class Scheduler {
         later(d, st.blockedUntil);
         continue;
       }
-      // Only as many rows as may start now (a message's rows come together; FETCH bounds it).
-      const rows = this.ctx.spool.dueFor(d.pool, d.domain, now, Math.min(FETCH, Math.max(free * 4, 20)));
+      // Only as many rows as may start now, and one more message to know whether the look
+      // saw them all (a slot that frees costs a read of a few rows, whatever the backlog).
+      const limit = Math.min(FETCH, free * 2 + 2);
+      const rows = this.ctx.spool.dueFor(d.pool, d.domain, now, limit);
       const jobs = group(rows);
-      const limit = Math.min(FETCH, Math.max(free * 4, 20));
-      // The last message's rows may go on past the limit: it waits for the next look.
-      if (rows.length === limit && jobs.length > 1) jobs.pop();
+      if (rows.length === limit) {
+        // The last message's rows may go on past the limit: it waits for the next look...
+        if (jobs.length > 1) jobs.pop();
+        // ...unless it is the only one: then all its due rows here go in one transaction.
+        else if (jobs.length === 1) jobs[0].rows = this.ctx.spool.dueRowsOf(jobs[0].msg, d.pool, d.domain, now, FETCH);
+      }
       let all = true;
       for (const j of jobs) {
         if (free <= 0 || this.room() <= 0) {
@@ -428,7 +433,9 @@ export class Scheduler {
   private async commit(what: string, m: MessageRow, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], bounced: DsnRecipient[], reason: 'rejected' | 'expired', head: Buffer | undefined, finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[]): Promise<void> {
     const attempt = async () => {
       const dsn = bounced.length ? await this.dsnFor(m, bounced, reason, head) : undefined;
-      const id = await this.ctx.spool.settle(m.id, updates, events, dsn);
+      // Outcomes need not wait for the disk: lost only to a power cut in the next moment, the
+      // message is tried again (a duplicate at worst, as after a crash in flight; never a loss).
+      const id = await this.ctx.spool.settle(m.id, updates, events, dsn, { lazy: true });
       for (const f of finals) this.ctx.onFinal?.(m, f.row, f.kind);
       if (id) this.ctx.log.info({ queue_id: m.id, dsn_id: id, sender: m.sender, recipients: bounced.map((b) => b.rcpt) }, `bounce for ${m.id} queued as ${id}`);
     };

@@ -64,6 +64,9 @@ export function mergeShard(from: string, to: string): number {
   const wasClean = fs.existsSync(path.join(to, 'clean-shutdown'));
   // Both opened as spools: an old layout is brought up to date first, and leases are reset.
   const src = new Spool(from);
+  // Each spool holds its file locked while open: the old layout brought up to date, `src` is
+  // closed before the receiving spool attaches it.
+  src.close();
   const dst = new Spool(to);
   let n = 0;
   try {
@@ -102,7 +105,6 @@ export function mergeShard(from: string, to: string): number {
     })();
     db.prepare('DETACH DATABASE src').run();
   } finally {
-    src.close();
     dst.close();
   }
   // Committed and synced: the old shard goes, first out of sight in one rename.

@@ -10,12 +10,19 @@
 //   fsync'd before the transaction that names it commits.
 // A row's `file` says which: '' for a body in the index, else the path of its file (spools
 // written before bodies moved into the index have only files, and are read as such).
-// SQLite runs with synchronous=NORMAL and we sync the WAL ourselves after each commit, on
-// libuv's thread pool: the same guarantee as synchronous=FULL (the WAL is on disk before anyone
-// hears "committed"), without blocking the event loop on the fsync. Commits are grouped:
-// sessions that finish DATA at the same moment share one transaction and one WAL sync — that,
-// not skipping fsyncs, is what makes it fast. State changes after acceptance (attempts,
-// results) go through the same index.
+// SQLite runs with synchronous=NORMAL and we sync the WAL ourselves after each commit that must
+// be durable, on libuv's thread pool: the same guarantee as synchronous=FULL (the WAL is on disk
+// before anyone hears "committed"), without blocking the event loop on the fsync. Commits are
+// grouped: sessions that finish DATA at the same moment share one transaction and one WAL sync.
+// Durable: new mail (before its 250), operators' actions, and a commit that removes a message
+// with its own file (the file is unlinked after it). Delivery outcomes are "lazy": committed
+// without waiting for the sync, which the next durable commit or a timer (LAZY_SYNC_MS) does. A
+// process crash loses none of them (the WAL is written, only not yet forced to disk); a power
+// cut in that moment can only make a message be tried again (a duplicate at worst, as when
+// Postfix's unsynced queue-file removal is lost), never lose one. State changes after
+// acceptance (attempts, results) go through the same index.
+// The index is opened with locking_mode=EXCLUSIVE: one process owns a spool (a second smtplb
+// on it is refused at start), and no transaction pays for file locks and a shared-memory index.
 //
 // Exactly-once invariants (each has a test in test/queue-manager.test.ts):
 // 1. A recipient's known outcome (delivered, permanently failed, deferred) is committed by
@@ -168,6 +175,13 @@ export const INLINE_BODY_MAX = INLINE_MAX - PREFIX_ROOM;
 
 /** The WAL is cut back to this after a checkpoint: one group commit of large bodies would otherwise leave it that size for good. */
 const WAL_KEEP = 16 * 1024 * 1024;
+/** A lazy write (a delivery outcome) is on disk within this long, when no durable commit came first. */
+export const LAZY_SYNC_MS = 200;
+/** The recently queued messages kept in memory for delivery: at most this many bytes (bodies, and a rough size per row). */
+export const HOT_MAX = 32 * 1024 * 1024;
+const HOT_ENTRY = 512;
+/** How long a successful check that the message directory is writable holds. */
+const WRITABLE_TTL = 100;
 
 function diskFull(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException)?.code;
@@ -220,13 +234,15 @@ interface WriteOpts {
   probing?: boolean;
   /** False for state a restart resets anyway (leases): committed without waiting for the disk. */
   durable?: boolean;
+  /** Delivery outcomes: committed without waiting for the disk, synced with the next durable commit or within LAZY_SYNC_MS. */
+  lazy?: boolean;
   /** A message from a client: the first to go when the disk is full (invariant 2). */
   newMail?: boolean;
 }
 
 interface PendingWrite extends WriteOpts {
-  /** Runs inside the batch's transaction. */
-  apply: () => void;
+  /** Runs inside the batch's transaction; true: this write must be on disk before it resolves after all. */
+  apply: () => void | boolean;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -264,7 +280,17 @@ export class Spool extends EventEmitter {
     fs.mkdirSync(this.msgDir, { recursive: true });
     this.dbFile = path.join(dir, 'queue.db');
     this.db = new Database(this.dbFile);
-    this.db.pragma('journal_mode = WAL');
+    // One process owns a spool: the lock is taken at the first read and held until close, so
+    // a second smtplb on the same directory is refused here (it would deliver the same mail
+    // again), and no transaction pays for POSIX locks and a shared-memory WAL index.
+    this.db.pragma('locking_mode = EXCLUSIVE');
+    try {
+      this.db.pragma('journal_mode = WAL');
+    } catch (e) {
+      this.db.close();
+      if ((e as { code?: string }).code === 'SQLITE_BUSY') throw new Error(`${dir} is in use by another process (another smtplb on the same spool directory?)`);
+      throw e;
+    }
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(SCHEMA);
     const cols = (this.db.prepare(`PRAGMA table_info(recipients)`).all() as { name: string }[]).map((c) => c.name);
@@ -279,6 +305,7 @@ export class Spool extends EventEmitter {
       insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated, leased) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`),
       insEvent: this.db.prepare(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)`),
       dueFor: this.db.prepare(`SELECT * FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`),
+      dueRowsOf: this.db.prepare(`SELECT * FROM recipients WHERE msg = ? AND pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? LIMIT ?`),
       minDue: this.db.prepare(`SELECT MIN(next_at) AS at FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0`),
       oldest: this.db.prepare(`SELECT msg FROM recipients WHERE pool = ? AND domain = ? AND state IN ('queued', 'held', 'failed') ORDER BY msg LIMIT 1`),
       expired: this.db.prepare(`SELECT * FROM recipients WHERE msg < ? AND state = 'queued' AND leased = 0 LIMIT ?`),
@@ -286,7 +313,6 @@ export class Spool extends EventEmitter {
       lease: this.db.prepare(`UPDATE recipients SET leased = ? WHERE msg = ? AND rcpt = ?`),
       msg: this.db.prepare(`SELECT ${MESSAGE_COLS} FROM messages WHERE id = ?`),
       body: this.db.prepare(`SELECT body FROM messages WHERE id = ?`).pluck(),
-      fileOf: this.db.prepare(`SELECT file FROM messages WHERE id = ?`).pluck(),
       head: this.db.prepare(`SELECT prefix, file, substr(body, 1, ?) AS head FROM messages WHERE id = ?`),
       rcpt: this.db.prepare(`SELECT * FROM recipients WHERE msg = ? AND rcpt = ?`),
       rcpts: this.db.prepare(`SELECT * FROM recipients WHERE msg = ?`),
@@ -295,8 +321,7 @@ export class Spool extends EventEmitter {
       reroute: this.db.prepare(`UPDATE recipients SET pool = ?, route = ?, next_at = ?, wait = NULL, leased = 0 WHERE msg = ? AND rcpt = ?`),
       warmupGet: this.db.prepare(`SELECT sent FROM warmup WHERE server = ? AND day = ?`),
       warmupSet: this.db.prepare(`INSERT INTO warmup (server, day, sent) VALUES (?, ?, ?) ON CONFLICT (server, day) DO UPDATE SET sent = excluded.sent`),
-      open: this.db.prepare(`SELECT COUNT(*) AS n FROM recipients WHERE msg = ? AND state IN ('queued', 'held', 'failed')`),
-      delMsg: this.db.prepare(`DELETE FROM messages WHERE id = ?`),
+      delMsg: this.db.prepare(`DELETE FROM messages WHERE id = ? RETURNING file`),
       delRcpts: this.db.prepare(`DELETE FROM recipients WHERE msg = ?`),
       delEvents: this.db.prepare(`DELETE FROM events WHERE msg = ?`),
       probe: this.db.prepare(`INSERT OR REPLACE INTO probe (rowid, at) VALUES (1, ?)`),
@@ -365,6 +390,7 @@ export class Spool extends EventEmitter {
   /** A write was refused by the filesystem: say so once, refuse new mail until probe() succeeds. */
   private noteRefused(e: unknown): void {
     if (this.refused || !writeRefused(e)) return;
+    this.writableAt = 0;
     const { code, message } = e as NodeJS.ErrnoException;
     this.refused = { since: Date.now(), error: message.startsWith(`${code}`) ? message : `${code}: ${message}` };
     this.emit('unwritable', e);
@@ -567,12 +593,20 @@ export class Spool extends EventEmitter {
    * and no thread-pool trip, and new mail is refused before the client sends its body.
    */
   private checkWritable(): void {
+    // Asked at most every 100 ms under load: mail that arrives in between is still refused
+    // if the index cannot be written, and is durable if it can.
+    const now = Date.now();
+    if (now - this.writableAt < WRITABLE_TTL) return;
     try {
       fs.accessSync(this.msgDir, fs.constants.W_OK);
     } catch (e) {
+      this.writableAt = 0;
       throw this.refusal(e);
     }
+    this.writableAt = now;
   }
+
+  private writableAt = 0;
 
   /** An arriving message's file, when it outgrows memory. */
   private async openFile(id: string): Promise<fsp.FileHandle> {
@@ -597,10 +631,12 @@ export class Spool extends EventEmitter {
         const row = this.rowFor(inc.id, env, size, '', null);
         const body = inc.bytes(prefix);
         await this.write(() => this.insert(row, env, body, opts.leased), { newMail: true });
+        this.keepHot(row, body);
       } else {
         await inc.seal();
         const row = this.rowFor(inc.id, env, size, inc.file, prefix);
         await this.write(() => this.insert(row, env, null, opts.leased), { dir: path.dirname(inc.file), newMail: true });
+        this.keepHot(row, null);
       }
       inc.done();
     } catch (e) {
@@ -619,7 +655,7 @@ export class Spool extends EventEmitter {
    * `failed` (DSN owed) when the DSN cannot be stored. A message left with no open recipient
    * is removed with its body. Returns the DSN's queue id, if one was queued.
    */
-  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: { unleasedOnly?: boolean } = {}): Promise<string | undefined> {
+  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: { unleasedOnly?: boolean; lazy?: boolean } = {}): Promise<string | undefined> {
     let stored: Stored | undefined;
     if (dsn) {
       try {
@@ -641,25 +677,38 @@ export class Spool extends EventEmitter {
     }
   }
 
-  private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: { unleasedOnly?: boolean }): Promise<string | undefined> {
+  private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: { unleasedOnly?: boolean; lazy?: boolean }): Promise<string | undefined> {
     let removed: string | null = null;
     await this.write(
       () => {
+        // One read of the message's rows: what each was, and whether any stays open after this.
+        const rows = this.stmts.rcpts.all(msg) as (RecipientRow & { leased: number })[];
+        const applied: { u: RecipientRow; prev: RecipientRow; was: RcptState }[] = [];
         for (const u of updates) {
-          const prev = this.stmts.rcpt.get(msg, u.rcpt) as (RecipientRow & { leased: number }) | undefined;
+          const prev = rows.find((r) => r.rcpt === u.rcpt);
           // An outcome is recorded once: a row that already has its final state keeps it.
           if (!prev || !OPEN.has(prev.state)) continue;
           if (opts.unleasedOnly && prev.leased) continue;
-          this.stmts.update.run(u);
-          this.count(prev.pool, prev.domain, prev.state, u.state, u.next_at);
+          applied.push({ u, prev, was: prev.state });
+          prev.state = u.state;
         }
         if (dsn) this.insert(dsn.row, dsn.env, dsn.body);
         removed = null;
-        // A message that leaves the queue takes its history with it: not written to be deleted.
-        if ((this.stmts.open.get(msg) as { n: number }).n === 0) removed = this.removeRows(msg);
-        else for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
+        if (!rows.some((r) => OPEN.has(r.state))) {
+          // A message that leaves the queue goes with its rows and history, which are not
+          // updated or written first only to be deleted.
+          for (const a of applied) a.prev.state = a.was;
+          removed = this.removeRows(msg, rows);
+          // Its file is unlinked once the commit is: that needs the commit on disk first.
+          return !!removed;
+        }
+        for (const { u, prev, was } of applied) {
+          this.stmts.update.run(u);
+          this.count(prev.pool, prev.domain, was, u.state, u.next_at);
+        }
+        for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
       },
-      { dir: dsn?.dir },
+      { dir: dsn?.dir, lazy: opts.lazy },
     );
     if (dsn) this.emit('queued', dsn.row.id);
     // Committed: a file left behind is only disk space, never a reason to report failure.
@@ -672,7 +721,7 @@ export class Spool extends EventEmitter {
     // While the filesystem refuses writes, none is tried but the probe's.
     if (this.refused && !opts.probing) return Promise.reject(new SpoolUnavailableError(`spool cannot write (${this.refused.error})`));
     return new Promise((resolve, reject) => {
-      this.pending.push({ apply, ...opts, durable: opts.durable ?? true, resolve, reject });
+      this.pending.push({ apply, ...opts, durable: opts.durable ?? !opts.lazy, resolve, reject });
       if (!this.committing) {
         this.committing = true;
         setImmediate(() => void this.commit());
@@ -685,7 +734,7 @@ export class Spool extends EventEmitter {
     this.journal = [];
     try {
       this.db.transaction(() => {
-        for (const p of batch) p.apply();
+        for (const p of batch) if (p.apply() === true) p.durable = true;
       })();
       return this.journal;
     } finally {
@@ -723,7 +772,14 @@ export class Spool extends EventEmitter {
         // A batch of leases only: nothing a crash could lose matters (start-up clears leases).
         if (batch.some((p) => p.durable)) {
           this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
+          this.unsynced = false;
           await this.wal.datasync();
+        } else if (batch.some((p) => p.lazy)) {
+          this.unsynced = true;
+          this.lazySync ??= setTimeout(() => {
+            this.lazySync = undefined;
+            if (this.unsynced && !this.refused) void this.write(() => {}).catch(() => {});
+          }, LAZY_SYNC_MS);
         }
       } catch (e) {
         // Committed, but not known to be on disk (after a failed fsync the page cache may
@@ -741,6 +797,10 @@ export class Spool extends EventEmitter {
     else this.committing = false;
   }
 
+  /** Lazy writes (delivery outcomes) committed since the last WAL sync. */
+  private unsynced = false;
+  private lazySync?: NodeJS.Timeout;
+
   /** Lease what starts now: in flight, not picked twice, cleared on start. */
   lease(rows: RecipientRow[]): Promise<void> {
     return this.write(
@@ -755,6 +815,11 @@ export class Spool extends EventEmitter {
   /** Queued rows of one destination that are due, oldest due first. */
   dueFor(pool: string, domain: string, now: number, limit: number): RecipientRow[] {
     return this.stmts.dueFor.all(pool, domain, now, limit) as RecipientRow[];
+  }
+
+  /** One message's queued rows of one destination that are due (a message with many recipients there). */
+  dueRowsOf(msg: string, pool: string, domain: string, now: number, limit: number): RecipientRow[] {
+    return this.stmts.dueRowsOf.all(msg, pool, domain, now, limit) as RecipientRow[];
   }
 
   /** Look up when a destination's next row is due (an index seek), and remember it. */
@@ -938,7 +1003,32 @@ export class Spool extends EventEmitter {
     void this.write(() => this.stmts.warmupSet.run(server, day, sent)).catch(() => {});
   }
 
+  /**
+   * Messages queued lately, as their row and in-index body: the queue manager sends them
+   * without reading them back. Bounded in bytes whatever the queue holds; the oldest go first.
+   */
+  private hot = new Map<string, { row: MessageRow; body: Buffer | null }>();
+  private hotBytes = 0;
+
+  private keepHot(row: MessageRow, body: Buffer | null): void {
+    this.hot.set(row.id, { row, body });
+    this.hotBytes += HOT_ENTRY + (body?.length ?? 0);
+    for (const [id] of this.hot) {
+      if (this.hotBytes <= HOT_MAX) break;
+      this.forgetHot(id);
+    }
+  }
+
+  private forgetHot(id: string): void {
+    const h = this.hot.get(id);
+    if (!h) return;
+    this.hot.delete(id);
+    this.hotBytes -= HOT_ENTRY + (h.body?.length ?? 0);
+  }
+
   message(id: string): MessageRow | undefined {
+    const h = this.hot.get(id);
+    if (h) return h.row;
     return this.stmts.msg.get(id) as MessageRow | undefined;
   }
 
@@ -972,6 +1062,8 @@ export class Spool extends EventEmitter {
 
   /** A message's bytes when its body is in the index (the lines added at acceptance included); null when it has a file. */
   bodyOf(id: string): Buffer | null {
+    const h = this.hot.get(id);
+    if (h?.body) return h.body;
     return (this.stmts.body.get(id) as Buffer | null | undefined) ?? null;
   }
 
@@ -985,13 +1077,12 @@ export class Spool extends EventEmitter {
   }
 
   /** Inside a transaction: a message's rows go; returns its file ('' or null: none to unlink). */
-  private removeRows(id: string): string | null {
-    const file = (this.stmts.fileOf.get(id) as string | undefined) ?? null;
-    for (const r of this.stmts.rcpts.all(id) as RecipientRow[]) this.count(r.pool, r.domain, r.state, null);
+  private removeRows(id: string, rows = this.stmts.rcpts.all(id) as RecipientRow[]): string | null {
+    for (const r of rows) this.count(r.pool, r.domain, r.state, null);
     this.stmts.delRcpts.run(id);
     this.stmts.delEvents.run(id);
-    this.stmts.delMsg.run(id);
-    return file;
+    this.forgetHot(id);
+    return (this.stmts.delMsg.get(id) as { file: string } | undefined)?.file ?? null;
   }
 
   async remove(id: string): Promise<void> {
@@ -1082,6 +1173,8 @@ export class Spool extends EventEmitter {
   }
 
   close(): void {
+    clearTimeout(this.lazySync);
+    // Closing checkpoints the WAL into the database file, synced: lazy writes included.
     this.db.close();
     try {
       if (this.openIncoming === 0) fs.writeFileSync(this.cleanPath, `${new Date().toISOString()}\n`);

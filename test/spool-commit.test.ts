@@ -1,0 +1,102 @@
+// The spool's commit contract, on a real spool in a temporary directory (no peers: these are
+// promises of the Spool itself, checked where they are kept):
+// - new mail resolves only after the WAL is fdatasync'd; a delivery outcome ("lazy") resolves
+//   once committed, and is synced within LAZY_SYNC_MS even when no other commit comes;
+// - an outcome that removes a message with its own file is synced before it resolves (the
+//   file is unlinked after, so a power cut cannot leave a row whose body is gone);
+// - the recently queued messages kept in memory for delivery stay within HOT_MAX bytes, and
+//   the ones past it are read back from the index, intact.
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { test } from 'node:test';
+import { HOT_MAX, INLINE_MAX, LAZY_SYNC_MS, Spool, type RecipientRow, type StoredBody } from '../src/spool/spool.js';
+import { tmpDir } from './helpers/peers.js';
+
+async function put(spool: Spool, to: string, body: Buffer): Promise<string> {
+  const inc = await spool.incoming(body.length);
+  await inc.write(body);
+  // As the listener does: a body still in memory goes into the index (seal() would spill it to a file).
+  if (!inc.inMemory) await inc.seal();
+  return spool.commitIncoming(inc, { sender: 'a@client.test', recipients: [{ address: to, domain: to.split('@')[1], pool: 'out', route: 0 }], listener: 'relay', client: '127.0.0.1' }, null);
+}
+
+function read(b: StoredBody): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.concat([b.prefix ?? Buffer.alloc(0), fs.readFileSync(b.file)]);
+}
+
+/** Count the spool's WAL syncs from now on (the handle it keeps for them). */
+function countSyncs(spool: Spool): { n: number } {
+  const wal = (spool as unknown as { wal: FileHandle }).wal;
+  assert.ok(wal, 'the spool has synced its WAL once (new mail)');
+  const count = { n: 0 };
+  const datasync = wal.datasync.bind(wal);
+  wal.datasync = () => {
+    count.n++;
+    return datasync();
+  };
+  return count;
+}
+
+const delivered = (row: RecipientRow): RecipientRow => ({ ...row, state: 'delivered', attempts: 1, last_code: 250, last_reply: '250 ok', last_server: 'up', updated: Date.now(), wait: null });
+
+test('new mail is synced before it resolves; a delivery outcome resolves committed and is synced within LAZY_SYNC_MS; removing a message with a file is synced first', async () => {
+  const spool = new Spool(tmpDir('spool-commit-'));
+  try {
+    const first = await put(spool, 'a@x.test', Buffer.from('one\r\n'));
+    const syncs = countSyncs(spool);
+    const second = await put(spool, 'b@x.test', Buffer.from('two\r\n'));
+    assert.equal(syncs.n, 1, 'new mail: its commit synced before commitIncoming resolved');
+
+    // A deferral (the message stays): committed, not waited for.
+    const [row] = spool.recipients(first);
+    await spool.settle(first, [{ ...row, attempts: 1, next_at: Date.now() + 60_000, last_code: 451, last_reply: '451 later', updated: Date.now() }], [], undefined, { lazy: true });
+    assert.equal(syncs.n, 1, 'a lazy outcome does not wait for the disk');
+    assert.equal(spool.recipients(first)[0].last_code, 451, 'but it is committed');
+    await new Promise((r) => setTimeout(r, LAZY_SYNC_MS + 150));
+    assert.equal(syncs.n, 2, `synced within ${LAZY_SYNC_MS} ms with no other commit`);
+
+    // Delivered, in the index: the message goes, lazily.
+    await spool.settle(second, [delivered(spool.recipients(second)[0])], [], undefined, { lazy: true });
+    assert.equal(spool.message(second), undefined, 'removed');
+    assert.equal(syncs.n, 2);
+
+    // Delivered, with its own file: synced before it resolves, and the file is gone after.
+    const large = await put(spool, 'c@x.test', Buffer.alloc(INLINE_MAX + 1000, 'L'));
+    const file = spool.message(large)!.file;
+    assert.ok(file && fs.existsSync(file), 'a large message has its file');
+    const before = syncs.n;
+    await spool.settle(large, [delivered(spool.recipients(large)[0])], [], undefined, { lazy: true });
+    assert.equal(syncs.n, before + 1, 'the removal was synced before the settle resolved');
+    assert.ok(!fs.existsSync(file), 'and the file unlinked');
+
+    // Without `lazy` (operators' actions): synced before it resolves.
+    const [r1] = spool.recipients(first);
+    await spool.settle(first, [delivered(r1)], []);
+    assert.equal(syncs.n, before + 2);
+  } finally {
+    spool.close();
+  }
+});
+
+test(`messages kept in memory for delivery stay within HOT_MAX (${HOT_MAX / 2 ** 20} MiB); older ones are read back from the index, intact`, async () => {
+  const spool = new Spool(tmpDir('spool-hot-'));
+  try {
+    const size = 200 * 1024;
+    const n = Math.ceil((HOT_MAX * 1.25) / size);
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) ids.push(await put(spool, `r${i}@x.test`, Buffer.alloc(size, String.fromCharCode(65 + (i % 26)))));
+    const hot = spool as unknown as { hot: Map<string, unknown>; hotBytes: number };
+    assert.ok(hot.hotBytes <= HOT_MAX, `${hot.hotBytes} bytes kept`);
+    assert.ok(!hot.hot.has(ids[0]) && hot.hot.has(ids[n - 1]), 'the oldest went first');
+    for (const i of [0, n - 1]) {
+      const body = read(spool.bodyFor(spool.message(ids[i])!));
+      assert.ok(body.equals(Buffer.alloc(size, String.fromCharCode(65 + (i % 26)))), `message ${i} intact`);
+    }
+    // A message that leaves the queue leaves memory too.
+    await spool.settle(ids[n - 1], [delivered(spool.recipients(ids[n - 1])[0])], [], undefined, { lazy: true });
+    assert.ok(!hot.hot.has(ids[n - 1]));
+  } finally {
+    spool.close();
+  }
+});
