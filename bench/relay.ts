@@ -8,7 +8,7 @@
 // process and spool), beside one process; the load generator's and the sink's CPU are
 // reported per system, since on a small machine they share the cores with the system measured.
 // HAProxy runs a thread per core by default, so cut-through is measured both ways too.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -129,6 +129,10 @@ ${pool}`,
     if (only) systems.splice(0, systems.length, ...systems.filter((s) => only.includes(s.name)));
     const measure = async (s: (typeof systems)[number], reuse: boolean): Promise<Sample> => {
       sink.clear();
+      // Dirty pages the previous system left (queue files, logs) are written back now, not
+      // dispatched from inside the next system's fsyncs and charged to its CPU.
+      spawnSync('sync');
+      await new Promise((r) => setTimeout(r, 500));
       const before = sink.delivered();
       const pidsBefore = s.pids();
       const cpu0 = cpuTicks(pidsBefore);
@@ -180,8 +184,16 @@ ${pool}`,
         summary[key][name] = row;
         lines.push(`| ${key === 'reuse' ? 'connection reuse (-d)' : 'one connection per message'} | ${name} | ${row.msg_s} | ${row.cpu_s_per_1k} | ${row.load_cpu_s_per_1k} | ${row.rss_mb} |`);
       }
-      const r = summary[key] as Record<string, { msg_s: number; cpu_s_per_1k: number }>;
-      const ratio = (label: string, a: string, b: string) => r[a] && r[b] && lines.push(`| | **${label}** | **${(r[a].msg_s / r[b].msg_s).toFixed(2)}** | **${(r[a].cpu_s_per_1k / r[b].cpu_s_per_1k).toFixed(2)}** | | |`);
+      // Paired: each round's ratio of the two systems (run one after the other, so a slow
+      // spell of this shared host weighs on both), then the median over the rounds.
+      const paired = (a: Sample[], b: Sample[], f: (s: Sample) => number) => median(a.map((x, i) => f(x) / f(b[i])));
+      const ratio = (label: string, a: string, b: string) => {
+        const [xa, xb] = [bySystem[a], bySystem[b]];
+        if (!xa?.length || !xb?.length) return;
+        const rounds = (f: (s: Sample) => number) => xa.map((x, i) => (f(x) / f(xb[i])).toFixed(2)).join(', ');
+        lines.push(`| | **${label}** | **${paired(xa, xb, (x) => x.msgPerSec).toFixed(2)}** (${rounds((x) => x.msgPerSec)}) | **${paired(xa, xb, (x) => x.cpuSec).toFixed(2)}** (${rounds((x) => x.cpuSec)}) | | |`);
+        summary[key][`${a} / ${b}`] = { msg_s: Number(paired(xa, xb, (x) => x.msgPerSec).toFixed(3)), cpu_s_per_1k: Number(paired(xa, xb, (x) => x.cpuSec).toFixed(3)), per_round_cpu: xa.map((x, i) => Number((x.cpuSec / xb[i].cpuSec).toFixed(3))) };
+      };
       ratio('smtplb queue / Postfix', 'smtplb queue', 'postfix queue');
       ratio('smtplb queue (2 workers) / Postfix', 'smtplb queue (2 workers)', 'postfix queue');
       ratio('smtplb queue (2 workers) / 1 process', 'smtplb queue (2 workers)', 'smtplb queue');
@@ -194,7 +206,7 @@ ${pool}`,
     }
     lines.push(
       '',
-      'The ratio rows give msg/s and CPU s/1k as ratios (CPU: below 1 is less CPU per message than the other system).',
+      'The ratio rows give msg/s and CPU s/1k as ratios (CPU: below 1 is less CPU per message than the other system), each the median over the rounds of that round\'s ratio (the rounds\' own ratios in brackets): the two systems ran one after the other, so a slow spell of this shared host weighs on both. Every round starts after `sync`, so no system pays for writing back what the previous one left.',
       '',
       withHaraka
         ? "Haraka 3.3.4: `haraka queue` is its outbound queue (which writes queue files without fsync, so it promises less than smtplb and Postfix); `haraka forward` is queue/smtp_forward. Both run one process (smtp.ini nodes unset)."

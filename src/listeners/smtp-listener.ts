@@ -392,14 +392,18 @@ export class SmtpListener extends SocketListener {
 /**
  * The replies to a pipelined batch of commands in one write (one TLS record under TLS): the
  * socket is corked while what arrived in one read is handled, and uncorked a turn later, when
- * smtp-server has answered every command of it that it could answer at once. Added once
+ * smtp-server has answered every command of it that it could answer at once (a read of one
+ * line is not corked: one reply). Added once
  * smtp-server reads the socket, so it never starts the data flowing itself.
  */
 function batchReplies(sock: net.Socket): void {
   let corked = false;
   // First in line: corked before smtp-server's reader handles the chunk.
-  sock.prependListener('data', () => {
+  sock.prependListener('data', (chunk: Buffer | string) => {
     if (corked || sock.destroyed) return;
+    // One line (a client that waits for each reply): one reply, nothing to gather.
+    const first = chunk.indexOf('\n');
+    if (first === -1 || chunk.indexOf('\n', first + 1) === -1) return;
     corked = true;
     sock.cork();
     setImmediate(() => {
