@@ -69,31 +69,20 @@ async function main() {
 routes: [ { pool: sink } ]
 queue: { retry: [1s], max_age: 1h }
 `;
+  // One process, and `workers: 2` in a process of its own with its own spool: the same
+  // listeners (queue and cut-through) and pool.
+  const smtplbConfig = (queuePort: number, cutPort: number, workers?: number) => `hostname: bench.test
+log: { level: info }
+delivery_log: { file: ./delivery.log }
+${workers ? `workers: ${workers}\n` : ''}spool: ./spool
+listeners:
+  - { name: queue, listen: 127.0.0.1:${queuePort}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: cutthrough, listen: 127.0.0.1:${cutPort}, mode: smtp, relay_networks: [127.0.0.0/8], delivery: cutthrough }
+${pool}`;
   const w2dir = path.join(dir, 'workers2');
   fs.mkdirSync(w2dir);
-  fs.writeFileSync(
-    path.join(w2dir, 'smtplb.yaml'),
-    `hostname: bench.test
-log: { level: info }
-delivery_log: { file: ./delivery.log }
-workers: 2
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${w2Port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-  - { name: cutthrough, listen: 127.0.0.1:${w2CtPort}, mode: smtp, relay_networks: [127.0.0.0/8], delivery: cutthrough }
-${pool}`,
-  );
-  fs.writeFileSync(
-    path.join(dir, 'smtplb.yaml'),
-    `hostname: bench.test
-log: { level: info }
-delivery_log: { file: ./delivery.log }
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${qPort}, mode: smtp, relay_networks: [127.0.0.0/8] }
-  - { name: cutthrough, listen: 127.0.0.1:${ctPort}, mode: smtp, relay_networks: [127.0.0.0/8], delivery: cutthrough }
-${pool}`,
-  );
+  fs.writeFileSync(path.join(w2dir, 'smtplb.yaml'), smtplbConfig(w2Port, w2CtPort, 2));
+  fs.writeFileSync(path.join(dir, 'smtplb.yaml'), smtplbConfig(qPort, ctPort));
   fs.writeFileSync(
     path.join(dir, 'haproxy.cfg'),
     `global\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend smtp\n  bind 127.0.0.1:${hpPort}\n  default_backend sink\nbackend sink\n  option smtpchk HELO bench.test\n  server sink 127.0.0.1:${sinkPort} check inter 1s\n`,

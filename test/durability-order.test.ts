@@ -7,14 +7,13 @@
 // test/spool-blob.test.ts proves the same order for them (body written to the WAL, WAL synced,
 // then 250).
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { INLINE_MAX } from '../src/spool/spool.js';
-import { parseStrace } from './helpers/strace.js';
-import { BIN, freePort, haveCommand, onStop, portOpen, startSink, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { startUnderStrace } from './helpers/strace.js';
+import { freePort, haveCommand, startSink, stopAll, tmpDir } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -35,13 +34,7 @@ pools:
 routes: [ { pool: out } ]
 queue: { retry: [1h], max_age: 2h, min_free: 0 }
 `);
-  const tracePath = path.join(dir, 'trace');
-  const proc = spawn('strace', ['-f', '-ttt', '-s', '120', '-e', 'trace=openat,fsync,fdatasync,write,writev,close', '-o', tracePath, process.execPath, BIN, 'start', '-c', file], { cwd: dir, stdio: 'ignore' });
-  onStop(() => {
-    if (proc.exitCode === null) proc.kill('SIGKILL');
-    spawnSync('pkill', ['-KILL', '-f', file]);
-  });
-  await waitFor('smtplb under strace', () => portOpen(port), 30_000, 200);
+  const traced = await startUnderStrace(file, port, { dir, calls: 'openat,fsync,fdatasync,write,writev,close', strsize: 120 });
   const base: SendOptions = { server: `127.0.0.1:${port}`, from: 'a@client.test', to: [], headers: [], subject: 'durable', body: 'x'.repeat(INLINE_MAX + 1024), count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
   const ids: string[] = [];
   for (let i = 0; i < 12; i++) {
@@ -49,12 +42,7 @@ queue: { retry: [1h], max_age: 2h, min_free: 0 }
     assert.ok(r.ok, r.ok ? '' : r.error);
     ids.push(/queued as (\w+)/.exec(r.response)![1]);
   }
-  // Stop smtplb itself (strace's child); strace ends with it and flushes the trace.
-  const exited = new Promise((r) => proc.once('exit', r));
-  const child = spawnSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
-  if (child) process.kill(Number(child), 'SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-  const calls = parseStrace(fs.readFileSync(tracePath, 'utf8'));
+  const calls = await traced.finish();
   const walOpen = calls.find((c) => c.name === 'openat' && /queue\.db-wal"/.test(c.args) && /O_RDONLY/.test(c.args) && Number(c.ret) >= 0);
   assert.ok(walOpen, 'the WAL is opened for syncing');
   const walFd = walOpen!.ret;

@@ -5,13 +5,12 @@
 // outcomes are the unpipelined ones: every recipient refused in a pipelined group bounces
 // with its own 550 (one DSN), a 451 is retried, and the connection carries the next message.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
-import { parseStrace } from './helpers/strace.js';
-import { BIN, freePort, haveCommand, onStop, portOpen, runCli, startSink, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
+import { startUnderStrace } from './helpers/strace.js';
+import { freePort, haveCommand, runCli, startSink, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
 
 after(stopAll);
@@ -42,13 +41,7 @@ routes:
 queue: { retry: [1h], max_age: 1d }
 `,
   );
-  const trace = path.join(dir, 'trace');
-  const proc = spawn('strace', ['-f', '-ttt', '-s', '4096', '-e', 'trace=write,writev', '-o', trace, process.execPath, BIN, 'start', '-c', file], { cwd: dir, stdio: 'ignore' });
-  onStop(() => {
-    if (proc.exitCode === null) proc.kill('SIGKILL');
-    spawnSync('pkill', ['-KILL', '-f', file]);
-  });
-  await waitFor('smtplb under strace', () => portOpen(port), 30_000, 200);
+  const traced = await startUnderStrace(file, port, { dir, calls: 'write,writev', strsize: 4096 });
   const base: SendOptions = { server: `127.0.0.1:${port}`, from: 'app@client.test', to: [], headers: [], subject: 'pipelining', body: '', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
   const send = async (to: string[], body: string, i: number) => {
     const r = await sendOne({ ...base, to, body }, i);
@@ -71,11 +64,7 @@ queue: { retry: [1h], max_age: 1d }
   const open = queued.messages.flatMap((m) => m.recipients.filter((r) => r.state === 'queued').map((r) => [r.address, r.last_code]));
   assert.deepEqual(open, [['later1@picky.test', 451]], 'the 451 waits for its retry; everything else is settled');
 
-  const exited = new Promise((r) => proc.once('exit', r));
-  const child = spawnSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
-  if (child) process.kill(Number(child), 'SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-  const writes = parseStrace(fs.readFileSync(trace, 'utf8')).filter((c) => c.name === 'write' || c.name === 'writev');
+  const writes = (await traced.finish()).filter((c) => c.name === 'write' || c.name === 'writev');
   // A writev's pieces joined: what one system call sent.
   const sent = (args: string) => args.replace(/", iov_len=\d+\}, \{iov_base="/g, '');
   const the = (needle: string) => {

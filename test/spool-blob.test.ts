@@ -7,7 +7,6 @@
 //   test/durability-order.test.ts proves for messages with a file);
 // - a message past INLINE_MAX still goes through a file and arrives intact.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,8 +14,8 @@ import { after, afterEach, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { INLINE_MAX } from '../src/spool/spool.js';
-import { parseStrace, type Call } from './helpers/strace.js';
-import { BIN, ROOT, freePort, haveCommand, onStop, portOpen, runCli, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { startUnderStrace, type Call } from './helpers/strace.js';
+import { ROOT, freePort, haveCommand, runCli, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -143,13 +142,7 @@ test('under strace: a small message makes no file, its bytes are written to the 
   const [port, down] = [await freePort(), await freePort()];
   const file = path.join(dir, 'smtplb.yaml');
   fs.writeFileSync(file, config(port, down));
-  const tracePath = path.join(dir, 'trace');
-  const proc = spawn('strace', ['-f', '-ttt', '-s', '8192', '-e', 'trace=openat,fsync,fdatasync,pwrite64,write,writev', '-o', tracePath, process.execPath, BIN, 'start', '-c', file], { cwd: dir, stdio: 'ignore' });
-  onStop(() => {
-    if (proc.exitCode === null) proc.kill('SIGKILL');
-    spawnSync('pkill', ['-KILL', '-f', file]);
-  });
-  await waitFor('smtplb under strace', () => portOpen(port), 30_000, 200);
+  const traced = await startUnderStrace(file, port, { dir, calls: 'openat,fsync,fdatasync,pwrite64,write,writev', strsize: 8192 });
   const base: SendOptions = { server: `127.0.0.1:${port}`, from: 'a@client.test', to: [], headers: [], subject: 'durable', body: '', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
   const sent: { id: string; marker: string }[] = [];
   for (let i = 0; i < 12; i++) {
@@ -158,11 +151,7 @@ test('under strace: a small message makes no file, its bytes are written to the 
     assert.ok(r.ok, r.ok ? '' : r.error);
     sent.push({ id: /queued as (\w+)/.exec(r.response)![1], marker });
   }
-  const exited = new Promise((r) => proc.once('exit', r));
-  const child = spawnSync('pgrep', ['-P', String(proc.pid)], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
-  if (child) process.kill(Number(child), 'SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-  const calls = parseStrace(fs.readFileSync(tracePath, 'utf8'));
+  const calls = await traced.finish();
   const walFds = new Set(calls.filter((c) => c.name === 'openat' && /queue\.db-wal"/.test(c.args) && Number(c.ret) >= 0).map((c) => c.ret));
   assert.ok(walFds.size > 0, 'the WAL is opened');
   const fd = (c: Call) => c.args.split(/[^\d]/)[0];

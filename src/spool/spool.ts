@@ -36,7 +36,7 @@
 //    is also the first thing dropped from a group commit that hits a full disk.
 // 3. A recipient in flight is leased; nothing else starts it until its outcome is settled or
 //    the process restarts (then it is due again: the in-flight window is the only source of
-//    duplicates, as in every MTA).
+//    duplicates, as in every MTA; after a power cut, also outcomes of the last LAZY_SYNC_MS).
 // 4. A message's body (row or file) is removed only in the commit that leaves it no open
 //    recipient (queued, held, or failed awaiting its DSN).
 //
