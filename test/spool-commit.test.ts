@@ -1,16 +1,14 @@
 // The spool's commit contract, on a real spool in a temporary directory (no peers: these are
 // promises of the Spool itself, checked where they are kept):
-// - new mail resolves only after the WAL is fdatasync'd; a delivery outcome ("lazy") resolves
-//   once committed, and is synced within LAZY_SYNC_MS even when no other commit comes;
-// - an outcome that removes a message with its own file is synced before it resolves (the
-//   file is unlinked after, so a power cut cannot leave a row whose body is gone);
+// - new mail and every delivery outcome resolve only after the WAL is fdatasync'd; a message
+//   that leaves the queue takes its rows and its file (if it has one) with it;
 // - the recently queued messages kept in memory for delivery stay within HOT_MAX bytes, and
 //   the ones past it are read back from the index, intact.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { test } from 'node:test';
-import { HOT_MAX, INLINE_MAX, LAZY_SYNC_MS, Spool, type RecipientRow, type StoredBody } from '../src/spool/spool.js';
+import { HOT_MAX, INLINE_MAX, Spool, type RecipientRow, type StoredBody } from '../src/spool/spool.js';
 import { tmpDir } from './helpers/peers.js';
 
 async function put(spool: Spool, to: string, body: Buffer): Promise<string> {
@@ -40,7 +38,7 @@ function countSyncs(spool: Spool): { n: number } {
 
 const delivered = (row: RecipientRow): RecipientRow => ({ ...row, state: 'delivered', attempts: 1, last_code: 250, last_reply: '250 ok', last_server: 'up', updated: Date.now(), wait: null });
 
-test('new mail is synced before it resolves; a delivery outcome resolves committed and is synced within LAZY_SYNC_MS; removing a message with a file is synced first', async () => {
+test('new mail and every delivery outcome are synced before they resolve; a message that leaves the queue leaves no row and no file', async () => {
   const spool = new Spool(tmpDir('spool-commit-'));
   try {
     const first = await put(spool, 'a@x.test', Buffer.from('one\r\n'));
@@ -48,32 +46,27 @@ test('new mail is synced before it resolves; a delivery outcome resolves committ
     const second = await put(spool, 'b@x.test', Buffer.from('two\r\n'));
     assert.equal(syncs.n, 1, 'new mail: its commit synced before commitIncoming resolved');
 
-    // A deferral (the message stays): committed, not waited for.
+    // A deferral (the message stays): synced, as an outcome left in the page cache is lost when
+    // the kernel forces the filesystem read-only (and the message delivered again).
     const [row] = spool.recipients(first);
-    await spool.settle(first, [{ ...row, attempts: 1, next_at: Date.now() + 60_000, last_code: 451, last_reply: '451 later', updated: Date.now() }], [], undefined, { lazy: true });
-    assert.equal(syncs.n, 1, 'a lazy outcome does not wait for the disk');
-    assert.equal(spool.recipients(first)[0].last_code, 451, 'but it is committed');
-    await new Promise((r) => setTimeout(r, LAZY_SYNC_MS + 150));
-    assert.equal(syncs.n, 2, `synced within ${LAZY_SYNC_MS} ms with no other commit`);
+    await spool.settle(first, [{ ...row, attempts: 1, next_at: Date.now() + 60_000, last_code: 451, last_reply: '451 later', updated: Date.now() }], []);
+    assert.equal(syncs.n, 2, 'a deferral is synced before it resolves');
+    assert.equal(spool.recipients(first)[0].last_code, 451);
 
-    // Delivered, in the index: the message goes, lazily.
-    await spool.settle(second, [delivered(spool.recipients(second)[0])], [], undefined, { lazy: true });
+    // Delivered, in the index: the message goes with its rows, synced.
+    await spool.settle(second, [delivered(spool.recipients(second)[0])], []);
+    assert.equal(syncs.n, 3, 'a delivery is synced before it resolves');
     assert.equal(spool.message(second), undefined, 'removed');
-    assert.equal(syncs.n, 2);
+    assert.deepEqual(spool.recipients(second), []);
 
-    // Delivered, with its own file: synced before it resolves, and the file is gone after.
+    // Delivered, with its own file: synced, and the file gone after.
     const large = await put(spool, 'c@x.test', Buffer.alloc(INLINE_MAX + 1000, 'L'));
     const file = spool.message(large)!.file;
     assert.ok(file && fs.existsSync(file), 'a large message has its file');
-    const before = syncs.n;
-    await spool.settle(large, [delivered(spool.recipients(large)[0])], [], undefined, { lazy: true });
-    assert.equal(syncs.n, before + 1, 'the removal was synced before the settle resolved');
+    await spool.settle(large, [delivered(spool.recipients(large)[0])], []);
+    assert.equal(syncs.n, 5, 'its acceptance and its delivery each synced');
     assert.ok(!fs.existsSync(file), 'and the file unlinked');
-
-    // Without `lazy` (operators' actions): synced before it resolves.
-    const [r1] = spool.recipients(first);
-    await spool.settle(first, [delivered(r1)], []);
-    assert.equal(syncs.n, before + 2);
+    assert.equal(spool.message(large), undefined);
   } finally {
     spool.close();
   }
@@ -94,7 +87,7 @@ test(`messages kept in memory for delivery stay within HOT_MAX (${HOT_MAX / 2 **
       assert.ok(body.equals(Buffer.alloc(size, String.fromCharCode(65 + (i % 26)))), `message ${i} intact`);
     }
     // A message that leaves the queue leaves memory too.
-    await spool.settle(ids[n - 1], [delivered(spool.recipients(ids[n - 1])[0])], [], undefined, { lazy: true });
+    await spool.settle(ids[n - 1], [delivered(spool.recipients(ids[n - 1])[0])], []);
     assert.ok(!hot.hot.has(ids[n - 1]));
   } finally {
     spool.close();

@@ -433,9 +433,7 @@ export class Scheduler {
   private async commit(what: string, m: MessageRow, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], bounced: DsnRecipient[], reason: 'rejected' | 'expired', head: Buffer | undefined, finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[]): Promise<void> {
     const attempt = async () => {
       const dsn = bounced.length ? await this.dsnFor(m, bounced, reason, head) : undefined;
-      // Outcomes need not wait for the disk: lost only to a power cut in the next moment, the
-      // message is tried again (a duplicate at worst, as after a crash in flight; never a loss).
-      const id = await this.ctx.spool.settle(m.id, updates, events, dsn, { lazy: true });
+      const id = await this.ctx.spool.settle(m.id, updates, events, dsn);
       for (const f of finals) this.ctx.onFinal?.(m, f.row, f.kind);
       if (id) this.ctx.log.info({ queue_id: m.id, dsn_id: id, sender: m.sender, recipients: bounced.map((b) => b.rcpt) }, `bounce for ${m.id} queued as ${id}`);
     };

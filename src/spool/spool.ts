@@ -10,17 +10,14 @@
 //   fsync'd before the transaction that names it commits.
 // A row's `file` says which: '' for a body in the index, else the path of its file (spools
 // written before bodies moved into the index have only files, and are read as such).
-// SQLite runs with synchronous=NORMAL and we sync the WAL ourselves after each commit that must
-// be durable, on libuv's thread pool: the same guarantee as synchronous=FULL (the WAL is on disk
-// before anyone hears "committed"), without blocking the event loop on the fsync. Commits are
-// grouped: sessions that finish DATA at the same moment share one transaction and one WAL sync.
-// Durable: new mail (before its 250), operators' actions, and a commit that removes a message
-// with its own file (the file is unlinked after it). Delivery outcomes are "lazy": committed
-// without waiting for the sync, which the next durable commit or a timer (LAZY_SYNC_MS) does. A
-// process crash loses none of them (the WAL is written, only not yet forced to disk); a power
-// cut in that moment can only make a message be tried again (a duplicate at worst, as when
-// Postfix's unsynced queue-file removal is lost), never lose one. State changes after
-// acceptance (attempts, results) go through the same index.
+// SQLite runs with synchronous=NORMAL and we sync the WAL ourselves after each commit, on
+// libuv's thread pool: the same guarantee as synchronous=FULL (the WAL is on disk before anyone
+// hears "committed"), without blocking the event loop on the fsync. Commits are grouped:
+// sessions that finish DATA at the same moment share one transaction and one WAL sync — that,
+// not skipping fsyncs, is what makes it fast. State changes after acceptance (attempts,
+// results) go through the same index, synced the same way: an outcome left in the page cache
+// would be lost with it when the kernel forces the filesystem read-only after an I/O error,
+// and that message delivered again (test/spool-readonly.test.ts catches it).
 // The index is opened with locking_mode=EXCLUSIVE: one process owns a spool (a second smtplb
 // on it is refused at start), and no transaction pays for file locks and a shared-memory index.
 //
@@ -36,7 +33,7 @@
 //    is also the first thing dropped from a group commit that hits a full disk.
 // 3. A recipient in flight is leased; nothing else starts it until its outcome is settled or
 //    the process restarts (then it is due again: the in-flight window is the only source of
-//    duplicates, as in every MTA; after a power cut, also outcomes of the last LAZY_SYNC_MS).
+//    duplicates, as in every MTA).
 // 4. A message's body (row or file) is removed only in the commit that leaves it no open
 //    recipient (queued, held, or failed awaiting its DSN).
 //
@@ -175,8 +172,6 @@ export const INLINE_BODY_MAX = INLINE_MAX - PREFIX_ROOM;
 
 /** The WAL is cut back to this after a checkpoint: one group commit of large bodies would otherwise leave it that size for good. */
 const WAL_KEEP = 16 * 1024 * 1024;
-/** A lazy write (a delivery outcome) is on disk within this long, when no durable commit came first. */
-export const LAZY_SYNC_MS = 200;
 /** The recently queued messages kept in memory for delivery: at most this many bytes (bodies, and a rough size per row). */
 export const HOT_MAX = 32 * 1024 * 1024;
 const HOT_ENTRY = 512;
@@ -234,15 +229,13 @@ interface WriteOpts {
   probing?: boolean;
   /** False for state a restart resets anyway (leases): committed without waiting for the disk. */
   durable?: boolean;
-  /** Delivery outcomes: committed without waiting for the disk, synced with the next durable commit or within LAZY_SYNC_MS. */
-  lazy?: boolean;
   /** A message from a client: the first to go when the disk is full (invariant 2). */
   newMail?: boolean;
 }
 
 interface PendingWrite extends WriteOpts {
-  /** Runs inside the batch's transaction; true: this write must be on disk before it resolves after all. */
-  apply: () => void | boolean;
+  /** Runs inside the batch's transaction. */
+  apply: () => void;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -655,7 +648,7 @@ export class Spool extends EventEmitter {
    * `failed` (DSN owed) when the DSN cannot be stored. A message left with no open recipient
    * is removed with its body. Returns the DSN's queue id, if one was queued.
    */
-  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: { unleasedOnly?: boolean; lazy?: boolean } = {}): Promise<string | undefined> {
+  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: { unleasedOnly?: boolean } = {}): Promise<string | undefined> {
     let stored: Stored | undefined;
     if (dsn) {
       try {
@@ -677,7 +670,7 @@ export class Spool extends EventEmitter {
     }
   }
 
-  private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: { unleasedOnly?: boolean; lazy?: boolean }): Promise<string | undefined> {
+  private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: { unleasedOnly?: boolean }): Promise<string | undefined> {
     let removed: string | null = null;
     await this.write(
       () => {
@@ -699,8 +692,7 @@ export class Spool extends EventEmitter {
           // updated or written first only to be deleted.
           for (const a of applied) a.prev.state = a.was;
           removed = this.removeRows(msg, rows);
-          // Its file is unlinked once the commit is: that needs the commit on disk first.
-          return !!removed;
+          return;
         }
         for (const { u, prev, was } of applied) {
           this.stmts.update.run(u);
@@ -708,7 +700,7 @@ export class Spool extends EventEmitter {
         }
         for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
       },
-      { dir: dsn?.dir, lazy: opts.lazy },
+      { dir: dsn?.dir },
     );
     if (dsn) this.emit('queued', dsn.row.id);
     // Committed: a file left behind is only disk space, never a reason to report failure.
@@ -721,7 +713,7 @@ export class Spool extends EventEmitter {
     // While the filesystem refuses writes, none is tried but the probe's.
     if (this.refused && !opts.probing) return Promise.reject(new SpoolUnavailableError(`spool cannot write (${this.refused.error})`));
     return new Promise((resolve, reject) => {
-      this.pending.push({ apply, ...opts, durable: opts.durable ?? !opts.lazy, resolve, reject });
+      this.pending.push({ apply, ...opts, durable: opts.durable ?? true, resolve, reject });
       if (!this.committing) {
         this.committing = true;
         setImmediate(() => void this.commit());
@@ -734,7 +726,7 @@ export class Spool extends EventEmitter {
     this.journal = [];
     try {
       this.db.transaction(() => {
-        for (const p of batch) if (p.apply() === true) p.durable = true;
+        for (const p of batch) p.apply();
       })();
       return this.journal;
     } finally {
@@ -772,14 +764,7 @@ export class Spool extends EventEmitter {
         // A batch of leases only: nothing a crash could lose matters (start-up clears leases).
         if (batch.some((p) => p.durable)) {
           this.wal ??= await fsp.open(`${this.dbFile}-wal`, 'r');
-          this.unsynced = false;
           await this.wal.datasync();
-        } else if (batch.some((p) => p.lazy)) {
-          this.unsynced = true;
-          this.lazySync ??= setTimeout(() => {
-            this.lazySync = undefined;
-            if (this.unsynced && !this.refused) void this.write(() => {}).catch(() => {});
-          }, LAZY_SYNC_MS);
         }
       } catch (e) {
         // Committed, but not known to be on disk (after a failed fsync the page cache may
@@ -796,10 +781,6 @@ export class Spool extends EventEmitter {
     if (this.pending.length) setImmediate(() => void this.commit());
     else this.committing = false;
   }
-
-  /** Lazy writes (delivery outcomes) committed since the last WAL sync. */
-  private unsynced = false;
-  private lazySync?: NodeJS.Timeout;
 
   /** Lease what starts now: in flight, not picked twice, cleared on start. */
   lease(rows: RecipientRow[]): Promise<void> {
@@ -1173,8 +1154,6 @@ export class Spool extends EventEmitter {
   }
 
   close(): void {
-    clearTimeout(this.lazySync);
-    // Closing checkpoints the WAL into the database file, synced: lazy writes included.
     this.db.close();
     try {
       if (this.openIncoming === 0) fs.writeFileSync(this.cleanPath, `${new Date().toISOString()}\n`);
