@@ -8,20 +8,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { test } from 'node:test';
-import { HOT_MAX, INLINE_MAX, Spool, type RecipientRow, type StoredBody } from '../src/spool/spool.js';
+import { HOT_MAX, INLINE_MAX, Spool, type RecipientRow } from '../src/spool/spool.js';
 import { tmpDir } from './helpers/peers.js';
-
-async function put(spool: Spool, to: string, body: Buffer): Promise<string> {
-  const inc = await spool.incoming(body.length);
-  await inc.write(body);
-  // As the listener does: a body still in memory goes into the index (seal() would spill it to a file).
-  if (!inc.inMemory) await inc.seal();
-  return spool.commitIncoming(inc, { sender: 'a@client.test', recipients: [{ address: to, domain: to.split('@')[1], pool: 'out', route: 0 }], listener: 'relay', client: '127.0.0.1' }, null);
-}
-
-function read(b: StoredBody): Buffer {
-  return Buffer.isBuffer(b) ? b : Buffer.concat([b.prefix ?? Buffer.alloc(0), fs.readFileSync(b.file)]);
-}
+import { put, read } from './helpers/spool.js';
 
 /** Count the spool's WAL syncs from now on (the handle it keeps for them). */
 function countSyncs(spool: Spool): { n: number } {

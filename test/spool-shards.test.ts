@@ -8,22 +8,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
-import { Spool, INLINE_MAX, type StoredBody } from '../src/spool/spool.js';
+import { Spool, INLINE_MAX } from '../src/spool/spool.js';
 import { adoptShards, existingShards, shardDir } from '../src/spool/shards.js';
 import { tmpDir } from './helpers/peers.js';
+import { put, read } from './helpers/spool.js';
 
 const log = pino({ level: 'silent' });
-
-async function put(spool: Spool, to: string, body: Buffer): Promise<string> {
-  const inc = await spool.incoming(body.length);
-  await inc.write(body);
-  await inc.seal();
-  return spool.commitIncoming(inc, { sender: 'a@client.test', recipients: [{ address: to, domain: to.split('@')[1], pool: 'out', route: 0 }], listener: 'relay', client: '127.0.0.1' }, null);
-}
-
-function read(b: StoredBody): Buffer {
-  return Buffer.isBuffer(b) ? b : Buffer.concat([b.prefix ?? Buffer.alloc(0), fs.readFileSync(b.file)]);
-}
 
 /** Every queued message of a spool: recipient → body. */
 function contents(dir: string): Map<string, string> {
