@@ -2,6 +2,7 @@
 // checkout of the baseline with `npm install` done, and this checkout) side by side against one
 // smtp-sink, rounds alternating, medians of msg/s and CPU seconds per 1,000 messages.
 // Usage: BASE_ROOT=/path/to/baseline N=5000 ROUNDS=3 node dist/bench/ab-queue.js
+// DELIVERY=cutthrough compares cut-through instead; REUSE=no or REUSE=yes runs only that half.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,12 +17,13 @@ const clear = () => { for (const f of fs.readdirSync(sdir)) fs.rmSync(path.join(
 const BASE = process.env.BASE_ROOT;
 if (!BASE) throw new Error('BASE_ROOT: a checkout of the baseline, built');
 const systems: { name: string; port: number; p: ChildProcess }[] = [];
-for (const [name, root] of [['base', BASE], ['new', ROOT]]) systems.push({ name, ...(await startQueueRelay(root, `ab-${name}`, sinkPort, { pool: ['destination_concurrency: 20'] })) });
+for (const [name, root] of [['base', BASE], ['new', ROOT]]) systems.push({ name, ...(await startQueueRelay(root, `ab-${name}`, sinkPort, { pool: ['destination_concurrency: 20'], listener: process.env.DELIVERY === 'cutthrough' ? 'delivery: cutthrough' : undefined })) });
 for (const s of systems) await waitFor(s.name, () => portOpen(s.port), 20000);
 for (const s of systems) await runSmtpSource(s.port, { messages: 500, sessions: 20, reuse: false });
 await new Promise((r) => setTimeout(r, 2000));
 const res: Record<string, { mps: number; cpu1k: number }[]> = {};
-for (const reuse of [false, true]) for (let r = 0; r < ROUNDS; r++) for (const s of r % 2 ? [...systems].reverse() : systems) {
+const REUSE = process.env.REUSE === 'no' ? [false] : process.env.REUSE === 'yes' ? [true] : [false, true];
+for (const reuse of REUSE) for (let r = 0; r < ROUNDS; r++) for (const s of r % 2 ? [...systems].reverse() : systems) {
   clear();
   const pids = descendants(s.p.pid!); const c0 = cpuTicks(pids); const t0 = Date.now();
   await runSmtpSource(s.port, { messages: N, sessions: 20, reuse });

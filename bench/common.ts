@@ -85,7 +85,7 @@ export function runSmtpSource(port: number, o: { messages: number; sessions: num
  * directory of its own: the setup the queue benchmarks share. `pool` and `extra` are YAML
  * lines added to the sink pool and to the top level.
  */
-export async function startQueueRelay(root: string, name: string, sinkPort: number, o: { pool?: string[]; extra?: string } = {}): Promise<{ port: number; p: ChildProcess }> {
+export async function startQueueRelay(root: string, name: string, sinkPort: number, o: { pool?: string[]; extra?: string; listener?: string } = {}): Promise<{ port: number; p: ChildProcess }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `bench-${name}-`));
   const port = await freePort();
   fs.writeFileSync(
@@ -94,7 +94,7 @@ export async function startQueueRelay(root: string, name: string, sinkPort: numb
 log: { level: warn }
 spool: ./spool
 listeners:
-  - { name: queue, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: queue, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8]${o.listener ? `, ${o.listener}` : ''} }
 pools:
   sink:
     reuse: { messages: 1000, seconds: 30s }

@@ -131,6 +131,32 @@ routes: [ { pool: out } ]
   assert.ok(Date.now() - t0 < 3000, `SIGTERM took ${Date.now() - t0} ms`);
 });
 
+test('a plain session is closed at its 221: the connection is given back even while the client keeps its side open', async () => {
+  const [port, admin] = [await freePort(), await freePort()];
+  await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${await freePort()} } ] }
+routes: [ { pool: out } ]
+`);
+  // A client that never closes: it does not answer the server's FIN with its own.
+  const sock = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  let heard = '';
+  let ended = false;
+  sock.on('data', (d) => (heard += d.toString()));
+  sock.on('end', () => (ended = true));
+  await waitFor('greeting', () => heard.includes('220 '), 5000);
+  sock.write('EHLO client.test\r\nQUIT\r\n');
+  await waitFor('221 and the end of the stream', () => heard.includes('221 ') && ended, 5000);
+  // smtp-server on its own half-closes and holds the connection up to 5 s for the client's FIN.
+  await waitFor('connection given back', async () => (await metric(admin, 'smtplb_listener_active_connections', { listener: 'relay' })) === 0, 1500);
+  sock.destroy();
+});
+
 test('a user bound to sender_domains cannot get a signature for another domain by its header From', async () => {
   const dir = tmpDir();
   const { cert, key } = selfSignedCert(dir, 'gw.test');

@@ -15,7 +15,7 @@ import { startSmtplbSink } from './helpers/sink.js';
 
 after(stopAll);
 
-test('under strace: the envelope is one write where PIPELINING is offered, one command per reply where not; refusals keep their outcomes', { skip: haveCommand('strace') ? false : 'strace is not installed' }, async () => {
+test('under strace: the envelope is one write where PIPELINING is offered, one command per reply where not; refusals keep their outcomes; a client session costs no socket-option, address or shutdown calls', { skip: haveCommand('strace') ? false : 'strace is not installed' }, async () => {
   const piped = await startSink();
   const plain = await startSink({ args: ['-p'] });
   const picky = await startSmtplbSink({ rules: ['rcpt=bad*@*,reply=550 5.1.1 User unknown', 'rcpt=later*@*,reply=451 4.2.0 Mailbox busy'] });
@@ -41,7 +41,7 @@ routes:
 queue: { retry: [1h], max_age: 1d }
 `,
   );
-  const traced = await startUnderStrace(file, port, { dir, calls: 'write,writev', strsize: 4096 });
+  const traced = await startUnderStrace(file, port, { dir, calls: 'write,writev,listen,accept4,setsockopt,getsockname,shutdown,close', strsize: 4096 });
   const base: SendOptions = { server: `127.0.0.1:${port}`, from: 'app@client.test', to: [], headers: [], subject: 'pipelining', body: '', count: 1, concurrency: 1, starttls: false, tlsOnConnect: false, helo: 'client.test', quiet: true };
   const send = async (to: string[], body: string, i: number) => {
     const r = await sendOne({ ...base, to, body }, i);
@@ -64,7 +64,8 @@ queue: { retry: [1h], max_age: 1d }
   const open = queued.messages.flatMap((m) => m.recipients.filter((r) => r.state === 'queued').map((r) => [r.address, r.last_code]));
   assert.deepEqual(open, [['later1@picky.test', 451]], 'the 451 waits for its retry; everything else is settled');
 
-  const writes = (await traced.finish()).filter((c) => c.name === 'write' || c.name === 'writev');
+  const calls = await traced.finish();
+  const writes = calls.filter((c) => c.name === 'write' || c.name === 'writev');
   // A writev's pieces joined: what one system call sent.
   const sent = (args: string) => args.replace(/", iov_len=\d+\}, \{iov_base="/g, '');
   const the = (needle: string) => {
@@ -91,4 +92,26 @@ queue: { retry: [1h], max_age: 1d }
   assert.ok(dsns.some((m) => m.includes('bad3@picky.test')), 'a DSN names bad3');
   const got = await picky.stats();
   assert.deepEqual(Object.keys(got.recipients ?? {}).sort(), ['ok1@picky.test'], 'nothing reached the picky server but ok1');
+
+  // A client session that ends with QUIT: accept4, getpeername, reads and writes, close.
+  // TCP_NODELAY comes from the listening socket, the local address is the listener's own, and
+  // QUIT ends in close, not shutdown. (The SMTP listener: the listening socket on `port`.)
+  const fdOf = (c: { args: string }) => c.args.split(',')[0];
+  const smtpFd = calls.find((c) => c.name === 'getsockname' && c.args.includes(`htons(${port})`))?.args.split(',')[0];
+  assert.ok(smtpFd, 'the SMTP listening socket in the trace');
+  assert.ok(calls.some((c) => c.name === 'setsockopt' && fdOf(c) === smtpFd && /TCP_NODELAY, \[1\]/.test(c.args)), 'TCP_NODELAY set on the listening socket');
+  const live = new Map<string, string[]>();
+  const ended: string[][] = [];
+  for (const c of calls) {
+    if (c.name === 'accept4' && fdOf(c) === smtpFd && Number(c.ret) >= 0) live.set(c.ret, []);
+    const session = live.get(fdOf(c));
+    if (!session || c.name === 'accept4') continue;
+    if (c.name === 'close') {
+      ended.push(session);
+      live.delete(fdOf(c));
+    } else session.push(c.name === 'write' && c.args.includes('221 ') ? 'write 221' : c.name);
+  }
+  const quit = ended.filter((s) => s.includes('write 221'));
+  assert.ok(quit.length >= 5, `${quit.length} sessions ended with QUIT`);
+  for (const s of quit) assert.deepEqual(s.filter((n) => ['setsockopt', 'getsockname', 'shutdown'].includes(n)), [], 'no setsockopt, getsockname or shutdown in a session');
 });

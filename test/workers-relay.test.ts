@@ -58,9 +58,14 @@ function workerPids(primary: number): { pid: number; shard: number }[] {
   return r.stdout
     .split('\n')
     .filter(Boolean)
-    .map((p) => {
-      const env = fs.readFileSync(`/proc/${p}/environ`, 'latin1');
-      return { pid: Number(p), shard: Number(/(?:^|\0)SMTPLB_SHARD=(\d+)/.exec(env)?.[1] ?? -1) };
+    .flatMap((p) => {
+      let env: string;
+      try {
+        env = fs.readFileSync(`/proc/${p}/environ`, 'latin1');
+      } catch {
+        return []; // gone since pgrep listed it (the worker this test killed)
+      }
+      return [{ pid: Number(p), shard: Number(/(?:^|\0)SMTPLB_SHARD=(\d+)/.exec(env)?.[1] ?? -1) }];
     });
 }
 

@@ -163,15 +163,3 @@ export function readProxyHeader(sock: import('node:net').Socket, timeoutMs: numb
     sock.resume();
   });
 }
-
-/** Bind a server, rejecting with the bind error (EADDRINUSE…) instead of emitting it. */
-export function listenOn(server: import('node:net').Server, host: string, port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (e: Error) => reject(e);
-    server.once('error', onError);
-    server.listen({ host, port, backlog: 4096 }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-}

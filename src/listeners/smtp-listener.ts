@@ -64,6 +64,11 @@ let sessionSeq = 0;
 const LOCKOUT_MS = 5 * 60_000;
 const AUTH_TABLE_MAX = 10_000;
 
+/** A socket's setNoDelay where TCP_NODELAY came with the socket from its listener. */
+function keepNoDelay(this: net.Socket): net.Socket {
+  return this;
+}
+
 function smtpError(code: number, text: string): Error & { responseCode: number } {
   return Object.assign(new Error(text), { responseCode: code });
 }
@@ -179,10 +184,14 @@ export class SmtpListener extends SocketListener {
     // is found again by the session id, chosen here (smtp-server's own format), never by the
     // client's address and port, which a PROXY header could repeat.
     const id = `${SESSION_SALT}${(sessionSeq++).toString(32).padStart(10, '0')}`;
+    // What smtp-server would otherwise ask the kernel for on every connection: the local
+    // address (a getsockname), and TCP_NODELAY (a setsockopt; the listening socket passed it on).
+    const local = this.bound ? { localAddress: this.bound.address, localPort: this.bound.port } : {};
+    if (this.nodelayInherited) sock.setNoDelay = keepNoDelay;
     this.raw.set(id, sock);
     sock.once('close', () => this.raw.get(id) === sock && this.raw.delete(id));
     if (!this.secureContext) {
-      smtp.connect(sock, { ...opts, id });
+      smtp.connect(sock, { ...opts, ...local, id });
       batchReplies(sock);
       sock.resume();
       return;
@@ -191,7 +200,7 @@ export class SmtpListener extends SocketListener {
     const timer = setTimeout(() => tlsSock.destroy(), 10_000);
     tlsSock.once('secure', () => {
       clearTimeout(timer);
-      smtp.connect(tlsSock, { ...opts, id });
+      smtp.connect(tlsSock, { ...opts, ...local, id });
       batchReplies(tlsSock);
     });
     tlsSock.on('error', (e) => {

@@ -1,16 +1,21 @@
-// Two adjustments to smtp-server's connection, kept in this one module:
+// Four adjustments to smtp-server's connection, kept in this one module:
 //  1. The greeting goes out at once. smtp-server waits 100 ms to catch "early talkers" (a
 //     spam-bot heuristic for inbound MX); a relay for one's own applications gains nothing
 //     from it, and it caps a session-per-message client at 10 messages/s per session.
-//  3. A client with no right to relay is refused at RCPT with 554 5.7.1 before the address
+//  2. A client with no right to relay is refused at RCPT with 554 5.7.1 before the address
 //     is parsed: smtplb has no local domains, so every address (including the classic
 //     relay-test forms that smtp-server would answer with a 501 syntax error) is relaying.
-//  2. A reply whose text already starts with an enhanced status code (RFC 3463) keeps it:
+//  3. A reply whose text already starts with an enhanced status code (RFC 3463) keeps it:
 //     smtp-server otherwise adds one from a fixed table by reply code (554 → 5.6.0), which
 //     is wrong for relay denial (5.7.1), too many recipients (4.5.3) or a full disk (4.3.1).
-// Both override internals of smtp-server 3.x; the tests check greeting latency and the
-// enhanced codes, so an upgrade that changes them fails loudly.
+//  4. A plain session that ends with QUIT is closed as soon as its 221 is in the kernel, as
+//     Postfix's smtpd does. smtp-server half-closes and waits up to 5 s for the client's own
+//     FIN, which costs a shutdown, a read, an epoll change and a timer per session, and keeps
+//     the connection counted against the limits after the client is done.
+// All override internals of smtp-server 3.x; the tests check greeting latency, the enhanced
+// codes and the connection given back at QUIT, so an upgrade that changes them fails loudly.
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 
@@ -35,7 +40,24 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
   init(): void;
   session: { remoteAddress: string; user?: unknown; envelope: { mailFrom: unknown } };
   handler_RCPT(command: Buffer, callback: () => void): void;
+  _socket: Socket;
+  _closeTimer?: NodeJS.Timeout;
+  close(): void;
 }) {
+  handler_QUIT(_command: Buffer, callback: () => void): void {
+    const sock = this._socket;
+    this.send(221, 'Bye');
+    // The replies of a pipelined batch are held (corked) until the batch is answered; QUIT ends it.
+    while (sock.writableCorked) sock.uncork();
+    // Nothing left in Node's buffer: the 221 went to the kernel, which still sends it before the
+    // FIN. A TLS session ends with smtp-server's close (close_notify, then FIN).
+    const now = !(sock instanceof TLSSocket) && !sock.destroyed && sock.writableLength === 0;
+    if (now) sock.destroy();
+    this.close(); // smtp-server's bookkeeping: parser stopped, connection forgotten; no end() on a destroyed socket
+    if (now) clearTimeout(this._closeTimer);
+    callback();
+  }
+
   override handler_RCPT(command: Buffer, callback: () => void): void {
     const mayRelay = this._server.mayRelay;
     if (this.session.envelope.mailFrom && mayRelay && !mayRelay(this.session)) {

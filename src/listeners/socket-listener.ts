@@ -4,7 +4,6 @@
 import net from 'node:net';
 import type { Metrics } from '../admin/metrics.js';
 import type { ListenerConfig } from '../config/schema.js';
-import { listenOn } from './proxy-protocol.js';
 
 export interface ConnectionBudget {
   admit(): boolean;
@@ -16,9 +15,18 @@ const ignore = () => {};
 export abstract class SocketListener {
   readonly server: net.Server;
   protected sockets = new Set<net.Socket>();
+  /** The listener's own address when it is bound to one (not a wildcard): every accepted socket's local address, known without asking the kernel. */
+  protected bound?: { address: string; port: number };
+  /**
+   * TCP_NODELAY is set on the listening socket, and Linux copies it to every socket it
+   * accepts: no setsockopt system call per connection.
+   */
+  protected nodelayInherited = false;
 
   constructor(public cfg: ListenerConfig, protected base: { hostname: string; metrics: Metrics } & ConnectionBudget) {
-    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (sock) => this.onSocket(sock));
+    // Replies go out as they are written (no Nagle delay behind an unacknowledged reply):
+    // TCP_NODELAY, on the listening socket when it can be (listen()), else per connection.
+    this.server = net.createServer({ pauseOnConnect: true }, (sock) => this.onSocket(sock));
   }
 
   protected abstract accept(sock: net.Socket): void;
@@ -44,6 +52,7 @@ export abstract class SocketListener {
       this.refuse(sock, 'Too many connections, try again later');
       return;
     }
+    if (!this.nodelayInherited) sock.setNoDelay(true);
     this.sockets.add(sock);
     series.active.inc();
     sock.on('error', ignore);
@@ -72,8 +81,15 @@ export abstract class SocketListener {
     sock.end(`421 4.3.2 ${this.base.hostname} ${why}\r\n`);
   }
 
-  listen(): Promise<void> {
-    return listenOn(this.server, this.cfg.listen.host, this.cfg.listen.port);
+  async listen(): Promise<void> {
+    await listenOn(this.server, this.cfg.listen.host, this.cfg.listen.port);
+    const a = this.server.address();
+    if (a && typeof a === 'object' && !['0.0.0.0', '::'].includes(a.address)) this.bound = { address: a.address, port: a.port };
+    // The listening socket's libuv handle (`_handle`, internal: Node has no socket options for a
+    // server). Where it cannot take the option (not Linux, not a TCP handle), each connection
+    // gets it instead.
+    const h = (this.server as unknown as { _handle?: { setNoDelay?: (on: boolean) => number } })._handle;
+    this.nodelayInherited = process.platform === 'linux' && typeof h?.setNoDelay === 'function' && h.setNoDelay(true) === 0;
   }
 
   get connections(): number {
@@ -90,4 +106,16 @@ export abstract class SocketListener {
   }
 
   abstract update(cfg: ListenerConfig): void;
+}
+
+/** Bind a server, rejecting with the bind error (EADDRINUSE…) instead of emitting it. */
+export function listenOn(server: net.Server, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (e: Error) => reject(e);
+    server.once('error', onError);
+    server.listen({ host, port, backlog: 4096 }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
 }
