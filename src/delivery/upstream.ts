@@ -1,6 +1,7 @@
 // Outbound SMTP connections to pool servers, with nodemailer's SMTPConnection: STARTTLS
 // policy, AUTH, HELO name and bind address per pool, and reuse of idle connections within
 // the pool's `reuse` limits (messages and seconds), like Postfix's connection cache.
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { Readable } from 'node:stream';
@@ -207,31 +208,7 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     // never calls back: settle on those too, or the delivery would wait forever.
     let settled = false;
     let bodySent = false;
-    const source = Buffer.isBuffer(body) ? Readable.from([body]) : fileSource(body.file, body.prefix);
-    // An in-memory body and the final dot in one write: nodemailer writes the dot-stuffed body
-    // and its end separately. The socket is corked when nodemailer pipes the body (after the
-    // 354) until a turn after the body's end (when the dot is written); never for a file,
-    // which streams in pieces. (Not a 'data' listener: that would start the body flowing early.)
-    if (Buffer.isBuffer(body)) {
-      const socket = (up.conn as unknown as { _socket?: Socket })._socket;
-      let corked = false;
-      const uncork = () => {
-        if (!corked) return;
-        corked = false;
-        setImmediate(() => socket?.uncork());
-      };
-      const pipe = source.pipe.bind(source);
-      source.pipe = ((dest: NodeJS.WritableStream, opts?: { end?: boolean }) => {
-        if (socket && !socket.destroyed && !corked) {
-          socket.cork();
-          corked = true;
-        }
-        return pipe(dest, opts);
-      }) as typeof source.pipe;
-      source.once('end', uncork);
-      source.once('close', uncork);
-      source.once('error', uncork);
-    }
+    const source = Buffer.isBuffer(body) ? new BufferBody(body, (up.conn as unknown as { _socket?: Socket })._socket) : fileSource(body.file, body.prefix);
     source.once('end', () => {
       bodySent = true;
       (up.conn as unknown as { _socket?: Socket })._socket?.setTimeout(dataTimeout);
@@ -266,7 +243,8 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     };
     up.conn.once('end', lost);
     up.conn.once('error', lost);
-    up.conn.send({ from: sender, to: recipients, size: bodySize(body) } as Parameters<SMTPConnection['send']>[0], source, (err, info) => {
+    // nodemailer uses only a message's on() and pipe() (BufferBody has both).
+    up.conn.send({ from: sender, to: recipients, size: bodySize(body) } as Parameters<SMTPConnection['send']>[0], source as Readable, (err, info) => {
       if (err) {
         const e = err as Error & { response?: string; responseCode?: number; command?: string; rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] };
         if (e.rejectedErrors && e.command === 'RCPT TO') {
@@ -294,6 +272,35 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
       });
     });
   });
+}
+
+/**
+ * An in-memory body, as nodemailer takes a message to pipe into its dot-stuffing stream:
+ * handed over whole, at once (a Readable takes several ticks and a promise per chunk to hand
+ * over one buffer). The body and the final dot go out in one write: the upstream socket is
+ * held (corked) until a turn later; nodemailer writes them separately. 'end' once handed over.
+ */
+class BufferBody extends EventEmitter {
+  constructor(
+    private body: Buffer,
+    private socket: Socket | undefined,
+  ) {
+    super();
+  }
+
+  pipe<T extends NodeJS.WritableStream>(dest: T): T {
+    const s = this.socket;
+    if (s && !s.destroyed) {
+      s.cork();
+      setImmediate(() => s.uncork());
+    }
+    dest.write(this.body);
+    dest.end();
+    this.emit('end');
+    return dest;
+  }
+
+  destroy(): void {}
 }
 
 /** The lines added at acceptance, then the spool file, read 64 KB at a time. */
