@@ -210,6 +210,7 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     let bodySent = false;
     const source = Buffer.isBuffer(body) ? new BufferBody(body, (up.conn as unknown as { _socket?: Socket })._socket) : fileSource(body.file, body.prefix);
     source.once('end', () => {
+      if (settled) return; // drained after a refused envelope, not sent
       bodySent = true;
       (up.conn as unknown as { _socket?: Socket })._socket?.setTimeout(dataTimeout);
     });
@@ -277,8 +278,11 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
 /**
  * An in-memory body, as nodemailer takes a message to pipe into its dot-stuffing stream:
  * handed over whole, at once (a Readable takes several ticks and a promise per chunk to hand
- * over one buffer). The body and the final dot go out in one write: the upstream socket is
- * held (corked) until a turn later; nodemailer writes them separately. 'end' once handed over.
+ * over one buffer). The body and the final dot go out in one write when they fit the
+ * socket's buffer (16 KiB; a bigger body drains first): the upstream socket is held (corked)
+ * until a turn later, as nodemailer writes them separately. 'end' a tick after the hand-over,
+ * as a Readable's would be: after nodemailer's callback when it only drains the body of a
+ * refused envelope, so that is never taken for a body sent.
  */
 class BufferBody extends EventEmitter {
   constructor(
@@ -296,7 +300,7 @@ class BufferBody extends EventEmitter {
     }
     dest.write(this.body);
     dest.end();
-    this.emit('end');
+    process.nextTick(() => this.emit('end'));
     return dest;
   }
 

@@ -65,7 +65,7 @@ const LOCKOUT_MS = 5 * 60_000;
 const AUTH_TABLE_MAX = 10_000;
 
 /** A socket's setNoDelay where TCP_NODELAY came with the socket from its listener. */
-function keepNoDelay(this: net.Socket): net.Socket {
+function keepNoDelay<S>(this: S): S {
   return this;
 }
 
@@ -200,6 +200,7 @@ export class SmtpListener extends SocketListener {
     const timer = setTimeout(() => tlsSock.destroy(), 10_000);
     tlsSock.once('secure', () => {
       clearTimeout(timer);
+      if (this.nodelayInherited) tlsSock.setNoDelay = keepNoDelay; // a TLSSocket passes it on to the same TCP socket
       smtp.connect(tlsSock, { ...opts, ...local, id });
       batchReplies(tlsSock);
     });

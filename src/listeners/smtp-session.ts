@@ -50,7 +50,8 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
     // The replies of a pipelined batch are held (corked) until the batch is answered; QUIT ends it.
     while (sock.writableCorked) sock.uncork();
     // Nothing left in Node's buffer: the 221 went to the kernel, which still sends it before the
-    // FIN. A TLS session ends with smtp-server's close (close_notify, then FIN).
+    // FIN. (A client that sent more after QUIT, against RFC 2920, gets a reset, as from
+    // Postfix.) A TLS session ends with smtp-server's close (close_notify, then FIN).
     const now = !(sock instanceof TLSSocket) && !sock.destroyed && sock.writableLength === 0;
     if (now) sock.destroy();
     this.close(); // smtp-server's bookkeeping: parser stopped, connection forgotten; no end() on a destroyed socket

@@ -22,6 +22,13 @@ export abstract class SocketListener {
    * accepts: no setsockopt system call per connection.
    */
   protected nodelayInherited = false;
+  /**
+   * Right after the listening socket got TCP_NODELAY, each connection gets it itself too: one
+   * whose handshake ended before the listening socket had it did not inherit it. Such a
+   * connection is already waiting to be accepted, so the next poll of the event loop takes
+   * it, and the loop passes that poll before a second immediate runs.
+   */
+  private nodelayEarly = false;
 
   constructor(public cfg: ListenerConfig, protected base: { hostname: string; metrics: Metrics } & ConnectionBudget) {
     // Replies go out as they are written (no Nagle delay behind an unacknowledged reply):
@@ -52,7 +59,7 @@ export abstract class SocketListener {
       this.refuse(sock, 'Too many connections, try again later');
       return;
     }
-    if (!this.nodelayInherited) sock.setNoDelay(true);
+    if (!this.nodelayInherited || this.nodelayEarly) sock.setNoDelay(true);
     this.sockets.add(sock);
     series.active.inc();
     sock.on('error', ignore);
@@ -90,6 +97,10 @@ export abstract class SocketListener {
     // gets it instead.
     const h = (this.server as unknown as { _handle?: { setNoDelay?: (on: boolean) => number } })._handle;
     this.nodelayInherited = process.platform === 'linux' && typeof h?.setNoDelay === 'function' && h.setNoDelay(true) === 0;
+    if (this.nodelayInherited) {
+      this.nodelayEarly = true;
+      setImmediate(() => setImmediate(() => (this.nodelayEarly = false)));
+    }
   }
 
   get connections(): number {
