@@ -243,6 +243,46 @@ test('/api/destinations/:domain: 400 for anything but a domain name, 404 saying 
   assert.equal(none.body.error, 'no history is sampled in this process, so there are no destination pages');
 });
 
+test('the dashboard under its own policy: no inline script or style, never framed, headers on page and files', { skip: chromium ? false : 'chromium is not installed', timeout: 60_000 }, async () => {
+  const [smtp, port, sink] = [await freePort(), await freePort(), await freePort()];
+  await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${port}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${smtp}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: s1, address: 127.0.0.1:${sink} } ] }
+routes: [ { pool: out } ]
+`);
+  for (const file of ['/dashboard', '/dashboard/dashboard.js', '/dashboard/dashboard.css']) {
+    const h = (await fetch(`http://127.0.0.1:${port}${file}`)).headers;
+    const csp = h.get('content-security-policy') ?? '';
+    assert.match(csp, /frame-ancestors 'none'/, file);
+    assert.match(csp, /script-src 'self'/, file);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, file);
+    assert.equal(h.get('x-frame-options'), 'DENY', file);
+    assert.equal(h.get('x-content-type-options'), 'nosniff', file);
+    assert.equal(h.get('referrer-policy'), 'no-referrer', file);
+  }
+  const page = await browserPage();
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(String(e)));
+  page.on('console', (m) => /Content Security Policy|Refused to/i.test(m.text()) && problems.push(m.text()));
+  await page.goto(`http://127.0.0.1:${port}/dashboard#token=${TOKEN}`);
+  await page.waitForFunction(() => !document.getElementById('main')?.hidden, undefined, { timeout: 10_000 });
+  // The legend's colours are painted through the CSSOM (an inline style attribute would be refused).
+  await page.waitForFunction(() => !!document.querySelector('#mlegend i.kind') && (document.querySelector('#mlegend i.kind') as HTMLElement).style.background !== '', undefined, { timeout: 10_000 });
+  assert.deepEqual(problems, []);
+  // A page of another origin that frames the dashboard gets nothing of it.
+  const framer = await browserPage();
+  await framer.setContent(`<iframe id="f" src="http://127.0.0.1:${port}/dashboard"></iframe>`);
+  await sleep(1500);
+  const frame = framer.frames().find((f) => f !== framer.mainFrame());
+  const inner = frame ? await frame.evaluate(() => document.querySelector('header h1')?.textContent ?? '').catch(() => '') : '';
+  assert.equal(inner, '', 'the dashboard rendered inside a frame');
+});
+
 test('the dashboard survives a malformed #dest= link (percent-encoding cut short)', { skip: chromium ? false : 'chromium is not installed', timeout: 60_000 }, async () => {
   const { AdminServer } = await import('../src/admin/server.js');
   const { default: pino } = await import('pino');

@@ -31,11 +31,17 @@ test('a bounded table drops stale entries first, then the oldest, and never grow
 
 test('identity: sender_domains bind the header From; relay clients sign only for an aligned From', () => {
   const user = { name: 'app', sender_domains: ['a.test', '*.a.test'] };
-  assert.deepEqual(identity({ user, fromDomain: 'b.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: false, code: 550, text: '5.7.1 user app may not send as b.test (header From)' });
-  assert.deepEqual(identity({ user, fromDomain: 'news.a.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['news.a.test'] });
-  assert.deepEqual(identity({ fromDomain: 'b.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['a.test'] });
-  assert.deepEqual(identity({ fromDomain: 'mail.a.test', senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['mail.a.test', 'a.test'] });
-  assert.deepEqual(identity({ fromDomain: 'b.test', senderDomain: 'a.test', rule: 'any' }), { ok: true, signFor: ['b.test', 'a.test'] });
+  const one = (domain: string) => ({ kind: 'ok' as const, domain, domains: [domain] });
+  assert.deepEqual(identity({ user, author: one('b.test'), senderDomain: 'a.test', rule: 'aligned' }), { ok: false, code: 550, text: '5.7.1 user app may not send as b.test (header From)' });
+  assert.deepEqual(identity({ user, author: one('news.a.test'), senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['news.a.test'] });
+  assert.deepEqual(identity({ user, author: { kind: 'bad', rule: 'more than one From header (RFC 5322 3.6)' }, senderDomain: 'a.test', rule: 'aligned' }), { ok: false, code: 550, text: '5.7.1 user app: more than one From header (RFC 5322 3.6)' });
+  assert.deepEqual(identity({ user, author: { kind: 'ok', domain: 'a.test', domains: ['b.test', 'a.test'] }, senderDomain: 'a.test', rule: 'aligned' }), { ok: false, code: 550, text: '5.7.1 user app may not send as b.test (header From/Sender)' });
+  assert.deepEqual(identity({ author: one('b.test'), senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['a.test'] });
+  assert.deepEqual(identity({ author: one('mail.a.test'), senderDomain: 'a.test', rule: 'aligned' }), { ok: true, signFor: ['mail.a.test', 'a.test'] });
+  assert.deepEqual(identity({ author: one('b.test'), senderDomain: 'a.test', rule: 'any' }), { ok: true, signFor: ['b.test', 'a.test'] });
+  // A From that does not parse, or shows two domains, is never signed for.
+  assert.deepEqual(identity({ author: { kind: 'bad', rule: 'x' }, senderDomain: 'a.test', rule: 'any' }), { ok: true, signFor: [undefined, 'a.test'] });
+  assert.deepEqual(identity({ author: { kind: 'ok', domain: 'a.test', domains: ['a.test', 'b.test'] }, senderDomain: 'a.test', rule: 'any' }), { ok: true, signFor: [undefined, 'a.test'] });
 });
 
 test('a DKIM worker that dies fails its jobs with an error (never a hang), and is replaced', async () => {

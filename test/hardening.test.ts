@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import { metric, raw, TOKEN } from './helpers/admin.js';
+import { WALKAROUNDS } from './helpers/from-forms.js';
 import { after, afterEach, test } from 'node:test';
 import { freePort, greeting, runCli, selfSignedCert, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
 
@@ -186,6 +187,12 @@ dkim:
   const auth = ['--server', `127.0.0.1:${port}`, '--tls', '--auth', 'PLAIN', '--auth-user', 'app', '--auth-password', 'app-secret-1', '--from', 'x@a.test', '--to', 'y@dest.test'];
   const spoof = await swaks([...auth, '--header', 'From: ceo@b.test']);
   assert.match(spoof.stdout, /<~\* 550 5\.7\.1 user app may not send as b\.test/, spoof.stdout);
+  // The forms an RFC 5322 reader takes for b.test while a text match saw a.test: each refused.
+  for (const [what, head] of Object.entries(WALKAROUNDS)) {
+    fs.writeFileSync(`${dir}/walk.eml`, `${head}Subject: ${what}\r\n\r\nbody\r\n`);
+    const r = await swaks([...auth, '--data', `${dir}/walk.eml`]);
+    assert.match(r.stdout, /<~\* 550 5\.7\.1 user app/, `${what}: ${r.stdout}`);
+  }
   const own = await swaks([...auth, '--header', 'From: news@a.test']);
   assert.match(own.stdout, /<~ {2}250 /);
   const [m] = await sink.settle(1);

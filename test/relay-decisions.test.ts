@@ -10,7 +10,7 @@ import { parseRoutesFromTransport } from '../src/routing/transport.js';
 import { expired, nextAttempt, retryDelay } from '../src/scheduler/retry.js';
 import { afterReply, effectiveLimits, isThrottleReply, newPair, pairAdmits, rateReadyAt, rateTake, rateTokens, ruleKeyFor } from '../src/scheduler/throttle.js';
 import { nextDay, warmupCap, warmupProgress } from '../src/scheduler/warmup.js';
-import { classOf, fromDomain, takeHeader } from '../src/policy/classify.js';
+import { classOf, takeHeader } from '../src/policy/classify.js';
 import { enhancedCode, replyLine } from '../src/delivery/delivery-log.js';
 
 test('domain patterns: exact, *.sub (subdomains only), .sub (Postfix), any case', () => {
@@ -164,7 +164,6 @@ test('classes: user over header over sender domain over listener; the class head
   assert.equal(t.value, 'mark eting');
   assert.equal(t.message.toString(), 'From: a@b\r\nSubject: hi\r\n\r\nX-Traffic-Class: body stays\r\n');
   assert.equal(takeHeader(Buffer.from('Subject: x\n\nbody'), 'X-Traffic-Class').value, undefined);
-  assert.equal(fromDomain(Buffer.from('From: "A, B" <a@Example.COM>\r\n\r\n')), 'example.com');
 });
 
 test('shaping rules: exact domain, then the longest *.parent, then default; enhanced codes are read from replies', () => {

@@ -5,7 +5,8 @@
 // show the last hour: outcomes per second, queue depth and oldest age per pool and for the
 // largest destinations, with server state changes, throttles and suspensions marked on the
 // time axis. #dest=DOMAIN opens a destination's page. Render times are kept in
-// window.__smtplbCharts (with the chart data) for tests and for the curious.
+// window.__smtplbCharts (with the chart data) for tests and for the curious. Page, style sheet and
+// script are three responses, so the Content-Security-Policy allows no inline script or style.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 
@@ -36,29 +37,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>smtplb dashboard</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/dashboard/uplot.css">
-<style>
-body{font:14px system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
-header{background:#1d2330;color:#fff;padding:10px 16px;display:flex;gap:16px;align-items:center}
-header h1{font-size:17px;margin:0}header .meta{opacity:.8;font-size:12px}
-main{padding:12px 16px;display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:12px}
-section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:8px 12px;overflow:hidden}
-section.wide{grid-column:1/3}h2{font-size:15px;margin:4px 0 8px}h3{font-size:13px;margin:6px 0 4px;color:#4a5263}
-.scroll{max-height:420px;overflow:auto;contain:content}
-#dests,#dests tbody{display:block}#dests tr{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,1.3fr) 72px 72px}
-#dests tr+tr{content-visibility:auto;contain-intrinsic-size:auto 23px}#dests td,#dests th{overflow:hidden;text-overflow:ellipsis}#dests tr:first-child{position:sticky;top:0;z-index:1;background:#fff}.scroll.short{max-height:160px}table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f3;white-space:nowrap}th{position:sticky;top:0;background:#fff}
-.up{color:#127a2e;font-weight:600}.down{color:#b3261e;font-weight:600}.drain{color:#a36200;font-weight:600}.disabled{color:#777;font-weight:600}
-button{font-size:12px;padding:2px 8px;margin-right:4px;cursor:pointer}input,select{font-size:13px;padding:3px 6px}
-#login{padding:40px;text-align:center}#err{color:#b3261e;margin-left:12px}.num{text-align:right}
-.charts{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:10px}.chart{min-height:230px}
-.totals{font-size:12px;font-weight:normal;color:#4a5263;margin-left:10px}.totals b{color:#1d2330}
-.note{color:#777;font-size:12px}.kind{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
-.legend span{margin-right:12px;font-size:12px}td.wrap{white-space:normal;max-width:520px}
-.dgrid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:10px}
-.bar{display:inline-block;width:120px;height:8px;background:#eef0f3;border-radius:4px;vertical-align:middle;margin:0 6px}.bar i{display:block;height:8px;background:#2a6fdb;border-radius:4px}
-.plan b{background:#2a6fdb;color:#fff;padding:0 3px;border-radius:3px}
-a{color:#2a6fdb}
-</style></head><body>
+<link rel="stylesheet" href="/dashboard/dashboard.css"></head><body>
 <header><h1>smtplb</h1><span class="meta" id="host"></span><span class="meta" id="updated"></span><span id="err"></span></header>
 <div id="login" hidden><p>Admin token</p><input id="token" type="password" autocomplete="off"> <button id="go">Open</button></div>
 <main id="main" hidden>
@@ -85,8 +64,37 @@ a{color:#2a6fdb}
 <section class="wide" id="cluster" hidden><h2>Cluster <span class="note" id="cstate"></span></h2><div class="scroll"><table id="cnodes"></table><table id="climits"></table></div></section>
 </main>
 <script src="/dashboard/uplot.js"></script>
-<script>
-const $ = (id) => document.getElementById(id);
+<script src="/dashboard/dashboard.js"></script>
+</body></html>`;
+
+/** The page's style sheet (served as /dashboard/dashboard.css: the policy allows no inline style). */
+export const DASHBOARD_CSS = `body{font:14px system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:10px 16px;display:flex;gap:16px;align-items:center}
+header h1{font-size:17px;margin:0}header .meta{opacity:.8;font-size:12px}
+main{padding:12px 16px;display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:12px}
+section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:8px 12px;overflow:hidden}
+section.wide{grid-column:1/3}h2{font-size:15px;margin:4px 0 8px}h3{font-size:13px;margin:6px 0 4px;color:#4a5263}
+.scroll{max-height:420px;overflow:auto;contain:content}
+#dests,#dests tbody{display:block}#dests tr{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,1.3fr) 72px 72px}
+#dests tr+tr{content-visibility:auto;contain-intrinsic-size:auto 23px}#dests td,#dests th{overflow:hidden;text-overflow:ellipsis}#dests tr:first-child{position:sticky;top:0;z-index:1;background:#fff}.scroll.short{max-height:160px}table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f3;white-space:nowrap}th{position:sticky;top:0;background:#fff}
+.up{color:#127a2e;font-weight:600}.down{color:#b3261e;font-weight:600}.drain{color:#a36200;font-weight:600}.disabled{color:#777;font-weight:600}
+button{font-size:12px;padding:2px 8px;margin-right:4px;cursor:pointer}input,select{font-size:13px;padding:3px 6px}
+#login{padding:40px;text-align:center}#err{color:#b3261e;margin-left:12px}.num{text-align:right}
+.charts{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:10px}.chart{min-height:230px}
+.totals{font-size:12px;font-weight:normal;color:#4a5263;margin-left:10px}.totals b{color:#1d2330}
+.note{color:#777;font-size:12px}.kind{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px;vertical-align:middle}
+.legend span{margin-right:12px;font-size:12px}td.wrap{white-space:normal;max-width:520px}
+.dgrid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:10px}
+.bar{display:inline-block;width:120px;height:8px;background:#eef0f3;border-radius:4px;vertical-align:middle;margin:0 6px}.bar i{display:block;height:8px;background:#2a6fdb;border-radius:4px}
+.plan b{background:#2a6fdb;color:#fff;padding:0 3px;border-radius:3px}
+a{color:#2a6fdb}
+`;
+
+/** The page's script (served as /dashboard/dashboard.js: the policy allows no inline script). */
+export const DASHBOARD_JS = `const $ = (id) => document.getElementById(id);
+// Colours and widths set through the CSSOM: the page's policy allows no inline style attribute.
+const paint = (el) => { for (const e of el.querySelectorAll('[data-bg]')) e.style.background = e.dataset.bg; for (const e of el.querySelectorAll('[data-w]')) e.style.width = e.dataset.w + '%'; };
 const esc = (v) => String(v ?? '').replace(/[&<>"']/g, (c) => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));
 const hashToken = location.hash.match(/token=([^&]+)/);
 let token = (hashToken || [])[1] || sessionStorage.getItem('smtplb-token') || '';
@@ -290,8 +298,10 @@ function drawCharts() {
   const t = $('ctotals');
   for (const k of ['delivered', 'deferred', 'bounced', 'no_reply']) t.dataset[k.replace('_r', 'R')] = d.totals[k];
   t.innerHTML = 'in the window: <b>' + d.totals.delivered + '</b> delivered · <b>' + d.totals.deferred + '</b> deferred (4xx) · <b>' + d.totals.bounced + '</b> bounced · <b>' + d.totals.no_reply + '</b> without reply';
-  $('mlegend').innerHTML = [['down', 'server down'], ['up', 'server up'], ['drain', 'admin change'], ['throttle', 'throttle'], ['suspend', 'suspension'], ['override', 'override']].map(([k, l]) => '<span><i class="kind" style="background:' + markColor(k) + '"></i>' + l + '</span>').join('');
-  $('marks').innerHTML = '<tr><th>when</th><th>mark</th><th>what</th></tr>' + C.marks.slice(-100).reverse().map((m) => '<tr data-kind="' + esc(m.kind) + '"><td>' + esc(new Date(m.at).toLocaleTimeString()) + '</td><td><i class="kind" style="background:' + markColor(m.kind) + '"></i>' + esc(m.kind) + '</td><td class="wrap">' + esc(m.text) + '</td></tr>').join('');
+  $('mlegend').innerHTML = [['down', 'server down'], ['up', 'server up'], ['drain', 'admin change'], ['throttle', 'throttle'], ['suspend', 'suspension'], ['override', 'override']].map(([k, l]) => '<span><i class="kind" data-bg="' + markColor(k) + '"></i>' + l + '</span>').join('');
+  paint($('mlegend'));
+  $('marks').innerHTML = '<tr><th>when</th><th>mark</th><th>what</th></tr>' + C.marks.slice(-100).reverse().map((m) => '<tr data-kind="' + esc(m.kind) + '"><td>' + esc(new Date(m.at).toLocaleTimeString()) + '</td><td><i class="kind" data-bg="' + markColor(m.kind) + '"></i>' + esc(m.kind) + '</td><td class="wrap">' + esc(m.text) + '</td></tr>').join('');
+  paint($('marks'));
   if (!window.uPlot) { $('cnote').textContent = 'charts need the uplot package beside smtplb (npm install); totals and marks are above and below'; return; }
   if (!d.x.length) { $('cnote').textContent = 'collecting: the first sample comes ' + Math.round(h.step_ms / 1000) + ' s after start'; return; }
   $('cnote').textContent = '';
@@ -338,8 +348,9 @@ function renderDest(v) {
     const pct = w.cap ? Math.min(100, Math.round(w.sent * 100 / w.cap)) : 100;
     const plan = w.schedule.map((c, i) => (i === w.day ? '<b>' + c + '</b>' : String(c))).join(' · ');
     const what = w.state === 'warm' ? 'warm (the ' + w.plan_days + '-day plan is over)' : w.state === 'not started' ? 'plan not started: cap 0' : 'day ' + (w.day + 1) + ' of ' + w.plan_days + ': ' + w.sent + ' / ' + w.cap + ' today, ' + w.remaining + ' left (' + w.overflow + ' when reached)';
-    return '<div>' + esc(w.pool + '/' + w.server) + ' <span class="bar"><i style="width:' + pct + '%"></i></span>' + esc(what) + '<div class="note plan">plan: ' + plan + '</div></div>';
+    return '<div>' + esc(w.pool + '/' + w.server) + ' <span class="bar"><i data-w="' + pct + '"></i></span>' + esc(what) + '<div class="note plan">plan: ' + plan + '</div></div>';
   }).join('') : '<p class="note">no server of ' + esc(v.queue.map((q) => q.pool).join(', ') || 'its pool') + ' has a warm-up plan</p>';
+  paint($('dwarm'));
   $('dsource').textContent = v.replies_source === 'delivery_log' ? '(from the delivery log)' : '(from the queue: set delivery_log.file for delivered mail too)';
   $('dreplies').innerHTML = '<tr><th>when</th><th>event</th><th>server</th><th>recipient / queue id</th><th>reply</th></tr>' + v.replies.map((r) => '<tr><td>' + esc((r.at || '').slice(11, 19)) + '</td><td>' + esc(r.event) + '</td><td>' + esc(r.pool + '/' + (r.server || '-')) + '</td><td>' + esc(r.recipient || r.queue_id || '') + '</td><td class="wrap">' + esc(reply(r.code, r.reply)) + '</td></tr>').join('');
   $('dmsgs').innerHTML = '<tr><th>queue id</th><th>recipient</th><th>state</th><th class=num>age</th><th class=num>attempts</th><th>next attempt</th><th>waiting for</th><th>last reply</th></tr>' +
@@ -382,4 +393,4 @@ $('df').oninput = () => last && renderQueue(last);
 $('cpool').onchange = drawCharts;
 $('dback').onclick = (ev) => { ev.preventDefault(); history.pushState(null, '', location.pathname); route(); };
 if (token) { sessionStorage.setItem('smtplb-token', token); refresh(); refreshHistory(); route(); } else showLogin();
-</script></body></html>`;
+`;

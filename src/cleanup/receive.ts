@@ -5,9 +5,11 @@
 // Header rules apply to the header block on its way through: the traffic-class header is
 // taken out before anything is stored. Signing and the Received line come after, as header
 // lines put before the body when it is committed (the spool's prefix). Chunks are handed over,
-// not copied: none is reused here after it is written.
+// not copied: none is reused here after it is written. Bare CR and LF become CRLF on the way in
+// (line-endings.ts), so nothing stored, signed or relayed holds one.
 import type { Incoming } from '../spool/spool.js';
 import { takeHeader } from '../policy/classify.js';
+import { LineEndings } from './line-endings.js';
 
 /** Header block kept in memory for the header rules; past it, the rest is body (Postfix's header_size_limit is 100 KB). */
 export const HEADER_MAX = 256 * 1024;
@@ -18,6 +20,8 @@ export interface Received {
   header: Buffer;
   /** The class header's value, if the message had one. */
   classValue?: string;
+  /** Whether the client sent a bare CR or LF (stored as CRLF either way). */
+  bareLineEndings: boolean;
 }
 
 /**
@@ -33,12 +37,12 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
     let len = 0;
     let header: Buffer | undefined;
     let classValue: string | undefined;
-    for await (const chunk of data) {
-      // Past the size limit the rest is read and dropped: the reply (552) follows the final dot.
-      if (tooBig()) continue;
+    const endings = new LineEndings();
+    const take = async (chunk: Buffer): Promise<void> => {
+      if (!chunk.length) return;
       if (header) {
         await incoming.write(chunk);
-        continue;
+        return;
       }
       if (len + chunk.length > acc.length) {
         const grown = Buffer.allocUnsafe(Math.max(len + chunk.length, acc.length * 2, 4096));
@@ -50,7 +54,7 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
       len += chunk.length;
       const buf = acc.subarray(0, len);
       const end = headerEndFrom(buf, from);
-      if (end === len && len < HEADER_MAX) continue; // the header block goes on
+      if (end === len && len < HEADER_MAX) return; // the header block goes on
       const cut = Math.min(end, HEADER_MAX);
       const taken = takeHeader(Buffer.from(buf.subarray(0, cut)), classHeader);
       header = taken.message;
@@ -59,7 +63,14 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
       if (cut < len) await incoming.write(Buffer.from(buf.subarray(cut)));
       acc = Buffer.allocUnsafe(0);
       len = 0;
+    };
+    for await (const chunk of data) {
+      // Past the size limit the rest is read and dropped: the reply (552) follows the final dot.
+      if (tooBig()) continue;
+      await take(endings.push(chunk));
     }
+    const tail = endings.end();
+    if (tail && !tooBig()) await take(tail);
     if (!header) {
       // A message that is all header (or empty).
       const buf = Buffer.from(acc.subarray(0, len));
@@ -68,7 +79,7 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
       classValue = taken.value;
       await incoming.write(header);
     }
-    return { incoming, header, classValue };
+    return { incoming, header, classValue, bareLineEndings: endings.sawBare };
   } catch (e) {
     await incoming.discard();
     throw e;

@@ -178,10 +178,23 @@ export const poolSchema = z.strictObject({
   data_timeout: duration.default(600_000),
 });
 
+/**
+ * Mozilla's "intermediate" server profile (ssl-config.mozilla.org, v5.7): TLS 1.3's suites, and
+ * for TLS 1.2 the ECDHE/DHE AEAD suites only (no CBC, no static RSA key exchange).
+ */
+export const INTERMEDIATE_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305', 'DHE-RSA-AES128-GCM-SHA256', 'DHE-RSA-AES256-GCM-SHA384', 'DHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
 export const tlsSchema = z.strictObject({
   cert: z.string(),
   key: z.string(),
   implicit: z.boolean().default(false),
+  /** OpenSSL cipher list (TLS 1.3 suites by their TLS_ names in the same list); Mozilla's intermediate profile by default. */
+  ciphers: z.string().min(1).default(INTERMEDIATE_CIPHERS),
+  min_version: z.enum(['TLSv1.2', 'TLSv1.3'], { error: 'expected TLSv1.2 or TLSv1.3' }).default('TLSv1.2'),
 });
 
 export const listenerSchema = z.strictObject({
@@ -209,6 +222,10 @@ export const listenerSchema = z.strictObject({
   /** Relay-network clients: sign for the header From domain only when aligned with the envelope sender (see policy/identity.ts), or for any. */
   identity: z.enum(['aligned', 'any'], { error: 'expected aligned or any' }).default('aligned'),
   cutthrough_fallback: z.enum(['queue', 'reject'], { error: 'expected queue or reject' }).default('queue'),
+  /** A bare CR or LF in DATA: made CRLF (Postfix's smtpd_forbid_bare_newline = normalize), or the message refused with 550 5.5.2. */
+  bare_line_endings: z.enum(['normalize', 'reject'], { error: 'expected normalize or reject' }).default('normalize'),
+  /** Refuse (554 5.5.0, then close) a client that pipelines where RFC 2920 does not allow it: past EHLO, HELO, DATA or STARTTLS, or without having been offered PIPELINING (Postfix's smtpd_forbid_unauth_pipelining). */
+  forbid_unauth_pipelining: z.boolean().default(true),
 });
 
 export const routeSchema = z.strictObject({

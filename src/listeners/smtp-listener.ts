@@ -5,7 +5,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import fs from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { constants as cryptoConstants, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Metrics } from '../admin/metrics.js';
@@ -17,7 +17,8 @@ import { domainOf } from '../routing/route.js';
 import { plainIp, readProxyHeader } from './proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
-import { classOf, fromDomain } from '../policy/classify.js';
+import { classOf } from '../policy/classify.js';
+import { authorOf } from '../cleanup/from-header.js';
 import { BoundedMap, clientKey } from '../policy/client-key.js';
 import { domainAllowed, identity } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
@@ -103,9 +104,12 @@ export class SmtpListener extends SocketListener {
    * that cannot be used throws here and the listener keeps serving as it was.
    */
   private createSmtpServer(cfg: ListenerConfig, hostname: string): { server: SMTPServer; secureContext?: tls.SecureContext } {
-    // TLS 1.2 at least (smtp-server's own default is TLS 1.0), with Node's default cipher list
-    // (OpenSSL's secure defaults), for STARTTLS and implicit TLS alike.
-    const tlsFiles = cfg.tls ? { key: fs.readFileSync(cfg.tls.key), cert: fs.readFileSync(cfg.tls.cert), minVersion: 'TLSv1.2' as const } : {};
+    // TLS 1.2 at least (smtp-server's own default is TLS 1.0) with Mozilla's intermediate cipher
+    // list unless configured, and no renegotiation started by the client (a cheap way to make
+    // the server do a handshake's work again and again), for STARTTLS and implicit TLS alike.
+    const tlsFiles = cfg.tls
+      ? { key: fs.readFileSync(cfg.tls.key), cert: fs.readFileSync(cfg.tls.cert), minVersion: cfg.tls.min_version, ciphers: cfg.tls.ciphers, secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION }
+      : {};
     const secureContext = cfg.tls?.implicit ? tls.createSecureContext(tlsFiles) : undefined;
     const server = new SMTPServer({
       name: hostname,
@@ -133,7 +137,7 @@ export class SmtpListener extends SocketListener {
       onClose: (s) => this.onClose(s),
     });
     server.on('error', (e) => this.ctx.log.debug({ listener: cfg.name, err: e.message }, 'smtp session error'));
-    useRelaySessions(server, (session) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress));
+    useRelaySessions(server, (session) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress), cfg.forbid_unauth_pipelining);
     return { server, secureContext };
   }
 
@@ -332,6 +336,11 @@ export class SmtpListener extends SocketListener {
       this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'too_big').inc();
       return { code: 552, text: `5.3.4 Message size exceeds the limit of ${this.cfg.max_message_size} bytes` };
     }
+    if (got.bareLineEndings && this.cfg.bare_line_endings === 'reject') {
+      await got.incoming.discard();
+      this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'bare_line_ending').inc();
+      return { code: 550, text: '5.5.2 Message refused: bare CR or LF in the data (RFC 5321 2.3.8); end every line with CRLF' };
+    }
     let r: { message: InboundMessage } | { reply: Reply };
     try {
       r = await this.prepare(got, session, st);
@@ -365,7 +374,7 @@ export class SmtpListener extends SocketListener {
         routes.set(address, { pool: choice.rule.pool, route: choice.index, domain });
       }
     }
-    const who = identity({ user: st?.user, fromDomain: fromDomain(got.header), senderDomain, rule: this.cfg.identity });
+    const who = identity({ user: st?.user, author: authorOf(got.header), senderDomain, rule: this.cfg.identity });
     if (!who.ok) return { reply: { code: who.code, text: who.text } };
     let signature: string;
     try {

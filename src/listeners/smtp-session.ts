@@ -1,4 +1,4 @@
-// Four adjustments to smtp-server's connection, kept in this one module:
+// Adjustments to smtp-server's connection, kept in this one module:
 //  1. The greeting goes out at once. smtp-server waits 100 ms to catch "early talkers" (a
 //     spam-bot heuristic for inbound MX); a relay for one's own applications gains nothing
 //     from it, and it caps a session-per-message client at 10 messages/s per session.
@@ -12,6 +12,17 @@
 //     Postfix's smtpd does. smtp-server half-closes and waits up to 5 s for the client's own
 //     FIN, which costs a shutdown, a read, an epoll change and a timer per session, and keeps
 //     the connection counted against the limits after the client is done.
+//  5. AUTH is not listed in the EHLO reply before TLS: AUTH is refused there (538), and a
+//     client that trusts the list (Python's smtplib, swaks --auth) would send its password in
+//     clear first and only then read the refusal.
+//  6. Pipelining only where RFC 2920 allows it (Postfix's smtpd_forbid_unauth_pipelining): a
+//     command that must end a group (EHLO, HELO, DATA, STARTTLS, VRFY, EXPN) with more input
+//     already behind it in the same read, or several commands in one read from a client that
+//     was not offered PIPELINING (before EHLO, after HELO), is answered 554 5.5.0 and the
+//     connection closed. Message text sent with DATA before the 354 is how an SMTP smuggling
+//     attack rides on a server that reads line endings differently; it never reaches the
+//     data phase here. Input before the greeting cannot be told apart: the greeting goes out
+//     the moment the connection is taken, before its first read.
 // All override internals of smtp-server 3.x; the tests check greeting latency, the enhanced
 // codes and the connection given back at QUIT, so an upgrade that changes them fails loudly.
 import type { Socket } from 'node:net';
@@ -23,6 +34,8 @@ const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 
 interface ServerInternals {
   connections: Set<unknown>;
+  /** Set by the listener: refuse pipelining that RFC 2920 does not allow. */
+  forbidPipelining?: boolean;
   /** Set by the listener: may this session relay at all? */
   mayRelay?: (session: { remoteAddress: string; user?: unknown }) => boolean;
   options: { maxClients?: number };
@@ -39,11 +52,34 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
   on(ev: string, fn: (x: never) => void): void;
   init(): void;
   session: { remoteAddress: string; user?: unknown; envelope: { mailFrom: unknown } };
+  secure: boolean;
   handler_RCPT(command: Buffer, callback: () => void): void;
   _socket: Socket;
   _closeTimer?: NodeJS.Timeout;
   close(): void;
+  _createParser(): ParserInternals;
 }) {
+  /** Whether the client said EHLO (was offered PIPELINING) in this session. */
+  private esmtp = false;
+
+  override _createParser(): ParserInternals {
+    const parser = super._createParser();
+    if (this._server.forbidPipelining) guardPipelining(parser, (name) => this.pipelined(name));
+    return parser;
+  }
+
+  /** A command was dispatched; `behind` is whether more input arrived with it. True: refused. */
+  private pipelined(command: { name: string; behind: boolean }): boolean {
+    const { name, behind } = command;
+    const violation = behind && (MUST_END_GROUP.has(name) || !this.esmtp);
+    if (name === 'EHLO') this.esmtp = true;
+    else if (name === 'HELO') this.esmtp = false;
+    if (!violation) return false;
+    this.send(554, '5.5.0 Error: SMTP protocol synchronization (command pipelined where RFC 2920 does not allow it)');
+    this.close();
+    return true;
+  }
+
   handler_QUIT(_command: Buffer, callback: () => void): void {
     const sock = this._socket;
     this.send(221, 'Bye');
@@ -78,14 +114,62 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
 
   override send(code: number, data?: unknown, context?: unknown): void {
     if (typeof data === 'string' && ENHANCED.test(data)) return super.send(code, data, false);
+    // The EHLO reply: AUTH is offered only inside TLS, where it can be used (Postfix's
+    // smtpd_tls_auth_only). A client that trusts the list never sends a password in clear.
+    if (Array.isArray(data) && !this.secure) data = data.filter((line) => !(typeof line === 'string' && line.startsWith('AUTH ')));
     return super.send(code, data, context);
   }
 }
 
+/** Commands after which a client must wait for the reply (RFC 2920 3.1, RFC 3207 for STARTTLS). */
+const MUST_END_GROUP = new Set(['EHLO', 'HELO', 'DATA', 'STARTTLS', 'VRFY', 'EXPN']);
+
+interface ParserInternals {
+  _dataMode: boolean;
+  _remainder: string;
+  /** Chunks the socket wrote that the parser has not started on (the one in hand is not among them). */
+  writableBuffer?: unknown[];
+  oncommand(command: Buffer, callback?: () => void): void;
+  _write(chunk: Buffer, encoding: string, next: (err?: Error) => void): void;
+}
+
+/**
+ * Tells `check` for each command line the parser dispatches whether more input came in the same
+ * read (lines or bytes behind it in that chunk, or chunks queued behind it); a command `check`
+ * refuses is not handed on. Counting newlines per chunk is linear in the input, once.
+ */
+function guardPipelining(parser: ParserInternals, check: (c: { name: string; behind: boolean }) => boolean): void {
+  const write = parser._write.bind(parser);
+  const dispatch = parser.oncommand.bind(parser);
+  let lines = 0;
+  let partial = false;
+  parser._write = (chunk, encoding, next) => {
+    if (!parser._dataMode) {
+      let n = 0;
+      let last = -1;
+      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) {
+        n++;
+        last = i;
+      }
+      lines = n;
+      partial = last < chunk.length - 1;
+    }
+    write(chunk, encoding, next);
+  };
+  parser.oncommand = (command, callback) => {
+    lines--;
+    const name = command.subarray(0, Math.min(command.length, 16)).toString('latin1').split(' ', 1)[0].toUpperCase();
+    const behind = lines > 0 || partial || (parser.writableBuffer?.length ?? 0) > 0;
+    if (check({ name, behind })) return;
+    dispatch(command, callback);
+  };
+}
+
 /** Make `server` use RelaySession for every connection, including those it accepts itself. */
-export function useRelaySessions(server: SMTPServer, mayRelay: (session: { remoteAddress: string; user?: unknown }) => boolean): void {
+export function useRelaySessions(server: SMTPServer, mayRelay: (session: { remoteAddress: string; user?: unknown }) => boolean, forbidPipelining = true): void {
   const s = server as unknown as ServerInternals & { connect(socket: Socket, opts: unknown): void };
   s.mayRelay = mayRelay;
+  s.forbidPipelining = forbidPipelining;
   s.connect = (socket: Socket, opts: unknown) => {
     const connection = new RelaySession(server, socket, opts);
     s.connections.add(connection);

@@ -55,12 +55,3 @@ export function headerEnd(message: Buffer): number {
   if (crlf >= 0 && (lf < 0 || crlf < lf)) return crlf + 2;
   return lf + 1;
 }
-
-/** The domain of the first address in the From header, lower-cased. */
-export function fromDomain(message: Buffer): string | undefined {
-  const head = message.subarray(0, headerEnd(message)).toString('latin1');
-  const m = /^from:((?:[^\r\n]|\r?\n[ \t])*)/im.exec(head);
-  if (!m) return undefined;
-  const addr = /<([^>]*)>/.exec(m[1])?.[1] ?? m[1];
-  return /@([A-Za-z0-9.-]+)/.exec(addr)?.[1]?.toLowerCase();
-}

@@ -11,6 +11,8 @@
 //   subdomain of the other, DMARC's relaxed alignment); otherwise for the envelope sender's
 //   domain only. A trusted network still cannot borrow an identity by writing a From header.
 
+import type { Author } from '../cleanup/from-header.js';
+
 export function domainAllowed(patterns: readonly string[], domain: string): boolean {
   const d = domain.toLowerCase();
   return patterns.some((p) => {
@@ -25,13 +27,22 @@ function aligned(a: string, b: string): boolean {
 
 export type IdentityVerdict = { ok: true; signFor: (string | undefined)[] } | { ok: false; code: number; text: string };
 
-export function identity(q: { user?: { name: string; sender_domains?: string[] }; fromDomain?: string; senderDomain?: string; rule: 'aligned' | 'any' }): IdentityVerdict {
-  const { user, fromDomain, senderDomain } = q;
+/**
+ * `author` is the header's author as RFC 5322 reads it (cleanup/from-header.ts). A From that
+ * does not parse, or shows several domains, is never signed for; a sender bound to some domains
+ * is refused it, naming the rule.
+ */
+export function identity(q: { user?: { name: string; sender_domains?: string[] }; author: Author; senderDomain?: string; rule: 'aligned' | 'any' }): IdentityVerdict {
+  const { user, author, senderDomain } = q;
   if (user?.sender_domains) {
-    if (!fromDomain) return { ok: true, signFor: [senderDomain] };
-    if (!domainAllowed(user.sender_domains, fromDomain)) return { ok: false, code: 550, text: `5.7.1 user ${user.name} may not send as ${fromDomain} (header From)` };
-    return { ok: true, signFor: [fromDomain] };
+    if (author.kind === 'none') return { ok: true, signFor: [senderDomain] };
+    if (author.kind === 'bad') return { ok: false, code: 550, text: `5.7.1 user ${user.name}: ${author.rule}` };
+    const denied = author.domains.find((d) => !domainAllowed(user.sender_domains!, d));
+    if (denied !== undefined) return { ok: false, code: 550, text: `5.7.1 user ${user.name} may not send as ${denied} (header ${author.domain === denied || author.domains.length === 1 ? 'From' : 'From/Sender'})` };
+    return { ok: true, signFor: [author.domain] };
   }
+  // One domain in From (and Sender): the only author domain a signature may vouch for.
+  const fromDomain = author.kind === 'ok' && author.domains.length === 1 ? author.domain : undefined;
   if (user || q.rule === 'any') return { ok: true, signFor: [fromDomain, senderDomain] };
   if (fromDomain && (!senderDomain || aligned(fromDomain, senderDomain))) return { ok: true, signFor: [fromDomain, senderDomain] };
   return { ok: true, signFor: [senderDomain] };

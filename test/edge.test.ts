@@ -1,0 +1,244 @@
+// The SMTP edge against today's attacks (issue 21): no bare CR or LF ever leaves smtplb
+// (SMTP smuggling), pipelining only where RFC 2920 allows it, AUTH offered only inside TLS,
+// TLS without client renegotiation or CBC suites. Peers: a recording upstream written here
+// (it keeps the raw bytes of each DATA phase, which smtp-sink does not), Python's smtplib and
+// the openssl command line.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
+import { after, test } from 'node:test';
+import { freePort, onStop, selfSignedCert, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+
+after(stopAll);
+
+/** An upstream that records the raw bytes of every DATA phase, up to its final CRLF.CRLF. */
+async function startRecorder(): Promise<{ port: number; messages: Buffer[] }> {
+  const messages: Buffer[] = [];
+  const server = net.createServer((sock) => {
+    let buf = Buffer.alloc(0);
+    let inData = false;
+    sock.write('220 rec.test ESMTP\r\n');
+    sock.on('error', () => {});
+    sock.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (;;) {
+        if (inData) {
+          const end = buf.indexOf('\r\n.\r\n');
+          if (end < 0) return;
+          messages.push(buf.subarray(0, end + 2));
+          buf = buf.subarray(end + 5);
+          inData = false;
+          sock.write('250 2.0.0 recorded\r\n');
+          continue;
+        }
+        const nl = buf.indexOf('\r\n');
+        if (nl < 0) return;
+        const line = buf.subarray(0, nl).toString('latin1').toUpperCase();
+        buf = buf.subarray(nl + 2);
+        if (line.startsWith('EHLO')) sock.write('250-rec.test\r\n250 8BITMIME\r\n');
+        else if (line.startsWith('DATA')) {
+          inData = true;
+          sock.write('354 go on\r\n');
+        } else if (line.startsWith('QUIT')) sock.end('221 bye\r\n');
+        else sock.write('250 ok\r\n');
+      }
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  onStop(() => new Promise<void>((r) => server.close(() => r())));
+  return { port, messages };
+}
+
+/** Each look-alike of an end of data that a reader of bare line endings could stop at. */
+const FORMS: Record<string, string> = {
+  'LF . LF': '\n.\n',
+  'LF . CRLF': '\n.\r\n',
+  'CR . CRLF': '\r.\r\n',
+  'CR . CR': '\r.\r',
+  'CRLF . CR': '\r\n.\r',
+  'CR CRLF': '\r\r\n',
+};
+
+/** A bare CR or LF in `b`: a CR not followed by LF, or an LF not after a CR. */
+function bareAt(b: Buffer): number {
+  for (let i = 0; i < b.length; i++) {
+    if (b[i] === 13 && b[i + 1] !== 10) return i;
+    if (b[i] === 10 && b[i - 1] !== 13) return i;
+  }
+  return -1;
+}
+
+async function sendRaw(port: number, body: string): Promise<string> {
+  const s = session(port);
+  assert.match(await s.reply(), /^220/);
+  assert.match(await s.send('EHLO client.test'), /^250/);
+  assert.match(await s.send('MAIL FROM:<app@client.test>'), /^250/);
+  assert.match(await s.send('RCPT TO:<you@dest.test>'), /^250/);
+  assert.match(await s.send('DATA'), /^354/);
+  s.raw(body);
+  const r = await s.reply();
+  await s.send('QUIT');
+  s.close();
+  return r;
+}
+
+test('no bare CR or LF reaches the upstream for any end-of-data look-alike, queue and cut-through; reject refuses them', { timeout: 60_000 }, async () => {
+  const rec = await startRecorder();
+  const [queue, cut, strict] = [await freePort(), await freePort(), await freePort()];
+  await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+listeners:
+  - { name: queue, listen: 127.0.0.1:${queue}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: cut, listen: 127.0.0.1:${cut}, mode: smtp, delivery: cutthrough, relay_networks: [127.0.0.0/8] }
+  - { name: strict, listen: 127.0.0.1:${strict}, mode: smtp, relay_networks: [127.0.0.0/8], bare_line_endings: reject }
+pools:
+  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ], reuse: { messages: 1 } }
+routes: [ { pool: out } ]
+`);
+  let sent = 0;
+  for (const [name, form] of Object.entries(FORMS)) {
+    // What a smuggler puts after the look-alike: a second transaction for the upstream to read.
+    const body = `Subject: ${name}\r\n\r\nfirst line${form}MAIL FROM:<ceo@bank.test>\r\nRCPT TO:<victim@dest.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled${form}last line\r\n.\r\n`;
+    for (const port of [queue, cut]) {
+      assert.match(await sendRaw(port, body), /^250 /, `${name} on ${port === queue ? 'queue' : 'cut-through'}`);
+      sent++;
+    }
+    assert.match(await sendRaw(strict, body), /^550 5\.5\.2 /, `${name} refused with bare_line_endings: reject`);
+  }
+  // A clean message is taken by the strict listener.
+  assert.match(await sendRaw(strict, 'Subject: clean\r\n\r\nclean\r\n.\r\n'), /^250 /);
+  sent++;
+  await waitFor(`${sent} messages at the recorder`, () => rec.messages.length >= sent, 20_000);
+  await sleep(300);
+  assert.equal(rec.messages.length, sent, 'one message upstream for each accepted, none smuggled');
+  for (const m of rec.messages) {
+    const at = bareAt(m);
+    assert.equal(at, -1, `a bare line ending upstream at ${at}: ${JSON.stringify(m.subarray(Math.max(0, at - 20), at + 20).toString('latin1'))}`);
+  }
+  // The text is all there, each look-alike now an ordinary line (dot-stuffed on the wire).
+  const smuggledLines = rec.messages.filter((m) => m.includes('\r\nMAIL FROM:<ceo@bank.test>\r\n'));
+  assert.equal(smuggledLines.length, sent - 1, 'the would-be second transaction stays message text');
+});
+
+test('pipelining where RFC 2920 forbids it is refused: message text sent with DATA before the 354, commands after EHLO or HELO', { timeout: 30_000 }, async () => {
+  const rec = await startRecorder();
+  const port = await freePort();
+  await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ] }
+routes: [ { pool: out } ]
+`);
+  const refused = /^554 5\.5\.0 /;
+  // Allowed: MAIL, RCPT and DATA in one write after EHLO, then the text after the 354.
+  const ok = session(port);
+  await ok.reply();
+  assert.match(await ok.send('EHLO client.test'), /^250/);
+  ok.raw('MAIL FROM:<a@client.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\n');
+  assert.match(await ok.reply(), /^250/);
+  assert.match(await ok.reply(), /^250/);
+  assert.match(await ok.reply(), /^354/);
+  assert.match(await ok.send('Subject: fine\r\n\r\nfine\r\n.'), /^250 /);
+  ok.close();
+  // The text together with DATA, before the 354.
+  const early = session(port);
+  await early.reply();
+  assert.match(await early.send('EHLO client.test'), /^250/);
+  early.raw('MAIL FROM:<a@client.test>\r\nRCPT TO:<b@dest.test>\r\nDATA\r\nSubject: early\r\n\r\nearly\r\n.\r\n');
+  assert.match(await early.reply(), /^250/);
+  assert.match(await early.reply(), /^250/);
+  assert.match(await early.reply(), refused);
+  await early.closed();
+  // Commands behind EHLO (PIPELINING not offered yet), and behind HELO (never offered).
+  for (const greet of ['EHLO client.test', 'HELO client.test']) {
+    const s = session(port);
+    await s.reply();
+    s.raw(`${greet}\r\nMAIL FROM:<a@client.test>\r\n`);
+    assert.match(await s.reply(), refused, greet);
+    await s.closed();
+  }
+  const helo = session(port);
+  await helo.reply();
+  assert.match(await helo.send('HELO client.test'), /^250/);
+  helo.raw('MAIL FROM:<a@client.test>\r\nRCPT TO:<b@dest.test>\r\n');
+  assert.match(await helo.reply(), refused, 'MAIL and RCPT pipelined by a HELO client');
+  await helo.closed();
+  await waitFor('the one good message upstream', () => rec.messages.length === 1, 10_000);
+  await sleep(300);
+  assert.equal(rec.messages.length, 1);
+});
+
+test('AUTH is offered only inside TLS; Python smtplib upgrades first and logs in; TLS refuses renegotiation and CBC suites', { timeout: 60_000 }, async () => {
+  const dir = tmpDir();
+  const { cert, key } = selfSignedCert(dir, 'gw.test');
+  const rec = await startRecorder();
+  const port = await freePort();
+  const hash = spawnSync(process.execPath, ['bin/smtplb.js', 'passwd', '--password', 'app-secret-1'], { encoding: 'utf8' }).stdout.trim();
+  await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+users:
+  - { name: app, password: "${hash}" }
+listeners:
+  - { name: sub, listen: 127.0.0.1:${port}, mode: smtp, require_auth: true, tls: { cert: ${cert}, key: ${key} } }
+pools:
+  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ] }
+routes: [ { pool: out } ]
+`, { dir });
+  const py = spawnSync('python3', ['-c', `
+import smtplib, ssl, sys
+s = smtplib.SMTP('127.0.0.1', ${port}, timeout=10)
+s.ehlo('client.test')
+print('before-tls auth offered:', s.has_extn('auth'), 'starttls offered:', s.has_extn('starttls'))
+try:
+    s.login('app', 'app-secret-1')
+    print('cleartext login: went through')
+except smtplib.SMTPNotSupportedError:
+    print('cleartext login: refused by the client, nothing sent')
+s.starttls(context=ssl._create_unverified_context())
+s.ehlo('client.test')
+print('after-tls auth offered:', s.has_extn('auth'), s.esmtp_features.get('auth', '').strip())
+s.login('app', 'app-secret-1')
+s.sendmail('app@client.test', ['you@dest.test'], 'Subject: py\\r\\n\\r\\nfrom smtplib\\r\\n')
+s.quit()
+print('sent')
+`], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(py.status, 0, py.stderr + py.stdout);
+  assert.match(py.stdout, /before-tls auth offered: False starttls offered: True/);
+  assert.match(py.stdout, /cleartext login: refused by the client, nothing sent/);
+  assert.match(py.stdout, /after-tls auth offered: True PLAIN LOGIN/);
+  assert.match(py.stdout, /sent/);
+  await waitFor('the message upstream', () => rec.messages.length === 1, 10_000);
+
+  const sClient = (args: string[], input: string, ms: number) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-starttls', 'smtp', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (c) => (out += c));
+      p.stderr.on('data', (c) => (out += c));
+      const timer = setTimeout(() => p.kill('SIGKILL'), ms);
+      p.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code, out });
+      });
+      // Written after the handshake: an "R" line asks s_client to renegotiate.
+      setTimeout(() => p.stdin.write(input), 1500);
+      setTimeout(() => p.stdin.end(), ms - 1000);
+    });
+  // TLS 1.2 (1.3 has no renegotiation): the client's renegotiation is refused.
+  const reneg = await sClient(['-tls1_2'], 'R\nEHLO after.test\r\n', 5000);
+  assert.match(reneg.out, /RENEGOTIATING/, reneg.out);
+  assert.match(reneg.out, /no renegotiation|renegotiation (failed|refused)|alert/i, reneg.out);
+  assert.doesNotMatch(reneg.out, /250-gw\.test[^]*RENEGOTIATING[^]*250-gw\.test/, 'no EHLO answered after a renegotiation');
+  // CBC suites and static RSA key exchange are not offered; an AEAD ECDHE suite is.
+  const cbc = await sClient(['-tls1_2', '-cipher', 'AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA384'], 'QUIT\r\n', 4000);
+  assert.doesNotMatch(cbc.out, /Cipher is (AES128-SHA|ECDHE-RSA-AES128-SHA|ECDHE-RSA-AES256-SHA384)\b/, cbc.out);
+  assert.match(cbc.out, /handshake failure|no shared cipher|alert/i, cbc.out);
+  const gcm = await sClient(['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-GCM-SHA256'], 'QUIT\r\n', 4000);
+  assert.match(gcm.out, /Cipher is ECDHE-RSA-AES128-GCM-SHA256/, gcm.out);
+});
