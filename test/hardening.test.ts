@@ -152,7 +152,11 @@ routes: [ { pool: out } ]
   sock.on('end', () => (ended = true));
   sock.on('error', () => {}); // a reset instead of the FIN shows as a missing 221 or end below
   await waitFor('greeting', () => heard.includes('220 '), 5000);
-  sock.write('EHLO client.test\r\nQUIT\r\n');
+  sock.write('EHLO client.test\r\n');
+  await waitFor('EHLO answered', () => /250 /.test(heard), 5000);
+  // Two commands in one packet (RSET may be pipelined, QUIT ends the group): the replies are
+  // held (corked) as a batch, and QUIT must let them go before the close.
+  sock.write('RSET\r\nQUIT\r\n');
   await waitFor('221 and the end of the stream', () => heard.includes('221 ') && ended, 5000);
   // smtp-server on its own half-closes and holds the connection up to 5 s for the client's FIN.
   await waitFor('connection given back', async () => (await metric(admin, 'smtplb_listener_active_connections', { listener: 'relay' })) === 0, 1500);
