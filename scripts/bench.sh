@@ -14,5 +14,7 @@ node dist/bench/relay.js
 node dist/bench/queued.js
 # The queue manager at 10,000 / 100,000 / 1,000,000 queued (issue #9): BENCH_SIZES, BENCH_ROUNDS.
 node dist/bench/queue-scale.js
+# Queue delay (acceptance to delivery) at 60 and 600 client sessions (issue #21).
+node dist/bench/queue-delay.js
 # Cluster-wide limits through Redis against local limits, three nodes each (issue #12).
 node dist/bench/cluster.js

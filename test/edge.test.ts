@@ -5,50 +5,11 @@
 // the openssl command line.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import net from 'node:net';
 import { after, test } from 'node:test';
-import { freePort, onStop, selfSignedCert, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { freePort, selfSignedCert, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { startRecorder } from './helpers/recorder.js';
 
 after(stopAll);
-
-/** An upstream that records the raw bytes of every DATA phase, up to its final CRLF.CRLF. */
-async function startRecorder(): Promise<{ port: number; messages: Buffer[] }> {
-  const messages: Buffer[] = [];
-  const server = net.createServer((sock) => {
-    let buf = Buffer.alloc(0);
-    let inData = false;
-    sock.write('220 rec.test ESMTP\r\n');
-    sock.on('error', () => {});
-    sock.on('data', (chunk) => {
-      buf = Buffer.concat([buf, chunk]);
-      for (;;) {
-        if (inData) {
-          const end = buf.indexOf('\r\n.\r\n');
-          if (end < 0) return;
-          messages.push(buf.subarray(0, end + 2));
-          buf = buf.subarray(end + 5);
-          inData = false;
-          sock.write('250 2.0.0 recorded\r\n');
-          continue;
-        }
-        const nl = buf.indexOf('\r\n');
-        if (nl < 0) return;
-        const line = buf.subarray(0, nl).toString('latin1').toUpperCase();
-        buf = buf.subarray(nl + 2);
-        if (line.startsWith('EHLO')) sock.write('250-rec.test\r\n250 8BITMIME\r\n');
-        else if (line.startsWith('DATA')) {
-          inData = true;
-          sock.write('354 go on\r\n');
-        } else if (line.startsWith('QUIT')) sock.end('221 bye\r\n');
-        else sock.write('250 ok\r\n');
-      }
-    });
-  });
-  const port = await freePort();
-  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
-  onStop(() => new Promise<void>((r) => server.close(() => r())));
-  return { port, messages };
-}
 
 /** Each look-alike of an end of data that a reader of bare line endings could stop at. */
 const FORMS: Record<string, string> = {

@@ -171,7 +171,11 @@ export const poolSchema = z.strictObject({
   // mode smtp delivery through this pool
   tls: z.enum(['none', 'may', 'require', 'verify'], { error: 'expected none, may, require or verify' }).default('may'),
   auth: z.strictObject({ user: z.string(), pass: z.string() }).optional(),
-  reuse: z.strictObject({ messages: int(1, 100_000).default(100), seconds: duration.default(30_000) }).default({ messages: 100, seconds: 30_000 }),
+  // `idle`: how long an unused connection stays open for the next message (Postfix's
+  // smtp_connection_cache_time_limit, 2 s). Kept longer, idle connections of one process hold
+  // the upstream's session slots (a process limit, smtp-sink's -m, Postfix's smtpd processes)
+  // while another process's new connections wait unanswered in its accept queue.
+  reuse: z.strictObject({ messages: int(1, 100_000).default(100), seconds: duration.default(30_000), idle: duration.default(2000) }).default({ messages: 100, seconds: 30_000, idle: 2000 }),
   destination_concurrency: int(1, 10_000).default(20),
   timeout: duration.default(60_000),
   /** The wait for the reply to the final dot (RFC 5321 4.5.3.2.6: 10 minutes). */

@@ -14,6 +14,8 @@ export const REPLY_MAX = 4096;
 /** RFC 5321 allows 512 octets per reply line; past these an upstream is not speaking SMTP. */
 const LINE_MAX = 16 * 1024;
 const REPLY_LINES_MAX = 100;
+/** The EHLO reply lists extensions, one a line: some servers list many (Postfix reads any number). */
+const EHLO_LINES_MAX = 1000;
 
 export function cutReply(text: string): string {
   return text.length > REPLY_MAX ? `${text.slice(0, REPLY_MAX)}…` : text;
@@ -110,6 +112,9 @@ function guard(conn: SMTPConnection): void {
   const parse = c._onData.bind(conn);
   let lineLen = 0;
   let lines = 0;
+  // Replies so far on this connection: the second (after the greeting) answers EHLO, and so
+  // may the fourth (EHLO again after STARTTLS's 220); those may be EHLO_LINES_MAX long.
+  let replies = 0;
   let head = '';
   let tripped = false;
   const trip = (why: string) => {
@@ -127,8 +132,11 @@ function guard(conn: SMTPConnection): void {
       if (lineLen > LINE_MAX) return trip(`upstream reply line longer than ${LINE_MAX} bytes`);
       if (nl < 0) break;
       // A continuation line (as nodemailer reads it: digits then "-") adds to the reply.
-      lines = /^\d+-/.test(head) ? lines + 1 : 0;
-      if (lines > REPLY_LINES_MAX) return trip(`upstream reply longer than ${REPLY_LINES_MAX} lines`);
+      const more = /^\d+-/.test(head);
+      lines = more ? lines + 1 : 0;
+      const max = replies === 1 || replies === 3 ? EHLO_LINES_MAX : REPLY_LINES_MAX;
+      if (lines > max) return trip(`upstream reply longer than ${max} lines`);
+      if (!more) replies++;
       lineLen = 0;
       head = '';
       from = nl + 1;
@@ -371,7 +379,7 @@ export class UpstreamCache {
         const i = l?.indexOf(entry) ?? -1;
         if (i >= 0) l!.splice(i, 1);
         quit(up);
-      }, Math.max(0, Math.min(up.parked ? PARKED_IDLE_MS : Infinity, pool.cfg.reuse.seconds - (Date.now() - up.created)))),
+      }, Math.max(0, Math.min(up.parked ? Math.min(PARKED_IDLE_MS, pool.cfg.reuse.idle) : pool.cfg.reuse.idle, pool.cfg.reuse.seconds - (Date.now() - up.created)))),
     };
     entry.timer.unref();
     list.push(entry);

@@ -120,6 +120,8 @@ export class SmtpListener extends SocketListener {
       allowInsecureAuth: false,
       disabledCommands: cfg.tls ? [] : ['STARTTLS', 'AUTH'],
       hideENHANCEDSTATUSCODES: false,
+      // REQUIRETLS (RFC 8689) is a promise about every later hop, which smtplb does not keep yet.
+      hideREQUIRETLS: true,
       ...tlsFiles,
       // Implicit TLS (port 465) is terminated here before smtp-server sees the socket.
       secure: !!cfg.tls?.implicit,
@@ -387,10 +389,9 @@ export class SmtpListener extends SocketListener {
     }
     const header = got.header.subarray(0, Math.min(got.header.length, 64 * 1024)).toString('latin1');
     const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(header)?.[1];
-    const proto = `ESMTP${session.secure ? 'S' : ''}${st?.user ? 'A' : ''}`;
     const received =
       `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
-      `\tby ${this.hostname} (smtplb) with ${proto} id ${session.id}\r\n` +
+      `\tby ${this.hostname} (smtplb) with ${protocolOf(session, !!st?.user)} id ${got.incoming.id}\r\n` +
       `\t${rcpts.length === 1 ? `for <${rcpts[0]}>` : ''}; ${new Date().toUTCString().replace('GMT', '+0000')}\r\n`;
     return {
       message: {
@@ -406,6 +407,15 @@ export class SmtpListener extends SocketListener {
       },
     };
   }
+}
+
+/**
+ * The Received line's `with` (RFC 3848, RFC 6531): SMTP after HELO; after EHLO ESMTP, or
+ * UTF8SMTP when the transaction used SMTPUTF8, with S for TLS and A for AUTH.
+ */
+export function protocolOf(session: { openingCommand?: string | false; secure?: boolean; envelope?: { smtpUtf8?: boolean } }, authenticated: boolean): string {
+  if (session.openingCommand !== 'EHLO') return 'SMTP';
+  return `${session.envelope?.smtpUtf8 ? 'UTF8SMTP' : 'ESMTP'}${session.secure ? 'S' : ''}${authenticated ? 'A' : ''}`;
 }
 
 /**

@@ -15,7 +15,8 @@
 //  5. AUTH is not listed in the EHLO reply before TLS: AUTH is refused there (538), and a
 //     client that trusts the list (Python's smtplib, swaks --auth) would send its password in
 //     clear first and only then read the refusal.
-//  6. Pipelining only where RFC 2920 allows it (Postfix's smtpd_forbid_unauth_pipelining): a
+//  6. MAIL and RCPT parameters of extensions not offered are refused with 555 5.5.4.
+//  7. Pipelining only where RFC 2920 allows it (Postfix's smtpd_forbid_unauth_pipelining): a
 //     command that must end a group (EHLO, HELO, DATA, STARTTLS, VRFY, EXPN) with more input
 //     already behind it in the same read, or several commands in one read from a client that
 //     was not offered PIPELINING (before EHLO, after HELO), is answered 554 5.5.0 and the
@@ -58,7 +59,23 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
   _closeTimer?: NodeJS.Timeout;
   close(): void;
   _createParser(): ParserInternals;
+  _rejectInvalidParams(parsed: { args: Record<string, string | true> | false; duplicate: string | false }, keys: string[], callback: () => void): boolean;
 }) {
+  /**
+   * MAIL and RCPT parameters: only those of extensions offered (RFC 5321 4.1.1.11: 555 for
+   * any other; Postfix says "555 5.5.4 Unsupported option"), never taken and ignored.
+   */
+  override _rejectInvalidParams(parsed: { args: Record<string, string | true> | false; duplicate: string | false }, keys: string[], callback: () => void): boolean {
+    if (super._rejectInvalidParams(parsed, keys, callback)) return true;
+    const known = keys.includes('NOTIFY') ? RCPT_PARAMS : MAIL_PARAMS;
+    const unknown = Object.keys(parsed.args || {}).find((k) => !known.has(k));
+    if (unknown === undefined) return false;
+    const value = (parsed.args as Record<string, string | true>)[unknown];
+    this.send(555, `5.5.4 Unsupported option: ${unknown}${value === true ? '' : `=${String(value).slice(0, 64)}`}`);
+    callback();
+    return true;
+  }
+
   /** Whether the client said EHLO (was offered PIPELINING) in this session. */
   private esmtp = false;
 
@@ -120,6 +137,10 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
     return super.send(code, data, context);
   }
 }
+
+/** The MAIL and RCPT parameters of the extensions smtplb offers (SIZE, 8BITMIME, SMTPUTF8, AUTH, DSN). */
+const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH', 'RET', 'ENVID']);
+const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
 
 /** Commands after which a client must wait for the reply (RFC 2920 3.1, RFC 3207 for STARTTLS). */
 const MUST_END_GROUP = new Set(['EHLO', 'HELO', 'DATA', 'STARTTLS', 'VRFY', 'EXPN']);

@@ -381,7 +381,7 @@ export class Relay {
     this.logCutThrough(m, result.attempts, m.incoming.id, o.kind === 'delivered' ? o : undefined);
     if (o.kind === 'deferred' && fallback === 'queue') return this.enqueue(m, m.recipients, ' (upstreams busy, queued)');
     await m.incoming.discard();
-    if (o.kind === 'delivered') return { code: 250, text: `2.0.0 Ok: relayed via ${o.server}` };
+    if (o.kind === 'delivered') return { code: 250, text: `2.0.0 Ok: queued as ${m.incoming.id} (relayed via ${o.server})` };
     if (o.kind === 'failed') return { code: o.code ?? 550, text: stripCode(o.text) || '5.0.0 Rejected by the upstream' };
     return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(o.text)}` };
   }

@@ -1,0 +1,48 @@
+// An upstream written for the tests: it records every command line and the raw bytes of every
+// DATA phase (which smtp-sink does not keep), and lists the EHLO keywords it is given.
+import net from 'node:net';
+import { freePort, onStop } from './peers.js';
+
+export interface Recorder { port: number; messages: Buffer[]; commands: string[] }
+
+/** An upstream that records the raw bytes of every DATA phase, up to its final CRLF.CRLF. */
+export async function startRecorder(opts: { ehlo?: string[] } = {}): Promise<Recorder> {
+  const messages: Buffer[] = [];
+  const commands: string[] = [];
+  const server = net.createServer((sock) => {
+    let buf = Buffer.alloc(0);
+    let inData = false;
+    sock.write('220 rec.test ESMTP\r\n');
+    sock.on('error', () => {});
+    sock.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      for (;;) {
+        if (inData) {
+          const end = buf.indexOf('\r\n.\r\n');
+          if (end < 0) return;
+          messages.push(buf.subarray(0, end + 2));
+          buf = buf.subarray(end + 5);
+          inData = false;
+          sock.write('250 2.0.0 recorded\r\n');
+          continue;
+        }
+        const nl = buf.indexOf('\r\n');
+        if (nl < 0) return;
+        const raw = buf.subarray(0, nl).toString('latin1');
+        commands.push(raw);
+        const line = raw.toUpperCase();
+        buf = buf.subarray(nl + 2);
+        if (line.startsWith('EHLO')) sock.write(['rec.test', ...(opts.ehlo ?? ['8BITMIME'])].map((l, i, all) => `250${i === all.length - 1 ? ' ' : '-'}${l}\r\n`).join(''));
+        else if (line.startsWith('DATA')) {
+          inData = true;
+          sock.write('354 go on\r\n');
+        } else if (line.startsWith('QUIT')) sock.end('221 bye\r\n');
+        else sock.write('250 ok\r\n');
+      }
+    });
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  onStop(() => new Promise<void>((r) => server.close(() => r())));
+  return { port, messages, commands };
+}
