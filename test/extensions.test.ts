@@ -4,7 +4,9 @@
 // upstream (test/helpers/recorder.ts: Postfix cannot be made to list 600 EHLO keywords).
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { freePort, session, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
+import { metric, TOKEN } from './helpers/admin.js';
+import { freePort, runCli, session, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
+import { startSmtplbSink } from './helpers/sink.js';
 import { startRecorder } from './helpers/recorder.js';
 
 after(stopAll);
@@ -99,4 +101,58 @@ routes: [ { pool: out } ]
   assert.match(await s.send('Subject: many extensions\r\n\r\nbody\r\n.'), /^250 /);
   s.close();
   await waitFor('delivered past a 601-line EHLO reply', () => rec.messages.length === 1, 10_000);
+});
+
+test('a 421 to RCPT followed by a close (Yahoo TSS04) is that recipient\'s outcome: it feeds its destination\'s backoff, never ejects the server', { timeout: 60_000 }, async () => {
+  const sink = await startSmtplbSink({ rules: ['domain=yahoo.test,preset=yahoo-tss04'] });
+  const [port, admin] = [await freePort(), await freePort()];
+  const lb = await startSmtplb(`hostname: gw.test
+log: { level: warn }
+spool: ./spool
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
+listeners:
+  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { tls: none, servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
+routes: [ { pool: out } ]
+`);
+  let ejected = false;
+  const watch = setInterval(async () => {
+    const r = await fetch(`http://127.0.0.1:${admin}/api/status`, { headers: { authorization: `Bearer ${TOKEN}` } }).catch(() => null);
+    if (!r?.ok) return;
+    const st = (await r.json()) as { pools: { servers: { name: string; up: boolean; ejected: boolean }[] }[] };
+    if (st.pools.some((p) => p.servers.some((s) => s.ejected || !s.up))) ejected = true;
+  }, 100);
+  const ids: string[] = [];
+  const sendTo = async (rcpt: string) => {
+    const s = session(port);
+    await s.reply();
+    await s.send('EHLO client.test');
+    await s.send('MAIL FROM:<app@client.test>');
+    assert.match(await s.send(`RCPT TO:<${rcpt}>`), /^250/);
+    await s.send('DATA');
+    const r = await s.send(`Subject: to ${rcpt}\r\n\r\nbody\r\n.`);
+    s.close();
+    ids.push(/queued as (\w+)/.exec(r)?.[1] ?? '');
+  };
+  try {
+    for (let i = 0; i < 20; i++) await sendTo(`u${i}@yahoo.test`);
+    const t0 = Date.now();
+    for (let i = 0; i < 5; i++) await sendTo(`v${i}@other.test`);
+    await waitFor('the 5 for the other destination', async () => Object.keys((await sink.stats()).recipients).filter((r) => r.endsWith('@other.test')).length === 5, 10_000, 100);
+    assert.ok(Date.now() - t0 < 10_000);
+  } finally {
+    clearInterval(watch);
+  }
+  assert.equal(ejected, false, 'the server was never ejected or taken down');
+  assert.equal(await metric(admin, 'smtplb_server_up', { pool: 'out', server: 's1' }), 1);
+  // A throttled message: its reply is the TSS04 text, with its next attempt.
+  const shown = runCli(['queue', 'show', ids[0], '-c', lb.file]);
+  assert.match(shown.stdout, /421 4\.7\.0 \[TSS04\] Messages from 127\.0\.0\.1 temporarily deferred/, shown.stdout);
+  assert.match(shown.stdout, /next attempt/, shown.stdout);
+  const throttles = JSON.parse(runCli(['throttles', '--json', '-c', lb.file]).stdout) as { throttles: { destination: string; factor: number; last_throttle_reply: string | null }[] };
+  const y = throttles.throttles.find((t) => t.destination === 'yahoo.test');
+  assert.ok(y && y.factor < 1, `yahoo.test was slowed down: ${JSON.stringify(throttles)}`);
+  assert.match(y.last_throttle_reply ?? '', /TSS04/);
+  assert.ok(!throttles.throttles.some((t) => t.destination === 'other.test' && t.factor < 1), 'other.test was not');
 });

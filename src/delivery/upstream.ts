@@ -224,6 +224,10 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     });
     const lost = (e?: Error) => {
       up.broken = true;
+      // Replies the upstream sent before it closed (a 421 to RCPT, as Yahoo's TSS04 comes)
+      // are the recipients' outcomes, not a connection that failed.
+      const answered = bodySent ? null : answeredBeforeClose(up, recipients);
+      if (answered) return resolve(answered);
       reject(new SmtpError(e?.message ?? 'connection lost', null, 'CONN', e?.message ?? 'connection to the upstream lost during the transaction'));
     };
     const cleanup = () => {
@@ -264,6 +268,11 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
             rejected: e.rejectedErrors.map((r) => ({ rcpt: r.recipient, code: r.responseCode ?? 451, text: cutReply((r.response ?? r.message).trim()) })),
             response: cutReply((e.response ?? '').trim()),
           };
+          // 421 closes the connection (RFC 5321 3.8): no RSET to wait for.
+          if (result.rejected.some((r) => r.code === 421)) {
+            up.broken = true;
+            return resolve(result);
+          }
           return up.conn.reset((resetErr) => {
             if (resetErr) up.broken = true;
             resolve(result);
@@ -281,6 +290,28 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
       });
     });
   });
+}
+
+/**
+ * The recipients' outcomes when the upstream closed the connection during the envelope after
+ * answering some of it: each answered recipient gets its reply; the others, never answered,
+ * are deferred with the reply the server closed on (its 421 when it sent one). Null when it
+ * answered no recipient (a close without a reply: the connection failed). Reads nodemailer's
+ * envelope record (`_envelope`, filled as RCPT replies arrive, pipelined or not).
+ */
+function answeredBeforeClose(up: Upstream, recipients: string[]): SendResult | null {
+  const env = (up.conn as unknown as { _envelope?: { to?: string[]; rejectedErrors?: { recipient?: string; responseCode?: number; response?: string; message: string }[] } })._envelope;
+  if (!env?.to || env.to.length !== recipients.length || env.to.some((r, i) => r !== recipients[i])) return null;
+  const replies = (env.rejectedErrors ?? []).filter((r) => r.recipient && typeof r.responseCode === 'number');
+  if (!replies.length) return null;
+  const rejected = replies.map((r) => ({ rcpt: r.recipient!, code: r.responseCode!, text: cutReply((r.response ?? r.message).trim()) }));
+  const closing = rejected.find((r) => r.code === 421) ?? rejected[rejected.length - 1];
+  const answered = new Set(rejected.map((r) => r.rcpt));
+  for (const rcpt of recipients) {
+    if (answered.has(rcpt)) continue;
+    rejected.push({ rcpt, code: closing.code === 421 ? 421 : 451, text: closing.code === 421 ? closing.text : `4.4.2 the upstream closed the connection before answering (after: ${closing.text})` });
+  }
+  return { accepted: [], rejected, response: closing.text };
 }
 
 /**
