@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { metric, TOKEN } from './helpers/admin.js';
-import { freePort, runCli, session, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
+import { freePort, runCli, session, sleep, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
 import { startRecorder } from './helpers/recorder.js';
 
@@ -155,4 +155,108 @@ routes: [ { pool: out } ]
   assert.ok(y && y.factor < 1, `yahoo.test was slowed down: ${JSON.stringify(throttles)}`);
   assert.match(y.last_throttle_reply ?? '', /TSS04/);
   assert.ok(!throttles.throttles.some((t) => t.destination === 'other.test' && t.factor < 1), 'other.test was not');
+});
+
+/** One message over a raw session: the commands given as they are, then a small body. */
+async function transact(port: number, mail: string, rcpts: string[], subject: string): Promise<string> {
+  const s = session(port);
+  await s.reply();
+  assert.match(await s.send('EHLO client.test'), /^250/);
+  assert.match(await s.send(mail), /^250/, mail);
+  for (const r of rcpts) assert.match(await s.send(r), /^250/, r);
+  assert.match(await s.send('DATA'), /^354/);
+  const reply = await s.send(`Subject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@client.test>\r\n\r\nthe body of ${subject}\r\n.`);
+  s.close();
+  return reply;
+}
+
+function dsnConfig(queue: number, cut: number, upstream: number): string {
+  return `hostname: gw.test
+log: { level: warn }
+spool: ./spool
+listeners:
+  - { name: queue, listen: 127.0.0.1:${queue}, mode: smtp, relay_networks: [127.0.0.0/8] }
+  - { name: cut, listen: 127.0.0.1:${cut}, mode: smtp, delivery: cutthrough, relay_networks: [127.0.0.0/8] }
+pools:
+  out: { servers: [ { name: rec, address: 127.0.0.1:${upstream} } ] }
+routes: [ { pool: out } ]
+`;
+}
+
+test('DSN parameters reach a hop that offers DSN exactly (RET, ENVID, NOTIFY, ORCPT per recipient, BODY=8BITMIME), queue and cut-through', { timeout: 30_000 }, async () => {
+  const rec = await startRecorder({ ehlo: ['PIPELINING', 'DSN', '8BITMIME', 'SIZE 10000000'] });
+  const [queue, cut] = [await freePort(), await freePort()];
+  await startSmtplb(dsnConfig(queue, cut, rec.port));
+  for (const [port, tag] of [[queue, 'Q'], [cut, 'C']] as const) {
+    const r = await transact(port, `MAIL FROM:<a@client.test> RET=HDRS ENVID=${tag}+2B314 BODY=8BITMIME`, [`RCPT TO:<b@dest.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@dest.test`, 'RCPT TO:<c@dest.test> NOTIFY=NEVER', 'RCPT TO:<d@dest.test>'], `dsn ${tag}`);
+    assert.match(r, /^250 /);
+  }
+  await waitFor('both messages upstream', () => rec.messages.length >= 2, 10_000);
+  for (const tag of ['Q', 'C']) {
+    const mail = rec.commands.find((c) => c.startsWith('MAIL FROM:<a@client.test>') && c.includes(`ENVID=${tag}+2B314`));
+    assert.ok(mail, `MAIL with ENVID ${tag}: ${rec.commands.filter((c) => c.startsWith('MAIL')).join(' | ')}`);
+    assert.match(mail, / BODY=8BITMIME/);
+    assert.match(mail, / RET=HDRS/);
+  }
+  // ENVID "Q+314" arrived xtext-decoded and left encoded again; ORCPT likewise.
+  assert.equal(rec.commands.filter((c) => c === 'RCPT TO:<b@dest.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b+2Bx@dest.test').length, 2);
+  assert.equal(rec.commands.filter((c) => c === 'RCPT TO:<c@dest.test> NOTIFY=NEVER').length, 2);
+  assert.equal(rec.commands.filter((c) => c === 'RCPT TO:<d@dest.test>').length, 2);
+});
+
+test('NOTIFY decides the DSNs: NEVER gets no bounce, the default and FAILURE do (RET=HDRS headers, RET=FULL the message, ORCPT and ENVID in them), SUCCESS through a hop without DSN gets "relayed"', { timeout: 60_000 }, async () => {
+  const rec = await startRecorder({ ehlo: ['8BITMIME'], refuse: (rcpt) => (rcpt.startsWith('gone') ? '550 5.1.1 <' + rcpt + '>: no such user' : undefined) });
+  const [queue, cut] = [await freePort(), await freePort()];
+  await startSmtplb(dsnConfig(queue, cut, rec.port));
+  await transact(queue, 'MAIL FROM:<never@client.test>', ['RCPT TO:<gone1@dest.test> NOTIFY=NEVER'], 'never');
+  await transact(queue, 'MAIL FROM:<hdrs@client.test> RET=HDRS ENVID=env-hdrs', ['RCPT TO:<gone2@dest.test> ORCPT=rfc822;original@dest.test'], 'hdrs');
+  await transact(queue, 'MAIL FROM:<full@client.test> RET=FULL', ['RCPT TO:<gone3@dest.test> NOTIFY=FAILURE,DELAY'], 'full');
+  await transact(queue, 'MAIL FROM:<ok@client.test>', ['RCPT TO:<fine@dest.test> NOTIFY=SUCCESS', 'RCPT TO:<quiet@dest.test>'], 'success queue');
+  await transact(cut, 'MAIL FROM:<okcut@client.test>', ['RCPT TO:<fine2@dest.test> NOTIFY=SUCCESS'], 'success cut');
+  const dsnTo = (sender: string) => rec.messages.map((m) => m.toString('latin1')).filter((m) => m.includes('multipart/report') && m.includes(`To: <${sender}>`));
+  await waitFor('the DSNs', () => dsnTo('hdrs@client.test').length && dsnTo('full@client.test').length && dsnTo('ok@client.test').length && dsnTo('okcut@client.test').length, 20_000, 100);
+  await sleep(1500);
+  assert.equal(dsnTo('never@client.test').length, 0, 'NOTIFY=NEVER: no bounce');
+  const hdrs = dsnTo('hdrs@client.test');
+  assert.equal(hdrs.length, 1, hdrs.join('\n=====\n'));
+  assert.match(hdrs[0], /Action: failed/);
+  assert.match(hdrs[0], /Original-Recipient: rfc822; original@dest\.test/);
+  assert.match(hdrs[0], /Original-Envelope-Id: env-hdrs/);
+  assert.match(hdrs[0], /Content-Type: text\/rfc822-headers/);
+  assert.doesNotMatch(hdrs[0], /the body of hdrs/, 'RET=HDRS: headers only');
+  const full = dsnTo('full@client.test');
+  assert.match(full[0], /Content-Type: message\/rfc822/);
+  assert.match(full[0], /the body of full/, 'RET=FULL: the message whole');
+  for (const sender of ['ok@client.test', 'okcut@client.test']) {
+    const ok = dsnTo(sender);
+    assert.equal(ok.length, 1, `${sender}: ${ok.join('\n=====\n')}`);
+    assert.match(ok[0], /Subject: Successful Mail Delivery Report/);
+    assert.match(ok[0], /Action: relayed/);
+    assert.match(ok[0], /Status: 2\.0\.0/);
+    assert.doesNotMatch(ok[0], /quiet@dest\.test/, 'a recipient without NOTIFY=SUCCESS is not in the report');
+  }
+  // The mail itself went through, once.
+  const mail = rec.messages.map((m) => m.toString('latin1')).filter((m) => !m.includes('multipart/report'));
+  assert.equal(mail.filter((m) => m.includes('Subject: success queue')).length, 1);
+  assert.equal(mail.filter((m) => m.includes('Subject: success cut')).length, 1);
+});
+
+test('an internationalized envelope never goes to a hop without SMTPUTF8: bounce with 5.6.7 (queue), 5xx at the end of DATA (cut-through); a hop with SMTPUTF8 gets it', { timeout: 60_000 }, async () => {
+  const plain = await startRecorder({ ehlo: ['8BITMIME'] });
+  const [queue, cut] = [await freePort(), await freePort()];
+  await startSmtplb(dsnConfig(queue, cut, plain.port));
+  assert.match(await transact(queue, 'MAIL FROM:<a@client.test> SMTPUTF8', ['RCPT TO:<jörg@dest.test>'], 'utf8 queue'), /^250 /);
+  assert.match(await transact(cut, 'MAIL FROM:<a@client.test> SMTPUTF8', ['RCPT TO:<jörg@dest.test>'], 'utf8 cut'), /^5\d\d 5\.6\.7 SMTPUTF8 is required, but was not offered/);
+  await waitFor('the bounce', () => plain.messages.some((m) => m.includes('multipart/report')), 15_000, 100);
+  const dsn = plain.messages.map((m) => m.toString('utf8')).find((m) => m.includes('multipart/report'))!;
+  assert.match(dsn, /Status: 5\.6\.7/);
+  assert.ok(!plain.commands.some((c) => /RCPT TO:<j\S*rg@dest\.test>/.test(c)), 'the internationalized address was never sent');
+  assert.ok(!plain.messages.some((m) => m.includes('Subject: utf8') && !m.includes('multipart/report')), 'the message never went out');
+
+  const wide = await startRecorder({ ehlo: ['8BITMIME', 'SMTPUTF8'] });
+  const [q2, c2] = [await freePort(), await freePort()];
+  await startSmtplb(dsnConfig(q2, c2, wide.port));
+  assert.match(await transact(q2, 'MAIL FROM:<a@client.test> SMTPUTF8', ['RCPT TO:<jörg@dest.test>'], 'utf8 ok'), /^250 /);
+  await waitFor('delivered to the SMTPUTF8 hop', () => wide.messages.some((m) => m.includes('Subject: utf8 ok')), 10_000);
+  assert.ok(wide.commands.some((c) => c.startsWith('MAIL FROM:<a@client.test>') && / SMTPUTF8/.test(c)), wide.commands.join(' | '));
 });

@@ -8,7 +8,8 @@
 import { usable } from '../balancing/eligible.js';
 import type { Pool, PoolSet, Server } from '../balancing/pool.js';
 import type { MxAnswer } from '../discovery/mx.js';
-import { openUpstream, sendOn, SmtpError, type Body, type Parked, type Upstream, type UpstreamCache } from './upstream.js';
+import { needsSmtpUtf8, type MessageParams, type RcptDsn } from './dsn-params.js';
+import { offers, openUpstream, sendOn, SmtpError, type Body, type Parked, type Upstream, type UpstreamCache } from './upstream.js';
 
 export type OutcomeKind = 'delivered' | 'deferred' | 'failed';
 
@@ -18,6 +19,8 @@ export interface RcptOutcome {
   code: number | null;
   text: string;
   server: string | null;
+  /** Delivered to a hop that offered DSN: it was handed NOTIFY and reports from here on (RFC 3461 5.2.2). */
+  hopDsn?: boolean;
 }
 
 export interface Attempt {
@@ -37,6 +40,9 @@ export interface DeliveryRequest {
   sender: string;
   recipients: string[];
   body: Body;
+  /** MAIL FROM's parameters (RET, ENVID, BODY) to pass on, and each recipient's NOTIFY and ORCPT. */
+  params?: MessageParams;
+  rcptDsn?: ReadonlyMap<string, RcptDsn>;
   /** The recipients' domain (one per request): direct-to-MX pools look up its MX hosts. */
   domain?: string;
   /** Servers the queue manager found throttled or capped for this destination. */
@@ -144,6 +150,11 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   const group = gate?.connection?.group ?? (req.domain && ctx.pools.get(req.pool)?.cfg.kind === 'mx' ? `mx:${req.domain}` : '');
   let waitUntil: number | undefined;
   const maxTries = (ctx.pools.get(req.pool)?.cfg.retries ?? 0) + 1;
+  // An internationalized envelope goes only to a hop that offers SMTPUTF8 (RFC 6531 3.4):
+  // each server that does not is passed over (not counted as a try), and when none does the
+  // recipients bounce with 5.6.7, as Postfix's do.
+  const utf8 = needsSmtpUtf8(req.sender, req.recipients);
+  let noUtf8: { code: number; text: string; server: string } | undefined;
   // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
   for (let n = 0; n < maxTries && remaining.length; n++) {
     const exclude = avoided(tried, req.avoid, ctx.pools.get(req.pool));
@@ -184,10 +195,18 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         }
         pool.passiveResult(server, true);
       }
-      const r = await sendOn(up, req.sender, remaining, req.body, pool.cfg.data_timeout, pool.cfg.timeout);
+      if (utf8 && !offers(up, 'SMTPUTF8')) {
+        noUtf8 = { code: 550, text: `5.6.7 SMTPUTF8 is required, but was not offered by ${up.label}`, server: up.label };
+        attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: noUtf8.code, text: noUtf8.text, ms: Date.now() - started });
+        last = noUtf8;
+        n--;
+        continue;
+      }
+      const r = await sendOn(up, req.sender, remaining, req.body, pool.cfg.data_timeout, pool.cfg.timeout, { params: req.params, rcptDsn: req.rcptDsn });
+      const hopDsn = offers(up, 'DSN');
       const next: string[] = [];
       const label = up.label;
-      for (const rcpt of r.accepted) outcomes.set(rcpt, { rcpt, kind: 'delivered', code: codeOf(r.response) ?? 250, text: r.response, server: label });
+      for (const rcpt of r.accepted) outcomes.set(rcpt, { rcpt, kind: 'delivered', code: codeOf(r.response) ?? 250, text: r.response, server: label, hopDsn });
       for (const rej of r.rejected) {
         const kind = classify(rej.code);
         if (kind === 'failed') outcomes.set(rej.rcpt, { rcpt: rej.rcpt, kind, code: rej.code, text: rej.text, server: label });
@@ -236,7 +255,9 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       } else parked?.release();
     }
   }
-  for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });
+  // Every server reached lacked SMTPUTF8: final (no retry will find one that has it).
+  const utf8Final = noUtf8 && attempts.every((a) => a.code === noUtf8!.code && a.text.startsWith('5.6.7'));
+  for (const rcpt of remaining) outcomes.set(rcpt, utf8Final ? { rcpt, kind: 'failed', ...noUtf8! } : { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });
   return { outcomes: req.recipients.map((r) => outcomes.get(r)!), attempts, waitUntil: attempts.length === 0 ? waitUntil : undefined };
 }
 

@@ -5,10 +5,12 @@ import { randomBytes } from 'node:crypto';
 
 export interface DsnRecipient {
   rcpt: string;
-  action: 'failed' | 'delayed';
+  action: 'failed' | 'delayed' | 'relayed';
   code: number | null;
   text: string;
   server: string | null;
+  /** The recipient's NOTIFY and ORCPT as stored (dsn-params.ts): ORCPT becomes Original-Recipient. */
+  dsn?: string | null;
 }
 
 export interface DsnInput {
@@ -18,10 +20,15 @@ export interface DsnInput {
   arrival: Date;
   recipients: DsnRecipient[];
   reason: 'rejected' | 'expired';
+  /** The original's headers, or (`full`) the whole message (RET=FULL). */
   original: Buffer;
+  full?: boolean;
+  /** The client's ENVID (Original-Envelope-Id). */
+  envid?: string;
 }
 
 function statusOf(r: DsnRecipient): string {
+  if (r.action === 'relayed') return '2.0.0';
   const enhanced = /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(r.text)?.[1];
   if (enhanced) return enhanced;
   if (r.action === 'failed' && r.code && r.code >= 500) return '5.0.0';
@@ -34,18 +41,37 @@ export function originalHeaders(body: Buffer): string {
   return (end < 0 ? text : text.slice(0, end)).replace(/\r?\n/g, '\r\n');
 }
 
+/** ORCPT (stored as "type;address", xtext-decoded) as the DSN's Original-Recipient field. */
+function originalRecipient(r: DsnRecipient): string[] {
+  if (!r.dsn) return [];
+  try {
+    const orcpt = (JSON.parse(r.dsn) as { orcpt?: string }).orcpt;
+    if (!orcpt) return [];
+    const i = orcpt.indexOf(';');
+    return [`Original-Recipient: ${orcpt.slice(0, i)}; ${orcpt.slice(i + 1)}`];
+  } catch {
+    return [];
+  }
+}
+
 export function buildDsn(d: DsnInput): Buffer {
   const boundary = `=_smtplb_${randomBytes(8).toString('hex')}`;
   const date = new Date().toUTCString().replace('GMT', '+0000');
+  const relayedOnly = d.recipients.every((r) => r.action === 'relayed');
   const human = d.recipients
-    .map((r) => `<${r.rcpt}>: ${d.reason === 'expired' ? 'delivery did not succeed before the maximum queue time; last answer: ' : ''}${r.server ? `host ${r.server} said: ` : ''}${r.text || 'no answer'}`)
+    .map((r) =>
+      r.action === 'relayed'
+        ? `<${r.rcpt}>: delivered to ${r.server ? `host ${r.server}` : 'the next system'}, which does not send delivery notifications: this is the last one (${r.text})`
+        : `<${r.rcpt}>: ${d.reason === 'expired' ? 'delivery did not succeed before the maximum queue time; last answer: ' : ''}${r.server ? `host ${r.server} said: ` : ''}${r.text || 'no answer'}`,
+    )
     .join('\r\n');
   const perRcpt = d.recipients
     .map((r) =>
       [
+        ...originalRecipient(r),
         `Final-Recipient: rfc822; ${r.rcpt}`,
         `Action: ${r.action}`,
-        `Status: ${d.reason === 'expired' && !/^5/.test(statusOf(r)) ? '4.4.7' : statusOf(r)}`,
+        `Status: ${d.reason === 'expired' && r.action !== 'relayed' && !/^5/.test(statusOf(r)) ? '4.4.7' : statusOf(r)}`,
         ...(r.server ? [`Remote-MTA: dns; ${r.server}`] : []),
         ...(r.code ? [`Diagnostic-Code: smtp; ${r.text.replace(/\r?\n/g, ' ')}`] : []),
       ].join('\r\n'),
@@ -54,7 +80,7 @@ export function buildDsn(d: DsnInput): Buffer {
   const lines = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
     `To: <${d.sender}>`,
-    `Subject: Undelivered Mail Returned to Sender`,
+    `Subject: ${relayedOnly ? 'Successful Mail Delivery Report' : 'Undelivered Mail Returned to Sender'}`,
     `Date: ${date}`,
     `Message-ID: <${d.queueId}.dsn.${randomBytes(4).toString('hex')}@${d.hostname}>`,
     'Auto-Submitted: auto-replied',
@@ -68,9 +94,11 @@ export function buildDsn(d: DsnInput): Buffer {
     '',
     `This is the mail system at ${d.hostname}.`,
     '',
-    d.reason === 'expired'
-      ? 'Your message could not be delivered before it expired from the queue.'
-      : 'Your message could not be delivered to one or more recipients.',
+    relayedOnly
+      ? 'Your message was relayed to one or more recipients, as you asked to be told (NOTIFY=SUCCESS).'
+      : d.reason === 'expired'
+        ? 'Your message could not be delivered before it expired from the queue.'
+        : 'Your message could not be delivered to one or more recipients.',
     '',
     human,
     '',
@@ -78,15 +106,16 @@ export function buildDsn(d: DsnInput): Buffer {
     'Content-Type: message/delivery-status',
     '',
     `Reporting-MTA: dns; ${d.hostname}`,
+    ...(d.envid ? [`Original-Envelope-Id: ${d.envid}`] : []),
     `X-Smtplb-Queue-ID: ${d.queueId}`,
     `Arrival-Date: ${d.arrival.toUTCString().replace('GMT', '+0000')}`,
     '',
     perRcpt,
     '',
     `--${boundary}`,
-    'Content-Type: text/rfc822-headers',
+    d.full ? 'Content-Type: message/rfc822' : 'Content-Type: text/rfc822-headers',
     '',
-    originalHeaders(d.original),
+    d.full ? d.original.toString('latin1').replace(/\r?\n$/, '') : originalHeaders(d.original),
     '',
     `--${boundary}--`,
     '',

@@ -30,6 +30,8 @@ interface Internals {
   _setEnvelope(envelope: unknown, callback: Callback): void;
   _sendCommand(str: string, logStr?: string): void;
   _getDsnRcptToArgs(): string;
+  /** Set per transaction by upstream.ts's sendOn: one recipient's NOTIFY/ORCPT arguments. */
+  _smtplbRcptArgs?: (rcpt: string) => string;
   _formatError(message: string, type: string, response: string | false, command: string): SmtpErr;
 }
 
@@ -75,7 +77,7 @@ export function pipelineEnvelope(conn: SMTPConnection): void {
           env.rejected.push(rcpt);
           env.rejectedErrors.push(err);
         });
-        c._sendCommand(`RCPT TO:<${rcpt}>${c._getDsnRcptToArgs()}`);
+        c._sendCommand(`RCPT TO:<${rcpt}>${c._smtplbRcptArgs ? c._smtplbRcptArgs(rcpt) : c._getDsnRcptToArgs()}`);
       }
       c._responseActions.push((str) => {
         let failure: SmtpErr | null = mailError;

@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { Pool, Server } from '../balancing/pool.js';
 import { pipelineEnvelope } from './pipelining.js';
+import { rcptArgs, type MessageParams, type RcptDsn } from './dsn-params.js';
 
 /** Reply text kept, stored, matched and quoted: an upstream's reply is bounded input. */
 export const REPLY_MAX = 4096;
@@ -169,6 +170,7 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
     });
     guard(conn);
     pipelineEnvelope(conn);
+    perRecipientDsn(conn);
     const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages, label: target ? `${server.name}→${target.servername}` : server.name };
     let settled = false;
     const fail = (e: Error & { response?: string; responseCode?: number; command?: string }) => {
@@ -200,6 +202,31 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
   });
 }
 
+/** Does the upstream's EHLO reply list this extension? (nodemailer's `_supportedExtensions`.) */
+export function offers(up: Upstream, extension: string): boolean {
+  return !!(up.conn as unknown as { _supportedExtensions?: string[] })._supportedExtensions?.includes(extension);
+}
+
+/** Set per transaction by sendOn: the NOTIFY/ORCPT arguments of one recipient's RCPT TO. */
+export interface RcptArgsHook {
+  _smtplbRcptArgs?: (rcpt: string) => string;
+}
+
+/**
+ * nodemailer writes one set of DSN arguments on every RCPT TO; smtplb keeps them per
+ * recipient. Its unpipelined RCPT step asks `_getDsnRcptToArgs()` just after queueing the
+ * recipient it is about to send (the last of `_recipientQueue`); pipelining.ts asks the hook
+ * itself.
+ */
+function perRecipientDsn(conn: SMTPConnection): void {
+  const c = conn as unknown as RcptArgsHook & { _getDsnRcptToArgs(): string; _recipientQueue?: string[] };
+  const own = c._getDsnRcptToArgs.bind(conn);
+  c._getDsnRcptToArgs = () => {
+    const q = c._recipientQueue;
+    return c._smtplbRcptArgs && q?.length ? c._smtplbRcptArgs(q[q.length - 1]) : own();
+  };
+}
+
 /** Turn off Nagle on an SMTPConnection's socket (nodemailer does not expose the option). */
 export function noDelay(conn: SMTPConnection): void {
   (conn as unknown as { _socket?: { setNoDelay?(on: boolean): void } })._socket?.setNoDelay?.(true);
@@ -210,7 +237,7 @@ export function noDelay(conn: SMTPConnection): void {
  * the body has gone out, the wait for the reply to the final dot is `dataTimeout` (RFC 5321
  * 4.5.3.2.6 suggests 10 minutes), not the command timeout.
  */
-export function sendOn(up: Upstream, sender: string, recipients: string[], body: Body, dataTimeout = 600_000, commandTimeout = 60_000): Promise<SendResult> {
+export function sendOn(up: Upstream, sender: string, recipients: string[], body: Body, dataTimeout = 600_000, commandTimeout = 60_000, pass: { params?: MessageParams; rcptDsn?: ReadonlyMap<string, RcptDsn> } = {}): Promise<SendResult> {
   return new Promise((resolveSend, rejectSend) => {
     // nodemailer reports a connection lost mid-transaction only as 'end'/'error' events and
     // never calls back: settle on those too, or the delivery would wait forever.
@@ -257,7 +284,13 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     up.conn.once('end', lost);
     up.conn.once('error', lost);
     // nodemailer uses only a message's on() and pipe() (BufferBody has both).
-    up.conn.send({ from: sender, to: recipients, size: bodySize(body) } as Parameters<SMTPConnection['send']>[0], source as Readable, (err, info) => {
+    // What the client asked of the mail's later hops (nodemailer adds each only where the hop
+    // offers its extension): BODY=8BITMIME, RET and ENVID; NOTIFY and ORCPT per recipient.
+    const p = pass.params ?? {};
+    const dsnOffered = offers(up, 'DSN');
+    (up.conn as unknown as RcptArgsHook)._smtplbRcptArgs = (rcpt: string) => rcptArgs(pass.rcptDsn?.get(rcpt), dsnOffered);
+    const envelope = { from: sender, to: recipients, size: bodySize(body), use8BitMime: p.body === '8BITMIME', ...(p.ret || p.envid ? { dsn: { ret: p.ret, envid: p.envid } } : {}) };
+    up.conn.send(envelope as Parameters<SMTPConnection['send']>[0], source as Readable, (err, info) => {
       if (err) {
         const e = err as Error & { response?: string; responseCode?: number; command?: string; rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] };
         if (e.rejectedErrors && e.command === 'RCPT TO') {

@@ -22,6 +22,7 @@ import { authorOf } from '../cleanup/from-header.js';
 import { BoundedMap, clientKey } from '../policy/client-key.js';
 import { domainAllowed, identity } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
+import { paramsFromSession, rcptDsnFrom } from '../delivery/dsn-params.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
@@ -122,6 +123,8 @@ export class SmtpListener extends SocketListener {
       hideENHANCEDSTATUSCODES: false,
       // REQUIRETLS (RFC 8689) is a promise about every later hop, which smtplb does not keep yet.
       hideREQUIRETLS: true,
+      // DSN (RFC 3461): RET, ENVID, NOTIFY and ORCPT are kept and honoured (delivery/dsn-params.ts).
+      hideDSN: false,
       ...tlsFiles,
       // Implicit TLS (port 465) is terminated here before smtp-server sees the socket.
       secure: !!cfg.tls?.implicit,
@@ -396,7 +399,8 @@ export class SmtpListener extends SocketListener {
     return {
       message: {
         sender,
-        recipients: rcpts.map((address) => ({ address, ...routes.get(address)! })),
+        recipients: session.envelope.rcptTo.map((r) => ({ address: r.address, ...routes.get(r.address)!, dsn: rcptDsnFrom((r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn) })),
+        params: paramsFromSession(session.envelope as Parameters<typeof paramsFromSession>[0]),
         listener: this.cfg.name,
         user: st?.user?.name,
         class: cls,

@@ -2,6 +2,7 @@
 // Listeners hand accepted messages to `accept`; the queue manager takes it from there.
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { wantsSuccess } from '../delivery/dsn-params.js';
 import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../admin/metrics.js';
@@ -351,7 +352,7 @@ export class Relay {
   }
 
   private envelope(m: Received, recipients: Received['recipients']) {
-    return { sender: m.sender, recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId };
+    return { sender: m.sender, recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId, params: m.params };
   }
 
   private async enqueue(m: Received, recipients: Received['recipients'], note = ''): Promise<Reply> {
@@ -374,7 +375,9 @@ export class Relay {
    * delivery. A single recipient has one outcome, so it needs no durable copy first.
    */
   private async cutThrough(m: Received, fallback: 'queue' | 'reject'): Promise<Reply> {
-    if (m.recipients.length > 1) return this.cutThroughOwned(m, fallback);
+    // Several recipients, or one who asked to hear of success (a "relayed" DSN may be owed):
+    // made durable first, and settled as the queue settles.
+    if (m.recipients.length > 1 || m.recipients.some((r) => r.dsn && wantsSuccess(r.dsn))) return this.cutThroughOwned(m, fallback);
     await m.incoming.close();
     const result = await this.relayNow(m, m.recipients);
     const o = result.outcomes[0];
@@ -431,7 +434,8 @@ export class Relay {
         const plan = p ? this.shaper.plan(p, domain) : { ok: true as const, exclude: new Set<string>() };
         if (!plan.ok) return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: plan.reason, server: null })), attempts: [] };
         try {
-          return await this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body, exclude: plan.exclude, gate: this.gate(domain) });
+          const rcptDsn = new Map(rs.filter((r) => r.dsn).map((r) => [r.address, r.dsn!]));
+          return await this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body, exclude: plan.exclude, gate: this.gate(domain), params: m.params, rcptDsn });
         } catch (e) {
           this.log.error({ err: e, listener: m.listener }, 'cut-through delivery failed unexpectedly');
           return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: '4.3.0 internal error', server: null })), attempts: [] };

@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
 import { buildDsn, type DsnRecipient } from '../delivery/dsn.js';
+import { decodeParams, decodeRcptDsn, wantsFailure, wantsSuccess, type RcptDsn } from '../delivery/dsn-params.js';
 import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
@@ -37,6 +38,16 @@ export interface SchedulerContext {
   onAttempt?: (m: MessageRow, rows: RecipientRow[], a: DeliveryResult['attempts'][number]) => void;
   /** One structured line per final outcome of a recipient (delivered, bounced, expired). */
   onFinal?: (m: MessageRow, row: RecipientRow, kind: 'delivered' | 'bounced' | 'expired') => void;
+}
+
+/** RET=FULL returns the message whole up to this size (Postfix's bounce_size_limit); past it, its headers. */
+const FULL_RETURN_MAX = 50_000;
+
+/** What a delivery passes on to the next hop: MAIL FROM's parameters, each recipient's NOTIFY and ORCPT. */
+function passOn(m: MessageRow, rows: RecipientRow[]): Pick<DeliveryRequest, 'params' | 'rcptDsn'> {
+  const rcptDsn = new Map<string, RcptDsn>();
+  for (const r of rows) if (r.dsn) rcptDsn.set(r.rcpt, decodeRcptDsn(r.dsn));
+  return { params: decodeParams(m.params), rcptDsn };
 }
 
 /**
@@ -348,7 +359,7 @@ export class Scheduler {
       if (!m) return;
       let result: DeliveryResult;
       try {
-        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: this.ctx.spool.bodyFor(m), exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate });
+        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: this.ctx.spool.bodyFor(m), exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate, ...passOn(m, j.rows) });
       } catch (e) {
         // A fault of ours before any outcome: nothing is known to have been delivered.
         this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');
@@ -406,17 +417,19 @@ export class Scheduler {
           updates.push({ ...base, state: 'delivered' });
           finals.push({ row: { ...base, state: 'delivered' }, kind: 'delivered' });
           events.push({ at: now, rcpt: o.rcpt, kind: 'delivered', server: o.server, code: o.code, text: o.text });
+          // NOTIFY=SUCCESS and a hop that could not be handed it: "relayed" is the last word (RFC 3461 5.2.2).
+          if (!o.hopDsn && wantsSuccess(decodeRcptDsn(row.dsn))) bounced.push({ rcpt: o.rcpt, action: 'relayed', code: o.code, text: o.text, server: o.server, dsn: row.dsn });
         } else if (o.kind === 'failed') {
           updates.push({ ...base, state: 'bounced' });
           finals.push({ row: { ...base, state: 'bounced' }, kind: 'bounced' });
-          bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text, server: o.server });
+          bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text, server: o.server, dsn: row.dsn });
           events.push({ at: now, rcpt: o.rcpt, kind: 'bounced', server: o.server, code: o.code, text: o.text });
         } else {
           const at = nextAttempt(policy.retry, base.attempts, m.created, policy.max_age, now);
           if (at === null) {
             updates.push({ ...base, state: 'bounced' });
             finals.push({ row: { ...base, state: 'bounced' }, kind: 'expired' });
-            bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server });
+            bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server, dsn: row.dsn });
             events.push({ at: now, rcpt: o.rcpt, kind: 'expired', server: o.server, code: o.code, text: o.text });
           } else {
             updates.push({ ...base, state: 'queued', next_at: at, wait: `retry schedule: attempt ${base.attempts} got ${o.code ?? 'no answer'} ${o.text}`.slice(0, 300) });
@@ -426,6 +439,7 @@ export class Scheduler {
       }
     }
     const reason = finals.some((f) => f.kind === 'expired') ? 'expired' : 'rejected';
+    if (bounced.length) this.noteDsn(m, bounced);
     await this.commit(`outcomes of ${m.id}`, m, updates, events, bounced, reason, head, finals);
   }
 
@@ -456,8 +470,20 @@ export class Scheduler {
     }
   }
 
-  /** The DSN for some recipients of `m`, or none (null sender, a bounce itself, no route). */
-  private async dsnFor(m: MessageRow, rcpts: DsnRecipient[], reason: 'rejected' | 'expired', head?: Buffer): Promise<DsnToQueue | undefined> {
+  /** Recipients whose failure is not reported (NOTIFY=NEVER or without FAILURE): logged, as Postfix logs them. */
+  private noteDsn(m: MessageRow, rcpts: DsnRecipient[]): void {
+    const silent = rcpts.filter((r) => r.action !== 'relayed' && !wantsFailure(decodeRcptDsn(r.dsn)));
+    if (silent.length) this.ctx.log.info({ queue_id: m.id, recipients: silent.map((r) => r.rcpt) }, `no DSN for ${silent.length} recipient(s) of ${m.id}: NOTIFY does not ask for failures`);
+  }
+
+  /**
+   * The DSN for some recipients of `m`, or none (null sender, a bounce itself, no route, or
+   * nothing the sender asked to hear: NOTIFY=NEVER, or NOTIFY without FAILURE, drops failed
+   * and delayed recipients; relayed ones are only listed when NOTIFY had SUCCESS).
+   */
+  private async dsnFor(m: MessageRow, all: DsnRecipient[], reason: 'rejected' | 'expired', head?: Buffer): Promise<DsnToQueue | undefined> {
+    const rcpts = all.filter((r) => r.action === 'relayed' || wantsFailure(decodeRcptDsn(r.dsn)));
+    if (!rcpts.length) return undefined;
     // Never bounce a bounce, never to the null sender.
     if (!m.sender || m.dsn_of) return undefined;
     const route = this.ctx.routeBounce(m.sender);
@@ -465,8 +491,11 @@ export class Scheduler {
       this.ctx.log.error({ queue_id: m.id, sender: m.sender }, 'no route for the DSN to the sender; bounce dropped');
       return undefined;
     }
-    const original = head ?? (await this.ctx.spool.readHead(m.id).catch(() => Buffer.alloc(0)));
-    const body = buildDsn({ hostname: this.ctx.hostname(), queueId: m.id, sender: m.sender, arrival: new Date(m.created), recipients: rcpts, reason, original });
+    const params = decodeParams(m.params);
+    // RET=FULL: the whole message, up to Postfix's bounce_size_limit; else (and by default) its headers.
+    const full = params.ret === 'FULL' && m.size <= FULL_RETURN_MAX ? await this.ctx.spool.readWhole(m).catch(() => null) : null;
+    const original = full ?? head ?? (await this.ctx.spool.readHead(m.id).catch(() => Buffer.alloc(0)));
+    const body = buildDsn({ hostname: this.ctx.hostname(), queueId: m.id, sender: m.sender, arrival: new Date(m.created), recipients: rcpts, reason, original, full: !!full, envid: params.envid });
     return { env: { sender: '', recipients: [route], listener: 'dsn', client: 'smtplb', dsnOf: m.id }, body };
   }
 
@@ -492,7 +521,7 @@ export class Scheduler {
       const u = { ...row, state: 'bounced' as const, updated: now, wait: null, last_reply: row.last_reply ?? text };
       updates.push(u);
       finals.push({ row: u, kind: 'expired' });
-      bounced.push({ rcpt: row.rcpt, action: 'failed', code: row.last_code, text, server: row.last_server });
+      bounced.push({ rcpt: row.rcpt, action: 'failed', code: row.last_code, text, server: row.last_server, dsn: row.dsn });
       events.push({ at: now, rcpt: row.rcpt, kind: 'expired', server: row.last_server, code: row.last_code, text });
     }
     await this.commit(`expiry of ${m.id}`, m, updates, events, bounced, 'expired', undefined, finals);
@@ -504,7 +533,7 @@ export class Scheduler {
       const m = this.ctx.spool.message(j.msg);
       if (!m) continue;
       const now = Date.now();
-      const bounced = j.rows.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: r.last_code, text: r.last_reply ?? '5.0.0 failed', server: r.last_server }));
+      const bounced = j.rows.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: r.last_code, text: r.last_reply ?? '5.0.0 failed', server: r.last_server, dsn: r.dsn }));
       const dsn = await this.dsnFor(m, bounced, 'rejected');
       try {
         await this.ctx.spool.settle(m.id, j.rows.map((r) => ({ ...r, state: 'bounced', updated: now })), [], dsn);
@@ -522,7 +551,7 @@ export class Scheduler {
     const open = (this.ctx.spool.recipients(id) as (RecipientRow & { leased?: number })[]).filter((r) => (r.state === 'queued' || r.state === 'held' || r.state === 'failed') && !r.leased);
     if (!open.length) return 0;
     const now = Date.now();
-    const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null }));
+    const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null, dsn: r.dsn }));
     const dsn = await this.dsnFor(m, bounced, 'rejected');
     await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn, { unleasedOnly: true });
     return open.length;

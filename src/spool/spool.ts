@@ -48,6 +48,7 @@ import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { DueHeap } from '../scheduler/due-heap.js';
+import { encodeStored, type MessageParams, type RcptDsn } from '../delivery/dsn-params.js';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -81,7 +82,8 @@ export function idAt(ms: number): string {
 
 export interface Envelope {
   sender: string; // '' for the null sender
-  recipients: { address: string; domain: string; pool: string; route: number }[];
+  /** `dsn`: the RCPT's NOTIFY and ORCPT (RFC 3461). */
+  recipients: { address: string; domain: string; pool: string; route: number; dsn?: RcptDsn }[];
   listener: string;
   user?: string;
   class?: string;
@@ -89,6 +91,8 @@ export interface Envelope {
   messageId?: string;
   /** For DSNs: the queue id of the message this reports on. */
   dsnOf?: string;
+  /** MAIL FROM's RET, ENVID, BODY and SMTPUTF8, kept for the next hop and for DSNs. */
+  params?: MessageParams;
 }
 
 export interface MessageRow {
@@ -104,6 +108,8 @@ export interface MessageRow {
   /** The body's file; '' when the body is in the index (then the stored body holds the prefix too). */
   file: string;
   dsn_of: string | null;
+  /** MAIL FROM's parameters as stored (JSON; dsn-params.ts), null for none. */
+  params?: string | null;
   /** Header lines added at acceptance (Received, DKIM-Signature), sent before the file's bytes. */
   prefix?: Buffer | null;
 }
@@ -112,7 +118,7 @@ export interface MessageRow {
 export type StoredBody = Buffer | { file: string; size: number; prefix?: Buffer | null };
 
 /** The columns of a message row but its body (read only when it is sent). */
-const MESSAGE_COLS = 'id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix';
+const MESSAGE_COLS = 'id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, params';
 
 export interface RecipientRow {
   msg: string;
@@ -129,6 +135,8 @@ export interface RecipientRow {
   updated: number;
   /** Why a queued recipient is waiting (retry schedule, throttle, suspension, warm-up cap). */
   wait?: string | null;
+  /** The RCPT's NOTIFY and ORCPT as stored (JSON; dsn-params.ts), null for none. */
+  dsn?: string | null;
 }
 
 export interface Suspension { id: string; pool: string; destination: string; until: number; reason: string; who: string; created: number }
@@ -292,10 +300,13 @@ export class Spool extends EventEmitter {
     if (!mcols.includes('prefix')) this.db.exec(`ALTER TABLE messages ADD COLUMN prefix BLOB`);
     // Spools from before bodies moved into the index: their rows keep body NULL and their files.
     if (!mcols.includes('body')) this.db.exec(`ALTER TABLE messages ADD COLUMN body BLOB`);
+    // MAIL and RCPT parameters (DSN, BODY, SMTPUTF8): spools from before them have none.
+    if (!mcols.includes('params')) this.db.exec(`ALTER TABLE messages ADD COLUMN params TEXT`);
+    if (!cols.includes('dsn')) this.db.exec(`ALTER TABLE recipients ADD COLUMN dsn TEXT`);
     this.db.pragma(`journal_size_limit = ${WAL_KEEP}`);
     this.stmts = {
-      insMsg: this.db.prepare(`INSERT INTO messages (id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, body) VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of, @prefix, @body)`),
-      insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated, leased) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)`),
+      insMsg: this.db.prepare(`INSERT INTO messages (id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, body, params) VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of, @prefix, @body, @params)`),
+      insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated, leased, dsn) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)`),
       insEvent: this.db.prepare(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)`),
       dueFor: this.db.prepare(`SELECT * FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`),
       dueRowsOf: this.db.prepare(`SELECT * FROM recipients WHERE msg = ? AND pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? LIMIT ?`),
@@ -522,6 +533,7 @@ export class Spool extends EventEmitter {
       file,
       dsn_of: env.dsnOf ?? null,
       prefix,
+      params: encodeStored(env.params),
     };
   }
 
@@ -551,7 +563,7 @@ export class Spool extends EventEmitter {
     const now = Date.now();
     this.stmts.insMsg.run({ ...row, body });
     for (const r of env.recipients) {
-      this.stmts.insRcpt.run(row.id, r.address, r.domain, r.pool, r.route, now, now, leased ? 1 : 0);
+      this.stmts.insRcpt.run(row.id, r.address, r.domain, r.pool, r.route, now, now, leased ? 1 : 0, encodeStored(r.dsn));
       this.count(r.pool, r.domain, null, 'queued', now);
     }
     // No 'accepted' event row: the message row says all of it, and events() shows it from there
@@ -1039,6 +1051,13 @@ export class Spool extends EventEmitter {
     } finally {
       await fh.close();
     }
+  }
+
+  /** A message whole (the lines added at acceptance included), read into memory: for a DSN with RET=FULL, which bounds its size. */
+  async readWhole(m: MessageRow): Promise<Buffer> {
+    const b = this.bodyFor(m);
+    if (Buffer.isBuffer(b)) return b;
+    return Buffer.concat([b.prefix ?? Buffer.alloc(0), await fsp.readFile(b.file)]);
   }
 
   /** A message's bytes when its body is in the index (the lines added at acceptance included); null when it has a file. */

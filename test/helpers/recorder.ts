@@ -1,17 +1,19 @@
 // An upstream written for the tests: it records every command line and the raw bytes of every
-// DATA phase (which smtp-sink does not keep), and lists the EHLO keywords it is given.
+// DATA phase (which smtp-sink does not keep), lists the EHLO keywords it is given, and answers
+// RCPT with the reply `refuse` gives for an address (250 otherwise).
 import net from 'node:net';
 import { freePort, onStop } from './peers.js';
 
 export interface Recorder { port: number; messages: Buffer[]; commands: string[] }
 
 /** An upstream that records the raw bytes of every DATA phase, up to its final CRLF.CRLF. */
-export async function startRecorder(opts: { ehlo?: string[] } = {}): Promise<Recorder> {
+export async function startRecorder(opts: { ehlo?: string[]; refuse?: (rcpt: string) => string | undefined } = {}): Promise<Recorder> {
   const messages: Buffer[] = [];
   const commands: string[] = [];
   const server = net.createServer((sock) => {
     let buf = Buffer.alloc(0);
     let inData = false;
+    let accepted = 0;
     sock.write('220 rec.test ESMTP\r\n');
     sock.on('error', () => {});
     sock.on('data', (chunk) => {
@@ -33,10 +35,20 @@ export async function startRecorder(opts: { ehlo?: string[] } = {}): Promise<Rec
         const line = raw.toUpperCase();
         buf = buf.subarray(nl + 2);
         if (line.startsWith('EHLO')) sock.write(['rec.test', ...(opts.ehlo ?? ['8BITMIME'])].map((l, i, all) => `250${i === all.length - 1 ? ' ' : '-'}${l}\r\n`).join(''));
+        else if (line.startsWith('DATA') && accepted === 0) sock.write('554 5.5.1 no valid recipients\r\n');
         else if (line.startsWith('DATA')) {
           inData = true;
+          accepted = 0;
           sock.write('354 go on\r\n');
         } else if (line.startsWith('QUIT')) sock.end('221 bye\r\n');
+        else if (line.startsWith('RCPT') && opts.refuse?.(/<([^>]*)>/.exec(raw)?.[1] ?? '')) sock.write(`${opts.refuse(/<([^>]*)>/.exec(raw)?.[1] ?? '')}\r\n`);
+        else if (line.startsWith('RCPT')) {
+          accepted++;
+          sock.write('250 ok\r\n');
+        } else if (line.startsWith('MAIL') || line.startsWith('RSET')) {
+          accepted = 0;
+          sock.write('250 ok\r\n');
+        }
         else sock.write('250 ok\r\n');
       }
     });
