@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { after, test } from 'node:test';
 import { freePort, selfSignedCert, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
-import { startRecorder } from './helpers/recorder.js';
+import { relayConfig, startRecorder } from './helpers/recorder.js';
 
 after(stopAll);
 
@@ -47,17 +47,7 @@ async function sendRaw(port: number, body: string): Promise<string> {
 test('no bare CR or LF reaches the upstream for any end-of-data look-alike, queue and cut-through; reject refuses them', { timeout: 60_000 }, async () => {
   const rec = await startRecorder();
   const [queue, cut, strict] = [await freePort(), await freePort(), await freePort()];
-  await startSmtplb(`hostname: gw.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${queue}, mode: smtp, relay_networks: [127.0.0.0/8] }
-  - { name: cut, listen: 127.0.0.1:${cut}, mode: smtp, delivery: cutthrough, relay_networks: [127.0.0.0/8] }
-  - { name: strict, listen: 127.0.0.1:${strict}, mode: smtp, relay_networks: [127.0.0.0/8], bare_line_endings: reject }
-pools:
-  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ], reuse: { messages: 1 } }
-routes: [ { pool: out } ]
-`);
+  await startSmtplb(relayConfig(rec.port, [`name: queue, listen: 127.0.0.1:${queue}`, `name: cut, listen: 127.0.0.1:${cut}, delivery: cutthrough`, `name: strict, listen: 127.0.0.1:${strict}, bare_line_endings: reject`]));
   let sent = 0;
   for (const [name, form] of Object.entries(FORMS)) {
     // What a smuggler puts after the look-alike: a second transaction for the upstream to read.
@@ -86,15 +76,7 @@ routes: [ { pool: out } ]
 test('pipelining where RFC 2920 forbids it is refused: message text sent with DATA before the 354, commands after EHLO or HELO', { timeout: 30_000 }, async () => {
   const rec = await startRecorder();
   const port = await freePort();
-  await startSmtplb(`hostname: gw.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-pools:
-  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ] }
-routes: [ { pool: out } ]
-`);
+  await startSmtplb(relayConfig(rec.port, [`name: relay, listen: 127.0.0.1:${port}`]));
   const refused = /^554 5\.5\.0 /;
   // Allowed: MAIL, RCPT and DATA in one write after EHLO, then the text after the 354.
   const ok = session(port);
@@ -202,4 +184,28 @@ print('sent')
   assert.match(cbc.out, /handshake failure|no shared cipher|alert/i, cbc.out);
   const gcm = await sClient(['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-GCM-SHA256'], 'QUIT\r\n', 4000);
   assert.match(gcm.out, /Cipher is ECDHE-RSA-AES128-GCM-SHA256/, gcm.out);
+});
+
+test('line endings: any bytes cut anywhere come out as the whole input with every bare CR and LF made CRLF', async () => {
+  const fc = (await import('fast-check')).default;
+  const { LineEndings } = await import('../src/cleanup/line-endings.js');
+  fc.assert(
+    fc.property(fc.string({ unit: fc.constantFrom('a', '.', '\r', '\n', 'é'), maxLength: 80 }), fc.array(fc.nat({ max: 90 }), { maxLength: 6 }), (text, cuts) => {
+      const input = Buffer.from(text, 'latin1');
+      const points = [...new Set(cuts.map((c) => Math.min(c, input.length)))].sort((a, b) => a - b);
+      const le = new LineEndings();
+      const out: Buffer[] = [];
+      let from = 0;
+      for (const p of [...points, input.length]) {
+        out.push(le.push(input.subarray(from, p)));
+        from = p;
+      }
+      const tail = le.end();
+      if (tail) out.push(tail);
+      const want = text.replace(/\r\n|\r|\n/g, '\r\n');
+      assert.equal(Buffer.concat(out).toString('latin1'), want);
+      assert.equal(le.sawBare, want !== text || /\r(?!\n)|(?<!\r)\n/.test(text));
+    }),
+    { numRuns: 3000, seed: 2023 },
+  );
 });

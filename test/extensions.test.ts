@@ -7,22 +7,14 @@ import { after, test } from 'node:test';
 import { metric, TOKEN } from './helpers/admin.js';
 import { freePort, runCli, session, sleep, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
-import { startRecorder } from './helpers/recorder.js';
+import { relayConfig, startRecorder } from './helpers/recorder.js';
 
 after(stopAll);
 
 test('MAIL and RCPT parameters of extensions not offered get 555 5.5.4; the offered ones are taken', { timeout: 30_000 }, async () => {
   const rec = await startRecorder();
   const port = await freePort();
-  await startSmtplb(`hostname: gw.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-pools:
-  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ] }
-routes: [ { pool: out } ]
-`);
+  await startSmtplb(relayConfig(rec.port, [`name: relay, listen: 127.0.0.1:${port}`]));
   const s = session(port);
   await s.reply();
   const ehlo = await s.send('EHLO client.test');
@@ -41,16 +33,7 @@ routes: [ { pool: out } ]
 test('Received says SMTP after HELO and ESMTP after EHLO, and its id is the queue id the client was told', { timeout: 30_000 }, async () => {
   const rec = await startRecorder();
   const [queue, cut] = [await freePort(), await freePort()];
-  await startSmtplb(`hostname: gw.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${queue}, mode: smtp, relay_networks: [127.0.0.0/8] }
-  - { name: cut, listen: 127.0.0.1:${cut}, mode: smtp, delivery: cutthrough, relay_networks: [127.0.0.0/8] }
-pools:
-  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ] }
-routes: [ { pool: out } ]
-`);
+  await startSmtplb(dsnConfig(queue, cut, rec.port));
   const send = async (port: number, greet: string, subject: string) => {
     const s = session(port);
     await s.reply();
@@ -83,15 +66,7 @@ routes: [ { pool: out } ]
 test('an upstream that lists 600 EHLO keywords is delivered to; a 600-line reply elsewhere still ends the connection', { timeout: 30_000 }, async () => {
   const rec = await startRecorder({ ehlo: [...Array.from({ length: 600 }, (_, i) => `X-EXTENSION-${i}`), '8BITMIME'] });
   const port = await freePort();
-  await startSmtplb(`hostname: gw.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-pools:
-  out: { servers: [ { name: rec, address: 127.0.0.1:${rec.port} } ] }
-routes: [ { pool: out } ]
-`);
+  await startSmtplb(relayConfig(rec.port, [`name: relay, listen: 127.0.0.1:${port}`]));
   const s = session(port);
   await s.reply();
   await s.send('EHLO client.test');
@@ -171,16 +146,7 @@ async function transact(port: number, mail: string, rcpts: string[], subject: st
 }
 
 function dsnConfig(queue: number, cut: number, upstream: number): string {
-  return `hostname: gw.test
-log: { level: warn }
-spool: ./spool
-listeners:
-  - { name: queue, listen: 127.0.0.1:${queue}, mode: smtp, relay_networks: [127.0.0.0/8] }
-  - { name: cut, listen: 127.0.0.1:${cut}, mode: smtp, delivery: cutthrough, relay_networks: [127.0.0.0/8] }
-pools:
-  out: { servers: [ { name: rec, address: 127.0.0.1:${upstream} } ] }
-routes: [ { pool: out } ]
-`;
+  return relayConfig(upstream, [`name: queue, listen: 127.0.0.1:${queue}`, `name: cut, listen: 127.0.0.1:${cut}, delivery: cutthrough`]);
 }
 
 test('DSN parameters reach a hop that offers DSN exactly (RET, ENVID, NOTIFY, ORCPT per recipient, BODY=8BITMIME), queue and cut-through', { timeout: 30_000 }, async () => {

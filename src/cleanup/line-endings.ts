@@ -20,6 +20,7 @@ export class LineEndings {
 
   /** The chunk with its line endings made CRLF (a trailing CR is held until the next byte is known). */
   push(input: Buffer): Buffer {
+    if (!input.length) return input; // a held CR waits for a byte that is there
     let chunk = input;
     if (this.heldCR) {
       this.heldCR = false;

@@ -58,3 +58,19 @@ export async function startRecorder(opts: { ehlo?: string[]; refuse?: (rcpt: str
   onStop(() => new Promise<void>((r) => server.close(() => r())));
   return { port, messages, commands };
 }
+
+/**
+ * smtplb's config for a relay in front of one upstream: each listener given as its YAML flow
+ * mapping (name, port and options), relaying for loopback clients; `extra` is added at the top.
+ */
+export function relayConfig(upstream: number, listeners: string[], extra = ''): string {
+  return `hostname: gw.test
+log: { level: warn }
+spool: ./spool
+${extra}listeners:
+${listeners.map((l) => `  - { ${l}, mode: smtp, relay_networks: [127.0.0.0/8] }`).join('\n')}
+pools:
+  out: { servers: [ { name: rec, address: 127.0.0.1:${upstream} } ] }
+routes: [ { pool: out } ]
+`;
+}
