@@ -188,6 +188,7 @@ test('NOTIFY decides the DSNs: NEVER gets no bounce, the default and FAILURE do 
   assert.match(hdrs[0], /Action: failed/);
   assert.match(hdrs[0], /Original-Recipient: rfc822; original@dest\.test/);
   assert.match(hdrs[0], /Original-Envelope-Id: env-hdrs/);
+  assert.match(hdrs[0], /Remote-MTA: dns; 127\.0\.0\.1\r\n/, 'the host, not the pool\'s label for it');
   assert.match(hdrs[0], /Content-Type: text\/rfc822-headers/);
   assert.doesNotMatch(hdrs[0], /the body of hdrs/, 'RET=HDRS: headers only');
   const full = dsnTo('full@client.test');

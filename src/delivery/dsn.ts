@@ -11,6 +11,10 @@ export interface DsnRecipient {
   server: string | null;
   /** The recipient's NOTIFY and ORCPT as stored (dsn-params.ts): ORCPT becomes Original-Recipient. */
   dsn?: string | null;
+  /** The host that answered (Remote-MTA), where it differs from the pool's label for the server. */
+  host?: string;
+  /** The pool the recipient was delivered through (to find the server's host). */
+  pool?: string;
 }
 
 export interface DsnInput {
@@ -72,7 +76,7 @@ export function buildDsn(d: DsnInput): Buffer {
         `Final-Recipient: rfc822; ${r.rcpt}`,
         `Action: ${r.action}`,
         `Status: ${d.reason === 'expired' && r.action !== 'relayed' && !/^5/.test(statusOf(r)) ? '4.4.7' : statusOf(r)}`,
-        ...(r.server ? [`Remote-MTA: dns; ${r.server}`] : []),
+        ...(r.host || r.server ? [`Remote-MTA: dns; ${r.host ?? r.server}`] : []),
         ...(r.code ? [`Diagnostic-Code: smtp; ${r.text.replace(/\r?\n/g, ' ')}`] : []),
       ].join('\r\n'),
     )

@@ -418,18 +418,18 @@ export class Scheduler {
           finals.push({ row: { ...base, state: 'delivered' }, kind: 'delivered' });
           events.push({ at: now, rcpt: o.rcpt, kind: 'delivered', server: o.server, code: o.code, text: o.text });
           // NOTIFY=SUCCESS and a hop that could not be handed it: "relayed" is the last word (RFC 3461 5.2.2).
-          if (!o.hopDsn && wantsSuccess(decodeRcptDsn(row.dsn))) bounced.push({ rcpt: o.rcpt, action: 'relayed', code: o.code, text: o.text, server: o.server, dsn: row.dsn });
+          if (!o.hopDsn && wantsSuccess(decodeRcptDsn(row.dsn))) bounced.push({ rcpt: o.rcpt, action: 'relayed', code: o.code, text: o.text, server: o.server, dsn: row.dsn, pool: row.pool });
         } else if (o.kind === 'failed') {
           updates.push({ ...base, state: 'bounced' });
           finals.push({ row: { ...base, state: 'bounced' }, kind: 'bounced' });
-          bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text, server: o.server, dsn: row.dsn });
+          bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text, server: o.server, dsn: row.dsn, pool: row.pool });
           events.push({ at: now, rcpt: o.rcpt, kind: 'bounced', server: o.server, code: o.code, text: o.text });
         } else {
           const at = nextAttempt(policy.retry, base.attempts, m.created, policy.max_age, now);
           if (at === null) {
             updates.push({ ...base, state: 'bounced' });
             finals.push({ row: { ...base, state: 'bounced' }, kind: 'expired' });
-            bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server, dsn: row.dsn });
+            bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server, dsn: row.dsn, pool: row.pool });
             events.push({ at: now, rcpt: o.rcpt, kind: 'expired', server: o.server, code: o.code, text: o.text });
           } else {
             updates.push({ ...base, state: 'queued', next_at: at, wait: `retry schedule: attempt ${base.attempts} got ${o.code ?? 'no answer'} ${o.text}`.slice(0, 300) });
@@ -492,6 +492,13 @@ export class Scheduler {
       return undefined;
     }
     const params = decodeParams(m.params);
+    // Remote-MTA names the host that answered: a direct-to-MX label carries it after "→", a relay
+    // server's label is the pool's name for it, whose address is the host.
+    for (const r of rcpts) {
+      if (!r.server) continue;
+      const mx = r.server.split('→')[1];
+      r.host = mx ?? this.ctx.pools().get(r.pool ?? '')?.servers.find((s) => s.name === r.server)?.address.host;
+    }
     // RET=FULL: the whole message, up to Postfix's bounce_size_limit; else (and by default) its headers.
     const full = params.ret === 'FULL' && m.size <= FULL_RETURN_MAX ? await this.ctx.spool.readWhole(m).catch(() => null) : null;
     const original = full ?? head ?? (await this.ctx.spool.readHead(m.id).catch(() => Buffer.alloc(0)));
@@ -521,7 +528,7 @@ export class Scheduler {
       const u = { ...row, state: 'bounced' as const, updated: now, wait: null, last_reply: row.last_reply ?? text };
       updates.push(u);
       finals.push({ row: u, kind: 'expired' });
-      bounced.push({ rcpt: row.rcpt, action: 'failed', code: row.last_code, text, server: row.last_server, dsn: row.dsn });
+      bounced.push({ rcpt: row.rcpt, action: 'failed', code: row.last_code, text, server: row.last_server, dsn: row.dsn, pool: row.pool });
       events.push({ at: now, rcpt: row.rcpt, kind: 'expired', server: row.last_server, code: row.last_code, text });
     }
     await this.commit(`expiry of ${m.id}`, m, updates, events, bounced, 'expired', undefined, finals);
@@ -533,7 +540,7 @@ export class Scheduler {
       const m = this.ctx.spool.message(j.msg);
       if (!m) continue;
       const now = Date.now();
-      const bounced = j.rows.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: r.last_code, text: r.last_reply ?? '5.0.0 failed', server: r.last_server, dsn: r.dsn }));
+      const bounced = j.rows.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: r.last_code, text: r.last_reply ?? '5.0.0 failed', server: r.last_server, dsn: r.dsn, pool: r.pool }));
       const dsn = await this.dsnFor(m, bounced, 'rejected');
       try {
         await this.ctx.spool.settle(m.id, j.rows.map((r) => ({ ...r, state: 'bounced', updated: now })), [], dsn);
@@ -551,7 +558,7 @@ export class Scheduler {
     const open = (this.ctx.spool.recipients(id) as (RecipientRow & { leased?: number })[]).filter((r) => (r.state === 'queued' || r.state === 'held' || r.state === 'failed') && !r.leased);
     if (!open.length) return 0;
     const now = Date.now();
-    const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null, dsn: r.dsn }));
+    const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null, dsn: r.dsn, pool: r.pool }));
     const dsn = await this.dsnFor(m, bounced, 'rejected');
     await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn, { unleasedOnly: true });
     return open.length;
