@@ -3,9 +3,11 @@
 // was told, and an upstream that lists many extensions is delivered to. Peers: a recording
 // upstream (test/helpers/recorder.ts: Postfix cannot be made to list 600 EHLO keywords).
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { after, test } from 'node:test';
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { metric, TOKEN } from './helpers/admin.js';
-import { freePort, runCli, session, sleep, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
+import { freePort, runCli, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
 import { relayConfig, startRecorder } from './helpers/recorder.js';
 
@@ -226,4 +228,82 @@ test('an internationalized envelope never goes to a hop without SMTPUTF8: bounce
   assert.match(await transact(q2, 'MAIL FROM:<a@client.test> SMTPUTF8', ['RCPT TO:<jörg@dest.test>'], 'utf8 ok'), /^250 /);
   await waitFor('delivered to the SMTPUTF8 hop', () => wide.messages.some((m) => m.includes('Subject: utf8 ok')), 10_000);
   assert.ok(wide.commands.some((c) => c.startsWith('MAIL FROM:<a@client.test>') && / SMTPUTF8/.test(c)), wide.commands.join(' | '));
+});
+
+test('an 8-bit body: a hop with 8BITMIME gets BODY=8BITMIME and the bytes unchanged; a 7-bit hop gets quoted-printable that decodes to the same text, signed again so DKIM verifies; 8-bit headers bounce with 5.6.3', { timeout: 60_000 }, async () => {
+  const dir = tmpDir('eightbit-');
+  const key = runCli(['dkim', 'keygen', '--domain', 'client.test', '--selector', 's1', '--out', path.join(dir, 'k.pem')]);
+  assert.equal(key.code, 0, key.stderr);
+  const txt = /^(s1\._domainkey\.[a-z.]+)\. IN TXT \( (.+) \)$/m.exec(key.stdout)!;
+  const record = [...txt[2].matchAll(/"([^"]*)"/g)].map((x) => x[1]).join('');
+  const resolver = async (name: string, type: string) => {
+    if (type !== 'TXT' || name.replace(/\.$/, '') !== txt[1]) throw Object.assign(new Error(`no ${type} for ${name}`), { code: 'ENOTFOUND' });
+    return [[record]];
+  };
+  const eight = await startRecorder({ ehlo: ['PIPELINING', '8BITMIME'] });
+  const seven = await startRecorder({ ehlo: ['PIPELINING'] });
+  const [p8, p7] = [await freePort(), await freePort()];
+  const dkim = `dkim:\n  domains:\n    client.test: { selector: s1, key_file: ${path.join(dir, 'k.pem')}, algorithm: rsa-sha256 }\n`;
+  await startSmtplb(relayConfig(eight.port, [`name: relay, listen: 127.0.0.1:${p8}`]) + dkim, { dir: tmpDir() });
+  await startSmtplb(relayConfig(seven.port, [`name: relay, listen: 127.0.0.1:${p7}`]) + dkim, { dir: tmpDir() });
+  const text = 'Grüße aus Köln — 東京からこんにちは. Déjà vu.\r\n.leading dot line and a long line ' + 'ä'.repeat(60) + '\r\n';
+  const message = `From: news@client.test\r\nTo: you@dest.test\r\nSubject: eight bit\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b1"\r\n\r\npreamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n${text}--b1\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>${text}</p>\r\n--b1--\r\n`;
+  const send = async (port: number, body: string) => {
+    const s = session(port);
+    await s.reply();
+    await s.send('EHLO client.test');
+    assert.match(await s.send('MAIL FROM:<news@client.test> BODY=8BITMIME'), /^250/);
+    assert.match(await s.send('RCPT TO:<you@dest.test>'), /^250/);
+    assert.match(await s.send('DATA'), /^354/);
+    s.raw(Buffer.from(body.replace(/\r\n\./g, '\r\n..') + '.\r\n', 'utf8'));
+    const r = await s.reply();
+    s.close();
+    return r;
+  };
+  assert.match(await send(p8, message), /^250 /);
+  assert.match(await send(p7, message), /^250 /);
+  await waitFor('both delivered', () => eight.messages.length === 1 && seven.messages.length === 1, 15_000);
+  // The 8BITMIME hop: BODY=8BITMIME, and the UTF-8 bytes as sent.
+  assert.ok(eight.commands.some((c) => c.startsWith('MAIL FROM:<news@client.test>') && / BODY=8BITMIME/.test(c)), eight.commands.join(' | '));
+  const m8 = Buffer.from(eight.messages[0].toString('latin1').replace(/\r\n\.\./g, '\r\n.'), 'latin1'); // dot-stuffing undone
+  assert.ok(m8.includes(Buffer.from(text, 'utf8')), 'the 8-bit text unchanged');
+  // The 7-bit hop: no BODY parameter, no byte over 127, quoted-printable decoding to the same text.
+  const got7 = seven.messages[0];
+  assert.ok(!seven.commands.some((c) => / BODY=/.test(c)));
+  assert.ok(!got7.some((b) => b > 127), 'only 7-bit bytes');
+  const m7 = got7.toString('latin1').replace(/\r\n\.\./g, '\r\n.');
+  const parts = m7.split('\r\n--b1');
+  assert.match(parts[1], /Content-Transfer-Encoding: quoted-printable\r\n/);
+  assert.match(parts[2], /Content-Transfer-Encoding: quoted-printable\r\n/);
+  const qpBody = parts[1].slice(parts[1].indexOf('\r\n\r\n') + 4);
+  const decoded = Buffer.from(qpBody.replace(/=\r\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
+  assert.equal(decoded, text.slice(0, -2), 'quoted-printable decodes to the same text');
+  for (const m of [m8, Buffer.from(m7, 'latin1')]) {
+    const v = await dkimVerify(m, { resolver });
+    assert.equal(v.results[0]?.status.result, 'pass', JSON.stringify(v.results[0]?.status));
+    assert.equal(v.results[0]?.signingDomain, 'client.test');
+  }
+  // 8-bit in a header: no conversion can carry it to a 7-bit hop: bounced with 5.6.3.
+  assert.match(await send(p7, 'From: news@client.test\r\nSubject: Grüße\r\n\r\nbody ä\r\n'), /^250 /);
+  await waitFor('the bounce', () => seven.messages.some((m) => m.includes('multipart/report')), 15_000);
+  const dsn = seven.messages.find((m) => m.includes('multipart/report'))!.toString('latin1');
+  assert.match(dsn, /Status: 5\.6\.3/);
+  assert.match(dsn, /8-bit characters in a header/);
+});
+
+test('7-bit conversion on plain data: 7-bit mail untouched, a non-MIME 8-bit body labelled, binary and 8-bit headers refused, nesting walked', async () => {
+  const { toSevenBit } = await import('../src/delivery/seven-bit.js');
+  const ascii = Buffer.from('From: a@b.test\r\nSubject: x\r\n\r\nplain\r\n');
+  const same = toSevenBit(ascii);
+  assert.ok(same.ok && !same.converted && same.message === ascii);
+  const plain = toSevenBit(Buffer.from('From: a@b.test\r\n\r\nCafé\r\n', 'utf8'));
+  assert.ok(plain.ok && plain.converted);
+  assert.equal(plain.message.toString('latin1'), 'From: a@b.test\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9\r\n');
+  const binary = toSevenBit(Buffer.from('Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: binary\r\n\r\n\u00ff\u00fe', 'latin1'));
+  assert.ok(!binary.ok && /binary/.test(binary.reason));
+  const header = toSevenBit(Buffer.from('Subject: Grüße\r\n\r\nx\r\n', 'utf8'));
+  assert.ok(!header.ok && /header/.test(header.reason));
+  const nested = toSevenBit(Buffer.from('Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nÄ\r\n--o--\r\n', 'utf8'));
+  assert.ok(nested.ok && nested.converted);
+  assert.match(nested.message.toString('latin1'), /Subject: inner\r\nContent-Type: text\/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=84\r\n--o--\r\n$/);
 });

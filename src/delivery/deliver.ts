@@ -99,6 +99,11 @@ export interface DeliveryContext {
   connected?: (pool: Pool, server: Server, ms: number, ok: boolean) => void;
   /** MX hosts of a domain, for direct-to-MX pools. */
   mx?: (pool: Pool, domain: string) => Promise<MxAnswer>;
+  /**
+   * The body for a hop without 8BITMIME: null when it has no 8-bit byte (sent as it is), the
+   * converted body (signed again), or why it cannot be converted.
+   */
+  sevenBit?: (body: Body) => Promise<{ body: Body } | { error: string } | null>;
 }
 
 /**
@@ -154,7 +159,10 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   // each server that does not is passed over (not counted as a try), and when none does the
   // recipients bounce with 5.6.7, as Postfix's do.
   const utf8 = needsSmtpUtf8(req.sender, req.recipients);
+  // Likewise an 8-bit message and a hop without 8BITMIME (RFC 6152): converted to 7-bit once,
+  // for every such hop; what cannot be converted bounces with 5.6.3 when no hop takes it.
   let noUtf8: { code: number; text: string; server: string } | undefined;
+  let converted: Promise<{ body: Body } | { error: string } | null> | undefined;
   // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
   for (let n = 0; n < maxTries && remaining.length; n++) {
     const exclude = avoided(tried, req.avoid, ctx.pools.get(req.pool));
@@ -202,7 +210,19 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         n--;
         continue;
       }
-      const r = await sendOn(up, req.sender, remaining, req.body, pool.cfg.data_timeout, pool.cfg.timeout, { params: req.params, rcptDsn: req.rcptDsn });
+      let body = req.body;
+      if (ctx.sevenBit && !offers(up, '8BITMIME')) {
+        const c = await (converted ??= ctx.sevenBit(req.body));
+        if (c && 'error' in c) {
+          noUtf8 = { code: 554, text: `5.6.3 Conversion to 7-bit for ${up.label}, which does not offer 8BITMIME, is not possible: ${c.error}`, server: up.label };
+          attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: noUtf8.code, text: noUtf8.text, ms: Date.now() - started });
+          last = noUtf8;
+          n--;
+          continue;
+        }
+        if (c) body = c.body;
+      }
+      const r = await sendOn(up, req.sender, remaining, body, pool.cfg.data_timeout, pool.cfg.timeout, { params: body === req.body ? req.params : { ...req.params, body: undefined }, rcptDsn: req.rcptDsn });
       const hopDsn = offers(up, 'DSN');
       const next: string[] = [];
       const label = up.label;
@@ -255,8 +275,9 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       } else parked?.release();
     }
   }
-  // Every server reached lacked SMTPUTF8: final (no retry will find one that has it).
-  const utf8Final = noUtf8 && attempts.every((a) => a.code === noUtf8!.code && a.text.startsWith('5.6.7'));
+  // Every server reached lacked SMTPUTF8 (or 8BITMIME for a message that cannot be converted):
+  // final, no retry will find one that has it.
+  const utf8Final = noUtf8 && attempts.every((a) => /^5\.6\.[37] /.test(a.text));
   for (const rcpt of remaining) outcomes.set(rcpt, utf8Final ? { rcpt, kind: 'failed', ...noUtf8! } : { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });
   return { outcomes: req.recipients.map((r) => outcomes.get(r)!), attempts, waitUntil: attempts.length === 0 ? waitUntil : undefined };
 }

@@ -1,5 +1,6 @@
 // The relay's moving parts for one process: spool, queue manager, delivery agent, routing.
 // Listeners hand accepted messages to `accept`; the queue manager takes it from there.
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { wantsSuccess } from '../delivery/dsn-params.js';
@@ -7,6 +8,7 @@ import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../admin/metrics.js';
 import { deliver, type DeliveryGate, type DeliveryRequest } from '../delivery/deliver.js';
+import { hasEightBit, ourTopFields, toSevenBit } from '../delivery/seven-bit.js';
 import { DeliveryLog, enhancedCode, replyLine } from '../delivery/delivery-log.js';
 import { Shaper } from '../scheduler/shaper.js';
 import { DkimSigner, loadKeys, type DkimKey } from '../signing/dkim.js';
@@ -14,7 +16,7 @@ import { MxResolver } from '../discovery/mx.js';
 import { UpstreamCache } from '../delivery/upstream.js';
 import type { InboundMessage, Reply } from '../listeners/smtp-listener.js';
 import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
-import { bodySize } from '../delivery/upstream.js';
+import { bodySize, type Body } from '../delivery/upstream.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { Spool, SpoolFullError, SpoolUnavailableError, type Incoming } from '../spool/spool.js';
@@ -264,6 +266,23 @@ export class Relay {
     return r.resolver.lookup(domain);
   }
 
+  /**
+   * A message for a hop without 8BITMIME: null when it is 7-bit already; else converted
+   * (delivery/seven-bit.ts) and, when smtplb signed it, signed again for the same domain over
+   * the converted text (a signature over the 8-bit text would fail at the receiver).
+   */
+  private async sevenBit(body: Body): Promise<{ body: Body } | { error: string } | null> {
+    const whole = Buffer.isBuffer(body) ? body : Buffer.concat([body.prefix ?? Buffer.alloc(0), await fs.promises.readFile(body.file)]);
+    if (!hasEightBit(whole)) return null;
+    // Our Received and signature stay apart: the client's message is what is converted and signed.
+    const top = ourTopFields(whole);
+    const conv = toSevenBit(top ? top.rest : whole);
+    if (!conv.ok) return { error: conv.reason };
+    if (!top) return { body: conv.message };
+    const signature = top.signature ? await this.signatureFor(conv.message, [top.signature.domain]) : '';
+    return { body: Buffer.concat([top.received, Buffer.from(signature, 'latin1'), conv.message]) };
+  }
+
   async deliverNow(req: DeliveryRequest) {
     // A server another node finds down is tried with care: only when no other primary is up,
     // until this node's own check (run at once) says otherwise.
@@ -275,6 +294,7 @@ export class Relay {
     }
     const r = await deliver(req, {
       mx: (pool, domain) => this.mx(pool, domain),
+      sevenBit: (body) => this.sevenBit(body),
       pools: this.poolSet,
       cache: this.cache,
       helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname,
