@@ -307,3 +307,26 @@ test('7-bit conversion on plain data: 7-bit mail untouched, a non-MIME 8-bit bod
   assert.ok(nested.ok && nested.converted);
   assert.match(nested.message.toString('latin1'), /Subject: inner\r\nContent-Type: text\/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=84\r\n--o--\r\n$/);
 });
+
+test('queue.delay_warning: one "delayed" DSN per waiting recipient, by default or with NOTIFY=DELAY, none with NOTIFY=FAILURE alone', { timeout: 60_000 }, async () => {
+  const rec = await startRecorder({ refuse: (rcpt) => (rcpt.startsWith('slow') ? '452 4.2.2 <' + rcpt + '>: mailbox full' : undefined) });
+  const port = await freePort();
+  await startSmtplb(relayConfig(rec.port, [`name: relay, listen: 127.0.0.1:${port}`], 'queue: { retry: [700ms], delay_warning: 1s }\n'));
+  await transact(port, 'MAIL FROM:<s1@client.test>', ['RCPT TO:<slow1@dest.test>'], 'default');
+  await transact(port, 'MAIL FROM:<s2@client.test>', ['RCPT TO:<slow2@dest.test> NOTIFY=FAILURE'], 'failure only');
+  await transact(port, 'MAIL FROM:<s3@client.test> ENVID=wait-3', ['RCPT TO:<slow3@dest.test> NOTIFY=DELAY,FAILURE'], 'delay');
+  const notices = (sender: string) => rec.messages.map((m) => m.toString('latin1')).filter((m) => m.includes('multipart/report') && m.includes(`To: <${sender}>`));
+  await waitFor('the delay notices', () => notices('s1@client.test').length && notices('s3@client.test').length, 20_000, 100);
+  // Several more retries pass: still one notice each.
+  const attempts = () => rec.commands.filter((c) => c.startsWith('RCPT TO:<slow1@')).length;
+  const seen = attempts();
+  await waitFor('more retries', () => attempts() >= seen + 3, 20_000, 100);
+  assert.equal(notices('s1@client.test').length, 1);
+  assert.equal(notices('s3@client.test').length, 1);
+  assert.equal(notices('s2@client.test').length, 0, 'NOTIFY=FAILURE alone: no delay notice');
+  const n = notices('s3@client.test')[0];
+  assert.match(n, /Subject: Delayed Mail \(still being retried\)/);
+  assert.match(n, /Action: delayed/);
+  assert.match(n, /Status: 4\.2\.2/);
+  assert.match(n, /Original-Envelope-Id: wait-3/);
+});

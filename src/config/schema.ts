@@ -341,8 +341,10 @@ export const configSchema = z.strictObject({
       min_free: size.default(100 * 1024 * 1024),
       /** Deliveries in flight at once, all destinations together (Postfix's default_process_limit). */
       max_deliveries: int(1, 100_000).default(500),
+      /** A "delayed" DSN once a recipient has waited this long (Postfix's delay_warning_time); 0, the default, sends none. */
+      delay_warning: duration.default(0),
     })
-    .default({ retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], max_age: 5 * 86_400_000, min_free: 100 * 1024 * 1024, max_deliveries: 500 }),
+    .default({ retry: [60_000, 300_000, 900_000, 1_800_000, 3_600_000], max_age: 5 * 86_400_000, min_free: 100 * 1024 * 1024, max_deliveries: 500, delay_warning: 0 }),
 });
 
 type RawConfig = z.output<typeof configSchema>;

@@ -16,6 +16,8 @@ export interface MessageParams {
 export interface RcptDsn {
   notify?: Notify[];
   orcpt?: string;
+  /** Set once its delay notice went out (queue.delay_warning): one per recipient. */
+  warned?: boolean;
 }
 
 /** RFC 3461 4.4: ENVID at most 100 characters; ORCPT bounded likewise (an address plus its type). */
@@ -70,6 +72,11 @@ export function decodeRcptDsn(s: string | null | undefined): RcptDsn {
 /** A failure is reported unless NOTIFY was given without FAILURE (NEVER, or SUCCESS/DELAY only). */
 export function wantsFailure(d: RcptDsn): boolean {
   return !d.notify || d.notify.includes('FAILURE');
+}
+
+/** A delay notice: asked for with DELAY, or by default (no NOTIFY: RFC 3461 4.1 leaves it to the MTA; Postfix sends them). */
+export function wantsDelay(d: RcptDsn): boolean {
+  return !d.notify || d.notify.includes('DELAY');
 }
 
 export function wantsSuccess(d: RcptDsn): boolean {

@@ -62,11 +62,14 @@ export function buildDsn(d: DsnInput): Buffer {
   const boundary = `=_smtplb_${randomBytes(8).toString('hex')}`;
   const date = new Date().toUTCString().replace('GMT', '+0000');
   const relayedOnly = d.recipients.every((r) => r.action === 'relayed');
+  const delayedOnly = d.recipients.every((r) => r.action === 'delayed');
   const human = d.recipients
     .map((r) =>
       r.action === 'relayed'
         ? `<${r.rcpt}>: delivered to ${r.server ? `host ${r.server}` : 'the next system'}, which does not send delivery notifications: this is the last one (${r.text})`
-        : `<${r.rcpt}>: ${d.reason === 'expired' ? 'delivery did not succeed before the maximum queue time; last answer: ' : ''}${r.server ? `host ${r.server} said: ` : ''}${r.text || 'no answer'}`,
+        : r.action === 'delayed'
+          ? `<${r.rcpt}>: not delivered yet, still trying; ${r.server ? `host ${r.server} said: ` : 'last answer: '}${r.text || 'no answer'}`
+          : `<${r.rcpt}>: ${d.reason === 'expired' ? 'delivery did not succeed before the maximum queue time; last answer: ' : ''}${r.server ? `host ${r.server} said: ` : ''}${r.text || 'no answer'}`,
     )
     .join('\r\n');
   const perRcpt = d.recipients
@@ -84,7 +87,7 @@ export function buildDsn(d: DsnInput): Buffer {
   const lines = [
     `From: Mail Delivery System <MAILER-DAEMON@${d.hostname}>`,
     `To: <${d.sender}>`,
-    `Subject: ${relayedOnly ? 'Successful Mail Delivery Report' : 'Undelivered Mail Returned to Sender'}`,
+    `Subject: ${relayedOnly ? 'Successful Mail Delivery Report' : delayedOnly ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender'}`,
     `Date: ${date}`,
     `Message-ID: <${d.queueId}.dsn.${randomBytes(4).toString('hex')}@${d.hostname}>`,
     'Auto-Submitted: auto-replied',
@@ -100,6 +103,8 @@ export function buildDsn(d: DsnInput): Buffer {
     '',
     relayedOnly
       ? 'Your message was relayed to one or more recipients, as you asked to be told (NOTIFY=SUCCESS).'
+      : delayedOnly
+        ? 'Your message could not be delivered yet to one or more recipients. It is still being retried: there is nothing for you to do now.'
       : d.reason === 'expired'
         ? 'Your message could not be delivered before it expired from the queue.'
         : 'Your message could not be delivered to one or more recipients.',

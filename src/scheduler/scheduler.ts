@@ -14,12 +14,12 @@ import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
 import { buildDsn, type DsnRecipient } from '../delivery/dsn.js';
-import { decodeParams, decodeRcptDsn, wantsFailure, wantsSuccess, type RcptDsn } from '../delivery/dsn-params.js';
+import { decodeParams, decodeRcptDsn, encodeStored, wantsDelay, wantsFailure, wantsSuccess, type RcptDsn } from '../delivery/dsn-params.js';
 import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
 
-export interface QueuePolicy { retry: number[]; max_age: number; max_deliveries?: number }
+export interface QueuePolicy { retry: number[]; max_age: number; max_deliveries?: number; /** A "delayed" DSN once a recipient has waited this long (0: none). */ delay_warning?: number }
 
 export interface SchedulerContext {
   spool: Spool;
@@ -432,7 +432,12 @@ export class Scheduler {
             bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server, dsn: row.dsn, pool: row.pool });
             events.push({ at: now, rcpt: o.rcpt, kind: 'expired', server: o.server, code: o.code, text: o.text });
           } else {
-            updates.push({ ...base, state: 'queued', next_at: at, wait: `retry schedule: attempt ${base.attempts} got ${o.code ?? 'no answer'} ${o.text}`.slice(0, 300) });
+            // Waiting past queue.delay_warning: one "delayed" notice per recipient, marked in its row.
+            const warnAfter = policy.delay_warning ?? 0;
+            const dsn = decodeRcptDsn(row.dsn);
+            const warn = warnAfter > 0 && now - m.created >= warnAfter && !dsn.warned && wantsDelay(dsn);
+            if (warn) bounced.push({ rcpt: o.rcpt, action: 'delayed', code: o.code, text: `${o.text} (still trying until ${new Date(m.created + policy.max_age).toISOString()})`, server: o.server, dsn: row.dsn, pool: row.pool });
+            updates.push({ ...base, state: 'queued', next_at: at, wait: `retry schedule: attempt ${base.attempts} got ${o.code ?? 'no answer'} ${o.text}`.slice(0, 300), ...(warn ? { dsn: encodeStored({ ...dsn, warned: true }) } : {}) });
             events.push({ at: now, rcpt: o.rcpt, kind: 'deferred', server: o.server, code: o.code, text: `${o.text} (next attempt ${new Date(at).toISOString()})`.slice(0, 1000) });
           }
         }
@@ -472,7 +477,7 @@ export class Scheduler {
 
   /** Recipients whose failure is not reported (NOTIFY=NEVER or without FAILURE): logged, as Postfix logs them. */
   private noteDsn(m: MessageRow, rcpts: DsnRecipient[]): void {
-    const silent = rcpts.filter((r) => r.action !== 'relayed' && !wantsFailure(decodeRcptDsn(r.dsn)));
+    const silent = rcpts.filter((r) => r.action === 'failed' && !wantsFailure(decodeRcptDsn(r.dsn)));
     if (silent.length) this.ctx.log.info({ queue_id: m.id, recipients: silent.map((r) => r.rcpt) }, `no DSN for ${silent.length} recipient(s) of ${m.id}: NOTIFY does not ask for failures`);
   }
 
@@ -482,7 +487,7 @@ export class Scheduler {
    * and delayed recipients; relayed ones are only listed when NOTIFY had SUCCESS).
    */
   private async dsnFor(m: MessageRow, all: DsnRecipient[], reason: 'rejected' | 'expired', head?: Buffer): Promise<DsnToQueue | undefined> {
-    const rcpts = all.filter((r) => r.action === 'relayed' || wantsFailure(decodeRcptDsn(r.dsn)));
+    const rcpts = all.filter((r) => r.action === 'relayed' || (r.action === 'delayed' ? wantsDelay(decodeRcptDsn(r.dsn)) : wantsFailure(decodeRcptDsn(r.dsn))));
     if (!rcpts.length) return undefined;
     // Never bounce a bounce, never to the null sender.
     if (!m.sender || m.dsn_of) return undefined;

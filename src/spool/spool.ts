@@ -321,7 +321,7 @@ export class Spool extends EventEmitter {
       rcpt: this.db.prepare(`SELECT * FROM recipients WHERE msg = ? AND rcpt = ?`),
       rcpts: this.db.prepare(`SELECT * FROM recipients WHERE msg = ?`),
       events: this.db.prepare(`SELECT * FROM events WHERE msg = ? ORDER BY at, rowid`),
-      update: this.db.prepare(`UPDATE recipients SET state = @state, attempts = @attempts, next_at = @next_at, last_code = @last_code, last_reply = @last_reply, last_server = @last_server, updated = @updated, wait = @wait, leased = 0 WHERE msg = @msg AND rcpt = @rcpt`),
+      update: this.db.prepare(`UPDATE recipients SET state = @state, attempts = @attempts, next_at = @next_at, last_code = @last_code, last_reply = @last_reply, last_server = @last_server, updated = @updated, wait = @wait, dsn = @dsn, leased = 0 WHERE msg = @msg AND rcpt = @rcpt`),
       reroute: this.db.prepare(`UPDATE recipients SET pool = ?, route = ?, next_at = ?, wait = NULL, leased = 0 WHERE msg = ? AND rcpt = ?`),
       warmupGet: this.db.prepare(`SELECT sent FROM warmup WHERE server = ? AND day = ?`),
       warmupSet: this.db.prepare(`INSERT INTO warmup (server, day, sent) VALUES (?, ?, ?) ON CONFLICT (server, day) DO UPDATE SET sent = excluded.sent`),
@@ -707,7 +707,7 @@ export class Spool extends EventEmitter {
           return;
         }
         for (const { u, prev, was } of applied) {
-          this.stmts.update.run(u);
+          this.stmts.update.run({ ...u, dsn: u.dsn ?? prev.dsn ?? null });
           this.count(prev.pool, prev.domain, was, u.state, u.next_at);
         }
         for (const e of events) this.stmts.insEvent.run(msg, e.at, e.rcpt, e.kind, e.server, e.code, e.text);
