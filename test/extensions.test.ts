@@ -7,7 +7,8 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { metric, TOKEN } from './helpers/admin.js';
-import { freePort, runCli, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { freePort, runCli, session, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { startPostfix } from './helpers/postfix.js';
 import { startSmtplbSink } from './helpers/sink.js';
 import { relayConfig, startRecorder } from './helpers/recorder.js';
 
@@ -329,4 +330,25 @@ test('queue.delay_warning: one "delayed" DSN per waiting recipient, by default o
   assert.match(n, /Action: delayed/);
   assert.match(n, /Status: 4\.2\.2/);
   assert.match(n, /Original-Envelope-Id: wait-3/);
+});
+
+test('a real Postfix as the DSN- and SMTPUTF8-capable hop: it is handed RET, ENVID, NOTIFY and ORCPT exactly (it passes them on to smtp-sink, which records them), and takes an internationalized envelope', { timeout: 90_000 }, async () => {
+  const sink = await startSink();
+  const pf = await freePort();
+  const postfix = await startPostfix([{ port: pf }], { default_transport: 'smtp', relay_transport: 'smtp', relayhost: `[127.0.0.1]:${sink.port}`, smtputf8_enable: 'yes' });
+  const port = await freePort();
+  await startSmtplb(relayConfig(pf, [`name: relay, listen: 127.0.0.1:${port}`]));
+  assert.match(await transact(port, 'MAIL FROM:<a@client.test> RET=HDRS ENVID=pf+2Benv', ['RCPT TO:<b@dest.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;orig+2Bb@dest.test'], 'to postfix'), /^250 /);
+  assert.match(await transact(port, 'MAIL FROM:<a@client.test> SMTPUTF8', ['RCPT TO:<jörg@dest.test>'], 'utf8 to postfix'), /^250 /);
+  const msgs = await sink.settle(1, 30_000);
+  const dsnOne = msgs.find((m) => m.includes('Subject: to postfix'))!;
+  assert.ok(dsnOne, msgs.join('\n----\n'));
+  // smtp-sink's dump lines: the MAIL and RCPT parameters Postfix sent on, as smtplb gave them.
+  assert.match(dsnOne, /^X-Mail-Args:.*RET=HDRS/m, dsnOne.slice(0, 600));
+  assert.match(dsnOne, /^X-Mail-Args:.*ENVID=pf\+2Benv/m);
+  assert.match(dsnOne, /^X-Rcpt-Args:.*NOTIFY=SUCCESS,DELAY/m);
+  assert.match(dsnOne, /^X-Rcpt-Args:.*ORCPT=rfc822;orig\+2Bb@dest\.test/m);
+  // Postfix (smtputf8_enable) took the internationalized envelope from smtplb. (smtp-sink has no
+  // SMTPUTF8, so Postfix's own onward delivery to it bounces: that is Postfix's hop, not ours.)
+  await waitFor('Postfix queued the internationalized message', () => /message-id=<utf8topostfix@client\.test>/.test(postfix.log()), 20_000, 100);
 });
