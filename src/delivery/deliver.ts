@@ -161,8 +161,8 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   const utf8 = needsSmtpUtf8(req.sender, req.recipients);
   // Likewise an 8-bit message and a hop without 8BITMIME (RFC 6152): converted to 7-bit once,
   // for every such hop; what cannot be converted bounces with 5.6.3 when no hop takes it.
-  let noUtf8: { code: number; text: string; server: string } | undefined;
-  let converted: Promise<{ body: Body } | { error: string } | null> | undefined;
+  let missing: { code: number; text: string; server: string } | undefined;
+  let converted: Promise<{ body: Body } | { error: string; temporary?: boolean } | null> | undefined;
   // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
   for (let n = 0; n < maxTries && remaining.length; n++) {
     const exclude = avoided(tried, req.avoid, ctx.pools.get(req.pool));
@@ -204,19 +204,24 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         pool.passiveResult(server, true);
       }
       if (utf8 && !offers(up, 'SMTPUTF8')) {
-        noUtf8 = { code: 550, text: `5.6.7 SMTPUTF8 is required, but was not offered by ${up.label}`, server: up.label };
-        attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: noUtf8.code, text: noUtf8.text, ms: Date.now() - started });
-        last = noUtf8;
+        missing = { code: 550, text: `5.6.7 SMTPUTF8 is required, but was not offered by ${up.label}`, server: up.label };
+        attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: missing.code, text: missing.text, ms: Date.now() - started });
+        last = missing;
         n--;
         continue;
       }
       let body = req.body;
       if (ctx.sevenBit && !offers(up, '8BITMIME')) {
-        const c = await (converted ??= ctx.sevenBit(req.body));
+        // A spool read that fails is the queue's trouble, not the server's: deferred, not counted against it.
+        const c = await (converted ??= ctx.sevenBit(req.body).catch((e: Error) => ({ error: `4.3.0 reading the message to convert it failed: ${e.message}`, temporary: true })));
+        if (c && 'temporary' in c) {
+          last = { code: 451, text: c.error, server: up.label };
+          break;
+        }
         if (c && 'error' in c) {
-          noUtf8 = { code: 554, text: `5.6.3 Conversion to 7-bit for ${up.label}, which does not offer 8BITMIME, is not possible: ${c.error}`, server: up.label };
-          attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: noUtf8.code, text: noUtf8.text, ms: Date.now() - started });
-          last = noUtf8;
+          missing = { code: 554, text: `5.6.3 Conversion to 7-bit for ${up.label}, which does not offer 8BITMIME, is not possible: ${c.error}`, server: up.label };
+          attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: missing.code, text: missing.text, ms: Date.now() - started });
+          last = missing;
           n--;
           continue;
         }
@@ -277,8 +282,8 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   }
   // Every server reached lacked SMTPUTF8 (or 8BITMIME for a message that cannot be converted):
   // final, no retry will find one that has it.
-  const utf8Final = noUtf8 && attempts.every((a) => /^5\.6\.[37] /.test(a.text));
-  for (const rcpt of remaining) outcomes.set(rcpt, utf8Final ? { rcpt, kind: 'failed', ...noUtf8! } : { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });
+  const final = missing && last === missing && attempts.every((a) => /^5\.6\.[37] /.test(a.text));
+  for (const rcpt of remaining) outcomes.set(rcpt, final ? { rcpt, kind: 'failed', ...missing! } : { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });
   return { outcomes: req.recipients.map((r) => outcomes.get(r)!), attempts, waitUntil: attempts.length === 0 ? waitUntil : undefined };
 }
 
