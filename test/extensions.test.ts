@@ -223,6 +223,21 @@ test('an internationalized envelope never goes to a hop without SMTPUTF8: bounce
   assert.ok(!plain.commands.some((c) => /RCPT TO:<j\S*rg@dest\.test>/.test(c)), 'the internationalized address was never sent');
   assert.ok(!plain.messages.some((m) => m.includes('Subject: utf8') && !m.includes('multipart/report')), 'the message never went out');
 
+  // A second server of the pool that could not be reached: not a reason to bounce; it waits.
+  const dead = await freePort();
+  const [q3, c3] = [await freePort(), await freePort()];
+  const withDead = relayConfig(plain.port, [`name: queue, listen: 127.0.0.1:${q3}`, `name: cut, listen: 127.0.0.1:${c3}, delivery: cutthrough`]).replace(
+    `out: { servers: [ { name: rec, address: 127.0.0.1:${plain.port} } ] }`,
+    `out: { health: { check: tcp, interval: 200ms, rise: 1, fall: 1 }, servers: [ { name: rec, address: 127.0.0.1:${plain.port} }, { name: dead, address: 127.0.0.1:${dead} } ] }`,
+  );
+  assert.match(withDead, /name: dead/);
+  await startSmtplb(withDead);
+  await sleep(1000); // the health check has found the dead one down: it is never drawn
+  const before = plain.messages.filter((m) => m.includes('multipart/report')).length;
+  assert.match(await transact(q3, 'MAIL FROM:<a@client.test> SMTPUTF8', ['RCPT TO:<jörg@dest.test>'], 'utf8 waits'), /^250 /);
+  await sleep(1500);
+  assert.equal(plain.messages.filter((m) => m.includes('multipart/report')).length, before, 'no bounce while a server was not reached');
+
   const wide = await startRecorder({ ehlo: ['8BITMIME', 'SMTPUTF8'] });
   const [q2, c2] = [await freePort(), await freePort()];
   await startSmtplb(dsnConfig(q2, c2, wide.port));
@@ -284,6 +299,22 @@ test('an 8-bit body: a hop with 8BITMIME gets BODY=8BITMIME and the bytes unchan
     assert.equal(v.results[0]?.status.result, 'pass', JSON.stringify(v.results[0]?.status));
     assert.equal(v.results[0]?.signingDomain, 'client.test');
   }
+  // A DKIM-Signature the client wrote (for a domain smtplb holds a key for) on a message smtplb
+  // did not sign: a conversion never signs for it.
+  const forged = `DKIM-Signature: v=1; a=rsa-sha256; d=client.test; s=s1; h=from; bh=x; b=x\r\nFrom: x@nokey.test\r\nSubject: forged\r\n\r\nbody ä\r\n`;
+  const s = session(p7);
+  await s.reply();
+  await s.send('EHLO client.test');
+  assert.match(await s.send('MAIL FROM:<x@nokey.test> BODY=8BITMIME'), /^250/);
+  assert.match(await s.send('RCPT TO:<you@dest.test>'), /^250/);
+  assert.match(await s.send('DATA'), /^354/);
+  s.raw(Buffer.from(`${forged}.\r\n`, 'utf8'));
+  assert.match(await s.reply(), /^250 /);
+  s.close();
+  await waitFor('the forged one delivered', () => seven.messages.some((m) => m.includes('Subject: forged')), 15_000);
+  const f = seven.messages.find((m) => m.includes('Subject: forged'))!;
+  const fv = await dkimVerify(f, { resolver });
+  assert.ok(!fv.results.some((r) => r.status.result === 'pass'), `no valid signature for the domain the client named: ${JSON.stringify(fv.results.map((r) => r.status))}`);
   // 8-bit in a header: no conversion can carry it to a 7-bit hop: bounced with 5.6.3.
   assert.match(await send(p7, 'From: news@client.test\r\nSubject: Grüße\r\n\r\nbody ä\r\n'), /^250 /);
   await waitFor('the bounce', () => seven.messages.some((m) => m.includes('multipart/report')), 15_000);

@@ -195,6 +195,12 @@ export function parseMailboxList(value: string): string[] {
   return domains;
 }
 
+/** A parse error as it goes into an SMTP reply: printable ASCII, bounded (it may quote the client's text). */
+function quoted(message: string): string {
+  const t = message.replace(/[^\x20-\x7e]/g, '?');
+  return t.length > 120 ? `${t.slice(0, 120)}...` : t;
+}
+
 /** The fields named `name` in a header block, unfolded (the first occurrence first). */
 export function headerFields(head: string, name: string): string[] {
   const out: string[] = [];
@@ -225,7 +231,7 @@ export function authorOf(header: Buffer | string): Author {
   try {
     from = parseMailboxList(froms[0]);
   } catch (e) {
-    return { kind: 'bad', rule: `the From header does not parse (RFC 5322 3.4): ${(e as Error).message}` };
+    return { kind: 'bad', rule: `the From header does not parse (RFC 5322 3.4): ${quoted((e as Error).message)}` };
   }
   const senders = headerFields(head, 'sender');
   if (senders.length > 1) return { kind: 'bad', rule: 'more than one Sender header (RFC 5322 3.6)' };
@@ -235,7 +241,7 @@ export function authorOf(header: Buffer | string): Author {
     try {
       list = parseMailboxList(senders[0]);
     } catch (e) {
-      return { kind: 'bad', rule: `the Sender header does not parse (RFC 5322 3.4): ${(e as Error).message}` };
+      return { kind: 'bad', rule: `the Sender header does not parse (RFC 5322 3.4): ${quoted((e as Error).message)}` };
     }
     if (list.length !== 1) return { kind: 'bad', rule: 'the Sender header must hold one mailbox (RFC 5322 3.6.2)' };
     sender = list[0];

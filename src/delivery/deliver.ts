@@ -162,6 +162,10 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   // Likewise an 8-bit message and a hop without 8BITMIME (RFC 6152): converted to 7-bit once,
   // for every such hop; what cannot be converted bounces with 5.6.3 when no hop takes it.
   let missing: { code: number; text: string; server: string } | undefined;
+  // The servers reached and found lacking: only when every server of every pool the delivery
+  // drew from is among them is it final; one busy, down or held back is tried later.
+  const lacking = new Set<string>();
+  const drawnFrom = new Set<Pool>();
   let converted: Promise<{ body: Body } | { error: string; temporary?: boolean } | null> | undefined;
   // Servers the gate turns away are not tries; `tried` grows each round, so this ends.
   for (let n = 0; n < maxTries && remaining.length; n++) {
@@ -175,6 +179,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
     }
     const server = result.server;
     tried.add(server.key);
+    drawnFrom.add(pool);
     const started = Date.now();
     let up = ctx.cache.take(pool, server, group);
     let ticket: Ticket | undefined;
@@ -204,6 +209,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         pool.passiveResult(server, true);
       }
       if (utf8 && !offers(up, 'SMTPUTF8')) {
+        lacking.add(server.key);
         missing = { code: 550, text: `5.6.7 SMTPUTF8 is required, but was not offered by ${up.label}`, server: up.label };
         attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: missing.code, text: missing.text, ms: Date.now() - started });
         last = missing;
@@ -219,6 +225,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
           break;
         }
         if (c && 'error' in c) {
+          lacking.add(server.key);
           missing = { code: 554, text: `5.6.3 Conversion to 7-bit for ${up.label}, which does not offer 8BITMIME, is not possible: ${c.error}`, server: up.label };
           attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: missing.code, text: missing.text, ms: Date.now() - started });
           last = missing;
@@ -282,7 +289,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
   }
   // Every server reached lacked SMTPUTF8 (or 8BITMIME for a message that cannot be converted):
   // final, no retry will find one that has it.
-  const final = missing && last === missing && attempts.every((a) => /^5\.6\.[37] /.test(a.text));
+  const final = !!missing && last === missing && attempts.every((a) => /^5\.6\.[37] /.test(a.text)) && [...drawnFrom].every((p) => p.servers.every((s) => lacking.has(s.key)));
   for (const rcpt of remaining) outcomes.set(rcpt, final ? { rcpt, kind: 'failed', ...missing! } : { rcpt, kind: 'deferred', code: last.code, text: last.text, server: last.server });
   return { outcomes: req.recipients.map((r) => outcomes.get(r)!), attempts, waitUntil: attempts.length === 0 ? waitUntil : undefined };
 }

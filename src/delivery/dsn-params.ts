@@ -11,6 +11,8 @@ export interface MessageParams {
   envid?: string;
   body?: '7BIT' | '8BITMIME';
   smtputf8?: boolean;
+  /** The domain smtplb signed for at acceptance (its DKIM-Signature is the line after its Received). */
+  signed?: string;
 }
 
 export interface RcptDsn {
@@ -85,8 +87,13 @@ export function wantsSuccess(d: RcptDsn): boolean {
 
 /** RFC 3461 4: xtext, so no byte outside 33-126 (and no "+" or "=") reaches a command line. */
 export function xtext(s: string): string {
+  // smtp-server decodes "+XX" to the character of code XX: such a character is that byte
+  // again; a character past 255 (UTF-8 text) is its UTF-8 bytes.
   let out = '';
-  for (const b of Buffer.from(s, 'utf8')) out += b < 33 || b > 126 || b === 43 || b === 61 ? `+${b.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(b);
+  for (const ch of s) {
+    const code = ch.codePointAt(0)!;
+    for (const b of code < 256 ? [code] : Buffer.from(ch, 'utf8')) out += b < 33 || b > 126 || b === 43 || b === 61 ? `+${b.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(b);
+  }
   return out;
 }
 

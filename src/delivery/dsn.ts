@@ -58,6 +58,11 @@ function originalRecipient(r: DsnRecipient): string[] {
   }
 }
 
+/** An upstream's reply as report text: no control character (a bare CR in a relayed report would be one more). */
+function clean(text: string): string {
+  return text.replace(/[\x00-\x08\x0a-\x1f\x7f]+/g, ' ');
+}
+
 export function buildDsn(d: DsnInput): Buffer {
   const boundary = `=_smtplb_${randomBytes(8).toString('hex')}`;
   const date = new Date().toUTCString().replace('GMT', '+0000');
@@ -66,10 +71,10 @@ export function buildDsn(d: DsnInput): Buffer {
   const human = d.recipients
     .map((r) =>
       r.action === 'relayed'
-        ? `<${r.rcpt}>: delivered to ${r.server ? `host ${r.server}` : 'the next system'}, which does not send delivery notifications: this is the last one (${r.text})`
+        ? `<${r.rcpt}>: delivered to ${r.server ? `host ${r.server}` : 'the next system'}, which does not send delivery notifications: this is the last one (${clean(r.text)})`
         : r.action === 'delayed'
-          ? `<${r.rcpt}>: not delivered yet, still trying; ${r.server ? `host ${r.server} said: ` : 'last answer: '}${r.text || 'no answer'}`
-          : `<${r.rcpt}>: ${d.reason === 'expired' ? 'delivery did not succeed before the maximum queue time; last answer: ' : ''}${r.server ? `host ${r.server} said: ` : ''}${r.text || 'no answer'}`,
+          ? `<${r.rcpt}>: not delivered yet, still trying; ${r.server ? `host ${r.server} said: ` : 'last answer: '}${clean(r.text) || 'no answer'}`
+          : `<${r.rcpt}>: ${d.reason === 'expired' ? 'delivery did not succeed before the maximum queue time; last answer: ' : ''}${r.server ? `host ${r.server} said: ` : ''}${clean(r.text) || 'no answer'}`,
     )
     .join('\r\n');
   const perRcpt = d.recipients
@@ -80,7 +85,7 @@ export function buildDsn(d: DsnInput): Buffer {
         `Action: ${r.action}`,
         `Status: ${d.reason === 'expired' && r.action !== 'relayed' && !/^5/.test(statusOf(r)) ? '4.4.7' : statusOf(r)}`,
         ...(r.host || r.server ? [`Remote-MTA: dns; ${r.host ?? r.server}`] : []),
-        ...(r.code ? [`Diagnostic-Code: smtp; ${r.text.replace(/\r?\n/g, ' ')}`] : []),
+        ...(r.code ? [`Diagnostic-Code: smtp; ${clean(r.text)}`] : []),
       ].join('\r\n'),
     )
     .join('\r\n\r\n');
@@ -124,10 +129,9 @@ export function buildDsn(d: DsnInput): Buffer {
     `--${boundary}`,
     d.full ? 'Content-Type: message/rfc822' : 'Content-Type: text/rfc822-headers',
     '',
-    d.full ? d.original.toString('latin1').replace(/\r?\n$/, '') : originalHeaders(d.original),
-    '',
-    `--${boundary}--`,
     '',
   ];
-  return Buffer.from(lines.join('\r\n'), 'utf8');
+  // The returned message goes in as its bytes (an 8-bit one stays 8-bit, never re-encoded).
+  const original = d.full ? d.original.subarray(0, d.original.length - (d.original.subarray(-2).toString('latin1') === '\r\n' ? 2 : 0)) : Buffer.from(originalHeaders(d.original), 'latin1');
+  return Buffer.concat([Buffer.from(lines.join('\r\n'), 'utf8'), original, Buffer.from(`\r\n\r\n--${boundary}--\r\n`, 'latin1')]);
 }

@@ -110,10 +110,12 @@ export function toSevenBit(message: Buffer): SevenBit {
 
 /**
  * The lines smtplb put on top of a message at acceptance, apart from the client's message:
- * its Received field and, when it signed, its DKIM-Signature (with the signing domain).
- * A converted message is signed again over the client's part, as at acceptance.
+ * its Received field and, when it signed (`signed`, the domain it recorded then), its
+ * DKIM-Signature. A converted message is signed again over the client's part, as at
+ * acceptance. A DKIM-Signature the client wrote is the client's: never taken for ours, so a
+ * conversion never signs for a domain the client named.
  */
-export function ourTopFields(message: Buffer): { received: Buffer; signature?: { domain: string }; rest: Buffer } | null {
+export function ourTopFields(message: Buffer, signed: string | undefined): { received: Buffer; signature?: { domain: string }; rest: Buffer } | null {
   const fieldEnd = (from: number): number => {
     let at = from;
     for (;;) {
@@ -126,9 +128,10 @@ export function ourTopFields(message: Buffer): { received: Buffer; signature?: {
   const r = fieldEnd(0);
   const received = message.subarray(0, r);
   if (!/^Received:[^]*\(smtplb\)/i.test(received.toString('latin1'))) return null;
+  if (!signed) return { received, rest: message.subarray(r) };
   const s = fieldEnd(r);
   const sig = message.subarray(r, s).toString('latin1');
-  if (!/^DKIM-Signature:/i.test(sig)) return { received, rest: message.subarray(r) };
-  const domain = /[;\s]d=([^;\s]+)/.exec(sig.replace(/\r\n[ \t]/g, ' '))?.[1];
-  return { received, signature: domain ? { domain } : undefined, rest: message.subarray(s) };
+  const domain = /^DKIM-Signature:/i.test(sig) ? /[;\s]d=([^;\s]+)/.exec(sig.replace(/\r\n[ \t]/g, ' '))?.[1]?.toLowerCase() : undefined;
+  if (domain !== signed) return null;
+  return { received, signature: { domain }, rest: message.subarray(s) };
 }

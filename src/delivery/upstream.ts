@@ -290,6 +290,9 @@ export function sendOn(up: Upstream, sender: string, recipients: string[], body:
     const dsnOffered = offers(up, 'DSN');
     (up.conn as unknown as RcptArgsHook)._smtplbRcptArgs = (rcpt: string) => rcptArgs(pass.rcptDsn?.get(rcpt), dsnOffered);
     const envelope = { from: sender, to: recipients, size: bodySize(body), use8BitMime: p.body === '8BITMIME', ...(p.ret || p.envid ? { dsn: { ret: p.ret, envid: p.envid } } : {}) };
+    // nodemailer keeps the last transaction's envelope until this one's is set; a close before
+    // then must not be read with the previous message's replies (answeredBeforeClose).
+    (up.conn as unknown as { _envelope?: unknown })._envelope = undefined;
     up.conn.send(envelope as Parameters<SMTPConnection['send']>[0], source as Readable, (err, info) => {
       if (err) {
         const e = err as Error & { response?: string; responseCode?: number; command?: string; rejectedErrors?: (Error & { recipient: string; response?: string; responseCode?: number })[] };

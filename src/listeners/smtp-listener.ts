@@ -400,7 +400,7 @@ export class SmtpListener extends SocketListener {
       message: {
         sender,
         recipients: session.envelope.rcptTo.map((r) => ({ address: r.address, ...routes.get(r.address)!, dsn: rcptDsnFrom((r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn) })),
-        params: paramsFromSession(session.envelope as Parameters<typeof paramsFromSession>[0]),
+        params: { ...paramsFromSession(session.envelope as Parameters<typeof paramsFromSession>[0]), ...signedDomain(signature) },
         listener: this.cfg.name,
         user: st?.user?.name,
         class: cls,
@@ -411,6 +411,12 @@ export class SmtpListener extends SocketListener {
       },
     };
   }
+}
+
+/** The d= of the signature smtplb made, kept so a conversion signs again for that domain only. */
+function signedDomain(signature: string): { signed?: string } {
+  const d = /[;\s]d=([^;\s]+)/.exec(signature.replace(/\r\n[ \t]/g, ' '))?.[1];
+  return d ? { signed: d.toLowerCase() } : {};
 }
 
 /**

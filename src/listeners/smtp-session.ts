@@ -21,9 +21,11 @@
 //     already behind it in the same read, or several commands in one read from a client that
 //     was not offered PIPELINING (before EHLO, after HELO), is answered 554 5.5.0 and the
 //     connection closed. Message text sent with DATA before the 354 is how an SMTP smuggling
-//     attack rides on a server that reads line endings differently; it never reaches the
-//     data phase here. Input before the greeting cannot be told apart: the greeting goes out
-//     the moment the connection is taken, before its first read.
+//     attack rides on a server that reads line endings differently, and it is refused when it
+//     comes in the same read. It is a heuristic, as Postfix's is: text in a later read (under
+//     TLS each record is a read of its own) or before the greeting (which goes out the moment
+//     the connection is taken, before its first read) cannot be told apart. What stops the
+//     smuggling itself is that no bare CR or LF is ever relayed (cleanup/line-endings.ts).
 // All override internals of smtp-server 3.x; the tests check greeting latency, the enhanced
 // codes and the connection given back at QUIT, so an upgrade that changes them fails loudly.
 import type { Socket } from 'node:net';
@@ -71,7 +73,7 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
     const unknown = Object.keys(parsed.args || {}).find((k) => !known.has(k));
     if (unknown === undefined) return false;
     const value = (parsed.args as Record<string, string | true>)[unknown];
-    this.send(555, `5.5.4 Unsupported option: ${unknown}${value === true ? '' : `=${String(value).slice(0, 64)}`}`);
+    this.send(555, `5.5.4 Unsupported option: ${printable(unknown)}${value === true ? '' : `=${printable(String(value))}`}`);
     callback();
     return true;
   }
@@ -138,6 +140,12 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
   }
 }
 
+/** Client text quoted in a reply: printable ASCII only, at most 64 characters. */
+function printable(s: string): string {
+  const t = s.replace(/[^\x20-\x7e]/g, '?');
+  return t.length > 64 ? `${t.slice(0, 64)}...` : t;
+}
+
 /** The MAIL and RCPT parameters of the extensions smtplb offers (SIZE, 8BITMIME, SMTPUTF8, AUTH, DSN). */
 const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'AUTH', 'RET', 'ENVID']);
 const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
@@ -180,7 +188,8 @@ function guardPipelining(parser: ParserInternals, check: (c: { name: string; beh
   parser.oncommand = (command, callback) => {
     lines--;
     const name = command.subarray(0, Math.min(command.length, 16)).toString('latin1').split(' ', 1)[0].toUpperCase();
-    const behind = lines > 0 || partial || (parser.writableBuffer?.length ?? 0) > 0;
+    // Node's Writable leaves a null where the chunk in hand was queued: only real chunks count.
+    const behind = lines > 0 || partial || !!parser.writableBuffer?.some((c) => c != null);
     if (check({ name, behind })) return;
     dispatch(command, callback);
   };

@@ -271,11 +271,13 @@ export class Relay {
    * (delivery/seven-bit.ts) and, when smtplb signed it, signed again for the same domain over
    * the converted text (a signature over the 8-bit text would fail at the receiver).
    */
-  private async sevenBit(body: Body): Promise<{ body: Body } | { error: string } | null> {
+  private async sevenBit(body: Body, signed: string | undefined): Promise<{ body: Body } | { error: string } | null> {
     const whole = Buffer.isBuffer(body) ? body : Buffer.concat([body.prefix ?? Buffer.alloc(0), await fs.promises.readFile(body.file)]);
     if (!hasEightBit(whole)) return null;
     // Our Received and signature stay apart: the client's message is what is converted and signed.
-    const top = ourTopFields(whole);
+    const top = ourTopFields(whole, signed);
+    // Signed at acceptance but the signature is not where smtplb put it: nothing to convert safely.
+    if (signed && !top) return { error: 'the DKIM signature made at acceptance was not found to make again' };
     const conv = toSevenBit(top ? top.rest : whole);
     if (!conv.ok) return { error: conv.reason };
     if (!top) return { body: conv.message };
@@ -294,7 +296,7 @@ export class Relay {
     }
     const r = await deliver(req, {
       mx: (pool, domain) => this.mx(pool, domain),
-      sevenBit: (body) => this.sevenBit(body),
+      sevenBit: (body) => this.sevenBit(body, req.params?.signed),
       pools: this.poolSet,
       cache: this.cache,
       helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname,

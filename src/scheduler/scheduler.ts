@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
 import { buildDsn, type DsnRecipient } from '../delivery/dsn.js';
+import { hasEightBit } from '../delivery/seven-bit.js';
 import { decodeParams, decodeRcptDsn, encodeStored, wantsDelay, wantsFailure, wantsSuccess, type RcptDsn } from '../delivery/dsn-params.js';
 import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
@@ -508,7 +509,8 @@ export class Scheduler {
     const full = params.ret === 'FULL' && m.size <= FULL_RETURN_MAX ? await this.ctx.spool.readWhole(m).catch(() => null) : null;
     const original = full ?? head ?? (await this.ctx.spool.readHead(m.id).catch(() => Buffer.alloc(0)));
     const body = buildDsn({ hostname: this.ctx.hostname(), queueId: m.id, sender: m.sender, arrival: new Date(m.created), recipients: rcpts, reason, original, full: !!full, envid: params.envid });
-    return { env: { sender: '', recipients: [route], listener: 'dsn', client: 'smtplb', dsnOf: m.id }, body };
+    // A report that quotes 8-bit text (a returned message, an internationalized address) says so: BODY=8BITMIME.
+    return { env: { sender: '', recipients: [route], listener: 'dsn', client: 'smtplb', dsnOf: m.id, ...(hasEightBit(body) ? { params: { body: '8BITMIME' as const } } : {}) }, body };
   }
 
   /** Mail past max_age, whatever it waits for (retry, throttle, suspension, warm-up): bounced. */

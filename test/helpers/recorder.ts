@@ -7,7 +7,7 @@ import { freePort, onStop } from './peers.js';
 export interface Recorder { port: number; messages: Buffer[]; commands: string[] }
 
 /** An upstream that records the raw bytes of every DATA phase, up to its final CRLF.CRLF. */
-export async function startRecorder(opts: { ehlo?: string[]; refuse?: (rcpt: string) => string | undefined } = {}): Promise<Recorder> {
+export async function startRecorder(opts: { ehlo?: string[]; refuse?: (rcpt: string) => string | undefined; dataDelay?: number } = {}): Promise<Recorder> {
   const messages: Buffer[] = [];
   const commands: string[] = [];
   const server = net.createServer((sock) => {
@@ -25,7 +25,8 @@ export async function startRecorder(opts: { ehlo?: string[]; refuse?: (rcpt: str
           messages.push(buf.subarray(0, end + 2));
           buf = buf.subarray(end + 5);
           inData = false;
-          sock.write('250 2.0.0 recorded\r\n');
+          if (opts.dataDelay) setTimeout(() => sock.write('250 2.0.0 recorded\r\n'), opts.dataDelay);
+          else sock.write('250 2.0.0 recorded\r\n');
           continue;
         }
         const nl = buf.indexOf('\r\n');
