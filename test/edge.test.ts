@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { after, test } from 'node:test';
 import { freePort, selfSignedCert, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
-import { relayConfig, startRecorder } from './helpers/recorder.js';
+import { relayConfig, sendData, startRecorder } from './helpers/recorder.js';
 
 after(stopAll);
 
@@ -30,18 +30,8 @@ function bareAt(b: Buffer): number {
   return -1;
 }
 
-async function sendRaw(port: number, body: string): Promise<string> {
-  const s = session(port);
-  assert.match(await s.reply(), /^220/);
-  assert.match(await s.send('EHLO client.test'), /^250/);
-  assert.match(await s.send('MAIL FROM:<app@client.test>'), /^250/);
-  assert.match(await s.send('RCPT TO:<you@dest.test>'), /^250/);
-  assert.match(await s.send('DATA'), /^354/);
-  s.raw(body);
-  const r = await s.reply();
-  await s.send('QUIT');
-  s.close();
-  return r;
+function sendRaw(port: number, body: string): Promise<string> {
+  return sendData(port, 'MAIL FROM:<app@client.test>', ['RCPT TO:<you@dest.test>'], body);
 }
 
 test('no bare CR or LF reaches the upstream for any end-of-data look-alike, queue and cut-through; reject refuses them', { timeout: 60_000 }, async () => {

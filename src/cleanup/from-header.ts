@@ -10,6 +10,7 @@
 // been kept since 2021; the tests use it, and Python's `email`, as independent readers.
 //
 // Pure: a header block in, a verdict out. Work is linear in the header's size.
+import { printable } from '../core/printable.js';
 
 /** The author's identity as the header block states it. */
 export type Author =
@@ -195,12 +196,6 @@ export function parseMailboxList(value: string): string[] {
   return domains;
 }
 
-/** A parse error as it goes into an SMTP reply: printable ASCII, bounded (it may quote the client's text). */
-function quoted(message: string): string {
-  const t = message.replace(/[^\x20-\x7e]/g, '?');
-  return t.length > 120 ? `${t.slice(0, 120)}...` : t;
-}
-
 /** The fields named `name` in a header block, unfolded (the first occurrence first). */
 export function headerFields(head: string, name: string): string[] {
   const out: string[] = [];
@@ -231,7 +226,7 @@ export function authorOf(header: Buffer | string): Author {
   try {
     from = parseMailboxList(froms[0]);
   } catch (e) {
-    return { kind: 'bad', rule: `the From header does not parse (RFC 5322 3.4): ${quoted((e as Error).message)}` };
+    return { kind: 'bad', rule: `the From header does not parse (RFC 5322 3.4): ${printable((e as Error).message, 120)}` };
   }
   const senders = headerFields(head, 'sender');
   if (senders.length > 1) return { kind: 'bad', rule: 'more than one Sender header (RFC 5322 3.6)' };
@@ -241,7 +236,7 @@ export function authorOf(header: Buffer | string): Author {
     try {
       list = parseMailboxList(senders[0]);
     } catch (e) {
-      return { kind: 'bad', rule: `the Sender header does not parse (RFC 5322 3.4): ${quoted((e as Error).message)}` };
+      return { kind: 'bad', rule: `the Sender header does not parse (RFC 5322 3.4): ${printable((e as Error).message, 120)}` };
     }
     if (list.length !== 1) return { kind: 'bad', rule: 'the Sender header must hold one mailbox (RFC 5322 3.6.2)' };
     sender = list[0];

@@ -208,12 +208,15 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
         }
         pool.passiveResult(server, true);
       }
-      if (utf8 && !offers(up, 'SMTPUTF8')) {
+      // This hop lacks what the message needs: recorded, and the next server (not counted as a try).
+      const passOver = (code: number, text: string) => {
         lacking.add(server.key);
-        missing = { code: 550, text: `5.6.7 SMTPUTF8 is required, but was not offered by ${up.label}`, server: up.label };
-        attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: missing.code, text: missing.text, ms: Date.now() - started });
-        last = missing;
+        last = missing = { code, text, server: up!.label };
+        attempts.push({ at: started, server: up!.label, member: server.name, rcpts: remaining, code, text, ms: Date.now() - started });
         n--;
+      };
+      if (utf8 && !offers(up, 'SMTPUTF8')) {
+        passOver(550, `5.6.7 SMTPUTF8 is required, but was not offered by ${up.label}`);
         continue;
       }
       let body = req.body;
@@ -225,11 +228,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
           break;
         }
         if (c && 'error' in c) {
-          lacking.add(server.key);
-          missing = { code: 554, text: `5.6.3 Conversion to 7-bit for ${up.label}, which does not offer 8BITMIME, is not possible: ${c.error}`, server: up.label };
-          attempts.push({ at: started, server: up.label, member: server.name, rcpts: remaining, code: missing.code, text: missing.text, ms: Date.now() - started });
-          last = missing;
-          n--;
+          passOver(554, `5.6.3 Conversion to 7-bit for ${up.label}, which does not offer 8BITMIME, is not possible: ${c.error}`);
           continue;
         }
         if (c) body = c.body;

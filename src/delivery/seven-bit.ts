@@ -10,6 +10,7 @@
 // lose the bytes DKIM signed. Here every byte outside a converted body stays as it came.
 // Pure; linear in the message's size (the depth of nested parts is bounded).
 import qp from 'nodemailer/lib/qp/index.js';
+import { headerFields } from '../cleanup/from-header.js';
 
 export type SevenBit = { ok: true; message: Buffer; converted: boolean } | { ok: false; reason: string };
 
@@ -31,8 +32,7 @@ function split(entity: Buffer): { head: Buffer; body: Buffer } {
 
 /** A header field's unfolded value (the first one), or undefined. */
 function field(head: string, name: string): string | undefined {
-  const m = new RegExp(`^${name}[ \\t]*:((?:[^\\r\\n]|\\r\\n[ \\t])*)`, 'im').exec(head);
-  return m?.[1].replace(/\r\n[ \t]/g, ' ').trim();
+  return headerFields(head, name)[0]?.trim();
 }
 
 /** A parameter of a structured header value (boundary="..."), unquoted. */

@@ -32,6 +32,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { printable } from '../core/printable.js';
 
 const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -73,7 +74,7 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
     const unknown = Object.keys(parsed.args || {}).find((k) => !known.has(k));
     if (unknown === undefined) return false;
     const value = (parsed.args as Record<string, string | true>)[unknown];
-    this.send(555, `5.5.4 Unsupported option: ${printable(unknown)}${value === true ? '' : `=${printable(String(value))}`}`);
+    this.send(555, `5.5.4 Unsupported option: ${printable(unknown, 64)}${value === true ? '' : `=${printable(String(value), 64)}`}`);
     callback();
     return true;
   }
@@ -138,12 +139,6 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
     if (Array.isArray(data) && !this.secure) data = data.filter((line) => !(typeof line === 'string' && line.startsWith('AUTH ')));
     return super.send(code, data, context);
   }
-}
-
-/** Client text quoted in a reply: printable ASCII only, at most 64 characters. */
-function printable(s: string): string {
-  const t = s.replace(/[^\x20-\x7e]/g, '?');
-  return t.length > 64 ? `${t.slice(0, 64)}...` : t;
 }
 
 /** The MAIL and RCPT parameters of the extensions smtplb offers (SIZE, 8BITMIME, SMTPUTF8, AUTH, DSN). */

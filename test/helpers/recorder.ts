@@ -1,8 +1,9 @@
 // An upstream written for the tests: it records every command line and the raw bytes of every
 // DATA phase (which smtp-sink does not keep), lists the EHLO keywords it is given, and answers
 // RCPT with the reply `refuse` gives for an address (250 otherwise).
+import assert from 'node:assert/strict';
 import net from 'node:net';
-import { freePort, onStop } from './peers.js';
+import { freePort, onStop, session } from './peers.js';
 
 export interface Recorder { port: number; messages: Buffer[]; commands: string[] }
 
@@ -74,4 +75,22 @@ pools:
   out: { servers: [ { name: rec, address: 127.0.0.1:${upstream} } ] }
 routes: [ { pool: out } ]
 `;
+}
+
+/**
+ * One transaction over a raw session: EHLO, `mail` and each of `rcpts` as given (each must get
+ * 250), then `data` as it is (it ends with the client's own final dot). Returns DATA's reply.
+ */
+export async function sendData(port: number, mail: string, rcpts: string[], data: string | Buffer): Promise<string> {
+  const s = session(port);
+  assert.match(await s.reply(), /^220/);
+  assert.match(await s.send('EHLO client.test'), /^250/);
+  assert.match(await s.send(mail), /^250/, mail);
+  for (const r of rcpts) assert.match(await s.send(r), /^250/, r);
+  assert.match(await s.send('DATA'), /^354/);
+  s.raw(data);
+  const reply = await s.reply();
+  await s.send('QUIT');
+  s.close();
+  return reply;
 }
