@@ -242,12 +242,14 @@ test('workers: 2: queue list / show / hold / release / delete / flush, status, m
   for (let round = 0; round < 5; round++) {
     for (const [k, v] of await sendMany(port, 12, sent.size)) sent.set(k, v);
     const st = await api<{ shards: { queue: number }[] }>(admin, '/api/status');
-    if (st.shards.every((s) => s.queue > 0)) break;
+    // Two each at least: one message per shard is deleted below, and a stopped worker's partial
+    // answer must still list the other shard's mail (11 and 1 made it 0 of 11 once).
+    if (st.shards.every((s) => s.queue > 1)) break;
   }
   const total = sent.size;
   const status = () => api<{ queue: { counts: Record<string, number> }; shards: { shard: number; queue: number; reachable: boolean }[] }>(admin, '/api/status');
   const shardSizes = (await status()).shards.map((s) => s.queue);
-  assert.ok(shardSizes.every((n) => n > 0), `both shards hold mail: ${shardSizes}`);
+  assert.ok(shardSizes.every((n) => n > 1), `both shards hold two messages or more: ${shardSizes}`);
   // Every message tried once and deferred (its next attempt an hour away).
   await waitFor('every message deferred once', async () => {
     const q = await api<{ messages: { recipients: { attempts: number }[] }[] }>(admin, '/api/queue');
