@@ -11,9 +11,23 @@ export const TICK = 100; // clock ticks per second for /proc/*/stat (Linux defau
 export interface Sample { msgPerSec: number; cpuSec: number; rssMb: number }
 
 export function descendants(pid: number): number[] {
-  const out = [pid];
-  const r = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' });
-  for (const line of r.stdout.split('\n')) if (line.trim()) out.push(...descendants(Number(line.trim())));
+  // Read from /proc (not `ps`): the 16-core machine the benches also run on may lack procps.
+  const parent = new Map<number, number[]>();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const ppid = Number(fs.readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
+      parent.set(ppid, [...(parent.get(ppid) ?? []), Number(d)]);
+    } catch {
+      /* exited */
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    out.push(p);
+    for (const c of parent.get(p) ?? []) walk(c);
+  };
+  walk(pid);
   return out;
 }
 

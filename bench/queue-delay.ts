@@ -16,19 +16,30 @@ import { cpuTicks, descendants, median, stop, TICK } from './common.js';
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 6000);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 200);
 const SESSIONS = (process.env.BENCH_SESSIONS ?? '60,600').split(',').map(Number);
 
-interface Round { seconds: number; msgPerSec: number; cpuPer1k: number; p50: number; p99: number; max: number; stall: number; delivered: number }
+// On a machine with 16 cores or more each side gets its own cores (as ../shared/bench/ does):
+// sinks 0-2, generators 3-5, smtplb and its workers 8-15. SMTP_SINK / SMTP_SOURCE name the
+// binaries where they are not in /usr/sbin (the 16-core machine runs them from a bundle).
+const PIN = os.cpus().length >= 16 && process.env.BENCH_PIN !== '0';
+const SINK = process.env.SMTP_SINK ?? '/usr/sbin/smtp-sink';
+const SOURCE = process.env.SMTP_SOURCE ?? '/usr/sbin/smtp-source';
+function pinned(cores: string, cmd: string, args: string[]): [string, string[]] {
+  return PIN ? ['taskset', ['-c', cores, cmd, ...args]] : [cmd, args];
+}
+
+interface Round { intake: number; failed: number; retried: number; seconds: number; msgPerSec: number; cpuPer1k: number; p50: number; p99: number; max: number; stall: number; delivered: number }
 
 function sinks(ports: number[]) {
   const dir = fs.mkdtempSync(path.join(fs.existsSync('/dev/shm') ? '/dev/shm' : os.tmpdir(), 'smtplb-delay-sink-'));
   fs.chmodSync(dir, 0o777);
-  const procs = ports.map((p, i) => spawn('/usr/sbin/smtp-sink', ['-u', 'nobody', '-d', `${dir}/m${i}.`, `127.0.0.1:${p}`, '2000'], { stdio: 'ignore' }));
+  const procs = ports.map((p, i) => spawn(...pinned(String(i), SINK, ['-u', 'nobody', '-d', `${dir}/m${i}.`, `127.0.0.1:${p}`, '2000']), { stdio: 'ignore' }));
   return { procs, count: () => fs.readdirSync(dir).length, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-function source(port: number, messages: number, sessions: number): ChildProcess {
-  return spawn('/usr/sbin/smtp-source', ['-s', String(sessions), '-m', String(messages), '-l', '1000', '-f', 'bench@source.test', '-t', 'rcpt@dest.test', '-d', `127.0.0.1:${port}`], { stdio: 'ignore' });
+function source(port: number, messages: number, sessions: number, k: number): ChildProcess {
+  return spawn(...pinned(String(3 + k), SOURCE, ['-s', String(sessions), '-m', String(messages), '-l', '1000', '-f', 'bench@source.test', '-t', 'rcpt@dest.test', '-d', `127.0.0.1:${port}`]), { stdio: 'ignore' });
 }
 
 async function round(sessions: number, sinkPorts: number[], count: () => number): Promise<Round> {
@@ -49,7 +60,7 @@ pools:
   sinks:
     health: { check: tcp, interval: 2s, rise: 1, fall: 2 }
     reuse: { messages: 1000, seconds: 30s }
-    destination_concurrency: 200
+    destination_concurrency: ${CONCURRENCY}
     servers:
 ${sinkPorts.map((p, i) => `      - { name: s${i + 1}, address: 127.0.0.1:${p} }`).join('\n')}
 routes:
@@ -57,15 +68,18 @@ routes:
 queue: { max_deliveries: 2000 }
 `,
   );
-  const lb = spawn(process.execPath, [BIN, 'start', '-c', path.join(dir, 'c.yaml')], { cwd: dir, stdio: 'ignore' });
+  const lb = spawn(...pinned('8-15', process.execPath, [BIN, 'start', '-c', path.join(dir, 'c.yaml')]), { cwd: dir, stdio: 'ignore' });
   await waitFor('smtplb listening', () => portOpen(port), 30_000);
   await new Promise((r) => setTimeout(r, 2000)); // every worker up
   const base = count();
-  const pids = () => [lb.pid!, ...descendants(lb.pid!)];
+  const pids = () => descendants(lb.pid!);
   const c0 = cpuTicks(pids());
   const t0 = Date.now();
   const per = Math.floor(MESSAGES / 3);
-  const gens = [0, 1, 2].map(() => source(port, per, Math.max(1, Math.floor(sessions / 3))));
+  const gens = [0, 1, 2].map((k) => source(port, per, Math.max(1, Math.floor(sessions / 3)), k));
+  // Intake time: until the last generator has had its last message accepted.
+  let intake = NaN;
+  void Promise.all(gens.map((g) => new Promise((r) => g.once('exit', r)))).then(() => (intake = (Date.now() - t0) / 1000));
   // Arrivals sampled every 100 ms: the longest stretch without one is the stall.
   let last = t0;
   let lastCount = base;
@@ -86,15 +100,16 @@ queue: { max_deliveries: 2000 }
   await Promise.all(gens.map((g) => (g.exitCode === null ? new Promise((r) => g.once('exit', r)) : null)));
   await stop(lb);
   await new Promise((r) => setTimeout(r, 300));
-  const delays = fs
-    .readFileSync(log, 'utf8')
-    .split('\n')
+  const lines = fs.readFileSync(log, 'utf8').split('\n');
+  const failed = lines.filter((l) => l.includes('"event":"attempt"') && !l.includes('"code":250')).length;
+  const retried = lines.filter((l) => l.includes('"event":"delivered"') && !l.includes('"attempt":1,') && !l.includes('"attempt":1}')).length;
+  const delays = lines
     .filter((l) => l.includes('"event":"delivered"'))
     .map((l) => (JSON.parse(l) as { queue_delay_ms: number }).queue_delay_ms)
     .sort((a, b) => a - b);
   fs.rmSync(dir, { recursive: true, force: true });
   const q = (p: number) => delays[Math.min(delays.length - 1, Math.floor(delays.length * p))] ?? NaN;
-  return { seconds, msgPerSec: (per * 3) / seconds, cpuPer1k: (cpu * 1000) / (per * 3), p50: q(0.5), p99: q(0.99), max: delays[delays.length - 1] ?? NaN, stall, delivered: delays.length };
+  return { intake, failed, retried, seconds, msgPerSec: (per * 3) / seconds, cpuPer1k: (cpu * 1000) / (per * 3), p50: q(0.5), p99: q(0.99), max: delays[delays.length - 1] ?? NaN, stall, delivered: delays.length };
 }
 
 async function main() {
@@ -109,7 +124,7 @@ async function main() {
       for (let r = 0; r < ROUNDS; r++) {
         const x = await round(sessions, sinkPorts, s.count);
         rs.push(x);
-        console.log(`sessions ${sessions} round ${r + 1}: ${x.seconds.toFixed(2)} s, ${x.msgPerSec.toFixed(0)} msg/s, ${x.cpuPer1k.toFixed(3)} CPU s/1k, queue delay p50 ${x.p50} ms p99 ${x.p99} ms max ${x.max} ms, longest stall ${x.stall} ms (${x.delivered} in the log)`);
+        console.log(`sessions ${sessions} round ${r + 1}: ${x.seconds.toFixed(2)} s (intake ${x.intake.toFixed(2)} s), ${x.failed} failed attempts, ${x.retried} delivered after a retry, ${x.msgPerSec.toFixed(0)} msg/s, ${x.cpuPer1k.toFixed(3)} CPU s/1k, queue delay p50 ${x.p50} ms p99 ${x.p99} ms max ${x.max} ms, longest stall ${x.stall} ms (${x.delivered} in the log)`);
       }
       const m = (f: (x: Round) => number) => median(rs.map(f));
       rows.push(`| ${sessions} | ${m((x) => x.seconds).toFixed(2)} | ${m((x) => x.msgPerSec).toFixed(0)} | ${m((x) => x.cpuPer1k).toFixed(3)} | ${m((x) => x.p50)} | ${m((x) => x.p99)} | ${m((x) => x.max)} | ${m((x) => x.stall)} |`);
@@ -131,7 +146,7 @@ async function main() {
     '',
   ].join('\n');
   console.log(table);
-  if (!process.env.BENCH_NO_WRITE) fs.writeFileSync(path.join(path.dirname(BIN), '..', 'bench', 'results-queue-delay.md'), table);
+  if (!process.env.BENCH_NO_WRITE) fs.writeFileSync(process.env.BENCH_RESULT ?? path.join(path.dirname(BIN), '..', 'bench', 'results-queue-delay.md'), table);
 }
 
 main().catch((e) => {

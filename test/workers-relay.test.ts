@@ -130,6 +130,31 @@ test('workers: 2 and concurrency 4: both workers deliver, the sink never sees mo
   assert.equal(lb.proc.exitCode, null, 'the primary lives through SIGUSR1');
 });
 
+test('workers: 2 and destination_concurrency 4: the node opens 4 connections, not 4 per worker', async () => {
+  // The pool's own limit (no shaping entry) is the node's: each worker takes ceil(4 / 2). Before,
+  // each worker opened the whole limit, and on 8 workers a backlog opened 8 times what the
+  // upstream serves (the 16-core run of issue 21: 600 sessions took twice as long as 180).
+  const sink = await startSink({ args: ['-w', '1'] });
+  const port = await freePort();
+  const dir = tmpDir('workers-dc-');
+  const log = path.join(dir, 'deliveries.jsonl');
+  const lb = await startSmtplb(
+    config({ port, workers: 2, log, pools: `  dc:\n    health: { check: none }\n    destination_concurrency: 4\n    servers:\n      - { name: d1, address: 127.0.0.1:${sink.port} }`, routes: '  - { pool: dc }' }),
+    { dir },
+  );
+  await workersReady(lb, 2);
+  let peak = 0;
+  const watch = setInterval(() => (peak = Math.max(peak, connectionsTo(sink.port))), 20);
+  try {
+    await send(port, (i) => `u${i}@dc.test`, 16, 16);
+    await waitFor('16 deliveries in the log', () => fs.existsSync(log) && fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.includes('"delivered"')).length >= 16, 30_000);
+  } finally {
+    clearInterval(watch);
+  }
+  assert.ok(peak <= 4, `at most 4 connections at the sink from the two workers together (saw ${peak})`);
+  assert.ok(peak >= 2, `both workers deliver at once (saw ${peak})`);
+});
+
 test('workers: 2 and a warm-up cap of 60 today: the warming server receives exactly 60, the rest goes to the other', async () => {
   const warm = await startSink();
   const old = await startSink();

@@ -13,7 +13,6 @@
 // into the others before any worker starts, and the workers share limits and operator state
 // through a store in the primary (src/cluster/primary-store.ts).
 import cluster, { type Worker } from 'node:cluster';
-import os from 'node:os';
 import type { Logger } from 'pino';
 import { installLastResort } from './last-resort.js';
 import type { LoadedConfig } from '../config/load.js';
@@ -21,6 +20,7 @@ import { Gateway, StartError, type ControlMessage, type WorkerStats } from './ga
 import { PrimaryStore } from '../cluster/primary-store.js';
 import { IpcStoreClient, type StoreAnswer, type StoreRequest } from '../cluster/ipc-client.js';
 import { adoptShards } from '../spool/shards.js';
+import { workerCount } from './worker-count.js';
 
 type WorkerMessage =
   | { t: 'ready'; admin?: number }
@@ -28,10 +28,6 @@ type WorkerMessage =
   | { t: 'fatal'; message: string }
   | ({ t: 'stats' } & WorkerStats)
   | { t: 'ejected'; pool: string; key: string; ejection: import('../health/state.js').Ejection };
-
-export function workerCount(setting: number | 'auto'): number {
-  return setting === 'auto' ? Math.max(1, os.availableParallelism()) : setting;
-}
 
 /** The gateway of this process, once there is one: the last resort counts into its metrics. */
 let current: Gateway | undefined;

@@ -25,6 +25,7 @@ import { shareOfRule } from '../cluster/share.js';
 import { perMinute, type Rate } from '../config/units.js';
 import type { IpcStoreClient } from '../cluster/ipc-client.js';
 import { shardDir } from '../spool/shards.js';
+import { workerCount } from './worker-count.js';
 import type { ClusterConfig } from '../config/schema.js';
 
 /**
@@ -103,6 +104,7 @@ export class Relay {
       spool: this.spool,
       pools,
       policy: () => this.config().queue,
+      share: worker ? (limit) => Math.ceil(limit / workerCount(this.config().workers)) : undefined,
       hostname: () => this.config().hostname,
       deliver: (req) => this.deliverNow(req),
       routeBounce: (address) => this.routeOne(address, { listener: 'dsn' }),

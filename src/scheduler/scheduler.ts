@@ -35,6 +35,12 @@ export interface SchedulerContext {
   /** Route a DSN's recipient (the original sender). */
   routeBounce: (address: string) => Envelope['recipients'][number] | null;
   log: Logger;
+  /**
+   * This process's part of a node-wide limit (`destination_concurrency`, `queue.max_deliveries`):
+   * under `workers: N` each worker's queue manager takes ceil(limit / N), so the node opens what
+   * the operator configured, not N times it. Absent: the whole limit (one process).
+   */
+  share?: (limit: number) => number;
   /** One structured line per attempt and per final outcome. */
   onAttempt?: (m: MessageRow, rows: RecipientRow[], a: DeliveryResult['attempts'][number]) => void;
   /** One structured line per final outcome of a recipient (delivered, bounced, expired). */
@@ -201,7 +207,12 @@ export class Scheduler {
 
   /** Deliveries that may still start now, all destinations together. */
   private room(): number {
-    return (this.ctx.policy().max_deliveries ?? Infinity) - this.running;
+    const max = this.ctx.policy().max_deliveries;
+    return (max === undefined ? Infinity : this.part(max)) - this.running;
+  }
+
+  private part(limit: number): number {
+    return this.ctx.share ? this.ctx.share(limit) : limit;
   }
 
   private async schedule(now: number): Promise<void> {
@@ -267,7 +278,7 @@ export class Scheduler {
         continue;
       }
       const pool = this.ctx.pools().get(d.pool);
-      let free = (pool?.cfg.destination_concurrency ?? 1) - st.inflight;
+      let free = this.part(pool?.cfg.destination_concurrency ?? 1) - st.inflight;
       if (free <= 0) continue; // at its concurrency: a finishing delivery puts it back
       // Shaping first: it needs no rows, so a throttled, suspended or capped destination
       // costs no read of the queue however large its backlog.
