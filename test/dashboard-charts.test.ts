@@ -196,8 +196,8 @@ test("a destination's page reads that destination only (an index seek per pool) 
   // Fewer than a page: every open recipient of the destination, across its pools, the oldest message first.
   const small = await destinationView(relay as never, pools as never, 'other.test', undefined, now);
   assert.deepEqual(small.messages.map((m) => [m.id, m.recipient, m.pool]), [[second, 'y@other.test', 'q']]);
-  assert.equal(spool.oldest('p', 'nothing.test'), null);
-  assert.deepEqual(spool.openFor('p', 'nothing.test', 10), []);
+  assert.equal(spool.view.oldest('p', 'nothing.test'), null);
+  assert.deepEqual(spool.view.openFor('p', 'nothing.test', 10), []);
   // Both reads are an index seek on recipients_age, never a scan.
   const sources = { openFor: (spool as unknown as { openForStmt: { source: string } }).openForStmt.source, oldest: (spool as unknown as { stmts: { oldest: { source: string } } }).stmts.oldest.source };
   for (const [name, sql] of Object.entries(sources)) {

@@ -7,7 +7,7 @@ import { leastConn, pick, random2, smoothWeighted, sourceHash, type Candidate } 
 import { parseAddress, parseCidr, cidrContains, parseDuration } from '../src/config/units.js';
 import { srvToServers } from '../src/discovery/dns.js';
 import { initialHealth, nextEjection, nextHealth, NO_EJECTION, slowstartWeight } from '../src/health/state.js';
-import { encodeV1, encodeV2, parseProxyHeader } from '../src/listeners/proxy-protocol.js';
+import { encodeV1, encodeV2, parseProxyHeader } from '../src/protocol/proxy-protocol.js';
 
 const cand = (key: string, weight = 1, active = 0): Candidate => ({ key, weight, active, current: 0 });
 

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
 import { ConfigError, parseConfig } from '../src/config/load.js';
-import { encodeV1, encodeV2, parseProxyHeader } from '../src/listeners/proxy-protocol.js';
+import { encodeV1, encodeV2, parseProxyHeader } from '../src/protocol/proxy-protocol.js';
 import { freePort, greeting, startSink, startSmtplb, stopAll, type Smtplb } from './helpers/peers.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 100);

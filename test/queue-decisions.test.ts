@@ -12,7 +12,7 @@ import { cutReply, REPLY_MAX, SmtpError } from '../src/delivery/upstream.js';
 import { silentServers } from '../src/scheduler/scheduler.js';
 import { isThrottleReply } from '../src/scheduler/throttle.js';
 import { idAt, idTime, Spool } from '../src/spool/spool.js';
-import { DueHeap } from '../src/scheduler/due-heap.js';
+import { DueHeap } from '../src/spool/due-heap.js';
 import fc from 'fast-check';
 import { runCli, stopAll, tmpDir } from './helpers/peers.js';
 

@@ -14,7 +14,7 @@ import { put, read } from './helpers/spool.js';
 
 /** Count the spool's WAL syncs from now on (the handle it keeps for them). */
 function countSyncs(spool: Spool): { n: number } {
-  const wal = (spool as unknown as { wal: FileHandle }).wal;
+  const wal = (spool as unknown as { commits: { wal: FileHandle } }).commits.wal; // group-commit.ts
   assert.ok(wal, 'the spool has synced its WAL once (new mail)');
   const count = { n: 0 };
   const datasync = wal.datasync.bind(wal);
@@ -68,11 +68,11 @@ test(`messages kept in memory for delivery stay within HOT_MAX (${HOT_MAX / 2 **
     const n = Math.ceil((HOT_MAX * 1.25) / size);
     const ids: string[] = [];
     for (let i = 0; i < n; i++) ids.push(await put(spool, `r${i}@x.test`, Buffer.alloc(size, String.fromCharCode(65 + (i % 26)))));
-    const hot = spool as unknown as { hot: Map<string, unknown>; hotBytes: number };
+    const hot = spool.bodies as unknown as { hot: Map<string, unknown>; hotBytes: number };
     assert.ok(hot.hotBytes <= HOT_MAX, `${hot.hotBytes} bytes kept`);
     assert.ok(!hot.hot.has(ids[0]) && hot.hot.has(ids[n - 1]), 'the oldest went first');
     for (const i of [0, n - 1]) {
-      const body = read(spool.bodyFor(spool.message(ids[i])!));
+      const body = read(spool.bodies.bodyFor(spool.message(ids[i])!));
       assert.ok(body.equals(Buffer.alloc(size, String.fromCharCode(65 + (i % 26)))), `message ${i} intact`);
     }
     // A message that leaves the queue leaves memory too.

@@ -19,7 +19,7 @@ const log = pino({ level: 'silent' });
 function contents(dir: string): Map<string, string> {
   const s = new Spool(dir);
   try {
-    return new Map(s.list().map((m) => [m.recipients[0].rcpt, read(s.bodyFor(s.message(m.id)!)).toString('latin1')]));
+    return new Map(s.view.list().map((m) => [m.recipients[0].rcpt, read(s.bodies.bodyFor(s.message(m.id)!)).toString('latin1')]));
   } finally {
     s.close();
   }

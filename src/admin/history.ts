@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import type { Metrics } from './metrics.js';
 import type { Pool } from '../balancing/pool.js';
 import type { Relay } from '../runtime/relay.js';
-import type { Override, Suspension } from '../spool/spool.js';
+import type { Override, Suspension } from '../control/types.js';
 import { domainMatches } from '../routing/route.js';
 import { recipientProgress } from './views.js';
 import { mergeThrottles, unionById, type ThrottleView } from './fanout.js';
@@ -264,7 +264,7 @@ export async function relayReading(relay: Relay, metrics: Pick<Metrics, 'finalOu
   const pools: RelayReading['pools'] = {};
   const pool = (name: string) => (pools[name] ??= { queued: 0, oldest: null });
   for (const d of relay.spool.destinationSummaries()) pool(d.pool).queued += d.queued + d.held + d.failed;
-  const { top } = relay.spool.byDestination(OLDEST_AMONG);
+  const { top } = relay.spool.view.byDestination(OLDEST_AMONG);
   for (const d of top) {
     const p = pool(d.pool);
     if (p.oldest === null || d.oldest < p.oldest) p.oldest = d.oldest;
@@ -504,7 +504,7 @@ export async function destinationView(relay: Relay, pools: Map<string, Pool>, ra
   // One index seek per pool (a handful): never a scan of the queue, however large it is.
   const queue = [...poolNames].map((pool) => {
     const s = relay.spool.summary(pool, domain);
-    const oldest = s ? relay.spool.oldest(pool, domain) : null;
+    const oldest = s ? relay.spool.view.oldest(pool, domain) : null;
     return {
       pool,
       queued: s?.queued ?? 0,
@@ -517,7 +517,7 @@ export async function destinationView(relay: Relay, pools: Map<string, Pool>, ra
   // The oldest recipients across its pools, one row each, at most a page of them.
   const rows = [...poolNames]
     .filter((pool) => relay.spool.summary(pool, domain))
-    .flatMap((pool) => relay.spool.openFor(pool, domain, PAGE_MESSAGES))
+    .flatMap((pool) => relay.spool.view.openFor(pool, domain, PAGE_MESSAGES))
     .sort((a, b) => (a.msg < b.msg ? -1 : a.msg > b.msg ? 1 : a.rcpt < b.rcpt ? -1 : a.rcpt > b.rcpt ? 1 : 0))
     .slice(0, PAGE_MESSAGES);
   // Flat rows (one per recipient, with its message's time and sender): server.ts's messageView

@@ -2,7 +2,17 @@
 // scrape time from the pools, so the data path only increments pre-bound counters.
 import client from 'prom-client';
 import type { Pool } from '../balancing/pool.js';
-import type { Relay } from '../runtime/relay.js';
+import type { Cluster } from '../cluster/cluster.js';
+import type { Shaper } from '../scheduler/shaper.js';
+import type { QueueView } from '../spool/queue-view.js';
+import type { Spool } from '../spool/spool.js';
+
+/** What the metrics read from a relay at scrape time (the runtime's Relay is one). */
+export interface RelayGauges {
+  spool: Pick<Spool, 'unwritable' | 'counts'> & { view: Pick<QueueView, 'byDestination'> };
+  shaper: Pick<Shaper, 'warmupStatus' | 'throttles'>;
+  cluster?: Pick<Cluster, 'shared' | 'nodes' | 'counters'>;
+}
 
 /** Destinations shown by name in queue metrics; the rest are summed as "other". */
 const TOP_DESTINATIONS = 20;
@@ -10,7 +20,7 @@ const TOP_DESTINATIONS = 20;
 export class Metrics {
   readonly registry = new client.Registry();
   private pools: () => Iterable<Pool> = () => [];
-  private relay: () => Relay | undefined = () => undefined;
+  private relay: () => RelayGauges | undefined = () => undefined;
 
   readonly listenerConnections = new client.Counter({ name: 'smtplb_listener_connections_total', help: 'Client connections accepted', labelNames: ['listener'], registers: [this.registry] });
   readonly listenerRejected = new client.Counter({ name: 'smtplb_listener_rejected_total', help: 'Client connections answered 421 and closed, by reason', labelNames: ['listener', 'reason'], registers: [this.registry] });
@@ -78,7 +88,7 @@ export class Metrics {
     this.pools = pools;
   }
 
-  watchRelay(relay: () => Relay | undefined): void {
+  watchRelay(relay: () => RelayGauges | undefined): void {
     this.relay = relay;
   }
 
@@ -103,7 +113,7 @@ export class Metrics {
    * series (prom-client's AggregatorRegistry): right for counts (the queue is the sum of its
    * shards), wrong for ages, flags and state every worker shares, which say how to combine.
    */
-  private relayGauge(name: string, help: string, labelNames: string[], fill: (relay: Relay, set: (labels: Record<string, string>, v: number) => void) => void, aggregator?: 'max' | 'min'): void {
+  private relayGauge(name: string, help: string, labelNames: string[], fill: (relay: RelayGauges, set: (labels: Record<string, string>, v: number) => void) => void, aggregator?: 'max' | 'min'): void {
     this.stateGauge(name, help, labelNames, (set) => {
       const r = this.relay();
       if (r) fill(r, set);
@@ -113,10 +123,10 @@ export class Metrics {
   private relayGauges(): void {
     // Queue metrics name the largest destinations and sum the rest, so label cardinality stays bounded.
     // From the spool's counters (no scan of the queue), looked up once per scrape for both gauges.
-    let cached: { at: number; v: ReturnType<Relay['spool']['byDestination']> } | undefined;
-    const byDestination = (r: Relay) => {
+    let cached: { at: number; v: ReturnType<QueueView['byDestination']> } | undefined;
+    const byDestination = (r: RelayGauges) => {
       const now = Date.now();
-      if (!cached || now - cached.at > 500) cached = { at: now, v: r.spool.byDestination(TOP_DESTINATIONS) };
+      if (!cached || now - cached.at > 500) cached = { at: now, v: r.spool.view.byDestination(TOP_DESTINATIONS) };
       return cached.v;
     };
     this.relayGauge('smtplb_queue_recipients', `Recipients waiting in the queue per pool and destination (the ${TOP_DESTINATIONS} largest; the rest as destination="other")`, ['pool', 'destination'], (r, set) => {

@@ -221,7 +221,7 @@ export class AdminServer {
           return json(res, 400, { error: (e as Error).message });
         }
       }
-      const list = relay.spool.list({ domain: q.get('domain') ?? undefined, pool: q.get('pool') ?? undefined, state: q.get('state') ?? undefined, olderThanMs });
+      const list = relay.spool.view.list({ domain: q.get('domain') ?? undefined, pool: q.get('pool') ?? undefined, state: q.get('state') ?? undefined, olderThanMs });
       json(res, 200, { messages: list.map((m) => messageView(m, (r) => relay.waitingFor(r))), counts: relay.spool.counts() });
     }, (shards, path) => fanOut(shards, ctx.token, 'GET', path).then((a) => mergeQueueList(a)));
     this.relayRoute('GET', /^\/api\/queue\/([A-Za-z0-9]+)$/, (_req, res, [id]) => {
@@ -229,13 +229,13 @@ export class AdminServer {
       if (!relay) return;
       const m = relay.spool.message(id);
       if (!m) return json(res, 404, { error: `no message ${id} in the queue` });
-      json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }, (r) => relay.waitingFor(r)), history: relay.spool.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
+      json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }, (r) => relay.waitingFor(r)), history: relay.spool.view.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
     }, async (shards, path) => ownerAnswer(await fanOut(shards, ctx.token, 'GET', path)));
     this.relayRoute('POST', /^\/api\/queue\/flush$/, async (req, res) => {
       const relay = relayOr404(res);
       if (!relay) return;
       const q = new URL(req.url ?? '/', 'http://admin').searchParams;
-      const ids = relay.spool.list({ domain: q.get('domain') ?? undefined, state: 'queued' }).map((m) => m.id);
+      const ids = relay.spool.view.list({ domain: q.get('domain') ?? undefined, state: 'queued' }).map((m) => m.id);
       for (const id of ids) await relay.spool.setState(id, ['queued'], 'queued', Date.now(), 'flushed');
       relay.scheduler.wake();
       json(res, 200, { ok: true, flushed: ids.length });
@@ -479,7 +479,7 @@ function messageView(m: import('../spool/spool.js').MessageRow & { recipients: i
   };
 }
 
-function controlView<T extends import('../spool/spool.js').Suspension>(s: T) {
+function controlView<T extends import('../control/types.js').Suspension>(s: T) {
   return { ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() };
 }
 

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Rate } from '../config/units.js';
 import type { AdminState } from '../balancing/eligible.js';
-import type { Override, Suspension } from '../spool/spool.js';
+import type { Override, Suspension } from '../control/types.js';
 import { GRANT, RELEASE, WARM_RESYNC } from './scripts.js';
 import { liveNodes } from './share.js';
 import { ClusterUnavailableError } from './errors.js';

@@ -8,7 +8,7 @@
 import { usable } from '../balancing/eligible.js';
 import type { Pool, PoolSet, Server } from '../balancing/pool.js';
 import type { MxAnswer } from '../discovery/mx.js';
-import { needsSmtpUtf8, type MessageParams, type RcptDsn } from './dsn-params.js';
+import { needsSmtpUtf8, type MessageParams, type RcptDsn } from '../message/dsn-params.js';
 import { offers, openUpstream, sendOn, SmtpError, type Body, type Parked, type Upstream, type UpstreamCache } from './upstream.js';
 
 export type OutcomeKind = 'delivered' | 'deferred' | 'failed';

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { Pool, Server } from '../balancing/pool.js';
 import { pipelineEnvelope } from './pipelining.js';
-import { rcptArgs, type MessageParams, type RcptDsn } from './dsn-params.js';
+import { rcptArgs, type MessageParams, type RcptDsn } from '../message/dsn-params.js';
 
 /** Reply text kept, stored, matched and quoted: an upstream's reply is bounded input. */
 export const REPLY_MAX = 4096;

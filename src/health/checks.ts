@@ -5,7 +5,7 @@
 import net from 'node:net';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { HostPort } from '../config/units.js';
-import { encodeProxy } from '../listeners/proxy-protocol.js';
+import { encodeProxy } from '../protocol/proxy-protocol.js';
 
 export interface CheckOptions {
   timeout: number;

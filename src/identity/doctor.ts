@@ -7,27 +7,9 @@ import { checkDkim, checkDmarc, checkMtaSts, checkMx, checkPtr, checkSpf, type C
 import { gatherDkim, gatherDmarc, gatherMtaSts, gatherMx, gatherPtr, gatherSpf, resolveEgress } from './gather.js';
 import { dkimFor, egressByPool, isPrivateAddress, poolsFor, sendingDomains, type Egress, type SendingDomain } from './inventory.js';
 import { chooseResolver, createLookup, parseResolver, type Lookup } from './lookup.js';
-import { formatReport } from './report.js';
+import { formatReport, type Report, type SubjectReport } from './report.js';
 
-export interface SubjectReport {
-  /** A sending domain, or an egress identity's HELO name (its address when it has none). */
-  subject: string;
-  kind: 'domain' | 'egress';
-  /** Where it comes from: "dkim, user app" / "pool direct, source ip-b, 192.0.2.11". */
-  about: string;
-  results: CheckResult[];
-}
-
-export interface Report {
-  checked_at: string;
-  resolver: string;
-  subjects: SubjectReport[];
-  findings: Finding[];
-  errors: number;
-  warnings: number;
-  /** What was not checked, and why (private addresses, names that do not resolve, patterns). */
-  notes: string[];
-}
+export type { Report, SubjectReport } from './report.js';
 
 /** Run `fn` over `items`, at most `limit` at a time. */
 async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {

@@ -2,7 +2,27 @@
 // identity, a line per check, and under each problem why it matters and the record that fixes
 // it. Kept apart from the checks so the JSON form (`--json`, /api/status) and the text say the
 // same thing.
-import type { Report } from './doctor.js';
+import type { CheckResult, Finding } from './checks.js';
+
+export interface SubjectReport {
+  /** A sending domain, or an egress identity's HELO name (its address when it has none). */
+  subject: string;
+  kind: 'domain' | 'egress';
+  /** Where it comes from: "dkim, user app" / "pool direct, source ip-b, 192.0.2.11". */
+  about: string;
+  results: CheckResult[];
+}
+
+export interface Report {
+  checked_at: string;
+  resolver: string;
+  subjects: SubjectReport[];
+  findings: Finding[];
+  errors: number;
+  warnings: number;
+  /** What was not checked, and why (private addresses, names that do not resolve, patterns). */
+  notes: string[];
+}
 
 const LABEL = { ok: 'ok', note: 'note', warning: 'WARN', error: 'ERROR' } as const;
 

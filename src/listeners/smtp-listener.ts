@@ -8,13 +8,13 @@ import fs from 'node:fs';
 import { constants as cryptoConstants, randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
-import type { Metrics } from '../admin/metrics.js';
+import type { ListenerCounters } from './counters.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { inNetworks } from '../config/units.js';
 import type { RouteChoice, RouteQuery } from '../routing/route.js';
 import type { Envelope, Incoming } from '../spool/spool.js';
 import { domainOf } from '../routing/route.js';
-import { plainIp, readProxyHeader } from './proxy-protocol.js';
+import { plainIp, readProxyHeader } from '../protocol/proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
 import { classOf } from '../policy/classify.js';
@@ -22,7 +22,7 @@ import { authorOf } from '../cleanup/from-header.js';
 import { BoundedMap, clientKey } from '../policy/client-key.js';
 import { domainAllowed, identity } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
-import { paramsFromSession, rcptDsnFrom } from '../delivery/dsn-params.js';
+import { paramsFromSession, rcptDsnFrom } from '../message/dsn-params.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
@@ -35,7 +35,7 @@ export interface Reply { code: number; text: string }
 export interface SmtpListenerContext extends ConnectionBudget {
   hostname: string;
   log: Logger;
-  metrics: Metrics;
+  metrics: ListenerCounters;
   users: () => Map<string, UserEntry>;
   verifyPassword: (password: string, hash: string) => Promise<boolean>;
   route: (q: RouteQuery) => RouteChoice | null;

@@ -2,7 +2,7 @@
 // connections it holds against the global budget, refuse with an SMTP 421 (never a bare
 // reset), stop accepting, and cut what is left at the end of a drain.
 import net from 'node:net';
-import type { Metrics } from '../admin/metrics.js';
+import type { ListenerCounters } from './counters.js';
 import type { ListenerConfig } from '../config/schema.js';
 
 export interface ConnectionBudget {
@@ -30,7 +30,7 @@ export abstract class SocketListener {
    */
   private nodelayEarly = false;
 
-  constructor(public cfg: ListenerConfig, protected base: { hostname: string; metrics: Metrics } & ConnectionBudget) {
+  constructor(public cfg: ListenerConfig, protected base: { hostname: string; metrics: ListenerCounters } & ConnectionBudget) {
     // Replies go out as they are written (no Nagle delay behind an unacknowledged reply):
     // TCP_NODELAY, on the listening socket when it can be (listen()), else per connection.
     this.server = net.createServer({ pauseOnConnect: true }, (sock) => this.onSocket(sock));

@@ -3,11 +3,11 @@
 // `421 4.3.2` greeting, never a bare reset.
 import net from 'node:net';
 import type { Logger } from 'pino';
-import type { Metrics } from '../admin/metrics.js';
+import type { ListenerCounters } from './counters.js';
 import type { PoolSet, Server, Pool } from '../balancing/pool.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { inNetworks } from '../config/units.js';
-import { encodeProxy, plainIp, readProxyHeader, type ProxyAddresses } from './proxy-protocol.js';
+import { encodeProxy, plainIp, readProxyHeader, type ProxyAddresses } from '../protocol/proxy-protocol.js';
 import { nativeRelay, type PairEnd, type RelayEnd } from './native-relay.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 
@@ -15,7 +15,7 @@ export interface TcpProxyContext extends ConnectionBudget {
   pools: PoolSet;
   hostname: string;
   log: Logger;
-  metrics: Metrics;
+  metrics: ListenerCounters;
 }
 
 const PROXY_HEADER_TIMEOUT = 5000;

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { wantsSuccess } from '../delivery/dsn-params.js';
+import { wantsSuccess } from '../message/dsn-params.js';
 import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../admin/metrics.js';
@@ -509,7 +509,7 @@ export class Relay {
       queue: {
         counts: Object.fromEntries(this.spool.counts().map((c) => [c.state, c.n])),
         // The 1,000 largest (one index seek each for the oldest), each with why it waits now.
-        destinations: this.spool.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000), waiting_for: this.scheduler.waiting(d.pool, d.domain, now)?.reason ?? null })),
+        destinations: this.spool.view.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000), waiting_for: this.scheduler.waiting(d.pool, d.domain, now)?.reason ?? null })),
         destination_count: this.spool.destinationCount,
       },
       spool: this.spoolState(),

@@ -15,7 +15,7 @@ import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
 import { buildDsn, type DsnRecipient } from '../delivery/dsn.js';
 import { hasEightBit } from '../delivery/seven-bit.js';
-import { decodeParams, decodeRcptDsn, encodeStored, wantsDelay, wantsFailure, wantsSuccess, type RcptDsn } from '../delivery/dsn-params.js';
+import { decodeParams, decodeRcptDsn, encodeStored, wantsDelay, wantsFailure, wantsSuccess, type RcptDsn } from '../message/dsn-params.js';
 import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
@@ -371,7 +371,7 @@ export class Scheduler {
       if (!m) return;
       let result: DeliveryResult;
       try {
-        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: this.ctx.spool.bodyFor(m), exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate, ...passOn(m, j.rows) });
+        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: this.ctx.spool.bodies.bodyFor(m), exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate, ...passOn(m, j.rows) });
       } catch (e) {
         // A fault of ours before any outcome: nothing is known to have been delivered.
         this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');
@@ -517,8 +517,8 @@ export class Scheduler {
       r.host = mx ?? this.ctx.pools().get(r.pool ?? '')?.servers.find((s) => s.name === r.server)?.address.host;
     }
     // RET=FULL: the whole message, up to Postfix's bounce_size_limit; else (and by default) its headers.
-    const full = params.ret === 'FULL' && m.size <= FULL_RETURN_MAX ? await this.ctx.spool.readWhole(m).catch(() => null) : null;
-    const original = full ?? head ?? (await this.ctx.spool.readHead(m.id).catch(() => Buffer.alloc(0)));
+    const full = params.ret === 'FULL' && m.size <= FULL_RETURN_MAX ? await this.ctx.spool.bodies.readWhole(m).catch(() => null) : null;
+    const original = full ?? head ?? (await this.ctx.spool.bodies.readHead(m.id).catch(() => Buffer.alloc(0)));
     const body = buildDsn({ hostname: this.ctx.hostname(), queueId: m.id, sender: m.sender, arrival: new Date(m.created), recipients: rcpts, reason, original, full: !!full, envid: params.envid });
     // A report that quotes 8-bit text (a returned message, an internationalized address) says so: BODY=8BITMIME.
     return { env: { sender: '', recipients: [route], listener: 'dsn', client: 'smtplb', dsnOf: m.id, ...(hasEightBit(body) ? { params: { body: '8BITMIME' as const } } : {}) }, body };

@@ -11,7 +11,8 @@ import { randomBytes } from 'node:crypto';
 import type { Pool, Server } from '../balancing/pool.js';
 import { eligible } from '../balancing/eligible.js';
 import type { BackoffConfig, ShapingRule } from '../config/schema.js';
-import type { Override, Spool, Suspension } from '../spool/spool.js';
+import type { Override, Suspension } from '../control/types.js';
+import type { Spool } from '../spool/spool.js';
 import { parseRate, perMinute } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
 import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, rateTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
@@ -43,8 +44,8 @@ export class Shaper {
   private atLoss = new Map<string, { day: number; seen: number }>();
 
   constructor(private cfg: () => ShaperConfig, private spool: Spool, private shared?: SharedLimits & { control(): ControlLists; putSuspension(s: Suspension): Promise<void>; removeSuspension(id: string): Promise<void>; putOverride(o: Override): Promise<void>; removeOverride(id: string): Promise<void> }) {
-    this.susp = spool.suspensions();
-    this.over = spool.overrides();
+    this.susp = spool.control.suspensions();
+    this.over = spool.control.overrides();
   }
 
   /** The cluster's lists replace this node's (the store is where operators' state lives on a cluster). */
@@ -134,7 +135,7 @@ export class Shaper {
     const key = `${pool}/${server.name}`;
     const day = dayNumber(now);
     let c = this.sent.get(key);
-    if (!c || c.day !== day) this.sent.set(key, (c = { day, n: this.spool.warmupSent(key, day) }));
+    if (!c || c.day !== day) this.sent.set(key, (c = { day, n: this.spool.control.warmupSent(key, day) }));
     return c.n;
   }
 
@@ -325,7 +326,7 @@ export class Shaper {
     const c = server.warmup ? this.sent.get(k) : undefined;
     if (server.warmup) {
       if (c && !delivered) c.n = Math.max(0, c.n - 1);
-      if (c) this.spool.setWarmupSent(k, c.day, c.n);
+      if (c) this.spool.control.setWarmupSent(k, c.day, c.n);
     }
     if (!this.shared) return undefined;
     if (ticket?.lease) this.localLeases.delete(ticket.lease);
@@ -370,7 +371,7 @@ export class Shaper {
   async suspend(s: Omit<Suspension, 'id' | 'created'>): Promise<Suspension> {
     const full = { ...s, id: randomBytes(4).toString('hex'), created: Date.now() };
     if (this.shared) await this.shared.putSuspension(full);
-    else await this.spool.addSuspension(full);
+    else await this.spool.control.addSuspension(full);
     this.susp = [...this.susp, full];
     return full;
   }
@@ -383,13 +384,13 @@ export class Shaper {
       return true;
     }
     this.susp = this.susp.filter((s) => s.id !== id);
-    return this.spool.removeSuspension(id);
+    return this.spool.control.removeSuspension(id);
   }
 
   async addOverride(o: Omit<Override, 'id' | 'created'>): Promise<Override> {
     const full = { ...o, id: randomBytes(4).toString('hex'), created: Date.now() };
     if (this.shared) await this.shared.putOverride(full);
-    else await this.spool.addOverride(full);
+    else await this.spool.control.addOverride(full);
     this.over = [...this.over, full];
     return full;
   }
@@ -402,7 +403,7 @@ export class Shaper {
       return true;
     }
     this.over = this.over.filter((o) => o.id !== id);
-    return this.spool.removeOverride(id);
+    return this.spool.control.removeOverride(id);
   }
 
   /** Every suspension and override this node holds, lapsed or not: what it seeds an empty store with. */
