@@ -13,9 +13,9 @@
 import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
-import { buildDsn, type DsnRecipient } from '../delivery/dsn.js';
-import { hasEightBit } from '../delivery/seven-bit.js';
-import { decodeParams, decodeRcptDsn, encodeStored, wantsDelay, wantsFailure, wantsSuccess, type RcptDsn } from '../message/dsn-params.js';
+import type { DsnRecipient } from '../delivery/dsn.js';
+import { dsnFor, noteDsn, type DsnContext } from './bounce-report.js';
+import { decodeParams, decodeRcptDsn, encodeStored, wantsDelay, wantsSuccess, type RcptDsn } from '../message/dsn-params.js';
 import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
@@ -46,9 +46,6 @@ export interface SchedulerContext {
   /** One structured line per final outcome of a recipient (delivered, bounced, expired). */
   onFinal?: (m: MessageRow, row: RecipientRow, kind: 'delivered' | 'bounced' | 'expired') => void;
 }
-
-/** RET=FULL returns the message whole up to this size (Postfix's bounce_size_limit); past it, its headers. */
-const FULL_RETURN_MAX = 50_000;
 
 /** What a delivery passes on to the next hop: MAIL FROM's parameters, each recipient's NOTIFY and ORCPT. */
 function passOn(m: MessageRow, rows: RecipientRow[]): Pick<DeliveryRequest, 'params' | 'rcptDsn'> {
@@ -456,14 +453,14 @@ export class Scheduler {
       }
     }
     const reason = finals.some((f) => f.kind === 'expired') ? 'expired' : 'rejected';
-    if (bounced.length) this.noteDsn(m, bounced);
+    if (bounced.length) noteDsn(this.ctx.log, m, bounced);
     await this.commit(`outcomes of ${m.id}`, m, updates, events, bounced, reason, head, finals);
   }
 
   /** Settle with retries from memory when the spool refuses; finals are reported once committed. */
   private async commit(what: string, m: MessageRow, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], bounced: DsnRecipient[], reason: 'rejected' | 'expired', head: Buffer | undefined, finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[]): Promise<void> {
     const attempt = async () => {
-      const dsn = bounced.length ? await this.dsnFor(m, bounced, reason, head) : undefined;
+      const dsn = bounced.length ? await dsnFor(this.dsnContext(), m, bounced, reason, head) : undefined;
       const id = await this.ctx.spool.settle(m.id, updates, events, dsn);
       for (const f of finals) this.ctx.onFinal?.(m, f.row, f.kind);
       if (id) this.ctx.log.info({ queue_id: m.id, dsn_id: id, sender: m.sender, recipients: bounced.map((b) => b.rcpt) }, `bounce for ${m.id} queued as ${id}`);
@@ -487,41 +484,8 @@ export class Scheduler {
     }
   }
 
-  /** Recipients whose failure is not reported (NOTIFY=NEVER or without FAILURE): logged, as Postfix logs them. */
-  private noteDsn(m: MessageRow, rcpts: DsnRecipient[]): void {
-    const silent = rcpts.filter((r) => r.action === 'failed' && !wantsFailure(decodeRcptDsn(r.dsn)));
-    if (silent.length) this.ctx.log.info({ queue_id: m.id, recipients: silent.map((r) => r.rcpt) }, `no DSN for ${silent.length} recipient(s) of ${m.id}: NOTIFY does not ask for failures`);
-  }
-
-  /**
-   * The DSN for some recipients of `m`, or none (null sender, a bounce itself, no route, or
-   * nothing the sender asked to hear: NOTIFY=NEVER, or NOTIFY without FAILURE, drops failed
-   * and delayed recipients; relayed ones are only listed when NOTIFY had SUCCESS).
-   */
-  private async dsnFor(m: MessageRow, all: DsnRecipient[], reason: 'rejected' | 'expired', head?: Buffer): Promise<DsnToQueue | undefined> {
-    const rcpts = all.filter((r) => r.action === 'relayed' || (r.action === 'delayed' ? wantsDelay(decodeRcptDsn(r.dsn)) : wantsFailure(decodeRcptDsn(r.dsn))));
-    if (!rcpts.length) return undefined;
-    // Never bounce a bounce, never to the null sender.
-    if (!m.sender || m.dsn_of) return undefined;
-    const route = this.ctx.routeBounce(m.sender);
-    if (!route) {
-      this.ctx.log.error({ queue_id: m.id, sender: m.sender }, 'no route for the DSN to the sender; bounce dropped');
-      return undefined;
-    }
-    const params = decodeParams(m.params);
-    // Remote-MTA names the host that answered: a direct-to-MX label carries it after "→", a relay
-    // server's label is the pool's name for it, whose address is the host.
-    for (const r of rcpts) {
-      if (!r.server) continue;
-      const mx = r.server.split('→')[1];
-      r.host = mx ?? this.ctx.pools().get(r.pool ?? '')?.servers.find((s) => s.name === r.server)?.address.host;
-    }
-    // RET=FULL: the whole message, up to Postfix's bounce_size_limit; else (and by default) its headers.
-    const full = params.ret === 'FULL' && m.size <= FULL_RETURN_MAX ? await this.ctx.spool.bodies.readWhole(m).catch(() => null) : null;
-    const original = full ?? head ?? (await this.ctx.spool.bodies.readHead(m.id).catch(() => Buffer.alloc(0)));
-    const body = buildDsn({ hostname: this.ctx.hostname(), queueId: m.id, sender: m.sender, arrival: new Date(m.created), recipients: rcpts, reason, original, full: !!full, envid: params.envid });
-    // A report that quotes 8-bit text (a returned message, an internationalized address) says so: BODY=8BITMIME.
-    return { env: { sender: '', recipients: [route], listener: 'dsn', client: 'smtplb', dsnOf: m.id, ...(hasEightBit(body) ? { params: { body: '8BITMIME' as const } } : {}) }, body };
+  private dsnContext(): DsnContext {
+    return { ...this.ctx, bodies: this.ctx.spool.bodies };
   }
 
   /** Mail past max_age, whatever it waits for (retry, throttle, suspension, warm-up): bounced. */
@@ -559,7 +523,7 @@ export class Scheduler {
       if (!m) continue;
       const now = Date.now();
       const bounced = j.rows.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: r.last_code, text: r.last_reply ?? '5.0.0 failed', server: r.last_server, dsn: r.dsn, pool: r.pool }));
-      const dsn = await this.dsnFor(m, bounced, 'rejected');
+      const dsn = await dsnFor(this.dsnContext(), m, bounced, 'rejected');
       try {
         await this.ctx.spool.settle(m.id, j.rows.map((r) => ({ ...r, state: 'bounced', updated: now })), [], dsn);
       } catch (e) {
@@ -577,7 +541,7 @@ export class Scheduler {
     if (!open.length) return 0;
     const now = Date.now();
     const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null, dsn: r.dsn, pool: r.pool }));
-    const dsn = await this.dsnFor(m, bounced, 'rejected');
+    const dsn = await dsnFor(this.dsnContext(), m, bounced, 'rejected');
     await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn, { unleasedOnly: true });
     return open.length;
   }
