@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
+import { admit, applyBackoff, rateInterval, type AdmissionState, type PairLimits } from '../control/admission.js';
 
 type Value = { h: Map<string, string> } | { s: string } | { z: Map<string, number> };
 export type StoreCommand = [string, ...(string | number)[]];
@@ -170,63 +171,44 @@ export class PrimaryStore {
     return v && 's' in v ? v.s : null;
   }
 
-  /** GRANT of scripts.ts, line for line. */
+  /** GRANT of scripts.ts: the pair's state from the store, the decision of control/admission.ts, the state back. */
   private grant([pairKey, zsetKey, warmKey]: string[], a: string[], now: number): string[] {
     const h = this.hash(pairKey);
-    const tat = num(h?.get('tat'));
-    const ctat = num(h?.get('ctat'));
-    const factor = num(h?.get('factor'), 1) || 1;
-    const susp = num(h?.get('susp'));
-    const fs4 = fixed(factor, 4);
-    if (susp > now) return ['0', 'suspended', String(susp - now), fs4, String(susp), '0', '0'];
     const conc = num(a[3]);
-    let inflight = 0;
-    if (conc > 0) {
-      const z = this.zset(zsetKey);
-      if (z) for (const [m, score] of z) if (score <= now) {
+    const z = conc > 0 ? this.zset(zsetKey) : undefined;
+    if (z && !(num(h?.get('susp')) > now)) {
+      for (const [m, score] of z) if (score <= now) {
         z.delete(m);
         this.owners.delete(m);
       }
-      inflight = z?.size ?? 0;
-      const eff = Math.max(1, Math.floor(conc * factor));
-      if (inflight >= eff) return ['0', `concurrency limit ${eff} reached (cluster)`, '250', fs4, String(susp), '0', String(inflight)];
     }
-    let interval = 0;
-    const rc = num(a[4]);
-    if (rc > 0) interval = num(a[5]) / (rc * factor);
-    const burst = num(a[6]);
-    if (interval > 0) {
-      const ready = Math.max(now, tat - (burst - 1) * interval);
-      if (ready > now) return ['0', 'rate', fixed(ready - now, 0), fs4, String(susp), '0', String(inflight)];
-    }
-    const ci = num(a[7]);
-    const fresh = a[8] === '1' && ci > 0;
-    if (fresh && ctat > now) return ['0', 'connection rate', fixed(ctat - now, 0), fs4, String(susp), '0', String(inflight)];
     const cap = num(a[9], -1);
-    let sent = 0;
-    if (cap >= 0) {
-      sent = num(this.str(warmKey));
-      if (sent >= cap) return ['0', 'warm-up', '0', fs4, String(susp), String(sent), String(inflight)];
+    const state: AdmissionState = { tat: num(h?.get('tat')), ctat: num(h?.get('ctat')), factor: num(h?.get('factor'), 1) || 1, susp: num(h?.get('susp')), inflight: z?.size ?? 0, warmSent: cap >= 0 ? num(this.str(warmKey)) : 0 };
+    const limits: PairLimits = { concurrency: conc, rateCount: num(a[4]), ratePeriod: num(a[5]), burst: num(a[6]), connectInterval: num(a[7]), warmCap: cap };
+    const fresh = a[8] === '1';
+    const { decision: d, state: next } = admit(state, limits, now, fresh);
+    const [fs4, susp, inflight] = [fixed(state.factor, 4), String(state.susp), String(state.inflight)];
+    if (!d.ok) {
+      if (d.kind === 'suspended') return ['0', 'suspended', String(d.waitMs), fs4, susp, '0', '0'];
+      if (d.kind === 'concurrency') return ['0', `concurrency limit ${d.limit} reached (cluster)`, '250', fs4, susp, '0', inflight];
+      if (d.kind === 'warm-up') return ['0', 'warm-up', '0', fs4, susp, String(state.warmSent), inflight];
+      return ['0', d.kind === 'rate' ? 'rate' : 'connection rate', fixed(d.waitMs, 0), fs4, susp, '0', inflight];
     }
     if (conc > 0) {
       this.zset(zsetKey, true)!.set(a[1], now + num(a[2]));
       this.owners.set(a[1], [zsetKey, this.owner]);
       this.expires.set(zsetKey, now + num(a[2]) * 4);
     }
-    if (interval > 0) {
-      let base = tat;
-      if (base < now - Math.min(interval / 4, 10)) base = now;
-      this.hash(pairKey, true)!.set('tat', fixed(Math.max(base, tat) + interval, 3));
-    }
-    if (fresh) this.hash(pairKey, true)!.set('ctat', fixed(Math.max(ctat, now) + ci, 3));
-    if (interval > 0 || fresh) this.expires.set(pairKey, now + 86_400_000);
+    const [rated, connecting] = [rateInterval(limits, state.factor) > 0, fresh && limits.connectInterval > 0];
+    if (rated) this.hash(pairKey, true)!.set('tat', fixed(next.tat, 3));
+    if (connecting) this.hash(pairKey, true)!.set('ctat', fixed(next.ctat, 3));
+    if (rated || connecting) this.expires.set(pairKey, now + 86_400_000);
     if (cap >= 0) {
-      sent += 1;
-      this.data.set(warmKey, { s: String(sent) });
+      this.data.set(warmKey, { s: String(next.warmSent) });
       this.expires.set(warmKey, now + 259_200_000);
       this.dirty = true;
     }
-    return ['1', '', '0', fs4, String(susp), String(sent), String(inflight + 1)];
+    return ['1', '', '0', fs4, susp, String(cap >= 0 ? next.warmSent : 0), String(next.inflight)];
   }
 
   /** The worker whose request runs now (set by exec). */
@@ -245,20 +227,12 @@ export class PrimaryStore {
         this.dirty = true;
       }
     }
-    let changed = false;
-    if (a[2] !== '') {
-      let cur = num(this.hash(pairKey)?.get('factor'), 1) || 1;
-      const v = num(a[3]);
-      cur = a[2] === 'down' ? Math.min(cur, v) : Math.min(1, cur + v);
-      if (cur < 0.001) cur = 0.001;
-      this.hash(pairKey, true)!.set('factor', fixed(cur, 4));
-      changed = true;
-    }
-    const susp = num(a[4]);
-    if (susp > 0 && susp > num(this.hash(pairKey)?.get('susp'))) {
-      this.hash(pairKey, true)!.set('susp', String(susp));
-      changed = true;
-    }
+    const h = this.hash(pairKey);
+    const before: AdmissionState = { tat: 0, ctat: 0, inflight: 0, warmSent: 0, factor: num(h?.get('factor'), 1) || 1, susp: num(h?.get('susp')) };
+    const after = applyBackoff(before, { factor: a[2] === '' ? undefined : a[2] === 'down' ? { down: num(a[3]) } : { up: num(a[3]) }, suspendedUntil: num(a[4]) });
+    if (a[2] !== '') this.hash(pairKey, true)!.set('factor', fixed(after.factor, 4));
+    if (after.susp !== before.susp) this.hash(pairKey, true)!.set('susp', String(after.susp));
+    const changed = a[2] !== '' || after.susp !== before.susp;
     if (changed) {
       this.expires.set(pairKey, now + 86_400_000);
       this.dirty = true;

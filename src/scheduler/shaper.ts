@@ -11,11 +11,12 @@ import { randomBytes } from 'node:crypto';
 import type { Pool, Server } from '../balancing/pool.js';
 import { eligible } from '../balancing/eligible.js';
 import type { BackoffConfig, ShapingRule } from '../config/schema.js';
+import { applyBackoff } from '../control/admission.js';
 import type { Override, Suspension } from '../control/types.js';
 import type { Spool } from '../spool/spool.js';
 import { parseRate, perMinute } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
-import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, rateTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
+import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, pairTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
 import { dayNumber, nextDay, warmupCap, warmupProgress } from './warmup.js';
 import type { Backoff, ControlLists, GrantReply, SharedLimits } from '../cluster/cluster.js';
 import type { Ticket } from '../delivery/deliver.js';
@@ -213,9 +214,7 @@ export class Shaper {
     const p = this.pair(pool, server, domain);
     const eff = effectiveLimits(rule, p.factor, Infinity);
     const before = { tat: p.tat, connTat: p.connTat };
-    p.inflight++;
-    p.tat = rateTake(p.tat, eff.interval, now);
-    if (newConnection) p.connTat = rateTake(p.connTat, eff.connectInterval, now);
+    Object.assign(p, pairTake(p, eff, rule.burst, now, newConnection));
     const wkey = `${pool}/${server.name}`;
     if (server.warmup) {
       const n = this.sentToday(pool, server, now) + 1;
@@ -319,7 +318,9 @@ export class Shaper {
       const next = afterReply(p, code, text, this.cfg().backoff, now);
       // Sent as a change, not a value: another node's cut meanwhile must not be undone by this one's climb.
       if (next.factor !== p.factor || next.suspendedUntil !== p.suspendedUntil) backoff = { factor: next.factor < p.factor ? { down: next.factor } : next.factor > p.factor ? { up: next.factor - p.factor } : null, suspendedUntil: next.suspendedUntil };
-      Object.assign(p, next, { inflight: Math.max(0, p.inflight - 1) });
+      // The change applied as every store applies it (control/admission.ts).
+      const applied = backoff ? applyBackoff({ tat: 0, ctat: 0, inflight: 0, warmSent: 0, factor: p.factor, susp: p.suspendedUntil }, { factor: backoff.factor ?? undefined, suspendedUntil: backoff.suspendedUntil }) : null;
+      Object.assign(p, next, { inflight: Math.max(0, p.inflight - 1) }, applied ? { factor: applied.factor, suspendedUntil: applied.susp } : {});
     }
     if (++this.ended % 1000 === 0) this.prune(now);
     const k = `${pool}/${server.name}`;

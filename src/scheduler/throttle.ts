@@ -3,6 +3,7 @@
 // additive increase on clean deliveries, a suspension when throttling repeats). Pure
 // functions over plain data; the Shaper holds the state and the clock.
 import type { Rate } from '../config/units.js';
+import { decide, nextTat, take, type AdmissionState, type PairLimits } from '../control/admission.js';
 
 export interface ShapeRule {
   concurrency?: number;
@@ -98,25 +99,39 @@ export function pairSlots(p: PairState, eff: Effective, burst: number, now: numb
   return Math.max(0, Math.min(eff.concurrency - p.inflight, rateTokens(p.tat, eff.interval, burst, now)));
 }
 
+/**
+ * The pair as control/admission.ts reads it, with the limits already scaled by its factor
+ * (`eff`), so the factor there is 1: the one admission function decides for the node's own
+ * shaper as it does for the primary's store and (in Lua) Redis.
+ */
+export function asAdmission(p: PairState, eff: Effective, burst: number): { state: AdmissionState; limits: PairLimits } {
+  return {
+    state: { tat: p.tat, ctat: p.connTat, factor: 1, susp: p.suspendedUntil, inflight: p.inflight, warmSent: 0 },
+    limits: { concurrency: Number.isFinite(eff.concurrency) ? eff.concurrency : 0, rateCount: eff.interval > 0 ? 1 : 0, ratePeriod: eff.interval, burst, connectInterval: eff.connectInterval, warmCap: -1 },
+  };
+}
+
 /** Spend one token: the limiter's state after a message goes at `now`. */
-export function rateTake(tat: number, interval: number, now: number): number {
-  if (interval <= 0) return tat;
-  return Math.max(tat, now) + interval;
+export const rateTake = nextTat;
+
+/** The pair once a delivery has started at `now` (one more in flight, the rate's and the connection rate's next slots). */
+export function pairTake(p: PairState, eff: Effective, burst: number, now: number, newConnection: boolean): PairState {
+  const { state, limits } = asAdmission(p, eff, burst);
+  const next = take(state, limits, now, newConnection);
+  return { ...p, inflight: next.inflight, tat: next.tat, connTat: next.ctat };
 }
 
 export type Verdict = { ok: true } | { ok: false; reason: string; at: number; spacing?: number };
 
 /** May one more delivery start on this pair now? */
 export function pairAdmits(p: PairState, eff: Effective, burst: number, now: number, needsConnection: boolean): Verdict {
-  if (p.suspendedUntil > now) return { ok: false, reason: `suspended after repeated throttling (${p.lastReply ?? ''})`.trim(), at: p.suspendedUntil };
-  if (p.inflight >= eff.concurrency) return { ok: false, reason: `concurrency limit ${eff.concurrency} reached`, at: now + 250 };
-  const at = rateReadyAt(p.tat, eff.interval, burst, now);
-  if (at > now) return { ok: false, reason: `rate limit ${rateText(eff.interval)}`, at, spacing: eff.interval };
-  if (needsConnection) {
-    const c = rateReadyAt(p.connTat, eff.connectInterval, 1, now);
-    if (c > now) return { ok: false, reason: `connection rate limit ${rateText(eff.connectInterval)}`, at: c };
-  }
-  return { ok: true };
+  const { state, limits } = asAdmission(p, eff, burst);
+  const d = decide(state, limits, now, needsConnection);
+  if (d.ok) return d;
+  if (d.kind === 'suspended') return { ok: false, reason: `suspended after repeated throttling (${p.lastReply ?? ''})`.trim(), at: p.suspendedUntil };
+  if (d.kind === 'concurrency') return { ok: false, reason: `concurrency limit ${eff.concurrency} reached`, at: now + 250 };
+  if (d.kind === 'rate') return { ok: false, reason: `rate limit ${rateText(eff.interval)}`, at: now + d.waitMs, spacing: eff.interval };
+  return { ok: false, reason: `connection rate limit ${rateText(eff.connectInterval)}`, at: now + d.waitMs };
 }
 
 export function rateText(interval: number): string {
