@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Rate } from '../config/units.js';
 import type { AdminState } from '../balancing/eligible.js';
-import type { Override, Suspension } from '../control/types.js';
+import type { ControlStore, Override, Suspension } from '../control/types.js';
 import { GRANT, RELEASE, WARM_RESYNC } from './scripts.js';
 import { liveNodes } from './share.js';
 import { ClusterUnavailableError } from './errors.js';
@@ -118,7 +118,7 @@ function control(x: Partial<Suspension> | undefined): boolean {
   return !!x && typeof x.id === 'string' && typeof x.pool === 'string' && typeof x.destination === 'string' && typeof x.until === 'number' && typeof x.reason === 'string' && typeof x.who === 'string';
 }
 
-export class Cluster extends EventEmitter implements SharedLimits {
+export class Cluster extends EventEmitter implements SharedLimits, ControlStore {
   private redis: Redis;
   private state: { shared: boolean; since: number; error: string | null } = { shared: false, since: Date.now(), error: 'not connected yet' };
   private beats: NodeBeat[] = [];

@@ -20,7 +20,8 @@ export function printable(text: string): string {
  * Readable lines on a terminal, one JSON object per line otherwise (for log shippers).
  * `auto` picks by whether stdout is a TTY. Pretty lines are one per event: time, level, the
  * message (which already names what it is about; stripped of control characters), then the
- * remaining fields on the same line; colours unless NO_COLOR is set.
+ * remaining fields on the same line (not a delivery's record: its message is the short line);
+ * colours unless NO_COLOR is set.
  */
 export function createLogger(level = 'info', format: LogFormat = 'auto'): Logger {
   const usePretty = format === 'pretty' || (format === 'auto' && !!process.stdout.isTTY);
@@ -29,7 +30,8 @@ export function createLogger(level = 'info', format: LogFormat = 'auto'): Logger
     const prettify = prettyFactory({
       colorize: !process.env.NO_COLOR && (process.stdout.isTTY || !!process.env.FORCE_COLOR),
       singleLine: true,
-      ignore: 'pid,hostname',
+      // A delivery's record is for log shippers; its message says it in one line (delivery-log.ts).
+      ignore: 'pid,hostname,delivery',
       translateTime: 'SYS:HH:MM:ss.l',
       // One line per event, whatever the message carries.
       messageFormat: (log, key) => (log[key] === undefined ? '' : printable(String(log[key]))),

@@ -35,6 +35,13 @@ export function replyLine(code: number | null, text: string): string {
   return new RegExp(`^${code}[ -]`).test(t) || t === String(code) ? t : `${code} ${t}`.trim();
 }
 
+/** A delivery as one short line: event, queue id, recipient, server, reply (bounded), delay. */
+export function terminalLine(r: DeliveryRecord): string {
+  const reply = replyLine(r.code, r.reply);
+  const delay = r.queue_delay_ms >= 1000 ? `${(r.queue_delay_ms / 1000).toFixed(1)} s` : `${r.queue_delay_ms} ms`;
+  return `${r.event} ${r.queue_id} to ${r.recipient ?? r.recipient_domain} via ${r.pool}/${r.server ?? '-'}: ${reply.length > 120 ? `${reply.slice(0, 117)}...` : reply} (${delay})`;
+}
+
 /** Lines are gathered this long (or up to FLUSH_BYTES) and written together: one write, not one per delivery. */
 const FLUSH_MS = 20;
 const FLUSH_BYTES = 64 * 1024;
@@ -63,7 +70,9 @@ export class DeliveryLog {
       else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
       return;
     }
-    this.log.info({ delivery: r }, `${r.event} ${r.queue_id} to ${r.recipient ?? r.recipient_domain} via ${r.pool}/${r.server ?? '-'}: ${replyLine(r.code, r.reply)}`);
+    // The record travels as a field for log shippers (JSON); on a terminal the pretty format
+    // leaves it out and this one short line is what shows.
+    this.log.info({ delivery: r }, terminalLine(r));
   }
 
   private flush(): void {

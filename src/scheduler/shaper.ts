@@ -12,7 +12,7 @@ import type { Pool, Server } from '../balancing/pool.js';
 import { eligible } from '../balancing/eligible.js';
 import type { BackoffConfig, ShapingRule } from '../config/schema.js';
 import { applyBackoff } from '../control/admission.js';
-import type { Override, Suspension } from '../control/types.js';
+import type { ControlStore, Override, Suspension } from '../control/types.js';
 import type { Spool } from '../spool/spool.js';
 import { parseRate, perMinute } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
@@ -44,7 +44,7 @@ export class Shaper {
   /** Warm-up counts as the cluster had them when the store went away, per `pool/server`. */
   private atLoss = new Map<string, { day: number; seen: number }>();
 
-  constructor(private cfg: () => ShaperConfig, private spool: Spool, private shared?: SharedLimits & { control(): ControlLists; putSuspension(s: Suspension): Promise<void>; removeSuspension(id: string): Promise<void>; putOverride(o: Override): Promise<void>; removeOverride(id: string): Promise<void> }) {
+  constructor(private cfg: () => ShaperConfig, private spool: Spool, private shared?: SharedLimits & ControlStore & { control(): ControlLists }) {
     this.susp = spool.control.suspensions();
     this.over = spool.control.overrides();
   }
@@ -366,45 +366,40 @@ export class Shaper {
     return this.rule(domain).messages_per_connection;
   }
 
-  // On a cluster, suspensions and overrides live in the shared store (every node follows
-  // them); a change Redis cannot take now is refused (ClusterUnavailableError), not kept on
-  // one node where the others would never see it.
+  // Where suspensions and overrides are kept (control/types.ts): on a cluster or under workers the
+  // shared store (every node follows them; a change it cannot take now is refused with
+  // ClusterUnavailableError, not kept on one node where the others would never see it), else
+  // the node's spool. Each operation is written once, here.
+  private store(): ControlStore {
+    return this.shared ?? this.spool.control;
+  }
+
   async suspend(s: Omit<Suspension, 'id' | 'created'>): Promise<Suspension> {
     const full = { ...s, id: randomBytes(4).toString('hex'), created: Date.now() };
-    if (this.shared) await this.shared.putSuspension(full);
-    else await this.spool.control.addSuspension(full);
+    await this.store().putSuspension(full);
     this.susp = [...this.susp, full];
     return full;
   }
 
   async cancel(id: string): Promise<boolean> {
-    if (this.shared) {
-      if (!this.susp.some((s) => s.id === id)) return false;
-      await this.shared.removeSuspension(id);
-      this.susp = this.susp.filter((s) => s.id !== id);
-      return true;
-    }
+    if (!this.susp.some((s) => s.id === id)) return false;
+    await this.store().removeSuspension(id);
     this.susp = this.susp.filter((s) => s.id !== id);
-    return this.spool.control.removeSuspension(id);
+    return true;
   }
 
   async addOverride(o: Omit<Override, 'id' | 'created'>): Promise<Override> {
     const full = { ...o, id: randomBytes(4).toString('hex'), created: Date.now() };
-    if (this.shared) await this.shared.putOverride(full);
-    else await this.spool.control.addOverride(full);
+    await this.store().putOverride(full);
     this.over = [...this.over, full];
     return full;
   }
 
   async cancelOverride(id: string): Promise<boolean> {
-    if (this.shared) {
-      if (!this.over.some((o) => o.id === id)) return false;
-      await this.shared.removeOverride(id);
-      this.over = this.over.filter((o) => o.id !== id);
-      return true;
-    }
+    if (!this.over.some((o) => o.id === id)) return false;
+    await this.store().removeOverride(id);
     this.over = this.over.filter((o) => o.id !== id);
-    return this.spool.control.removeOverride(id);
+    return true;
   }
 
   /** Every suspension and override this node holds, lapsed or not: what it seeds an empty store with. */

@@ -3,9 +3,9 @@
 // outcome); read when the shaper starts. The same records live in the primary's store under
 // `workers:` and in Redis in a cluster (src/control/types.ts).
 import type Database from 'better-sqlite3';
-import type { Override, Suspension } from '../control/types.js';
+import type { ControlStore, Override, Suspension } from '../control/types.js';
 
-export class ControlTables {
+export class ControlTables implements ControlStore {
   private warmupGet: Database.Statement;
   private warmupSet: Database.Statement;
 
@@ -22,7 +22,7 @@ export class ControlTables {
     return this.db.prepare(`SELECT * FROM suspensions ORDER BY created`).all() as Suspension[];
   }
 
-  async addSuspension(s: Suspension): Promise<void> {
+  async putSuspension(s: Suspension): Promise<void> {
     await this.write(() => this.db.prepare(`INSERT INTO suspensions VALUES (@id, @pool, @destination, @until, @reason, @who, @created)`).run(s));
   }
 
@@ -36,7 +36,7 @@ export class ControlTables {
     return this.db.prepare(`SELECT * FROM overrides ORDER BY created`).all() as Override[];
   }
 
-  async addOverride(o: Override): Promise<void> {
+  async putOverride(o: Override): Promise<void> {
     await this.write(() => this.db.prepare(`INSERT INTO overrides VALUES (@id, @pool, @destination, @until, @reason, @who, @created, @concurrency, @rate)`).run(o));
   }
 
