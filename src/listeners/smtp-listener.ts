@@ -12,25 +12,21 @@ import type { ListenerCounters } from './counters.js';
 import type { ListenerConfig } from '../config/schema.js';
 import { inNetworks } from '../config/units.js';
 import type { RouteChoice, RouteQuery } from '../routing/route.js';
-import type { Envelope, Incoming } from '../spool/spool.js';
+import type { Incoming } from '../spool/spool.js';
 import { domainOf } from '../routing/route.js';
 import { plainIp, readProxyHeader } from '../protocol/proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
 import { classOf } from '../policy/classify.js';
-import { authorOf } from '../cleanup/from-header.js';
 import { BoundedMap, clientKey } from '../policy/client-key.js';
-import { domainAllowed, identity } from '../policy/identity.js';
+import { domainAllowed } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
-import { paramsFromSession, rcptDsnFrom } from '../message/dsn-params.js';
+import { cleanup, type CleanupInput } from '../cleanup/cleanup.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
 
-/** What a listener hands on: the envelope, and the message whole, or as the spool file it was written to as it arrived. */
-export type InboundMessage = Omit<Envelope, 'dsnOf'> & ({ body: Buffer } | { incoming: Incoming; prefix: Buffer | null });
-
-/** The reply for an accepted or refused message: code and text with its enhanced code. */
-export interface Reply { code: number; text: string }
+import type { InboundMessage, Reply } from '../message/inbound.js';
+export type { InboundMessage, Reply };
 
 export interface SmtpListenerContext extends ConnectionBudget {
   hostname: string;
@@ -348,7 +344,10 @@ export class SmtpListener extends SocketListener {
     }
     let r: { message: InboundMessage } | { reply: Reply };
     try {
-      r = await this.prepare(got, session, st);
+      r = await cleanup(
+        { got, session: session as unknown as CleanupInput['session'], user: st?.user, routes: st?.routes, rcptClass: st?.rcptClass, listener: { name: this.cfg.name, class: this.cfg.class, identity: this.cfg.identity }, hostname: this.hostname },
+        this.ctx,
+      );
     } catch (e) {
       await got.incoming.discard();
       throw e;
@@ -360,73 +359,12 @@ export class SmtpListener extends SocketListener {
     return this.ctx.accept(r.message, this.cfg.delivery, this.cfg.cutthrough_fallback);
   }
 
-  /**
-   * The message as it goes to the spool: class decided (the class header already taken out),
-   * routes redone if the class changed them, DKIM-signed, and our Received line on top.
-   */
-  private async prepare(got: Awaited<ReturnType<typeof receive>>, session: SMTPServerSession, st: SessionState | undefined): Promise<{ message: InboundMessage } | { reply: Reply }> {
-    const classes = this.ctx.classes();
-    const sender = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
-    const senderDomain = domainOf(sender) || undefined;
-    const cls = classOf({ userClass: st?.user?.class, headerClass: got.classValue && /^[A-Za-z0-9_.-]+$/.test(got.classValue) ? got.classValue : undefined, senderDomain, listenerClass: this.cfg.class }, classes.sender_domains);
-    const rcpts = session.envelope.rcptTo.map((r) => r.address);
-    const routes = new Map(st?.routes);
-    if (cls !== st?.rcptClass) {
-      for (const address of rcpts) {
-        const domain = domainOf(address);
-        const choice = this.ctx.route({ domain, class: cls, senderDomain, user: st?.user?.name, listener: this.cfg.name });
-        if (!choice) return { reply: { code: 550, text: `5.4.4 No route to ${domain} for class ${cls}` } };
-        routes.set(address, { pool: choice.rule.pool, route: choice.index, domain });
-      }
-    }
-    const who = identity({ user: st?.user, author: authorOf(got.header), senderDomain, rule: this.cfg.identity });
-    if (!who.ok) return { reply: { code: who.code, text: who.text } };
-    let signature: string;
-    try {
-      await got.incoming.close();
-      signature = await this.ctx.signatureFor(got.incoming.content(), who.signFor);
-    } catch (e) {
-      this.ctx.log.error({ listener: this.cfg.name, err: (e as Error).message }, 'DKIM signing failed');
-      // A worker that died or hung, or a key that failed: nothing is acknowledged, the client retries.
-      return { reply: { code: 451, text: '4.3.0 Signing failed (temporary), please try again later' } };
-    }
-    const header = got.header.subarray(0, Math.min(got.header.length, 64 * 1024)).toString('latin1');
-    const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(header)?.[1];
-    const received =
-      `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
-      `\tby ${this.hostname} (smtplb) with ${protocolOf(session, !!st?.user)} id ${got.incoming.id}\r\n` +
-      `\t${rcpts.length === 1 ? `for <${rcpts[0]}>` : ''}; ${new Date().toUTCString().replace('GMT', '+0000')}\r\n`;
-    return {
-      message: {
-        sender,
-        recipients: session.envelope.rcptTo.map((r) => ({ address: r.address, ...routes.get(r.address)!, dsn: rcptDsnFrom((r as { dsn?: { notify?: string[]; orcpt?: string } }).dsn) })),
-        params: { ...paramsFromSession(session.envelope as Parameters<typeof paramsFromSession>[0]), ...signedDomain(signature) },
-        listener: this.cfg.name,
-        user: st?.user?.name,
-        class: cls,
-        client: session.remoteAddress,
-        messageId,
-        incoming: got.incoming,
-        prefix: Buffer.from(received + signature, 'latin1'),
-      },
-    };
-  }
+
 }
 
 /** The d= of the signature smtplb made, kept so a conversion signs again for that domain only. */
-function signedDomain(signature: string): { signed?: string } {
-  const d = /[;\s]d=([^;\s]+)/.exec(signature.replace(/\r\n[ \t]/g, ' '))?.[1];
-  return d ? { signed: d.toLowerCase() } : {};
-}
 
-/**
- * The Received line's `with` (RFC 3848, RFC 6531): SMTP after HELO; after EHLO ESMTP, or
- * UTF8SMTP when the transaction used SMTPUTF8, with S for TLS and A for AUTH.
- */
-export function protocolOf(session: { openingCommand?: string | false; secure?: boolean; envelope?: { smtpUtf8?: boolean } }, authenticated: boolean): string {
-  if (session.openingCommand !== 'EHLO') return 'SMTP';
-  return `${session.envelope?.smtpUtf8 ? 'UTF8SMTP' : 'ESMTP'}${session.secure ? 'S' : ''}${authenticated ? 'A' : ''}`;
-}
+export { protocolOf } from '../cleanup/cleanup.js';
 
 /**
  * The replies to a pipelined batch of commands in one write (one TLS record under TLS): the

@@ -14,7 +14,7 @@ import { Shaper } from '../scheduler/shaper.js';
 import { DkimSigner, loadKeys, type DkimKey } from '../signing/dkim.js';
 import { MxResolver } from '../discovery/mx.js';
 import { UpstreamCache } from '../delivery/upstream.js';
-import type { InboundMessage, Reply } from '../listeners/smtp-listener.js';
+import type { InboundMessage, Reply } from '../message/inbound.js';
 import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
 import { bodySize, type Body } from '../delivery/upstream.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
