@@ -8,3 +8,6 @@ export type InboundMessage = Omit<Envelope, 'dsnOf'> & ({ body: Buffer } | { inc
 
 /** The reply for an accepted or refused message: code and text with its enhanced code. */
 export interface Reply { code: number; text: string }
+
+/** A message as the runtime holds it once received: its spool file (an Incoming), not bytes. */
+export type InboundInSpool = Exclude<InboundMessage, { body: Buffer }>;

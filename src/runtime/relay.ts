@@ -1,22 +1,18 @@
 // The relay's moving parts for one process: spool, queue manager, delivery agent, routing.
 // Listeners hand accepted messages to `accept`; the queue manager takes it from there.
-import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { wantsSuccess } from '../message/dsn-params.js';
 import type { Pool, PoolSet } from '../balancing/pool.js';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../admin/metrics.js';
-import { deliver, type DeliveryGate, type DeliveryRequest } from '../delivery/deliver.js';
-import { hasEightBit, ourTopFields, toSevenBit } from '../delivery/seven-bit.js';
-import { DeliveryLog, enhancedCode, replyLine } from '../delivery/delivery-log.js';
+import type { DeliveryGate } from '../delivery/deliver.js';
+import { DeliveryAgent } from '../delivery/agent.js';
+import { DeliveryLog, enhancedCode } from '../delivery/delivery-log.js';
 import { Shaper } from '../scheduler/shaper.js';
 import { DkimSigner, loadKeys, type DkimKey } from '../signing/dkim.js';
-import { MxResolver } from '../discovery/mx.js';
-import { UpstreamCache } from '../delivery/upstream.js';
-import type { InboundMessage, Reply } from '../message/inbound.js';
+import type { InboundInSpool, InboundMessage, Reply } from '../message/inbound.js';
+import { CutThrough } from './cut-through.js';
 import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
-import { bodySize, type Body } from '../delivery/upstream.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { Spool, SpoolFullError, SpoolUnavailableError, type Incoming } from '../spool/spool.js';
@@ -38,7 +34,7 @@ function workersCluster(shard: number): ClusterConfig {
 }
 
 /** A message as the relay takes it: envelope, its file in the spool, the header lines added on top. */
-type Received = Exclude<InboundMessage, { body: Buffer }>;
+type Received = InboundInSpool;
 
 export class Relay {
   readonly spool: Spool;
@@ -47,9 +43,9 @@ export class Relay {
   readonly deliveryLog: DeliveryLog;
   private signer?: DkimSigner;
   /** The last failed delivery attempts, for status and the dashboard. */
-  readonly lastErrors: { at: string; pool: string; server: string; code: number | null; reply: string }[] = [];
-  private cache = new UpstreamCache();
-  private resolvers = new Map<string, { key: string; resolver: MxResolver }>();
+  /** The delivery agent (delivery/agent.ts): the queue manager's and cut-through's. */
+  readonly agent: DeliveryAgent;
+  private cutThrough: CutThrough;
   /** This node's link to the other nodes (`cluster:`), if it has one. */
   readonly cluster?: Cluster;
   /** Drains and weights decided on another node, for the gateway to apply here. */
@@ -91,13 +87,14 @@ export class Relay {
         // Deliveries started on the local share count in the store from now on, and idle
         // connections that hold no lease close: only leased connections may stay open.
         cluster.adopt(this.shaper.adoptLocal());
-        this.cache.dropUnparked();
+        this.agent.cache.dropUnparked();
         void this.shaper.wentShared().catch((e: Error) => this.log.warn({ err: e.message }, 'cluster: warm-up counts not merged'));
       });
       cluster.on('reseeded', () => void this.shaper.reseeded().catch((e: Error) => this.log.warn({ err: e.message }, 'cluster: warm-up counts not restored')));
       this.cluster = cluster;
     }
     this.shaper = new Shaper(() => this.config(), this.spool, this.cluster);
+    this.agent = new DeliveryAgent({ pools, poolSet, hostname: () => this.config().hostname, metrics, downElsewhere: () => this.cluster?.downElsewhere, signatureFor: (m, d) => this.signatureFor(m, d) });
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
     this.reloadKeys();
     this.scheduler = new Scheduler({
@@ -106,7 +103,7 @@ export class Relay {
       policy: () => this.config().queue,
       share: worker ? (limit) => Math.ceil(limit / workerCount(this.config().workers)) : undefined,
       hostname: () => this.config().hostname,
-      deliver: (req) => this.deliverNow(req),
+      deliver: (req) => this.agent.deliver(req),
       routeBounce: (address) => this.routeOne(address, { listener: 'dsn' }),
       route: (m, domain) => this.routeQueued(m, domain),
       log,
@@ -149,6 +146,19 @@ export class Relay {
           attempt: row.attempts,
         });
       },
+    });
+    this.cutThrough = new CutThrough({
+      spool: this.spool,
+      log,
+      deliveryLog: this.deliveryLog,
+      pools,
+      plan: (p, domain) => this.shaper.plan(p, domain),
+      gate: (domain) => this.gate(domain),
+      deliver: (req) => this.agent.deliver(req),
+      settle: (m, rows, r) => this.scheduler.settleJob(m, rows, r),
+      enqueue: (m, rs, note) => this.enqueue(m, rs, note),
+      envelope: (m, rs) => this.envelope(m, rs),
+      spoolRefused: (m, e) => this.spoolRefused(m, e),
     });
   }
 
@@ -260,68 +270,6 @@ export class Relay {
     return choice ? { address, domain, pool: choice.rule.pool, route: choice.index } : null;
   }
 
-  /** One MX resolver per direct-to-MX pool (each may name its own resolver). */
-  private mx(pool: Pool, domain: string) {
-    const key = JSON.stringify([pool.cfg.mx.resolver ?? null, pool.cfg.mx.timeout, pool.cfg.mx.retries]);
-    let r = this.resolvers.get(pool.name);
-    if (!r || r.key !== key) this.resolvers.set(pool.name, (r = { key, resolver: new MxResolver(pool.cfg.mx.resolver, { timeout: pool.cfg.mx.timeout, retries: pool.cfg.mx.retries }) }));
-    return r.resolver.lookup(domain);
-  }
-
-  /**
-   * A message for a hop without 8BITMIME: null when it is 7-bit already; else converted
-   * (delivery/seven-bit.ts) and, when smtplb signed it, signed again for the same domain over
-   * the converted text (a signature over the 8-bit text would fail at the receiver).
-   */
-  private async sevenBit(body: Body, signed: string | undefined): Promise<{ body: Body } | { error: string } | null> {
-    const whole = Buffer.isBuffer(body) ? body : Buffer.concat([body.prefix ?? Buffer.alloc(0), await fs.promises.readFile(body.file)]);
-    if (!hasEightBit(whole)) return null;
-    // Our Received and signature stay apart: the client's message is what is converted and signed.
-    const top = ourTopFields(whole, signed);
-    // Signed at acceptance but the signature is not where smtplb put it: nothing to convert safely.
-    if (signed && !top) return { error: 'the DKIM signature made at acceptance was not found to make again' };
-    const conv = toSevenBit(top ? top.rest : whole);
-    if (!conv.ok) return { error: conv.reason };
-    if (!top) return { body: conv.message };
-    const signature = top.signature ? await this.signatureFor(conv.message, [top.signature.domain]) : '';
-    return { body: Buffer.concat([top.received, Buffer.from(signature, 'latin1'), conv.message]) };
-  }
-
-  async deliverNow(req: DeliveryRequest) {
-    // A server another node finds down is tried with care: only when no other primary is up,
-    // until this node's own check (run at once) says otherwise.
-    const elsewhere = this.cluster?.downElsewhere;
-    if (elsewhere?.size) {
-      const p = this.pools().get(req.pool);
-      const names = p ? p.servers.filter((s) => s.health.up && elsewhere.has(`${p.name}/${s.name}`)).map((s) => s.name) : [];
-      if (names.length) req = { ...req, avoid: new Set([...(req.avoid ?? []), ...names]) };
-    }
-    const r = await deliver(req, {
-      mx: (pool, domain) => this.mx(pool, domain),
-      sevenBit: (body) => this.sevenBit(body, req.params?.signed),
-      pools: this.poolSet,
-      cache: this.cache,
-      helo: (p) => this.pools().get(p)?.cfg.helo ?? this.config().hostname,
-      connected: (pool, server, ms, ok) => {
-        if (ok) {
-          this.metrics.serverConnections.labels(pool.name, server.name).inc();
-          this.metrics.connectSeconds.labels(pool.name).observe(ms / 1000);
-        } else this.metrics.serverConnectFailures.labels(pool.name, server.name).inc();
-      },
-    });
-    for (const a of r.attempts) {
-      if (a.code === null || a.code >= 400) {
-        this.lastErrors.push({ at: new Date(a.at).toISOString(), pool: req.pool, server: a.server, code: a.code, reply: a.text.slice(0, 300) });
-        if (this.lastErrors.length > 50) this.lastErrors.shift();
-      }
-      const cls = a.code === null ? 'error' : `${String(a.code)[0]}xx`;
-      this.metrics.deliveries.labels(req.pool, a.member, cls).inc();
-      if (cls === '2xx') this.metrics.deliveryBytes.labels(req.pool, a.member).inc(bodySize(req.body));
-      this.metrics.deliverySeconds.labels(req.pool).observe(a.ms / 1000);
-    }
-    return r;
-  }
-
   /** A file in the spool for a message that is arriving (listeners write it as DATA comes in). */
   receive(expectedSize = 0): Promise<Incoming> {
     return this.spool.incoming(expectedSize);
@@ -336,7 +284,7 @@ export class Relay {
       if (r) return r;
       throw e;
     }
-    if (mode === 'cutthrough') return this.cutThrough(msg, fallback);
+    if (mode === 'cutthrough') return this.cutThrough.relay(msg, fallback);
     return this.enqueue(msg, msg.recipients);
   }
 
@@ -375,11 +323,11 @@ export class Relay {
     return null;
   }
 
-  private envelope(m: Received, recipients: Received['recipients']) {
+  envelope(m: Received, recipients: Received['recipients']) {
     return { sender: m.sender, recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId, params: m.params };
   }
 
-  private async enqueue(m: Received, recipients: Received['recipients'], note = ''): Promise<Reply> {
+  async enqueue(m: Received, recipients: Received['recipients'], note = ''): Promise<Reply> {
     try {
       const id = await this.spool.commitIncoming(m.incoming, this.envelope(m, recipients), m.prefix);
       return { code: 250, text: `2.0.0 Ok: queued as ${id}${note}` };
@@ -388,103 +336,6 @@ export class Relay {
       if (r) return r;
       throw e;
     }
-  }
-
-  /**
-   * Relay before answering DATA: the client's 250 follows an upstream's 250. What no upstream
-   * took is queued (or, with `fallback: reject`, refused with 451 when nothing went through).
-   * A client never hears 4xx once any upstream accepted any recipient: a message with several
-   * recipients is made durable first (recipients in flight), so whatever the upstreams answer
-   * the rest is ours, and its outcomes and DSN are settled as the queue manager settles any
-   * delivery. A single recipient has one outcome, so it needs no durable copy first.
-   */
-  private async cutThrough(m: Received, fallback: 'queue' | 'reject'): Promise<Reply> {
-    // Several recipients, or one who asked to hear of success (a "relayed" DSN may be owed):
-    // made durable first, and settled as the queue settles.
-    if (m.recipients.length > 1 || m.recipients.some((r) => r.dsn && wantsSuccess(r.dsn))) return this.cutThroughOwned(m, fallback);
-    await m.incoming.close();
-    const result = await this.relayNow(m, m.recipients);
-    const o = result.outcomes[0];
-    this.logCutThrough(m, result.attempts, m.incoming.id, o.kind === 'delivered' ? o : undefined);
-    if (o.kind === 'deferred' && fallback === 'queue') return this.enqueue(m, m.recipients, ' (upstreams busy, queued)');
-    await m.incoming.discard();
-    if (o.kind === 'delivered') return { code: 250, text: `2.0.0 Ok: queued as ${m.incoming.id} (relayed via ${o.server})` };
-    if (o.kind === 'failed') return { code: o.code ?? 550, text: stripCode(o.text) || '5.0.0 Rejected by the upstream' };
-    return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(o.text)}` };
-  }
-
-  private async cutThroughOwned(m: Received, fallback: 'queue' | 'reject'): Promise<Reply> {
-    let id: string;
-    try {
-      id = await this.spool.commitIncoming(m.incoming, this.envelope(m, m.recipients), m.prefix, { leased: true });
-    } catch (e) {
-      const r = this.spoolRefused(m, e);
-      if (r) return r;
-      throw e;
-    }
-    const result = await this.relayNow(m, m.recipients);
-    this.logCutThrough(m, result.attempts, id);
-    const delivered = result.outcomes.filter((o) => o.kind === 'delivered');
-    const failed = result.outcomes.filter((o) => o.kind === 'failed');
-    // Nothing went through: the client may keep the message (no DSN, no copy here).
-    if (delivered.length === 0 && (failed.length === result.outcomes.length || fallback === 'reject')) {
-      await this.spool.remove(id);
-      if (failed.length === result.outcomes.length) return { code: failed[0].code ?? 550, text: stripCode(failed[0].text) || '5.0.0 Rejected by the upstream' };
-      const why = result.outcomes.find((o) => o.kind === 'deferred') ?? result.outcomes[0];
-      return { code: 451, text: `4.4.1 No upstream accepted the message: ${stripCode(why.text)}` };
-    }
-    // Deleted by an operator while it was being relayed: what went through went through, and
-    // the client, which must never hear 4xx after an upstream accepted, gets its 250.
-    const row = this.spool.message(id);
-    if (row) await this.scheduler.settleJob(row, this.spool.recipients(id), { outcomes: result.outcomes, attempts: result.attempts });
-    else this.log.warn({ queue_id: id }, 'message deleted from the queue during its cut-through relay; outcomes not recorded');
-    const deferred = result.outcomes.length - delivered.length - failed.length;
-    const note = deferred ? `, ${deferred} queued` : '';
-    return { code: 250, text: `2.0.0 Ok: queued as ${id} (${delivered.length} relayed at once${note})` };
-  }
-
-  /** Deliver now, per (pool, destination) group, within shaping. */
-  private async relayNow(m: Received, recipients: Received['recipients']) {
-    const body = m.incoming.body(m.prefix);
-    const groups = new Map<string, { pool: string; domain: string; rs: Received['recipients'] }>();
-    for (const r of recipients) {
-      const g = groups.get(`${r.pool}|${r.domain}`) ?? { pool: r.pool, domain: r.domain, rs: [] };
-      g.rs.push(r);
-      groups.set(`${r.pool}|${r.domain}`, g);
-    }
-    const results = await Promise.all(
-      [...groups.values()].map(async ({ pool, domain, rs }) => {
-        const p = this.pools().get(pool);
-        const plan = p ? this.shaper.plan(p, domain) : { ok: true as const, exclude: new Set<string>() };
-        if (!plan.ok) return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: plan.reason, server: null })), attempts: [] };
-        try {
-          const rcptDsn = new Map(rs.filter((r) => r.dsn).map((r) => [r.address, r.dsn!]));
-          return await this.deliverNow({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body, exclude: plan.exclude, gate: this.gate(domain), params: m.params, rcptDsn });
-        } catch (e) {
-          this.log.error({ err: e, listener: m.listener }, 'cut-through delivery failed unexpectedly');
-          return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: '4.3.0 internal error', server: null })), attempts: [] };
-        }
-      }),
-    );
-    return { outcomes: results.flatMap((r) => r.outcomes), attempts: results.flatMap((r) => r.attempts) };
-  }
-
-  /**
-   * Cut-through attempts go to the delivery log like the queue's (the record operators grep),
-   * not to the process log: nothing per message there at `info`. A single recipient relayed at
-   * once gets one line when its first attempt delivers it: its `delivered` record, with that
-   * attempt's server, reply and time (`queue_id` is its spool id, kept in no queue); each
-   * attempt that did not deliver gets its `attempt` line first. With several recipients, the
-   * queue manager's settle writes the finals.
-   */
-  private logCutThrough(m: Received, attempts: { server: string; code: number | null; text: string; ms: number }[], queueId: string, delivered?: { rcpt: string; server: string | null; code: number | null; text: string }): void {
-    const r0 = m.recipients[0];
-    const common = { queue_id: queueId, message_id: m.messageId ?? null, sender: m.sender, recipient_domain: r0.domain, route: r0.route, pool: r0.pool, queue_delay_ms: 0 };
-    const last = delivered ? attempts[attempts.length - 1] : undefined;
-    attempts.forEach((a, i) => {
-      if (a !== last) this.deliveryLog.write({ ...common, event: 'attempt', recipients: m.recipients.length, server: a.server, code: a.code, enhanced_code: enhancedCode(a.text), reply: a.text, delivery_ms: a.ms, attempt: i + 1 });
-    });
-    if (delivered) this.deliveryLog.write({ ...common, event: 'delivered', recipient: delivered.rcpt, server: delivered.server, code: delivered.code, enhanced_code: enhancedCode(delivered.text), reply: delivered.text, delivery_ms: last?.ms ?? null, attempt: attempts.length });
   }
 
   /** Why a queued recipient waits now: the queue manager's view of its destination, else the row's own reason. */
@@ -516,7 +367,7 @@ export class Relay {
       throttles: this.shaper.throttles(now),
       suspensions: this.shaper.suspensions(now).map((s) => ({ ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() })),
       overrides: this.shaper.overrides(now).map((o) => ({ ...o, until: new Date(o.until).toISOString(), created: new Date(o.created).toISOString() })),
-      last_errors: this.lastErrors.slice(-20).reverse(),
+      last_errors: this.agent.lastErrors.slice(-20).reverse(),
       ...(this.cluster ? { cluster: { ...this.cluster.status(now), limits: this.clusterLimits() } } : {}),
     };
   }
@@ -526,12 +377,8 @@ export class Relay {
     await this.cluster?.stop();
     await this.deliveryLog.close();
     await this.signer?.close();
-    this.cache.closeAll();
+    this.agent.cache.closeAll();
     await this.spool.flush();
     this.spool.close();
   }
-}
-
-function stripCode(text: string): string {
-  return text.replace(/^\d{3}[ -]/, '');
 }
