@@ -81,7 +81,7 @@ test('merge rules: one queue in id order with counts summed, the owner of a mess
   const a = merged.find((x) => x.server === 'a')!;
   assert.deepEqual([a.factor, a.inflight, a.suspended_until, a.last_throttle_reply], [0.5, 5, '2030-01-01T00:00:00.000Z', '421 slow down']);
 
-  const part = (counts: Record<string, number>, dests: RelayStatus['queue']['destinations'], writable = true): RelayStatus => ({ queue: { counts, destinations: dests, destination_count: dests.length }, spool: { writable, full: false, error: writable ? null : 'EROFS', since: null }, throttles: [], suspensions: [{ id: 's1' }], overrides: [], last_errors: [] });
+  const part = (counts: Record<string, number>, dests: RelayStatus['queue']['destinations'], writable = true): RelayStatus => ({ queue: { counts, destinations: dests, destination_count: dests.length }, spool: { writable, full: false, error: writable ? null : 'EROFS', since: null }, throttles: [], suspensions: [{ id: 's1', pool: 'p', destination: 'x.test', until: '2030-01-01T00:00:00.000Z', reason: 'maintenance', who: 'ops', created: '2026-01-01T00:00:00.000Z' }], overrides: [], last_errors: [] });
   const st = mergeRelayStatus([
     part({ queued: 2 }, [{ pool: 'p', destination: 'x.test', queued: 2, oldest_seconds: 10, waiting_for: null }]),
     part({ queued: 3, held: 1 }, [{ pool: 'p', destination: 'x.test', queued: 1, oldest_seconds: 40, waiting_for: 'no server up' }, { pool: 'p', destination: 'y.test', queued: 3, oldest_seconds: 5, waiting_for: null }], false),

@@ -9,6 +9,7 @@
 // by a timeout, so a slow or dead shard shows up in the answer (`shards_unreachable`, a
 // `warning`) instead of hanging or failing the primary's API. No shard answering a route that
 // needs one is a 503; `/api/status` always answers with the primary's own part.
+import type { DestinationRow, RelayStatus, ThrottleView, WarmupView } from './api-types.js';
 import http from 'node:http';
 
 export interface Shard {
@@ -184,19 +185,6 @@ export function mergeFlush(answers: ShardAnswer[]): Answer {
   return merged(answers, (oks) => ({ ok: true, flushed: oks.reduce((n, a) => n + Number((a.body as { flushed?: number }).flushed ?? 0), 0) }));
 }
 
-export interface ThrottleView {
-  pool: string;
-  server: string;
-  destination: string;
-  factor: number;
-  inflight: number;
-  concurrency: number | null;
-  rate_per_minute: number | null;
-  configured_rate_per_minute: number | null;
-  suspended_until: string | null;
-  last_throttle_reply: string | null;
-}
-
 /**
  * One entry per pool/server/destination. Backoff is shared between workers through the
  * primary's store, so shards agree on it once a change has spread (~250 ms); until then the
@@ -235,24 +223,6 @@ export function unionById<T extends { id: string }>(lists: T[][]): T[] {
   return [...out.values()];
 }
 
-interface DestinationRow {
-  pool: string;
-  destination: string;
-  queued: number;
-  oldest_seconds: number;
-  waiting_for: string | null;
-}
-
-/** The relay's part of `/api/status` (Relay.status()), as a shard answers it. */
-export interface RelayStatus {
-  queue: { counts: Record<string, number>; destinations: DestinationRow[]; destination_count: number };
-  spool: { writable: boolean; full: boolean; error: string | null; since: string | null };
-  throttles: ThrottleView[];
-  suspensions: { id: string }[];
-  overrides: { id: string }[];
-  last_errors: { at: string }[];
-  cluster?: unknown;
-}
 
 /** Destinations listed in status (Relay.status lists its 1,000 largest). */
 const STATUS_DESTINATIONS = 1000;
@@ -302,9 +272,6 @@ export function mergeRelayStatus(parts: RelayStatus[]): RelayStatus {
   return out;
 }
 
-interface WarmupView {
-  sent: number;
-}
 interface StatusPools {
   pools?: { name: string; servers: { name: string; warmup: WarmupView | null }[] }[];
 }
@@ -417,3 +384,5 @@ export function mergeDestinationPages(pages: DestinationPage[]): DestinationPage
 export function mergeDestinationAnswers(answers: ShardAnswer[]): Answer {
   return merged(answers, (oks) => mergeDestinationPages(oks.map((a) => a.body as DestinationPage)));
 }
+
+export type { RelayStatus, ThrottleView } from './api-types.js';

@@ -1,5 +1,6 @@
 // The `smtplb` command line. Every failure ends in a one-paragraph message and a non-zero
 // exit status, never a stack trace.
+import type { ClusterView, GatewayStatus, OverrideView, QueueMessage, RouteExplain, SuspensionView } from '../admin/api-types.js';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, configWarnings, loadConfig } from '../config/load.js';
@@ -73,30 +74,7 @@ async function admin(file: string, method: string, urlPath: string, body?: unkno
   return data;
 }
 
-interface StatusServer { name: string; address: string; weight: number; backup: boolean; admin: string; up: boolean; ejected_until: string | null; active: number; connections: number; failures: number; last_error: string | null }
-interface StatusShape {
-  hostname: string;
-  /** Set when some worker's shard of the queue did not answer (workers: N). */
-  warning?: string;
-  listeners: { name: string; listen: string; mode: string; pool?: string }[];
-  pools: { name: string; balance: string; servers: (StatusServer & { warmup: { cap: number | null; sent: number } | null })[] }[];
-  queue?: { counts: Record<string, number>; destinations: { pool: string; destination: string; queued: number; oldest_seconds: number }[] };
-  throttles?: { pool: string; server: string; destination: string; factor: number; rate_per_minute: number | null; suspended_until: string | null }[];
-  suspensions?: SuspensionView[];
-  overrides?: OverrideView[];
-  cluster?: ClusterView;
-}
 
-interface ClusterView {
-  node: string;
-  redis: string;
-  state: string;
-  since: string;
-  error: string | null;
-  nodes_live: number;
-  nodes: { node: string; last_heartbeat: string; age_ms: number; live: boolean; queue: number; delivery_rate: number; down: string[]; shared: boolean }[];
-  limits: { destination: string; concurrency: number | null; rate_per_minute: number | null; in_force: { concurrency: number | null; rate_per_minute: number | null } }[];
-}
 
 /** The cluster block of `smtplb status`: every node with its heartbeat, queue and rate, and the limits in force. */
 function clusterLines(c: ClusterView): string[] {
@@ -110,12 +88,12 @@ function clusterLines(c: ClusterView): string[] {
   return out;
 }
 
-function printStatus(s: StatusShape): void {
+function printStatus(s: GatewayStatus): void {
   for (const line of statusLines(s)) console.log(line);
 }
 
 /** The status as text lines; `rates` (watch mode) adds connections per second since the previous frame. */
-function statusLines(s: StatusShape, rates?: { prev: Map<string, { n: number; t: number }>; now: number }): string[] {
+function statusLines(s: GatewayStatus, rates?: { prev: Map<string, { n: number; t: number }>; now: number }): string[] {
   const out: string[] = [];
   out.push(`smtplb on ${s.hostname}`);
   for (const l of s.listeners) out.push(`  listener ${l.name.padEnd(14)} ${l.listen.padEnd(22)} mode ${l.mode}${l.pool ? ` -> ${l.pool}` : ''}`);
@@ -176,7 +154,7 @@ async function watchStatus(file: string, everyMs: number, asJson: boolean): Prom
     let lines: string[];
     let json: unknown;
     try {
-      const s = (await admin(file, 'GET', '/api/status')) as StatusShape;
+      const s = (await admin(file, 'GET', '/api/status')) as GatewayStatus;
       json = s;
       lines = statusLines(s, { prev, now });
     } catch (e) {
@@ -206,15 +184,12 @@ async function watchStatus(file: string, everyMs: number, asJson: boolean): Prom
   await done;
 }
 
-interface SuspensionView { id: string; pool: string; destination: string; until: string; reason: string; who: string }
-interface OverrideView extends SuspensionView { rate: string | null; concurrency: number | null }
 
 function describeOverride(o: OverrideView): string {
   const limits = [o.rate ? `rate ${o.rate}` : '', o.concurrency ? `concurrency ${o.concurrency}` : ''].filter(Boolean).join(', ');
   return `${o.pool} → ${o.destination}: ${limits} until ${o.until} by ${o.who}: ${o.reason}`;
 }
 
-interface QueueMessage { id: string; created: string; age_seconds: number; sender: string; size: number; message_id: string | null; recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; waiting_for: string | null }[] }
 
 /** Under workers: an answer some worker's shard is missing from says so, on stderr (stdout stays parseable). */
 function warnPartial(r: unknown): void {
@@ -234,7 +209,6 @@ function printQueue(ms: QueueMessage[]): void {
   }
 }
 
-interface RouteExplain { address: string; route: ({ index: number; pool: string } & Record<string, unknown>) | null; why: string[]; pools?: { pool: string; balance: string; status: string; candidates: string[]; servers: { name: string; up: boolean; admin: string; backup: boolean; weight: number; ejected: boolean }[] }[] }
 
 function printRoute(r: RouteExplain): void {
   if (!r.route) return console.log(`${r.address}: ${r.why.join('; ')}`);
@@ -331,7 +305,7 @@ async function main(argv: string[]): Promise<void> {
         if (every < 100) throw new UsageError('--interval: at least 100ms');
         return watchStatus(file, every, !!values.json);
       }
-      const s = (await admin(file, 'GET', '/api/status')) as StatusShape;
+      const s = (await admin(file, 'GET', '/api/status')) as GatewayStatus;
       if (values.json) console.log(JSON.stringify(s, null, 2));
       else printStatus(s);
       return;

@@ -1,5 +1,6 @@
 // One smtplb process: builds pools, health checks, discovery, listeners and the admin API from
 // a config, and applies reloads without dropping established sessions.
+import type { GatewayStatus } from '../admin/api-types.js';
 import type { Logger } from 'pino';
 import { AdminServer } from '../admin/server.js';
 import { Metrics } from '../admin/metrics.js';
@@ -499,7 +500,7 @@ export class Gateway {
     return out;
   }
 
-  status() {
+  status(): GatewayStatus {
     const now = Date.now();
     const remote = (pool: string, key: string) => {
       const sum = { active: 0, connections: 0, failures: 0 };

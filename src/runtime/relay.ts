@@ -12,6 +12,7 @@ import { Shaper } from '../scheduler/shaper.js';
 import { DkimSigner, loadKeys, type DkimKey } from '../signing/dkim.js';
 import type { InboundInSpool, InboundMessage, Reply } from '../message/inbound.js';
 import { CutThrough } from './cut-through.js';
+import type { RelayStatus } from '../admin/api-types.js';
 import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
@@ -355,7 +356,7 @@ export class Relay {
   }
 
   /** The relay's part of `smtplb status`: queue by destination, throttles, suspensions, errors. */
-  status(now = Date.now()) {
+  status(now = Date.now()): RelayStatus {
     return {
       queue: {
         counts: Object.fromEntries(this.spool.counts().map((c) => [c.state, c.n])),
