@@ -115,7 +115,7 @@ test('the sampler: per-step counts from the counters, queue from the spool, mark
   const relay = {
     spool: {
       destinationSummaries: () => [{ pool: 'p', domain: 'x.test', queued: 3, held: 1, failed: 0, nextDue: null }][Symbol.iterator](),
-      byDestination: () => ({ top: [{ pool: 'p', domain: 'x.test', queued: 4, oldest: now0 - 30_000 }], rest: { destinations: 0, queued: 0, oldest: null } }),
+      view: { byDestination: () => ({ top: [{ pool: 'p', domain: 'x.test', queued: 4, oldest: now0 - 30_000 }], rest: { destinations: 0, queued: 0, oldest: null } }) },
     },
     shaper: { throttles: () => throttles, suspensions: () => suspensions, overrides: () => [] },
   };
@@ -184,7 +184,7 @@ test("a destination's page reads that destination only (an index seek per pool) 
   const forbid = (name: string) => () => {
     throw new Error(`the destination page called spool.${name}() (a scan of the whole queue)`);
   };
-  Object.assign(spool, { list: forbid('list'), destinations: forbid('destinations'), byDestination: forbid('byDestination') });
+  Object.assign(spool.view, { list: forbid('list'), destinations: forbid('destinations'), byDestination: forbid('byDestination') });
   const now = Date.now() + 5000;
   const pools = new Map([['p', { servers: [] }], ['q', { servers: [] }], ['idle', { servers: [] }]]);
   const v = await destinationView(relay as never, pools as never, 'Big.Test.', undefined, now);
@@ -199,7 +199,8 @@ test("a destination's page reads that destination only (an index seek per pool) 
   assert.equal(spool.view.oldest('p', 'nothing.test'), null);
   assert.deepEqual(spool.view.openFor('p', 'nothing.test', 10), []);
   // Both reads are an index seek on recipients_age, never a scan.
-  const sources = { openFor: (spool as unknown as { openForStmt: { source: string } }).openForStmt.source, oldest: (spool as unknown as { stmts: { oldest: { source: string } } }).stmts.oldest.source };
+  const view = spool.view as unknown as { openForStmt: { source: string }; oldestStmt: { source: string } };
+  const sources = { openFor: view.openForStmt.source, oldest: view.oldestStmt.source };
   for (const [name, sql] of Object.entries(sources)) {
     const plan = (spool.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...(name === 'openFor' ? ['p', 'big.test', 50] : ['p', 'big.test'])) as { detail: string }[]).map((r) => r.detail);
     assert.match(plan[0], /^SEARCH r(ecipients)? USING INDEX recipients_age \(pool=\? AND domain=\?\)$/, `${name}: ${plan.join('; ')}`);
