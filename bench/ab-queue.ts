@@ -6,12 +6,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { cpuTicks, descendants, median, runSmtpSource, startQueueRelay, TICK } from './common.js';
+import { cpuTicks, descendants, median, runSmtpSource, SMTP_SINK, startQueueRelay, TICK } from './common.js';
 import { freePort, portOpen, ROOT, waitFor } from '../test/helpers/peers.js';
 const N = Number(process.env.N ?? 5000), ROUNDS = Number(process.env.ROUNDS ?? 3);
 const sinkPort = await freePort();
-const sdir = fs.mkdtempSync('/dev/shm/ab-sink-'); fs.chmodSync(sdir, 0o777);
-const sink = spawn('/usr/sbin/smtp-sink', ['-u', 'nobody', '-d', `${sdir}/m.`, `127.0.0.1:${sinkPort}`, '2000'], { stdio: 'ignore' });
+const sdir = fs.mkdtempSync(fs.existsSync('/dev/shm') ? '/dev/shm/ab-sink-' : '/tmp/ab-sink-'); fs.chmodSync(sdir, 0o777);
+const sink = spawn(SMTP_SINK, ['-u', 'nobody', '-d', `${sdir}/m.`, `127.0.0.1:${sinkPort}`, '2000'], { stdio: 'ignore' });
 const count = () => fs.readdirSync(sdir).length;
 const clear = () => { for (const f of fs.readdirSync(sdir)) fs.rmSync(path.join(sdir, f)); };
 const BASE = process.env.BASE_ROOT;

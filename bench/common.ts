@@ -6,7 +6,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../test/helpers/peers.js';
 
-export const TICK = 100; // clock ticks per second for /proc/*/stat (Linux default)
+export const TICK = 100;
+
+/** The Postfix test tools, where they are not in /usr/sbin (the 16-core machine runs them from a bundle). */
+export const SMTP_SOURCE = process.env.SMTP_SOURCE ?? '/usr/sbin/smtp-source';
+export const SMTP_SINK = process.env.SMTP_SINK ?? '/usr/sbin/smtp-sink'; // clock ticks per second for /proc/*/stat (Linux default)
 
 export interface Sample { msgPerSec: number; cpuSec: number; rssMb: number }
 
@@ -81,7 +85,7 @@ export function runSmtpSource(port: number, o: { messages: number; sessions: num
   return new Promise((resolve, reject) => {
     const args = ['-s', String(o.sessions), '-m', String(o.messages), '-l', '1000', '-f', 'bench@source.test', '-t', 'rcpt@dest.test', ...(o.reuse ? ['-d'] : []), `127.0.0.1:${port}`];
     const started = process.hrtime.bigint();
-    const p = spawn('bash', ['-c', '/usr/sbin/smtp-source "$@"; rc=$?; times >&2; exit $rc', 'smtp-source', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const p = spawn('bash', ['-c', `${SMTP_SOURCE} "$@"; rc=$?; times >&2; exit $rc`, 'smtp-source', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     p.stderr.on('data', (c) => (err += c));
     p.on('exit', (code) => {

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BIN, freePort, portOpen, waitFor } from '../test/helpers/peers.js';
-import { cpuTicks, descendants, median, stop, TICK } from './common.js';
+import { cpuTicks, descendants, median, SMTP_SINK as SINK, SMTP_SOURCE as SOURCE, stop, TICK } from './common.js';
 
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 6000);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
@@ -23,8 +23,6 @@ const SESSIONS = (process.env.BENCH_SESSIONS ?? '60,600').split(',').map(Number)
 // sinks 0-2, generators 3-5, smtplb and its workers 8-15. SMTP_SINK / SMTP_SOURCE name the
 // binaries where they are not in /usr/sbin (the 16-core machine runs them from a bundle).
 const PIN = os.cpus().length >= 16 && process.env.BENCH_PIN !== '0';
-const SINK = process.env.SMTP_SINK ?? '/usr/sbin/smtp-sink';
-const SOURCE = process.env.SMTP_SOURCE ?? '/usr/sbin/smtp-source';
 function pinned(cores: string, cmd: string, args: string[]): [string, string[]] {
   return PIN ? ['taskset', ['-c', cores, cmd, ...args]] : [cmd, args];
 }
