@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
-import { api, metric } from './helpers/admin.js';
+import { api, metric, queueIdle } from './helpers/admin.js';
 import { freePort, onStop, run, runCli, sleep, startSink, startSmtplb, stopAll, waitFor, type Sink, type Smtplb } from './helpers/peers.js';
 import { startRedis, type RedisPeer } from './helpers/redis.js';
 import { startSmtplbSink, type SmtplbSink } from './helpers/sink.js';
@@ -133,7 +133,8 @@ test('rate 30/s across three nodes: the rate at the receiver is within 10% of 30
 test('a warm-up cap of 90 today across three nodes: the warming server receives exactly 90', async () => {
   await Promise.all(nodes.map((n, k) => send(n, (i) => `n${k}-${i}@warm.test`, 60, 10)));
   await waitFor('180 messages at the two warm-pool servers', () => sinks.warm.count() + sinks.old.count() >= 180, 30_000);
-  await sleep(500);
+  // Every node's queue empty and nothing in flight: no 91st can still reach the warming server.
+  await Promise.all(nodes.map((n) => queueIdle(n.admin)));
   assert.equal(sinks.warm.count(), 90, 'exactly the cap at the warming server');
   assert.equal(sinks.old.count(), 90, 'the rest spilled to the other server');
   const sentToday = await Promise.all(nodes.map((n) => metric(n.admin, 'smtplb_warmup_sent', { server: 'new-ip' })));
@@ -149,9 +150,9 @@ test("a suspension made through node a's API stops the destination on b and c wi
   });
   assert.equal(r.status, 200);
   const { suspension } = (await r.json()) as { suspension: { id: string } };
-  await sleep(1000);
+  await sleep(1000); // stays: the title's bound ("within 1 s"); the mail below is sent once it has passed
   await Promise.all(nodes.map((n, k) => send(n, (i) => `n${k}-${i}@susp.test`, 3, 3)));
-  await sleep(1500);
+  await sleep(1500); // stays: a window in which nothing may leave (the mail is held, so no queue state to wait on)
   assert.equal(sinks.plain.count(), before, 'nothing for the suspended destination left any node');
   for (const n of nodes.slice(1)) {
     const s = await api<{ suspensions: { id: string }[] }>(n.admin, '/api/suspensions');
@@ -201,7 +202,7 @@ test('garbage in the shared store (heartbeats, suspensions that are not what a n
     await r.hset('smtplb:nodes', 'bad1', 'not json', 'bad2', '{"node":5,"at":1}', 'bad3', JSON.stringify({ node: 'x', at: 'soon', down: [] }), 'bad4', JSON.stringify({ node: 'y', at: Date.now(), down: 'all' }));
     await r.hset('smtplb:susp', 'bad', '{"id":', 'half', JSON.stringify({ id: 'half', pool: '*', until: Date.now() + 600_000 }));
     await r.hset('smtplb:servers', 'plain/p1', JSON.stringify({ pool: 'plain', server: 'p1', admin: 'gone', weight: 'heavy' }));
-    await sleep(1000);
+    await sleep(1000); // stays: several sync rounds (200 ms) that read the garbage; sharing must hold throughout
     for (const n of nodes) {
       assert.equal(await metric(n.admin, 'smtplb_cluster_shared'), 1, `node ${n.name} still shares limits`);
       assert.equal(await metric(n.admin, 'smtplb_cluster_nodes'), 3, `node ${n.name} counts only real nodes`);
@@ -334,12 +335,15 @@ test('Redis killed mid-run: mail keeps flowing on each node\'s share; Redis back
   };
   let ids = count();
   await waitFor('every acknowledged message at a receiver', () => expected.every((x) => (ids = count()).has(x.id)) || null, 15_000, 250).catch(() => {});
-  await sleep(500);
+  // Every node's queue empty and nothing in flight: no second copy can still be on its way.
+  // (Its failure is reported after the missing ones, which say more.)
+  const idle = await Promise.all(nodes.map((n) => queueIdle(n.admin).then(() => null, (e: Error) => `node ${n.name}: ${e.message}`)));
   ids = count();
   const toOf = new Map(sent.map((x) => [x.id, x.to]));
   const missing = expected.filter((x) => !ids.has(x.id));
   assert.deepEqual([...ids].filter(([, n]) => n > 1).map(([id, n]) => `${toOf.get(id)} x${n}`), [], 'none delivered more than once');
   assert.deepEqual(missing.slice(0, 6).map((m) => m.to), [], `${missing.length} of ${expected.length} acknowledged messages missing`);
+  assert.deepEqual(idle.filter(Boolean), [], 'every node idle');
 });
 
 test('Redis slow (DEBUG SLEEP 5): nodes go to their local share within the timeout, mail does not wait for Redis, shared again after', async () => {
@@ -367,7 +371,7 @@ test('a node killed while holding leases: the others get the capacity back withi
   await send(c, (i) => `hold${i}@lease.test`, 2, 2);
   await waitFor('node c delivering to the holding receiver', async () => (await lease.stats({ recipients: false })).active_connections >= 2, 10_000);
   await send(a, () => 'go@lease.test', 1);
-  await sleep(1500);
+  await sleep(1500); // stays: a window in which node a must not deliver (the mail waits, so no queue state to wait on)
   assert.equal((await lease.stats()).recipients['go@lease.test'] ?? 0, 0, "node a waits: the cluster's 2 slots are node c's");
   c.lb.proc.kill('SIGKILL');
   const killed = Date.now();

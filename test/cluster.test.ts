@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, test } from 'node:test';
-import { freePort, greeting, sleep, smtpSource, startSink, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
+import { freePort, greeting, smtpSource, startSink, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 
@@ -35,10 +35,12 @@ pools:
   assert.equal(r.code, 0, r.stderr);
   await waitFor('400 at the sinks', () => a.count() + b.count() === 400, 10_000);
   assert.ok(Math.abs(a.count() - 200) <= 40, `a ${a.count()} b ${b.count()}`);
-  // Both worker processes served: their summed counter equals the total.
-  await sleep(1200); // workers report every second
-  const m = await metricsText(admin);
-  const total = [...m.matchAll(/^smtplb_server_connections_total\{[^}]*\} (\d+)/gm)].reduce((n, x) => n + Number(x[1]), 0);
+  // Both worker processes served: their summed counter equals the total (workers report every
+  // second: waited for, failing after 5 s).
+  const summed = (m: string) => [...m.matchAll(/^smtplb_server_connections_total\{[^}]*\} (\d+)/gm)].reduce((n, x) => n + Number(x[1]), 0);
+  let m = '';
+  await waitFor('the workers\' summed connections reported', async () => summed((m = await metricsText(admin))) >= 400, 5000).catch(() => {});
+  const total = summed(m);
   assert.ok(total >= 400, `summed connections ${total}\n${m.slice(0, 500)}`);
 
   // One health view: b is killed; every worker stops using it.

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, afterEach, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
+import { queueIdle } from './helpers/admin.js';
 import { freePort, runCli, sleep, startSink, startSmtplb, stopAll, waitFor, type Sink } from './helpers/peers.js';
 import { startThrottlingMta } from './helpers/throttling-mta.js';
 
@@ -63,7 +64,8 @@ test('two traffic classes on two pools: each class arrives only at its pool, wit
     send(port, 500, (i) => `m${i}@dest.test`, 5, ['X-Traffic-Class: marketing']),
   ]);
   const [t, m] = await Promise.all([trans.settle(500, 60_000), mkt.settle(500, 60_000)]);
-  await sleep(500);
+  // Out of the queue and nothing in flight: no second copy can still come.
+  await queueIdle(admin);
   assert.equal(trans.count(), 500);
   assert.equal(mkt.count(), 500);
   assert.ok(t.every((x) => /^To: t\d+@dest\.test/m.test(x)), 'only transactional mail at the transactional pool');
@@ -173,7 +175,7 @@ test('a named suspension holds one destination on one pool until cancelled; othe
   await send(port, 5, (i) => `h${i}@held.test`, 5);
   await send(port, 5, (i) => `o${i}@open.test`, 5);
   await sink.settle(5);
-  await sleep(1500);
+  await sleep(1500); // stays: a window in which the suspended mail must not leave (it stays queued)
   assert.equal(sink.count(), 5, 'only the other destination was delivered');
   assert.ok(sink.messages().every((m) => /^To: o\d@open\.test/m.test(m)));
   const q = JSON.parse(runCli(['queue', 'list', '--domain', 'held.test', '--json', '-c', lb.file]).stdout) as { messages: { id: string; recipients: { waiting_for: string }[] }[] };
@@ -197,7 +199,7 @@ test('an operator\'s override slows one destination on one pool until cancelled,
   await send(port, 3, (i) => `s${i}@slow.test`, 3);
   await send(port, 3, (i) => `o${i}@other.test`, 3);
   await waitFor('the other destination flows', () => sink.messages().filter((m) => /^To: o\d@other\.test/m.test(m)).length === 3, 10_000);
-  await sleep(1500);
+  await sleep(1500); // stays: a window in which the 1/min rate must hold the other two back
   assert.equal(sink.messages().filter((m) => /^To: s\d@slow\.test/m.test(m)).length, 1, 'one message per minute to the overridden destination');
   const q = JSON.parse(runCli(['queue', 'list', '--domain', 'slow.test', '--json', '-c', lb.file]).stdout) as { messages: { recipients: { waiting_for: string }[] }[] };
   assert.equal(q.messages.length, 2);
@@ -225,7 +227,8 @@ test('warm-up: a server capped at 50 today takes exactly 50 of 300 messages, the
   );
   await send(port, 300, (i) => `w${i}@dest${i % 7}.test`, 10);
   await waitFor('300 delivered', () => cold.count() + warm.count() >= 300, 60_000);
-  await sleep(500);
+  // Out of the queue and nothing in flight: no 51st can still reach the warming server.
+  await queueIdle(admin);
   assert.equal(cold.count(), 50, 'the warming server got exactly its cap');
   assert.equal(warm.count(), 250);
   const status = JSON.parse(runCli(['status', '--json', '-c', lb.file]).stdout) as { pools: { servers: { name: string; warmup: { day: number; cap: number; sent: number } | null }[] }[] };

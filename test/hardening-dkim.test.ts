@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
-import { freePort, runCli, sleep, startSink, startSmtplb, stopAll, swaks, tmpDir } from './helpers/peers.js';
+import { queueIdle } from './helpers/admin.js';
+import { freePort, runCli, startSink, startSmtplb, stopAll, swaks, tmpDir } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -46,7 +47,8 @@ dkim:
   const [m] = await sink.settle(1);
   assert.match(m, /DKIM-Signature:[^]*?d=a\.test/);
   assert.match(m, /Subject: signed by the new worker/);
-  await sleep(300);
+  // Out of the queue and nothing in flight: the refused one cannot still be on its way.
+  await queueIdle(admin);
   assert.equal(sink.count(), 1, 'the message that got 451 was never delivered');
   assert.equal(lb.proc.exitCode, null);
 });

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { MxResolver, type MxAnswer } from '../src/discovery/mx.js';
-import { freePort, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { queueIdle, TOKEN } from './helpers/admin.js';
+import { freePort, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 import { startDns } from './helpers/dns.js';
 
 after(stopAll);
@@ -204,11 +205,13 @@ test('kind: mx: a DNS outage (SERVFAIL, a failing MX host lookup, then timeouts)
   const dir = tmpDir('mx-dns-');
   const logFile = path.join(dir, 'delivery.log');
   const lport = await freePort();
+  const admin = await freePort();
   await startSmtplb(
     `hostname: gw.test
 log: { level: info, format: json }
 spool: ./spool
 delivery_log: { file: ${logFile} }
+admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
 listeners:
   - { name: relay, listen: 127.0.0.1:${lport}, mode: smtp, relay_networks: [127.0.0.1/32] }
 pools:
@@ -258,7 +261,8 @@ queue: { retry: [1s], max_age: 1h }
   const got = await mx.settle(1, 15_000);
   assert.match(got[0], /^To: u@slow\.test/m);
   await waitFor('delivered in the log', () => events('slow.test', 'delivered').length === 1);
-  await sleep(1500);
+  // Out of the queue and nothing in flight: no second copy or DSN can still come.
+  await queueIdle(admin);
   assert.equal(mx.count(), 1, 'delivered once');
   assert.equal(events('slow.test', 'delivered').length, 1);
   assert.equal(senderMx.count(), 0, 'the sender got nothing');
@@ -271,7 +275,8 @@ queue: { retry: [1s], max_age: 1h }
   assert.match(dsns[0], /^Content-Type: multipart\/report/m);
   assert.match(dsns[0], /x@gone\.test/);
   assert.match(dsns[0], /NXDOMAIN/);
-  await sleep(1500);
+  // The bounced message and its DSN out of the queue, nothing in flight: no second DSN can come.
+  await queueIdle(admin);
   assert.equal(senderMx.count(), 1, 'one DSN');
   assert.equal(events('gone.test', 'attempt').length, 1, 'bounced on the first attempt');
   assert.equal(events('gone.test', 'bounced').length, 1);

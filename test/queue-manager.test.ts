@@ -4,7 +4,7 @@
 // smtp-sink upstreams, swaks clients, smtplb as a child process.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { api, reload, TOKEN } from './helpers/admin.js';
+import { api, queueIdle, reload, TOKEN } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
 import { freePort, greeting, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
@@ -46,7 +46,9 @@ queue: { retry: [1s], max_age: 3s }
   assert.match(dsn, /Action: failed/);
   assert.match(dsn, /suspen/i, 'the DSN says why it waited');
   assert.match(dsn, /Subject: waits on a suspension/);
-  await new Promise((res) => setTimeout(res, 2500));
+  // Once the queue is empty (the bounced message and its DSN gone) and nothing is in flight, no
+  // later sweep can bounce it again or send it out.
+  await queueIdle(admin);
   assert.equal(bounces.count(), 1, 'one bounce, not one per sweep');
   assert.equal(dest.count(), 1, 'the held message never went out');
   const st = await api<QueueStatus>(admin, '/api/status');
@@ -91,7 +93,8 @@ queue: { retry: [1s], max_age: 1h }
   const explain = runCli(['route', 'explain', 'u1@moving.test', '-c', lb.file]);
   assert.match(explain.stdout, /fresh/);
   await waitFor('queue empty', async () => (await api<QueueStatus>(admin, '/api/status')).queue.counts.queued === 0);
-  await new Promise((res) => setTimeout(res, 1500));
+  // Nothing queued and no delivery in flight: no second copy can still be on its way.
+  await queueIdle(admin);
   assert.equal(fresh.count(), 5, 'each message once');
 });
 
@@ -117,6 +120,7 @@ queue: { retry: [1h], max_age: 2h, min_free: ${minFree} }
   const send = () => swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', 'a@one.test,b@two.test']);
   const first = await send();
   assert.match(first.stdout, /<\*\* 452 4\.3\.1/, first.stdout);
+  // Stays: a window for a relay that should not happen (nothing is queued to wait on).
   await new Promise((res) => setTimeout(res, 500));
   assert.equal(one.count(), 0, 'nothing relayed to one.test before the rest could be made durable');
 
@@ -128,6 +132,7 @@ queue: { retry: [1h], max_age: 2h, min_free: ${minFree} }
   await one.settle(1);
   const st = await api<QueueStatus>(admin, '/api/status');
   assert.deepEqual(st.queue.destinations.map((d) => [d.pool, d.destination, d.queued]), [['two', 'two.test', 1]]);
+  // Stays: two.test's part stays queued (retry 1h), so there is no empty queue to wait for.
   await new Promise((res) => setTimeout(res, 1000));
   assert.equal(one.count(), 1, 'a@one.test got exactly one copy');
 });
@@ -200,7 +205,7 @@ queue: { retry: [1h], max_age: 2h }
   await lb.stop();
 });
 
-test('mixed outcomes (250 / 550 / 451) with the spool below min_free while bounces are written: each accepted recipient gets one copy over 30 s of retries, one bounce per message names its failed recipient', async () => {
+test('mixed outcomes (250 / 550 / 451) with the spool below min_free while bounces are written: each accepted recipient gets one copy over ten retries of the 451 recipients, one bounce per message names its failed recipient', async () => {
   const [port, admin] = [await freePort(), await freePort()];
   const mta = await startSmtplbSink({ rules: ['rcpt=bad*@*,reply=550 5.1.1 User unknown', 'rcpt=later*@*,reply=451 4.2.0 Mailbox temporarily unavailable'] });
   const bounces = await startSink();
@@ -216,7 +221,7 @@ pools:
 routes:
   - { domains: [sender.test], pool: back }
   - { pool: out }
-queue: { retry: [1s], max_age: 1h, min_free: ${minFree} }
+queue: { retry: [300ms], max_age: 1h, min_free: ${minFree} }
 `;
   const lb = await startSmtplb(config('0'));
   // Held by a suspension while the disk "fills", so the deliveries and their bounces happen below min_free.
@@ -232,8 +237,11 @@ queue: { retry: [1s], max_age: 1h, min_free: ${minFree} }
   const sus = (await api<{ suspensions: { id: string }[] }>(admin, '/api/suspensions')).suspensions;
   assert.equal(runCli(['unsuspend', sus[0].id, '-c', lb.file]).code, 0);
   const dsns = await bounces.settle(3, 15_000);
-  // 30 s of retries of the 451 recipients, each retry a chance to send the others again.
-  await new Promise((res) => setTimeout(res, 30_000));
+  // Ten retries or more of each 451 recipient, each retry a chance to send the others again
+  // (waited for on a 300 ms schedule, where this once slept 30 s of 1 s retries). One round
+  // more than the ten is waited for: a message's retries run one after another, so every
+  // transaction of the first ten rounds has ended (and reached the counts) by then.
+  await waitFor('ten retries of each 451 recipient, and one more round', async () => ((await mta.stats()).rcpt_replies['451'] ?? 0) >= 3 * 11, 30_000, 100);
   const st = await mta.stats();
   for (let i = 0; i < 3; i++) assert.equal(st.recipients[`good${i}@mixed.test`], 1, `good${i} got exactly one copy: ${JSON.stringify(st.recipients)}`);
   assert.ok((st.rcpt_replies['451'] ?? 0) >= 3 * 10, `the 451 recipients were retried: ${JSON.stringify(st.rcpt_replies)}`);
@@ -288,7 +296,8 @@ queue: { retry: [3s], max_age: 1h }
   // message is tried last for it. One copy in all (a never answered, so never took it).
   await waitFor('delivered by b on the retry', async () => (await b.stats()).messages === 1, 10_000);
   await a.stop();
-  await new Promise((res) => setTimeout(res, 1000));
+  // Delivered, so out of the queue; with no delivery in flight no second copy can come.
+  await queueIdle(admin);
   const st = await b.stats();
   assert.equal(st.messages, 1);
   assert.equal(st.recipients['y@slow70.test'], 1);

@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { INLINE_MAX } from '../src/spool/spool.js';
 import { startUnderStrace, type Call } from './helpers/strace.js';
+import { queueIdle } from './helpers/admin.js';
 import { ROOT, freePort, haveCommand, runCli, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
@@ -65,12 +66,14 @@ test('a spool written by the previous version (bodies in files, no body column) 
   const recipients = manifest.flatMap((m) => m.recipients);
 
   const sink = await startSink();
-  const lb = await startSmtplb(config(await freePort(), sink.port, await freePort()), { dir });
+  const admin = await freePort();
+  const lb = await startSmtplb(config(await freePort(), sink.port, admin), { dir });
   // One delivery per message and destination domain.
   const deliveries = manifest.reduce((n, m) => n + new Set(m.recipients.map((r) => r.split('@')[1])).size, 0);
   await sink.settle(deliveries, 30_000);
   await waitFor('queue empty', () => JSON.parse(runCli(['queue', 'list', '--json', '-c', lb.file]).stdout).messages.length === 0, 15_000, 300);
-  await new Promise((r) => setTimeout(r, 1500)); // anything sent twice would be here by now
+  // Anything sent twice would be here once nothing is in flight either.
+  await queueIdle(admin, 15_000, TOKEN);
 
   const got = sink.messages().map(parseDump);
   assert.equal(got.length, deliveries, 'no delivery twice');
@@ -128,7 +131,8 @@ test('small messages leave no file in the spool (their bodies are in the index);
   assert.equal(runCli(['unsuspend', sus.suspensions[0].id, '-c', lb.file]).code, 0);
   await sink.settle(N + 1, 30_000);
   await waitFor('queue empty', () => JSON.parse(runCli(['queue', 'list', '--json', '-c', lb.file]).stdout).messages.length === 0, 15_000, 300);
-  await new Promise((r) => setTimeout(r, 1000));
+  // Out of the queue and nothing in flight: no second copy can still come.
+  await queueIdle(admin, 15_000, TOKEN);
   const got = sink.messages().map(parseDump);
   assert.equal(got.length, N + 1, 'each message once');
   const byRcpt = new Map(got.map((g) => [g.rcpts[0], g]));

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
+import { queueIdle } from './helpers/admin.js';
 import { freePort, onStop, runCli, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
 
@@ -77,7 +78,8 @@ queue: { retry: [1s], max_age: 1h, min_free: 0 }
   // As a client retries after a 452: taken again once the spool has its reserve back.
   await waitFor('mail taken again', async () => (await sendOne({ ...base, to: ['late@full.test'] }, 99)).ok, 10_000, 500);
   await waitFor('the late one delivered', async () => (await mta.stats()).recipients['late@full.test'] === 1, 10_000);
-  await new Promise((res) => setTimeout(res, 2000));
+  // Out of the queue (bounces included) and nothing in flight: no second copy can still come.
+  await queueIdle(admin, 15_000, TOKEN);
   const st = await mta.stats();
   for (let i = 0; i < accepted; i++) assert.equal(st.recipients[`good${i}@full.test`], 1, `good${i}: ${JSON.stringify(st.recipients)}`);
   assert.equal(bounces.count(), accepted, 'one bounce per accepted message');

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { api, metric, TOKEN } from './helpers/admin.js';
+import { api, metric, queueIdle, TOKEN } from './helpers/admin.js';
 import { after, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { freePort, onStop, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
@@ -122,7 +122,8 @@ queue: { retry: [1s], max_age: 1h, min_free: 0 }
     const all = { ...(await good.stats()).recipients, ...(await waiting.stats()).recipients };
     return acknowledged.every((a) => all[a] >= 1);
   }, 20_000, 200);
-  await new Promise((r) => setTimeout(r, 1500));
+  // Out of the queue and nothing in flight: no second copy can still come.
+  await queueIdle(admin);
   const all = { ...(await good.stats()).recipients, ...(await waiting.stats()).recipients };
   for (const a of acknowledged) assert.equal(all[a], 1, `${a} delivered once: ${JSON.stringify(all)}`);
   for (const refused of ['during1@out.test', 'during2@out.test', 'fsro@out.test', 'fsro2@out.test']) assert.equal(all[refused], undefined, `${refused} was refused, never delivered`);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
+import { queueIdle } from './helpers/admin.js';
 import { freePort, onStop, startSink, startSmtplb, stopAll, waitFor } from './helpers/peers.js';
 
 after(stopAll);
@@ -97,7 +98,8 @@ queue: { retry: [1s], max_age: 1h }
   }
   await good.settle(n, 60_000);
   for (const r of rogues) assert.ok(r.seen() > 0, 'every rogue server was tried');
-  await new Promise((r) => setTimeout(r, 1500));
+  // Out of the queue and nothing in flight: no second copy can still come.
+  await queueIdle(admin);
   const rcpts = good.messages().map((m) => m.match(/^To: (\S+)/m)?.[1]).sort();
   assert.deepEqual(rcpts, Array.from({ length: n }, (_, i) => `r${i}@dest.test`).sort(), 'each message delivered once');
   assert.equal(lb.proc.exitCode, null);

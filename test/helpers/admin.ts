@@ -26,6 +26,32 @@ export async function metric(admin: number, name: string, labels: Record<string,
   return sum;
 }
 
+interface IdleStatus { queue?: { counts: Record<string, number> }; pools: { name: string; servers: { name: string; active: number }[] }[] }
+
+/**
+ * Wait until the relay has nothing left to do, as its admin API (`GET /api/status`) says: no
+ * recipient queued, held or failed in the queue, and no delivery in flight (every server of
+ * every pool at 0 active; a delivery gives its server back before its outcome leaves the
+ * queue). From then on nothing more can leave the relay, so a count at a sink is final: this
+ * replaces "sleep, then check nothing more arrived" where the mail had to leave the queue.
+ */
+export async function queueIdle(admin: number, timeoutMs = 15_000, token = TOKEN): Promise<IdleStatus> {
+  let last: IdleStatus | undefined;
+  try {
+    return await waitFor('the queue empty and no delivery in flight', async () => {
+      // A request that fails (a kept-alive connection the server has just closed) is asked again.
+      const r = await fetch(`http://127.0.0.1:${admin}/api/status`, { headers: { authorization: `Bearer ${token}` } }).catch(() => null);
+      if (!r) return null;
+      last = (await r.json()) as IdleStatus;
+      const open = Object.values(last.queue?.counts ?? {}).reduce((n, x) => n + x, 0);
+      const active = last.pools.reduce((n, p) => n + p.servers.reduce((m, s) => m + (s.active ?? 0), 0), 0);
+      return open === 0 && active === 0 ? last : null;
+    }, timeoutMs);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}: ${JSON.stringify({ counts: last?.queue?.counts, active: last?.pools.map((p) => [p.name, p.servers.map((s) => s.active)]) })}`);
+  }
+}
+
 /** SIGHUP, then wait until the reload is counted: resolves with its result (applied or refused). */
 export async function reload(lb: Smtplb, admin: number): Promise<'applied' | 'refused'> {
   const before = { applied: await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' }), refused: await metric(admin, 'smtplb_config_reloads_total', { result: 'refused' }) };

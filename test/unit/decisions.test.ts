@@ -2,12 +2,12 @@
 // slow start, PROXY codec, value parsing, SRV mapping. No sockets.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { eligible, type ServerView } from '../src/balancing/eligible.js';
-import { leastConn, pick, random2, smoothWeighted, sourceHash, type Candidate } from '../src/balancing/pick.js';
-import { parseAddress, parseCidr, cidrContains, parseDuration } from '../src/config/units.js';
-import { srvToServers } from '../src/discovery/dns.js';
-import { initialHealth, nextEjection, nextHealth, NO_EJECTION, slowstartWeight } from '../src/health/state.js';
-import { encodeV1, encodeV2, parseProxyHeader } from '../src/protocol/proxy-protocol.js';
+import { eligible, type ServerView } from '../../src/balancing/eligible.js';
+import { leastConn, pick, random2, smoothWeighted, sourceHash, type Candidate } from '../../src/balancing/pick.js';
+import { parseAddress, parseCidr, cidrContains, parseDuration } from '../../src/config/units.js';
+import { srvToServers } from '../../src/discovery/dns.js';
+import { initialHealth, nextEjection, nextHealth, NO_EJECTION, slowstartWeight } from '../../src/health/state.js';
+import { encodeV1, encodeV2, parseProxyHeader } from '../../src/protocol/proxy-protocol.js';
 
 const cand = (key: string, weight = 1, active = 0): Candidate => ({ key, weight, active, current: 0 });
 

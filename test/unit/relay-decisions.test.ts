@@ -2,16 +2,16 @@
 // throttle arithmetic, backoff, warm-up caps and traffic classes.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseRate, parseSize } from '../src/config/units.js';
-import { classify } from '../src/delivery/deliver.js';
-import { buildDsn } from '../src/delivery/dsn.js';
-import { chooseRoute, domainMatches } from '../src/routing/route.js';
-import { parseRoutesFromTransport } from '../src/routing/transport.js';
-import { expired, nextAttempt, retryDelay } from '../src/scheduler/retry.js';
-import { afterReply, effectiveLimits, isThrottleReply, newPair, pairAdmits, rateReadyAt, rateTake, rateTokens, ruleKeyFor } from '../src/scheduler/throttle.js';
-import { nextDay, warmupCap, warmupProgress } from '../src/scheduler/warmup.js';
-import { classOf, takeHeader } from '../src/policy/classify.js';
-import { enhancedCode, replyLine } from '../src/delivery/delivery-log.js';
+import { parseRate, parseSize } from '../../src/config/units.js';
+import { classify } from '../../src/delivery/deliver.js';
+import { buildDsn } from '../../src/delivery/dsn.js';
+import { chooseRoute, domainMatches } from '../../src/routing/route.js';
+import { parseRoutesFromTransport } from '../../src/routing/transport.js';
+import { expired, nextAttempt, retryDelay } from '../../src/scheduler/retry.js';
+import { afterReply, effectiveLimits, isThrottleReply, newPair, pairAdmits, rateReadyAt, rateTake, rateTokens, ruleKeyFor } from '../../src/scheduler/throttle.js';
+import { nextDay, warmupCap, warmupProgress } from '../../src/scheduler/warmup.js';
+import { classOf, takeHeader } from '../../src/policy/classify.js';
+import { enhancedCode, replyLine } from '../../src/delivery/delivery-log.js';
 
 test('domain patterns: exact, *.sub (subdomains only), .sub (Postfix), any case', () => {
   assert.ok(domainMatches('gmail.com', 'GMAIL.com'));

@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, test } from 'node:test';
 import fc from 'fast-check';
-import { HEADER_MAX, receive } from '../src/cleanup/receive.js';
-import { Spool } from '../src/spool/spool.js';
-import { tmpDir } from './helpers/peers.js';
+import { HEADER_MAX, receive } from '../../src/cleanup/receive.js';
+import { Spool } from '../../src/spool/spool.js';
+import { tmpDir } from '../helpers/peers.js';
 
 const spool = new Spool(tmpDir('cleanup-'));
 after(() => spool.close());

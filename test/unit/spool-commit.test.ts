@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { test } from 'node:test';
-import { HOT_MAX, INLINE_MAX, Spool, type RecipientRow } from '../src/spool/spool.js';
-import { tmpDir } from './helpers/peers.js';
-import { put, read } from './helpers/spool.js';
+import { HOT_MAX, INLINE_MAX, Spool, type RecipientRow } from '../../src/spool/spool.js';
+import { tmpDir } from '../helpers/peers.js';
+import { put, read } from '../helpers/spool.js';
 
 /** Count the spool's WAL syncs from now on (the handle it keeps for them). */
 function countSyncs(spool: Spool): { n: number } {

@@ -1,7 +1,7 @@
 // The cluster's local-share arithmetic: pure functions, checked without Redis.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { liveNodes, shareOfRule, shareOfWarmCap } from '../src/cluster/share.js';
+import { liveNodes, shareOfRule, shareOfWarmCap } from '../../src/cluster/share.js';
 
 test('a node on its own takes its share of concurrency and rate, never below one delivery', () => {
   const rule = { concurrency: 20, rate: { count: 30, perMs: 1000 }, burst: 1 };
