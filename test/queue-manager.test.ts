@@ -381,8 +381,8 @@ pools:
 routes: [ { pool: out } ]
 queue: { retry: [1s], max_age: 1h, max_deliveries: 3 }
 `);
-  // Queued while the destinations are suspended, then released together.
-  for (let i = 0; i < 12; i++) assert.equal(runCli(['suspend', `d${i}.test`, '--pool', 'out', '--for', '1h', '--reason', 'hold', '-c', lb.file]).code, 0);
+  // Queued while the destinations are suspended (one suspension covers *.test), then released together.
+  assert.equal(runCli(['suspend', '*.test', '--pool', 'out', '--for', '1h', '--reason', 'hold', '-c', lb.file]).code, 0);
   const sent = await swaks(['--server', `127.0.0.1:${port}`, '--from', 'app@client.test', '--to', Array.from({ length: 12 }, (_, i) => `u@d${i}.test`).join(',')]);
   assert.equal(sent.code, 0, sent.stdout);
   const ids = (await api<{ suspensions: { id: string }[] }>(admin, '/api/suspensions')).suspensions.map((s) => s.id);
