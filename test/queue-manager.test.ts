@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { api, queueIdle, reload, TOKEN } from './helpers/admin.js';
+import type { GatewayStatus, RelayStatus } from '../src/admin/api-types.js';
 import { after, afterEach, test } from 'node:test';
 import { freePort, greeting, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
@@ -14,7 +15,8 @@ afterEach(stopAll);
 
 
 
-interface QueueStatus { queue: { counts: Record<string, number>; destinations: { pool: string; destination: string; queued: number }[] } }
+/** `/api/status` with the relay's part (src/admin/api-types.ts, the API's contract). */
+type QueueStatus = GatewayStatus & RelayStatus;
 
 test('a suspended destination past max_age bounces once; other mail keeps flowing', async () => {
   const [port, admin] = [await freePort(), await freePort()];

@@ -1,5 +1,6 @@
 // The admin API and metrics as tests read them, and the raw socket some tests speak through:
 // one copy for every test file.
+import type { GatewayStatus } from '../../src/admin/api-types.js';
 import net from 'node:net';
 import assert from 'node:assert/strict';
 import { session, waitFor, type Smtplb } from './peers.js';
@@ -26,7 +27,8 @@ export async function metric(admin: number, name: string, labels: Record<string,
   return sum;
 }
 
-interface IdleStatus { queue?: { counts: Record<string, number> }; pools: { name: string; servers: { name: string; active: number }[] }[] }
+/** The API's contract (src/admin/api-types.ts). */
+type IdleStatus = GatewayStatus;
 
 /**
  * Wait until the relay has nothing left to do, as its admin API (`GET /api/status`) says: no
