@@ -358,11 +358,7 @@ export class SmtpListener extends SocketListener {
     }
     return this.ctx.accept(r.message, this.cfg.delivery, this.cfg.cutthrough_fallback);
   }
-
-
 }
-
-/** The d= of the signature smtplb made, kept so a conversion signs again for that domain only. */
 
 export { protocolOf } from '../cleanup/cleanup.js';
 

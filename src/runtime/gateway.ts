@@ -18,6 +18,7 @@ import { SmtpListener } from '../listeners/smtp-listener.js';
 import { verifyPassword } from '../policy/password.js';
 import { loadKeys, type DkimKey } from '../signing/dkim.js';
 import { Relay } from './relay.js';
+import { describeListenError } from '../listeners/listen-error.js';
 import { IdentityMonitor } from '../identity/monitor.js';
 import { HistorySampler } from '../admin/history.js';
 import type { IpcStoreClient } from '../cluster/ipc-client.js';
@@ -80,10 +81,12 @@ export class Gateway {
   private connections = 0;
   readonly role: Role;
   config: Config;
+  private workersAtStart: Config['workers']; // as the node started: a reload cannot change the processes running
   private shuttingDown = false;
 
   constructor(private loaded: LoadedConfig, readonly log: Logger, private opts: GatewayOptions = {}) {
     this.config = loaded.config;
+    this.workersAtStart = loaded.config.workers;
     this.role = opts.role ?? 'single';
     this.metrics.watchPools(() => this.pools.values());
     this.metrics.lastReloadSuccess.set(1);
@@ -368,6 +371,7 @@ export class Gateway {
     this.metrics.reloads.labels('applied').inc();
     this.metrics.lastReloadSuccess.set(1);
     if (this.relay?.cluster && JSON.stringify(next.config.cluster ?? null) !== JSON.stringify(this.relay.cluster.cfg)) this.log.warn('cluster: changed settings take effect at the next restart (the running node keeps its link to Redis)');
+    if (next.config.workers !== this.workersAtStart) this.log.warn('workers: a changed number of worker processes takes effect at the next restart (the running ones keep their shards and their share of each limit)');
     this.log.info('configuration reloaded');
     this.identity?.rerun();
     return true;
@@ -582,18 +586,4 @@ function tcpRelayMode(): string {
 
 export function serverSpec(s: { name: string; address: { host: string; port: number }; configuredWeight: number; backup: boolean; maxconn?: number; source?: string }): ServerSpec {
   return { name: s.name, address: s.address, weight: s.configuredWeight, backup: s.backup, max_connections: s.maxconn, source: s.source };
-}
-
-function describeListenError(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  switch (err.code) {
-    case 'EADDRINUSE':
-      return 'the address is already in use (EADDRINUSE)';
-    case 'EACCES':
-      return 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)';
-    case 'EADDRNOTAVAIL':
-      return 'no such local address on this machine (EADDRNOTAVAIL)';
-    default:
-      return err.code ?? err.message;
-  }
 }

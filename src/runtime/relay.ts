@@ -63,6 +63,7 @@ export class Relay {
   constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics, worker?: { shard: number; store?: IpcStoreClient }) {
     const c = config();
     const dir = shardDir(c.spool, worker?.shard ?? 0);
+    const workers = workerCount(c.workers);
     this.spool = new Spool(dir, () => this.config().queue.min_free);
     this.spool.on('reserve-released', () => this.log.warn({ spool: dir }, 'spool disk full: released the reserve to record delivery outcomes; new mail gets 452 until there is room'));
     this.spool.on('unwritable', (e: NodeJS.ErrnoException) =>
@@ -102,7 +103,8 @@ export class Relay {
       spool: this.spool,
       pools,
       policy: () => this.config().queue,
-      share: worker ? (limit) => Math.ceil(limit / workerCount(this.config().workers)) : undefined,
+      // The processes running now (counted once: a reload that changes `workers` takes effect at restart).
+      share: worker ? (limit) => Math.ceil(limit / workers) : undefined,
       hostname: () => this.config().hostname,
       deliver: (req) => this.agent.deliver(req),
       routeBounce: (address) => this.routeOne(address, { listener: 'dsn' }),
