@@ -9,10 +9,7 @@ import { MxResolver } from '../discovery/mx.js';
 import { deliver, type DeliveryRequest } from './deliver.js';
 import { hasEightBit, ourTopFields, toSevenBit } from './seven-bit.js';
 import { bodySize, UpstreamCache, type Body } from './upstream.js';
-
-interface Counter { inc(n?: number): void }
-interface Histogram { observe(v: number): void }
-interface Labelled<T> { labels(...values: string[]): T }
+import type { Counter, Histogram, Labelled } from '../core/metric-shapes.js';
 
 /** The counters a delivery reports to (the admin's Metrics has them). */
 export interface DeliveryCounters {

@@ -1,10 +1,7 @@
 // The counters a listener reports to: the narrow part of the metrics registry that listeners
 // need, declared here so that listeners import nothing of admin. The admin's `Metrics` (a
 // prom-client registry) satisfies it; a test may pass anything with the same shape.
-interface Counter { inc(n?: number): void }
-interface Gauge { inc(): void; dec(): void }
-interface Histogram { observe(v: number): void }
-interface Labelled<T> { labels(...values: string[]): T }
+import type { Counter, Gauge, Histogram, Labelled } from '../core/metric-shapes.js';
 
 export interface ListenerCounters {
   listenerConnections: Labelled<Counter>;
