@@ -13,4 +13,7 @@ bash scripts/install-peers.sh
 # Compiled tests of files since moved or removed would run again: the test build starts afresh.
 rm -rf dist/test
 npx tsc -p tsconfig.json
-exec node --test --test-concurrency=1 --test-reporter=spec dist/test/*.test.js dist/test/unit/*.test.js
+# --test-timeout: a test file that hangs fails after 10 minutes (the longest file takes about 2) instead
+# of holding CI until its limit; --test-force-exit: a file whose tests are done exits even if
+# something it opened (a server a failed test never closed) would keep it alive.
+exec node --test --test-concurrency=1 --test-timeout=600000 --test-force-exit --test-reporter=spec dist/test/*.test.js dist/test/unit/*.test.js

@@ -9,7 +9,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { metric, reload, TOKEN } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
-import { freePort, greeting, selfSignedCert, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
+import { freePort, greeting, onStop, selfSignedCert, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -182,6 +182,7 @@ routes: [ { pool: out } ]
   const lb = await startSmtplb(config(first.port));
   // Someone else holds the port the new listener wants.
   const squatter = net.createServer();
+  onStop(() => new Promise<void>((r) => squatter.close(() => r()))); // also when an assertion fails first
   await new Promise<void>((r) => squatter.listen(extra, '127.0.0.1', () => r()));
   fs.writeFileSync(lb.file, config(second.port, `  - { name: extra, listen: 127.0.0.1:${extra}, mode: smtp, relay_networks: [127.0.0.0/8] }\n`));
   lb.reload();
@@ -217,6 +218,7 @@ listeners:
 `;
   const lb = await startSmtplb(base);
   const squatter = net.createServer();
+  onStop(() => new Promise<void>((r) => squatter.close(() => r()))); // also when an assertion fails first
   await new Promise<void>((r) => squatter.listen(port, '127.0.0.1', () => r()));
   fs.writeFileSync(lb.file, `${base}  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }\n`);
   lb.reload();

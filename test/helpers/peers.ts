@@ -32,15 +32,35 @@ export function tmpDir(prefix = 'smtplb-test-'): string {
   return d;
 }
 
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+// Ports for the tests' servers come from below the kernel's ephemeral range (32768-60999
+// here), so that no outgoing connection's source port can take one between the moment a test
+// picks it and the moment a peer binds it, and each port is handed out once per test process:
+// asking the kernel for port 0 and closing it again can hand the same port to the next caller
+// before the first has bound it (a CI run saw the admin port taken by a sink started after it).
+const PORT_LOW = 20_000;
+const PORT_SPAN = 12_000;
+let nextPort = PORT_LOW + ((process.pid * 97) % PORT_SPAN);
+const handedOut = new Set<number>();
+
+function bindable(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, host, () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
+    s.once('error', () => resolve(false));
+    s.listen(port, host, () => s.close(() => resolve(true)));
   });
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (let tries = 0; tries < PORT_SPAN; tries++) {
+    const port = nextPort;
+    nextPort = nextPort + 1 >= PORT_LOW + PORT_SPAN ? PORT_LOW : nextPort + 1;
+    if (handedOut.has(port)) continue;
+    if (await bindable(port, host)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error(`no free port between ${PORT_LOW} and ${PORT_LOW + PORT_SPAN - 1}`);
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
