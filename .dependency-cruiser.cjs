@@ -2,8 +2,9 @@
 // src --config .dependency-cruiser.cjs` by hand). Type-only imports count: a cycle of types is
 // still two modules that cannot be understood apart.
 // The decision modules: routing, pick, eligible, health state, retry, throttle, warm-up,
-// classify, MX ordering, the due heap, DSN and 7-bit decisions, the From parser.
-const DECISIONS = '^src/(routing/route|balancing/(pick|eligible)|health/state|scheduler/(retry|throttle|warmup|due-heap)|policy/(classify|identity)|discovery/mx-order|cleanup/(from-header|line-endings)|delivery/dsn-params)\\.ts$';
+// classify, MX ordering, the due heap, DSN and 7-bit decisions, the From parser, the outcome
+// classifier.
+const DECISIONS = '^src/(routing/route|balancing/(pick|eligible)|health/state|scheduler/(retry|throttle|warmup|due-heap)|policy/(classify|identity)|discovery/mx-order|cleanup/(from-header|line-endings)|delivery/dsn-params|outcomes/reply-class)\\.ts$';
 // Modules that do I/O (sockets, files, DNS, processes, timers over them).
 const IO = '^src/(spool|runtime|listeners|admin|cli|demo|sink|signing/dkim-worker|cluster/(cluster|ipc-client)|delivery/(upstream|deliver|pipelining|delivery-log)|discovery/dns|health/(checks|monitor)|identity/(gather|lookup|monitor|doctor))';
 
