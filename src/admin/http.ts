@@ -8,6 +8,7 @@ import type { Pool } from '../balancing/pool.js';
 import type { Answer, Shard } from './fanout.js';
 import type { ShardReader } from './history.js';
 import type { Metrics } from './metrics.js';
+import type { SuppressionList } from '../suppression/list.js';
 
 export interface AdminContext {
   token?: string;
@@ -28,6 +29,8 @@ export interface AdminContext {
   shards?: () => Shard[];
   /** The delivery log file, for destination pages answered without a sampler (a worker's private admin API). */
   deliveryLog?: () => string | undefined;
+  /** The node's suppression list (shared by all its processes), when it has a relay. */
+  suppressions?: () => SuppressionList | undefined;
 }
 
 export type Handler = (req: http.IncomingMessage, res: http.ServerResponse, params: string[]) => Promise<void> | void;

@@ -39,6 +39,13 @@ export class Metrics {
 
   readonly listenerMessages = new client.Counter({ name: 'smtplb_listener_messages_total', help: 'Messages at the end of DATA, by the reply given', labelNames: ['listener', 'code'], registers: [this.registry] });
   readonly listenerRecipientsRejected = new client.Counter({ name: 'smtplb_listener_recipients_rejected_total', help: 'RCPT TO refused, by the reply given', labelNames: ['listener', 'code'], registers: [this.registry] });
+  readonly eventsSent = new client.Counter({ name: 'smtplb_events_sent_total', help: 'Events a sink took (a webhook answered 2xx, or the file was written), by sink', labelNames: ['sink'], registers: [this.registry] });
+  readonly webhookFailures = new client.Counter({ name: 'smtplb_event_webhook_failures_total', help: 'Batches of events a sink did not take (sent again later), by sink', labelNames: ['sink'], registers: [this.registry] });
+  readonly eventsDropped = new client.Counter({ name: 'smtplb_events_dropped_total', help: 'Events dropped because the outbox reached events.max_outbox', labelNames: [], registers: [this.registry] });
+  readonly outboxDepth = new client.Gauge({ name: 'smtplb_event_outbox', help: 'Events waiting in the outbox for the slowest sink', labelNames: [], registers: [this.registry] });
+  readonly outcomes = new client.Counter({ name: 'smtplb_outcomes_total', help: 'Failed recipient outcomes (each deferral, bounce and expiry), by pool and reply class', labelNames: ['pool', 'class'], registers: [this.registry] });
+  readonly listenerSuppressed = new client.Counter({ name: 'smtplb_suppressed_recipients_total', help: 'Recipients found on the suppression list at RCPT, by listener and action (refuse, drop)', labelNames: ['listener', 'action'], registers: [this.registry] });
+  readonly suppressionsAdded = new client.Counter({ name: 'smtplb_suppressions_added_total', help: 'Entries added to the suppression list, by source (bounce, operator, import)', labelNames: ['source'], registers: [this.registry] });
   readonly listenerSessions = new client.Counter({ name: 'smtplb_listener_sessions_total', help: 'SMTP sessions started (mode smtp)', labelNames: ['listener'], registers: [this.registry] });
   readonly deliveries = new client.Counter({ name: 'smtplb_deliveries_total', help: 'Delivery attempts (transactions) to upstream servers, by reply class', labelNames: ['pool', 'server', 'result'], registers: [this.registry] });
   readonly deliveryBytes = new client.Counter({ name: 'smtplb_delivery_bytes_total', help: 'Message bytes accepted by upstream servers', labelNames: ['pool', 'server'], registers: [this.registry] });

@@ -18,6 +18,7 @@ import { register as routeExplain } from './routes/route-explain.js';
 import { register as servers } from './routes/servers.js';
 import { register as status } from './routes/status.js';
 import { register as throttles } from './routes/throttles.js';
+import { register as suppressions } from './routes/suppressions.js';
 
 export type { AdminContext } from './http.js';
 
@@ -35,7 +36,7 @@ export class AdminServer implements Routes {
 
   constructor(private ctx: AdminContext) {
     // Each module adds its routes (routes/*.ts); the order is the order they are matched in.
-    for (const register of [health, status, servers, queue, routeExplain, throttles, controls, dashboard, history]) register(this, ctx);
+    for (const register of [health, status, servers, queue, routeExplain, throttles, controls, suppressions, dashboard, history]) register(this, ctx);
     // The primary's charts: the relay numbers come from the shards at each step.
     if (ctx.shards && ctx.history?.attachShards) {
       ctx.history.attachShards(async () => {

@@ -13,6 +13,7 @@ import { classOf } from '../policy/classify.js';
 import { identity } from '../policy/identity.js';
 import { domainOf, type RouteChoice, type RouteQuery } from '../routing/route.js';
 import { authorOf } from './from-header.js';
+import { parseTags } from '../events/event.js';
 import type { Received } from './receive.js';
 
 export interface CleanupInput {
@@ -83,6 +84,7 @@ export async function cleanup(i: CleanupInput, deps: CleanupDeps): Promise<{ mes
       class: cls,
       client: session.remoteAddress,
       messageId,
+      tags: parseTags(got.tagsValue),
       incoming: got.incoming,
       prefix: Buffer.from(received + signature, 'latin1'),
     },

@@ -20,6 +20,8 @@ export interface Received {
   header: Buffer;
   /** The class header's value, if the message had one. */
   classValue?: string;
+  /** The tags header's value (X-Smtplb-Tags), if the message had one: taken out like the class header. */
+  tagsValue?: string;
   /** Whether the client sent a bare CR or LF (stored as CRLF either way). */
   bareLineEndings: boolean;
 }
@@ -28,7 +30,7 @@ export interface Received {
  * Read a DATA stream into a new spool message. `open` starts it (it may refuse: spool full);
  * on any failure what was stored is removed and the error thrown.
  */
-export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<Incoming>, classHeader: string, tooBig: () => boolean = () => false): Promise<Received> {
+export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<Incoming>, classHeader: string, tooBig: () => boolean = () => false, tagsHeader = 'X-Smtplb-Tags'): Promise<Received> {
   const incoming = await open();
   try {
     // The header block so far, in a buffer that doubles as it fills (each byte copied O(1)
@@ -37,6 +39,15 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
     let len = 0;
     let header: Buffer | undefined;
     let classValue: string | undefined;
+    let tagsValue: string | undefined;
+    /** The class and tags headers out of the header block: what the application told smtplb alone. */
+    const ours = (block: Buffer) => {
+      const c = takeHeader(block, classHeader);
+      const t = takeHeader(c.message, tagsHeader);
+      classValue = c.value;
+      tagsValue = t.value;
+      return t.message;
+    };
     const endings = new LineEndings();
     const take = async (chunk: Buffer): Promise<void> => {
       if (!chunk.length) return;
@@ -56,9 +67,7 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
       const end = headerEndFrom(buf, from);
       if (end === len && len < HEADER_MAX) return; // the header block goes on
       const cut = Math.min(end, HEADER_MAX);
-      const taken = takeHeader(Buffer.from(buf.subarray(0, cut)), classHeader);
-      header = taken.message;
-      classValue = taken.value;
+      header = ours(Buffer.from(buf.subarray(0, cut)));
       await incoming.write(header);
       if (cut < len) await incoming.write(Buffer.from(buf.subarray(cut)));
       acc = Buffer.allocUnsafe(0);
@@ -73,13 +82,10 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
     if (tail && !tooBig()) await take(tail);
     if (!header) {
       // A message that is all header (or empty).
-      const buf = Buffer.from(acc.subarray(0, len));
-      const taken = takeHeader(buf, classHeader);
-      header = taken.message;
-      classValue = taken.value;
+      header = ours(Buffer.from(acc.subarray(0, len)));
       await incoming.write(header);
     }
-    return { incoming, header, classValue, bareLineEndings: endings.sawBare };
+    return { incoming, header, classValue, tagsValue, bareLineEndings: endings.sawBare };
   } catch (e) {
     await incoming.discard();
     throw e;

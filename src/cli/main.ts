@@ -4,7 +4,7 @@ import type { ClusterView, GatewayStatus, OverrideView, QueueMessage, RouteExpla
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError, configWarnings, loadConfig } from '../config/load.js';
-import { formatAddress, parseDuration } from '../config/units.js';
+import { parseDuration } from '../config/units.js';
 import { createLogger, printable } from '../core/logger.js';
 import { hashPassword } from '../policy/password.js';
 import { StartError } from '../runtime/gateway.js';
@@ -13,6 +13,8 @@ import { defaultHelo, runSend } from './send.js';
 import { runDemo } from '../demo/demo.js';
 import { dkimKeygen, zoneLine } from '../signing/keygen.js';
 import { runSinkCommand } from '../sink/cli.js';
+import { admin, configOf, UsageError } from './admin-client.js';
+import { runSuppression, SUPPRESSION_USAGE } from './suppression.js';
 
 const USAGE = `usage: smtplb <command> [options]
 
@@ -34,7 +36,7 @@ const USAGE = `usage: smtplb <command> [options]
   overrides -c FILE [--json]          shaping overrides in force
   unoverride ID -c FILE               cancel an override
   throttles -c FILE [--json]          pairs slowed down by adaptive backoff
-  dkim keygen --domain D --selector S [--algorithm rsa|ed25519] [--bits 2048] [--out KEYFILE]
+${SUPPRESSION_USAGE}  dkim keygen --domain D --selector S [--algorithm rsa|ed25519] [--bits 2048] [--out KEYFILE]
   doctor -c FILE [--domain D] [--resolver HOST:PORT] [--json]    SPF, DKIM, DMARC, PTR/HELO, MX checks (exit 1 on errors)
   send --server HOST:PORT --from A --to B [--count N] [--concurrency C] [--tls]
        [--tls-on-connect] [--auth-user U --auth-password P] [--header "K: V"]
@@ -43,38 +45,10 @@ const USAGE = `usage: smtplb <command> [options]
                             a test MTA that counts mail and misbehaves on request (smtplb sink --help)
 `;
 
-class UsageError extends Error {}
-
 function fail(message: string, code = 1): never {
   process.stderr.write(message.endsWith('\n') ? message : `${message}\n`);
   process.exit(code);
 }
-
-function configOf(values: { config?: string }): string {
-  if (!values.config) throw new UsageError('this command needs -c FILE');
-  return values.config;
-}
-
-async function admin(file: string, method: string, urlPath: string, body?: unknown): Promise<unknown> {
-  const { config } = loadConfig(file);
-  if (!config.admin) throw new UsageError(`${file} has no admin: { listen, token } section`);
-  const url = `http://${formatAddress(config.admin.listen).replace('0.0.0.0', '127.0.0.1')}${urlPath}`;
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method,
-      headers: { authorization: `Bearer ${config.admin.token ?? ''}`, 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (e) {
-    throw new UsageError(`cannot reach the smtplb admin API at ${url}: ${((e as Error).cause as Error | undefined)?.message ?? (e as Error).message}. Is smtplb running with ${file}?`);
-  }
-  const data = (await res.json().catch(() => ({}))) as { error?: string };
-  if (!res.ok) throw new UsageError(`admin API: ${res.status} ${data.error ?? res.statusText}`);
-  return data;
-}
-
-
 
 /** The cluster block of `smtplb status`: every node with its heartbeat, queue and rate, and the limits in force. */
 function clusterLines(c: ClusterView): string[] {
@@ -266,6 +240,8 @@ async function main(argv: string[]): Promise<void> {
       bits: { type: 'string' },
       out: { type: 'string' },
       resolver: { type: 'string' },
+      scope: { type: 'string' },
+      address: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       watch: { type: 'boolean', short: 'w' },
       interval: { type: 'string' },
@@ -456,6 +432,10 @@ async function main(argv: string[]): Promise<void> {
         quiet: !!values.quiet,
       });
       return;
+    }
+    case 'suppression': {
+      const [action, arg] = positionals;
+      return runSuppression(configOf(values), action, arg, { scope: values.scope, reason: values.reason, class: values.class, address: values.address, for: values.for, json: values.json });
     }
     case 'passwd': {
       let pw = values.password;

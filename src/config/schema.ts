@@ -2,6 +2,9 @@
 // textual values (durations, addresses, networks) into plain data the runtime uses directly.
 import net from 'node:net';
 import os from 'node:os';
+import { ADDRESS_CLASSES } from '../suppression/rules.js';
+import { OUTCOME_CLASSES } from '../outcomes/reply-class.js';
+import { EVENT_TYPES } from '../events/event.js';
 import { z } from 'zod';
 import { parseAddress, parseCidr, parseDay, parseDuration, parseRate, parseSize } from './units.js';
 
@@ -333,6 +336,48 @@ export const configSchema = z.strictObject({
   delivery_log: z
     .strictObject({ file: z.string().optional() })
     .default({}),
+  /** Every outcome as an event to the application (src/events): webhooks and a file of JSON lines. */
+  events: z
+    .strictObject({
+      webhooks: z
+        .array(
+          z.strictObject({
+            url: z.string().regex(/^https?:\/\/[^\s]+$/, { error: 'expected an http:// or https:// URL' }),
+            /** Signs each body: X-Smtplb-Signature: sha256=HMAC(secret, body). */
+            secret: z.string().min(16, { error: 'use a secret of at least 16 characters' }).optional(),
+            types: z.array(z.enum(EVENT_TYPES, { error: `expected one of ${EVENT_TYPES.join(', ')}` })).optional(),
+            batch: int(1, 1000).default(100),
+            timeout: duration.default(5000),
+          }),
+        )
+        .default([]),
+      /** Appends one JSON line per event (SIGUSR1 is not needed: each write opens the path afresh). */
+      file: z.string().optional(),
+      /** Events kept for sinks that do not take them; past it the oldest are dropped (counted). */
+      max_outbox: int(1000, 100_000_000).default(1_000_000),
+      /** The header an application tags a message with (`k=v, k2=v2`); taken out before signing. */
+      tags_header: z.string().regex(/^[A-Za-z0-9-]+$/).default('X-Smtplb-Tags'),
+    })
+    .optional(),
+  /** The operator's reply classes, checked before the shipped rules: the first pattern that matches the reply text decides. */
+  classify: z.array(z.strictObject({ pattern: regex, class: z.enum(OUTCOME_CLASSES, { error: `expected one of ${OUTCOME_CLASSES.join(', ')}` }) })).default([]),
+  /**
+   * Addresses not to send to again (src/suppression): fed by permanent failures that say the
+   * address is bad, and by the operator; checked at RCPT.
+   */
+  suppression: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      /** Each sending domain has its own list (`sender_domain`), or one list holds for all (`global`). */
+      scope: z.enum(['sender_domain', 'global'], { error: 'expected sender_domain or global' }).default('sender_domain'),
+      /** `refuse`: 550 5.1.1 at RCPT; `drop`: accepted, not delivered, logged. */
+      action: z.enum(['refuse', 'drop'], { error: 'expected refuse or drop' }).default('refuse'),
+      /** The reply classes whose final 5xx adds the recipient (only classes about the address itself). */
+      from_classes: z.array(z.enum(ADDRESS_CLASSES, { error: `expected one of ${ADDRESS_CLASSES.join(', ')} (classes about the sender or the path never suppress an address)` })).default(['invalid-recipient', 'inactive-mailbox', 'bad-domain']),
+      /** How long an entry from a bounce lasts; 0 keeps it until removed. */
+      bounce_ttl: duration.default(0),
+    })
+    .default({ enabled: true, scope: 'sender_domain', action: 'refuse', from_classes: ['invalid-recipient', 'inactive-mailbox', 'bad-domain'], bounce_ttl: 0 }),
   queue: z
     .strictObject({
       retry: z.array(duration).min(1).default([60_000, 300_000, 900_000, 1_800_000, 3_600_000]),
@@ -358,5 +403,7 @@ export type HealthConfig = z.output<typeof healthSchema>;
 export type ShapingRule = z.output<typeof shapingRuleSchema>;
 export type BackoffConfig = z.output<typeof backoffSchema>;
 export type WarmupConfig = z.output<typeof warmupSchema>;
+export type EventsConfig = NonNullable<z.output<typeof configSchema>['events']>;
+export type SuppressionConfig = z.output<typeof configSchema>['suppression'];
 export type ClusterConfig = NonNullable<z.output<typeof configSchema>['cluster']>;
 export type DiscoverConfig = z.output<typeof discoverSchema>;

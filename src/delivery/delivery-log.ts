@@ -21,6 +21,8 @@ export interface DeliveryRecord {
   queue_delay_ms: number;
   delivery_ms: number | null;
   attempt?: number;
+  /** The reply class of a failure (src/outcomes/reply-class.ts). */
+  class?: string;
 }
 
 /** "250 2.0.0 Ok" → "2.0.0"; null when the reply has no enhanced code. */

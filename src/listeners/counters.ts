@@ -11,6 +11,8 @@ export interface ListenerCounters {
   listenerSessions: Labelled<Counter>;
   listenerMessages: Labelled<Counter>;
   listenerRecipientsRejected: Labelled<Counter>;
+  /** Recipients found on the suppression list, by listener and action (refuse, drop). */
+  listenerSuppressed: Labelled<Counter>;
   /** mode: tcp: bytes by direction, connection ends by reason, upstream connects. */
   proxyBytes: Labelled<Counter>;
   proxyEnds: Labelled<Counter>;

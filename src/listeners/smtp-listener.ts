@@ -46,6 +46,19 @@ export interface SmtpListenerContext extends ConnectionBudget {
   spoolRefusal: (listener: string) => Reply | null;
   /** The reply for an error the spool raised while taking a message; null if it is not the spool's refusal. */
   spoolRefused: (m: { listener: string }, e: unknown) => Reply | null;
+  /** The header applications tag messages with (taken out at acceptance, kept for events). */
+  tagsHeader?: () => string;
+  /** Whether a recipient is on the suppression list for this sender, and what to do (src/suppression). */
+  suppressed?: (recipient: string, sender: string) => SuppressionVerdict | undefined;
+  /** A message's suppressed recipients were dropped (action: drop). */
+  dropped?: (m: { listener: string; sender: string; queueId: string; recipients: string[] }) => void;
+}
+
+/** What the suppression list says of a recipient: refuse it at RCPT with this reply, or take it and drop it. */
+export interface SuppressionVerdict {
+  action: 'refuse' | 'drop';
+  code: number;
+  text: string;
 }
 
 interface SessionState {
@@ -53,6 +66,8 @@ interface SessionState {
   routes: Map<string, { pool: string; route: number; domain: string }>;
   /** The class recipients were routed with at RCPT (before the message's header was seen). */
   rcptClass?: string;
+  /** Recipients taken but suppressed (action: drop): not queued. */
+  dropped: Set<string>;
 }
 
 const PROXY_HEADER_TIMEOUT = 5000;
@@ -224,7 +239,7 @@ export class SmtpListener extends SocketListener {
     const n = (this.perIp.get(ip) ?? 0) + 1;
     if (n > this.cfg.max_connections_per_ip) return cb(smtpError(421, `4.7.0 ${this.hostname} Too many connections from your address`));
     this.perIp.set(ip, n);
-    this.sessions.set(session.id, { routes: new Map() });
+    this.sessions.set(session.id, { routes: new Map(), dropped: new Set() });
     this.ctx.metrics.listenerSessions.labels(this.cfg.name).inc();
     cb();
   }
@@ -268,7 +283,10 @@ export class SmtpListener extends SocketListener {
     const refused = this.ctx.spoolRefusal(this.cfg.name);
     if (refused) return cb(smtpError(refused.code, refused.text));
     const st = this.sessions.get(session.id);
-    if (st) st.routes.clear();
+    if (st) {
+      st.routes.clear();
+      st.dropped.clear();
+    }
     const user = st?.user;
     if (user?.sender_domains && address.address) {
       const d = domainOf(address.address);
@@ -298,6 +316,12 @@ export class SmtpListener extends SocketListener {
     if (st) st.rcptClass = cls;
     const choice = this.ctx.route({ domain, class: cls, senderDomain: domainOf(sender) || undefined, user: st?.user?.name, listener: this.cfg.name });
     if (!choice) return cb(smtpError(550, `5.4.4 <${address.address}>: no route to ${domain}`));
+    const suppressed = this.ctx.suppressed?.(address.address, sender);
+    if (suppressed) {
+      this.ctx.metrics.listenerSuppressed.labels(this.cfg.name, suppressed.action).inc();
+      if (suppressed.action === 'refuse') return cb(smtpError(suppressed.code, suppressed.text));
+      st?.dropped.add(address.address);
+    }
     st?.routes.set(address.address, { pool: choice.rule.pool, route: choice.index, domain });
     cb();
   }
@@ -325,7 +349,7 @@ export class SmtpListener extends SocketListener {
     const declared = (from && Number(from.args?.SIZE)) || 0;
     let got: Awaited<ReturnType<typeof receive>>;
     try {
-      got = await receive(stream, () => this.ctx.receive(declared), this.ctx.classes().header, () => stream.sizeExceeded);
+      got = await receive(stream, () => this.ctx.receive(declared), this.ctx.classes().header, () => stream.sizeExceeded, this.ctx.tagsHeader?.());
     } catch (e) {
       stream.resume(); // read the rest, so the reply comes after the final dot
       const refused = this.ctx.spoolRefused({ listener: this.cfg.name }, e);
@@ -355,6 +379,15 @@ export class SmtpListener extends SocketListener {
     if ('reply' in r) {
       await got.incoming.discard();
       return r.reply;
+    }
+    if (st?.dropped.size) {
+      const dropped = r.message.recipients.filter((x) => st.dropped.has(x.address)).map((x) => x.address);
+      r = { message: { ...r.message, recipients: r.message.recipients.filter((x) => !st.dropped.has(x.address)) } };
+      this.ctx.dropped?.({ listener: this.cfg.name, sender: r.message.sender, queueId: got.incoming.id, recipients: dropped });
+      if (!r.message.recipients.length) {
+        await got.incoming.discard();
+        return { code: 250, text: `2.0.0 Ok: ${got.incoming.id} taken; every recipient is suppressed, nothing to deliver` };
+      }
     }
     return this.ctx.accept(r.message, this.cfg.delivery, this.cfg.cutthrough_fallback);
   }

@@ -25,6 +25,8 @@ export interface CutThroughContext {
   enqueue: (m: Received, recipients: Received['recipients'], note?: string) => Promise<Reply>;
   envelope: (m: Received, recipients: Received['recipients']) => Envelope;
   spoolRefused: (m: { listener: string }, e: unknown) => Reply | null;
+  /** Every message is made durable before it is relayed (events are on: each outcome is written with its event). */
+  spoolFirst: () => boolean;
 }
 
 export class CutThrough {
@@ -41,7 +43,7 @@ export class CutThrough {
   async relay(m: Received, fallback: 'queue' | 'reject'): Promise<Reply> {
     // Several recipients, or one who asked to hear of success (a "relayed" DSN may be owed):
     // made durable first, and settled as the queue settles.
-    if (m.recipients.length > 1 || m.recipients.some((r) => r.dsn && wantsSuccess(r.dsn))) return this.cutThroughOwned(m, fallback);
+    if (m.recipients.length > 1 || m.recipients.some((r) => r.dsn && wantsSuccess(r.dsn)) || this.ctx.spoolFirst()) return this.cutThroughOwned(m, fallback);
     await m.incoming.close();
     const result = await this.relayNow(m, m.recipients);
     const o = result.outcomes[0];

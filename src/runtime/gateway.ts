@@ -18,6 +18,7 @@ import { SmtpListener } from '../listeners/smtp-listener.js';
 import { verifyPassword } from '../policy/password.js';
 import { loadKeys, type DkimKey } from '../signing/dkim.js';
 import { Relay } from './relay.js';
+import { SuppressionList } from '../suppression/list.js';
 import { describeListenError } from '../listeners/listen-error.js';
 import { IdentityMonitor } from '../identity/monitor.js';
 import { HistorySampler } from '../admin/history.js';
@@ -134,6 +135,7 @@ export class Gateway {
           pools: () => this.pools,
           status: () => this.status(),
           relay: () => this.relay,
+          suppressions: () => this.suppressionList(),
           shards: this.role === 'primary' ? () => this.shardAdmins() : undefined,
           serverAction: (p, s, a) => {
             this.serverAction(p, s, a);
@@ -241,6 +243,9 @@ export class Gateway {
       accept: (m, mode, fallback) => relay.accept(m, mode, fallback),
       spoolRefusal: (listener) => relay.spoolRefusal(listener),
       spoolRefused: (m, e) => relay.spoolRefused(m, e),
+      suppressed: (rcpt, sender) => relay.suppressionVerdict(rcpt, sender, l.name),
+      tagsHeader: () => this.config.events?.tags_header ?? 'X-Smtplb-Tags',
+      dropped: (d) => relay.noteDropped(d),
       ...this.budget,
     });
   }
@@ -428,6 +433,17 @@ export class Gateway {
   /** The private admin API of each worker that runs a relay (primary only), by worker id. */
   readonly shardAdmin = new Map<number, { shard: number; port: number }>();
 
+  /**
+   * The node's suppression list: the relay's, or under workers (the primary has no relay) the
+   * same file opened here, so the admin API answers from the list the workers check.
+   */
+  private primaryList?: SuppressionList;
+  suppressionList(): SuppressionList | undefined {
+    if (this.relay) return this.relay.suppressions;
+    if (this.role !== 'primary' || !this.config.listeners.some((l) => l.mode === 'smtp')) return undefined;
+    return (this.primaryList ??= new SuppressionList(this.config.spool));
+  }
+
   shardAdmins(): { shard: number; port: number }[] {
     return [...this.shardAdmin.values()].sort((a, b) => a.shard - b.shard);
   }
@@ -574,6 +590,7 @@ export class Gateway {
     }
     await this.relay?.shutdown();
     this.admin?.close();
+    this.primaryList?.close();
     for (const p of this.pools.values()) p.close();
   }
 }

@@ -23,6 +23,11 @@ import { perMinute, type Rate } from '../config/units.js';
 import type { IpcStoreClient } from '../cluster/ipc-client.js';
 import { shardDir } from '../spool/shards.js';
 import { workerCount } from './worker-count.js';
+import { OutcomeObserver } from './outcome-observer.js';
+import { EventFeed } from './event-feed.js';
+import { SuppressionList } from '../suppression/list.js';
+import { lookupScopes, normalAddress, refusal } from '../suppression/rules.js';
+import type { SuppressionVerdict } from '../listeners/smtp-listener.js';
 import type { ClusterConfig } from '../config/schema.js';
 
 /**
@@ -54,6 +59,12 @@ export class Relay {
   /** Servers another node found down (`pool/server`): the gateway checks them here at once. */
   onPeerDown?: (servers: string[]) => void;
   private delivered = { n: 0, samples: [] as [number, number][] };
+  /** The node's suppression list (one file for all its processes, src/suppression/list.ts). */
+  readonly suppressions: SuppressionList;
+  /** Reply classes and the suppression list fed from outcomes. */
+  readonly outcomes: OutcomeObserver;
+  /** Events to the application: outbox rows with the outcomes, and their dispatcher. */
+  readonly events: EventFeed;
 
   /**
    * `worker`: this relay is one of a node's worker processes (`workers: N`): it spools into its
@@ -98,6 +109,14 @@ export class Relay {
     this.shaper = new Shaper(() => this.config(), this.spool, this.cluster);
     this.agent = new DeliveryAgent({ pools, poolSet, hostname: () => this.config().hostname, metrics, downElsewhere: () => this.cluster?.downElsewhere, signatureFor: (m, d) => this.signatureFor(m, d) });
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
+    this.suppressions = new SuppressionList(c.spool);
+    this.outcomes = new OutcomeObserver({
+      policy: () => this.config().suppression,
+      rules: () => this.config().classify,
+      list: () => this.suppressions,
+      metrics,
+      log,
+    });
     this.reloadKeys();
     this.scheduler = new Scheduler({
       spool: this.spool,
@@ -128,7 +147,10 @@ export class Relay {
           queue_delay_ms: a.at - m.created,
           delivery_ms: a.ms,
           attempt: rows[0].attempts + 1,
+          ...(a.code === null || a.code >= 400 ? { class: this.outcomes.classOf(a.code, a.text) } : {}),
         }),
+      onOutcome: (m, o) => this.outcomes.observe(m, o),
+      eventsFor: (m, notes) => this.events.forOutcomes(m, notes),
       onFinal: (m, row, kind) => {
         this.metrics.finalOutcomes.labels(row.pool, kind).inc();
         this.deliveryLog.write({
@@ -147,10 +169,13 @@ export class Relay {
           queue_delay_ms: Date.now() - m.created,
           delivery_ms: null,
           attempt: row.attempts,
+          ...(kind === 'delivered' ? {} : { class: this.outcomes.classOf(row.last_code, row.last_reply ?? '', kind === 'expired') }),
         });
       },
     });
+    this.events = new EventFeed({ config: () => this.config(), spool: this.spool, log, metrics, classOf: (code, text, expired) => this.outcomes.classOf(code, text, expired) });
     this.cutThrough = new CutThrough({
+      spoolFirst: () => this.events.on,
       spool: this.spool,
       log,
       deliveryLog: this.deliveryLog,
@@ -220,6 +245,7 @@ export class Relay {
     // The first sync before the first delivery: limits are shared from the start (bounded by the timeout).
     if (this.cluster) await this.cluster.start();
     this.scheduler.start();
+    this.events.start();
     const started = Date.now();
     // After a clean shutdown there is nothing to sweep (and at a million files it is not free).
     if (this.spool.cleanStart) return;
@@ -327,12 +353,14 @@ export class Relay {
   }
 
   envelope(m: Received, recipients: Received['recipients']) {
-    return { sender: m.sender, recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId, params: m.params };
+    return { sender: m.sender, recipients, listener: m.listener, user: m.user, class: m.class, client: m.client, messageId: m.messageId, params: m.params, tags: m.tags };
   }
 
   async enqueue(m: Received, recipients: Received['recipients'], note = ''): Promise<Reply> {
     try {
-      const id = await this.spool.commitIncoming(m.incoming, this.envelope(m, recipients), m.prefix);
+      const env = this.envelope(m, recipients);
+      const outbox = this.events.forIncoming(m.incoming.id, env)?.map((e) => e.body);
+      const id = await this.spool.commitIncoming(m.incoming, env, m.prefix, outbox ? { outbox } : {});
       return { code: 250, text: `2.0.0 Ok: queued as ${id}${note}` };
     } catch (e) {
       const r = this.spoolRefused(m, e);
@@ -375,13 +403,38 @@ export class Relay {
     };
   }
 
+  /** What the suppression list says of a recipient for this sender (nothing when it is off, or on a read error: mail is not held for the list). */
+  suppressionVerdict(recipient: string, sender: string, listener: string): SuppressionVerdict | undefined {
+    const policy = this.config().suppression;
+    if (!policy.enabled) return undefined;
+    try {
+      const e = this.suppressions.find(normalAddress(recipient), lookupScopes(policy, sender));
+      if (!e) return undefined;
+      const verdict = { action: policy.action, ...refusal(recipient, e) };
+      // A drop's event comes with the message's queue id (noteDropped); a refusal has none.
+      if (policy.action === 'refuse') this.events.suppressed(null, sender, recipient, `${verdict.code} ${verdict.text}`, listener);
+      return verdict;
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'suppression list: lookup failed; the recipient is taken');
+      return undefined;
+    }
+  }
+
+  /** Suppressed recipients a message was taken for and not queued for (action: drop). */
+  noteDropped(d: { listener: string; sender: string; queueId: string; recipients: string[] }): void {
+    this.log.info({ listener: d.listener, queue_id: d.queueId, sender: d.sender, recipients: d.recipients }, `${d.queueId}: suppressed recipients dropped: ${d.recipients.join(', ')}`);
+    for (const r of d.recipients) this.events.suppressed(d.queueId, d.sender, r, 'dropped: the recipient is suppressed', d.listener);
+  }
+
   async shutdown(): Promise<void> {
     await this.scheduler.stop(this.config().shutdown_timeout);
+    await this.events.stop();
     await this.cluster?.stop();
     await this.deliveryLog.close();
     await this.signer?.close();
     this.agent.cache.closeAll();
     await this.spool.flush();
     this.spool.close();
+    this.suppressions.close();
   }
 }

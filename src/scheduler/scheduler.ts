@@ -45,6 +45,19 @@ export interface SchedulerContext {
   onAttempt?: (m: MessageRow, rows: RecipientRow[], a: DeliveryResult['attempts'][number]) => void;
   /** One structured line per final outcome of a recipient (delivered, bounced, expired). */
   onFinal?: (m: MessageRow, row: RecipientRow, kind: 'delivered' | 'bounced' | 'expired') => void;
+  /** Every recipient's outcome of an attempt, and each expiry, once recorded (classes, suppression, events). */
+  onOutcome?: (m: MessageRow, o: OutcomeNote) => void;
+  /** The events of these outcomes, to be written in the same transaction (none when no sink wants them). */
+  eventsFor?: (m: MessageRow, notes: readonly OutcomeNote[]) => { rcpt: string; body: string }[] | undefined;
+}
+
+/** One recipient's outcome as recorded: what happened, with the reply that said so. */
+export interface OutcomeNote {
+  row: RecipientRow;
+  kind: 'delivered' | 'deferred' | 'bounced' | 'expired';
+  code: number | null;
+  text: string;
+  server: string | null;
 }
 
 /** What a delivery passes on to the next hop: MAIL FROM's parameters, each recipient's NOTIFY and ORCPT. */
@@ -412,6 +425,7 @@ export class Scheduler {
     const finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[] = [];
     const bounced: DsnRecipient[] = [];
     const events: Omit<EventRow, 'msg'>[] = [];
+    const notes: OutcomeNote[] = [];
     if (r.waitUntil !== undefined) {
       // Shaping turned every server away before anything was sent: not an attempt.
       const wait = `throttle: ${r.outcomes[0]?.text ?? 'limits reached'}`.slice(0, 300);
@@ -422,13 +436,16 @@ export class Scheduler {
         const row = rows.find((x) => x.rcpt === o.rcpt);
         if (!row) continue;
         const base = { ...row, attempts: row.attempts + 1, last_code: o.code, last_reply: o.text, last_server: o.server, updated: now, wait: null };
+        const note = (kind: OutcomeNote['kind']) => notes.push({ row: base, kind, code: o.code, text: o.text, server: o.server });
         if (o.kind === 'delivered') {
+          note('delivered');
           updates.push({ ...base, state: 'delivered' });
           finals.push({ row: { ...base, state: 'delivered' }, kind: 'delivered' });
           events.push({ at: now, rcpt: o.rcpt, kind: 'delivered', server: o.server, code: o.code, text: o.text });
           // NOTIFY=SUCCESS and a hop that could not be handed it: "relayed" is the last word (RFC 3461 5.2.2).
           if (!o.hopDsn && wantsSuccess(decodeRcptDsn(row.dsn))) bounced.push({ rcpt: o.rcpt, action: 'relayed', code: o.code, text: o.text, server: o.server, dsn: row.dsn, pool: row.pool });
         } else if (o.kind === 'failed') {
+          note('bounced');
           updates.push({ ...base, state: 'bounced' });
           finals.push({ row: { ...base, state: 'bounced' }, kind: 'bounced' });
           bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text, server: o.server, dsn: row.dsn, pool: row.pool });
@@ -436,12 +453,14 @@ export class Scheduler {
         } else {
           const at = nextAttempt(policy.retry, base.attempts, m.created, policy.max_age, now);
           if (at === null) {
+            note('expired');
             updates.push({ ...base, state: 'bounced' });
             finals.push({ row: { ...base, state: 'bounced' }, kind: 'expired' });
             bounced.push({ rcpt: o.rcpt, action: 'failed', code: o.code, text: o.text || 'expired', server: o.server, dsn: row.dsn, pool: row.pool });
             events.push({ at: now, rcpt: o.rcpt, kind: 'expired', server: o.server, code: o.code, text: o.text });
           } else {
             // Waiting past queue.delay_warning: one "delayed" notice per recipient, marked in its row.
+            note('deferred');
             const warnAfter = policy.delay_warning ?? 0;
             const dsn = decodeRcptDsn(row.dsn);
             const warn = warnAfter > 0 && now - m.created >= warnAfter && !dsn.warned && wantsDelay(dsn);
@@ -454,15 +473,17 @@ export class Scheduler {
     }
     const reason = finals.some((f) => f.kind === 'expired') ? 'expired' : 'rejected';
     if (bounced.length) noteDsn(this.ctx.log, m, bounced);
-    await this.commit(`outcomes of ${m.id}`, m, updates, events, bounced, reason, head, finals);
+    await this.commit(`outcomes of ${m.id}`, m, updates, events, bounced, reason, head, finals, notes);
   }
 
   /** Settle with retries from memory when the spool refuses; finals are reported once committed. */
-  private async commit(what: string, m: MessageRow, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], bounced: DsnRecipient[], reason: 'rejected' | 'expired', head: Buffer | undefined, finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[]): Promise<void> {
+  private async commit(what: string, m: MessageRow, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], bounced: DsnRecipient[], reason: 'rejected' | 'expired', head: Buffer | undefined, finals: { row: RecipientRow; kind: 'delivered' | 'bounced' | 'expired' }[], notes: OutcomeNote[]): Promise<void> {
     const attempt = async () => {
       const dsn = bounced.length ? await dsnFor(this.dsnContext(), m, bounced, reason, head) : undefined;
-      const id = await this.ctx.spool.settle(m.id, updates, events, dsn);
+      const outbox = this.ctx.eventsFor?.(m, notes);
+      const id = await this.ctx.spool.settle(m.id, updates, events, dsn, outbox ? { outbox } : {});
       for (const f of finals) this.ctx.onFinal?.(m, f.row, f.kind);
+      for (const n of notes) this.ctx.onOutcome?.(m, n);
       if (id) this.ctx.log.info({ queue_id: m.id, dsn_id: id, sender: m.sender, recipients: bounced.map((b) => b.rcpt) }, `bounce for ${m.id} queued as ${id}`);
     };
     try {
@@ -504,16 +525,18 @@ export class Scheduler {
     const bounced: DsnRecipient[] = [];
     const events: Omit<EventRow, 'msg'>[] = [];
     const finals: { row: RecipientRow; kind: 'expired' }[] = [];
+    const notes: OutcomeNote[] = [];
     for (const row of rows) {
       const why = this.waiting(row.pool, row.domain, now)?.reason ?? row.wait ?? row.last_reply ?? 'not delivered';
       const text = `4.4.7 Message expired after ${Math.round((now - m.created) / 1000)} s in the queue: ${why}`.slice(0, 600);
       const u = { ...row, state: 'bounced' as const, updated: now, wait: null, last_reply: row.last_reply ?? text };
       updates.push(u);
       finals.push({ row: u, kind: 'expired' });
+      notes.push({ row: u, kind: 'expired', code: row.last_code, text, server: row.last_server });
       bounced.push({ rcpt: row.rcpt, action: 'failed', code: row.last_code, text, server: row.last_server, dsn: row.dsn, pool: row.pool });
       events.push({ at: now, rcpt: row.rcpt, kind: 'expired', server: row.last_server, code: row.last_code, text });
     }
-    await this.commit(`expiry of ${m.id}`, m, updates, events, bounced, 'expired', undefined, finals);
+    await this.commit(`expiry of ${m.id}`, m, updates, events, bounced, 'expired', undefined, finals, notes);
   }
 
   /** Failed recipients whose DSN could not be written when their outcome was recorded. */

@@ -42,6 +42,8 @@ export interface Envelope {
   dsnOf?: string;
   /** MAIL FROM's RET, ENVID, BODY and SMTPUTF8, kept for the next hop and for DSNs. */
   params?: MessageParams;
+  /** The message's tags (X-Smtplb-Tags), for its events. */
+  tags?: Record<string, string>;
 }
 
 export interface MessageRow {
@@ -61,6 +63,8 @@ export interface MessageRow {
   params?: string | null;
   /** Header lines added at acceptance (Received, DKIM-Signature), sent before the file's bytes. */
   prefix?: Buffer | null;
+  /** Tags as JSON, null for none. */
+  tags?: string | null;
 }
 
 /** A message's bytes: in memory, or a file with the header lines to send before it (the shape of delivery's Body). */

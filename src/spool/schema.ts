@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS suspensions (
 CREATE TABLE IF NOT EXISTS overrides (
   id TEXT PRIMARY KEY, pool TEXT NOT NULL, destination TEXT NOT NULL, until INTEGER NOT NULL,
   reason TEXT NOT NULL, who TEXT NOT NULL, created INTEGER NOT NULL, concurrency INTEGER, rate TEXT);
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, msg TEXT NOT NULL, at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox_cursors (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS warmup (
   server TEXT NOT NULL, day INTEGER NOT NULL, sent INTEGER NOT NULL, PRIMARY KEY (server, day));
 `;
@@ -41,6 +43,7 @@ const MIGRATIONS: { table: string; column: string; type: string; why: string }[]
   { table: 'messages', column: 'body', type: 'BLOB', why: 'bodies in the index (older spools keep files)' },
   { table: 'messages', column: 'params', type: 'TEXT', why: 'MAIL FROM parameters (DSN, BODY, SMTPUTF8)' },
   { table: 'recipients', column: 'dsn', type: 'TEXT', why: "the RCPT's NOTIFY and ORCPT" },
+  { table: 'messages', column: 'tags', type: 'TEXT', why: 'the X-Smtplb-Tags of the message (JSON), for its events' },
 ];
 
 /** The schema version this smtplb writes. */

@@ -55,6 +55,7 @@ import { QueueIndex, type CountRow } from './queue-index.js';
 import { idAt, type DestSummary, type DsnToQueue, type Envelope, type EventRow, type MessageRow, type RcptState, type RecipientRow } from './records.js';
 import { migrate } from './schema.js';
 import { ControlTables } from './control-tables.js';
+import { OutboxTable } from './outbox-table.js';
 import { QueueView } from './queue-view.js';
 import { Bodies } from './bodies.js';
 import { GroupCommit, type WriteOpts } from './group-commit.js';
@@ -75,7 +76,7 @@ export { HOT_MAX } from './bodies.js';
 export { RESERVE } from './reserve.js';
 
 /** The columns of a message row but its body (read only when it is sent). */
-const MESSAGE_COLS = 'id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, params';
+const MESSAGE_COLS = 'id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, params, tags';
 
 /** The WAL is cut back to this after a checkpoint: one group commit of large bodies would otherwise leave it that size for good. */
 const WAL_KEEP = 16 * 1024 * 1024;
@@ -95,6 +96,8 @@ export class Spool extends EventEmitter {
   private idSalt = randomBytes(3).toString('hex').toUpperCase();
   /** Suspensions, overrides and warm-up counts (the node's own control store). */
   readonly control: ControlTables;
+  /** Events waiting for their sinks (webhooks, the events file), written with the outcomes. */
+  readonly outbox: OutboxTable;
   /** Bodies as delivery reads them, and the hot cache of messages queued lately. */
   readonly bodies: Bodies;
   /** The queue tools' and the admin's reads (destinations, listings, a message's history). */
@@ -127,7 +130,7 @@ export class Spool extends EventEmitter {
     migrate(this.db, dir);
     this.db.pragma(`journal_size_limit = ${WAL_KEEP}`);
     this.stmts = {
-      insMsg: this.db.prepare(`INSERT INTO messages (id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, body, params) VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of, @prefix, @body, @params)`),
+      insMsg: this.db.prepare(`INSERT INTO messages (id, created, sender, size, message_id, listener, user, class, client, file, dsn_of, prefix, body, params, tags) VALUES (@id, @created, @sender, @size, @message_id, @listener, @user, @class, @client, @file, @dsn_of, @prefix, @body, @params, @tags)`),
       insRcpt: this.db.prepare(`INSERT INTO recipients (msg, rcpt, domain, pool, route, state, attempts, next_at, updated, leased, dsn) VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?)`),
       insEvent: this.db.prepare(`INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)`),
       dueFor: this.db.prepare(`SELECT * FROM recipients WHERE pool = ? AND domain = ? AND state = 'queued' AND leased = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`),
@@ -157,6 +160,7 @@ export class Spool extends EventEmitter {
       fatal: (e) => this.emit('fatal', e),
     });
     this.control = new ControlTables(this.db, (apply) => this.write(apply));
+    this.outbox = new OutboxTable(this.db, (apply, opts) => this.write(apply, opts));
     this.view = new QueueView(this.db, this.index, this);
     this.bodies = new Bodies(this.db, (id) => this.fileFor(id));
     this.reserve = new Reserve(dir, () => this.emit('reserve-released'));
@@ -272,6 +276,7 @@ export class Spool extends EventEmitter {
       dsn_of: env.dsnOf ?? null,
       prefix,
       params: encodeStored(env.params),
+      tags: env.tags && Object.keys(env.tags).length ? JSON.stringify(env.tags) : null,
     };
   }
 
@@ -365,7 +370,7 @@ export class Spool extends EventEmitter {
   }
 
   /** Make an incoming message durable and queued; resolves with its id once it is safe to answer 250. */
-  async commitIncoming(inc: Incoming, env: Envelope, prefix: Buffer | null, opts: { leased?: boolean } = {}): Promise<string> {
+  async commitIncoming(inc: Incoming, env: Envelope, prefix: Buffer | null, opts: { leased?: boolean; outbox?: readonly string[] } = {}): Promise<string> {
     try {
       await this.files.checkFree(0);
       const size = inc.size + (prefix?.length ?? 0);
@@ -373,12 +378,18 @@ export class Spool extends EventEmitter {
         // Body and envelope in one transaction: the group commit's WAL sync covers both.
         const row = this.rowFor(inc.id, env, size, '', null);
         const body = inc.bytes(prefix);
-        await this.write(() => this.insert(row, env, body, opts.leased), { newMail: true });
+        await this.write(() => {
+          this.insert(row, env, body, opts.leased);
+          if (opts.outbox?.length) this.outbox.insertAll(row.id, opts.outbox);
+        }, { newMail: true });
         this.bodies.keep(row, body);
       } else {
         await inc.seal();
         const row = this.rowFor(inc.id, env, size, inc.file, prefix);
-        await this.write(() => this.insert(row, env, null, opts.leased), { dir: path.dirname(inc.file), newMail: true });
+        await this.write(() => {
+          this.insert(row, env, null, opts.leased);
+          if (opts.outbox?.length) this.outbox.insertAll(row.id, opts.outbox);
+        }, { dir: path.dirname(inc.file), newMail: true });
         this.bodies.keep(row, null);
       }
       inc.done();
@@ -398,7 +409,7 @@ export class Spool extends EventEmitter {
    * `failed` (DSN owed) when the DSN cannot be stored. A message left with no open recipient
    * is removed with its body. Returns the DSN's queue id, if one was queued.
    */
-  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: { unleasedOnly?: boolean } = {}): Promise<string | undefined> {
+  async settle(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn?: DsnToQueue, opts: SettleOpts = {}): Promise<string | undefined> {
     let stored: Stored | undefined;
     if (dsn) {
       try {
@@ -420,7 +431,7 @@ export class Spool extends EventEmitter {
     }
   }
 
-  private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: { unleasedOnly?: boolean }): Promise<string | undefined> {
+  private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: SettleOpts): Promise<string | undefined> {
     let removed: string | null = null;
     await this.write(
       () => {
@@ -428,6 +439,12 @@ export class Spool extends EventEmitter {
         const rows = this.stmts.rcpts.all(msg) as (RecipientRow & { leased: number })[];
         const plan = planSettlement(rows, updates, !!opts.unleasedOnly);
         if (dsn) this.insert(dsn.row, dsn.env, dsn.body);
+        // The events of the outcomes that apply, with them (issue 24: no outcome without its
+        // event, and no event for an outcome that was not recorded).
+        if (opts.outbox?.length) {
+          const applied = new Set(plan.applied.map((a) => a.u.rcpt));
+          this.outbox.insertAll(msg, opts.outbox.filter((o) => applied.has(o.rcpt)).map((o) => o.body));
+        }
         removed = null;
         if (plan.leaves) {
           removed = this.removeRows(msg, rows);
@@ -445,6 +462,11 @@ export class Spool extends EventEmitter {
     // Committed: a file left behind is only disk space, never a reason to report failure.
     if (removed) await unlinkIfThere(this.fileFor(msg)).catch((e: Error) => this.emit('unlink-failed', msg, e));
     return dsn?.row.id;
+  }
+
+  /** Events that report no queue change (a recipient refused at RCPT): written on their own. */
+  recordEvents(msg: string, bodies: readonly string[]): Promise<void> {
+    return this.write(() => this.outbox.insertAll(msg, bodies), { durable: false });
   }
 
   /** Group commit (group-commit.ts): writes queued in the same turn share one transaction and one sync. */
@@ -592,6 +614,13 @@ export class Spool extends EventEmitter {
 
 /** A message made here, ready to insert: its body for the index, or (body null) its file, synced, whose directory entry `dir` needs a sync. */
 interface Stored { row: MessageRow; body: Buffer | null; dir?: string }
+
+export interface SettleOpts {
+  /** Only rows not in flight (the queue tools' bounce, which must not race a delivery). */
+  unleasedOnly?: boolean;
+  /** Event bodies for the outbox, each with the recipient whose outcome it reports. */
+  outbox?: readonly { rcpt: string; body: string }[];
+}
 
 async function unlinkIfThere(file: string): Promise<void> {
   await fsp.unlink(file).catch((e: NodeJS.ErrnoException) => {

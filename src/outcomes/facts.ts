@@ -1,0 +1,11 @@
+// An outcome as the classifier reads it: an SMTP reply, or (no reply code) a connection, TLS or
+// DNS failure told apart by the text smtplb itself wrote for it, or an expiry. Pure.
+import type { OutcomeFacts } from './reply-class.js';
+
+export function outcomeFacts(code: number | null, text: string, expired = false): OutcomeFacts {
+  if (expired) return { kind: 'expired', code, text };
+  if (code !== null) return { kind: 'reply', code, text };
+  if (/\b(?:certificate|TLS|SSL|STARTTLS|handshake)\b/i.test(text)) return { kind: 'tls', code, text };
+  if (/\bDNS\b|NXDOMAIN|SERVFAIL|\bnull MX\b|\bno MX\b|ENOTFOUND|EAI_AGAIN/i.test(text)) return { kind: 'dns', code, text };
+  return { kind: 'connect', code, text };
+}
