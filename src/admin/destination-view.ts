@@ -30,10 +30,10 @@ export async function destinationView(relay: Relay, pools: Map<string, Pool>, ra
   const routed = relay.route({ domain })?.rule.pool ?? null;
   const poolNames = new Set<string>();
   if (routed) poolNames.add(routed);
-  for (const name of pools.keys()) if (relay.spool.summary(name, domain)) poolNames.add(name);
+  for (const name of pools.keys()) if (relay.spool.index.summary(name, domain)) poolNames.add(name);
   // One index seek per pool (a handful): never a scan of the queue, however large it is.
   const queue = [...poolNames].map((pool) => {
-    const s = relay.spool.summary(pool, domain);
+    const s = relay.spool.index.summary(pool, domain);
     const oldest = s ? relay.spool.view.oldest(pool, domain) : null;
     return {
       pool,
@@ -46,7 +46,7 @@ export async function destinationView(relay: Relay, pools: Map<string, Pool>, ra
   });
   // The oldest recipients across its pools, one row each, at most a page of them.
   const rows = [...poolNames]
-    .filter((pool) => relay.spool.summary(pool, domain))
+    .filter((pool) => relay.spool.index.summary(pool, domain))
     .flatMap((pool) => relay.spool.view.openFor(pool, domain, PAGE_MESSAGES))
     .sort((a, b) => (a.msg < b.msg ? -1 : a.msg > b.msg ? 1 : a.rcpt < b.rcpt ? -1 : a.rcpt > b.rcpt ? 1 : 0))
     .slice(0, PAGE_MESSAGES);

@@ -262,7 +262,7 @@ export async function relayReading(relay: Relay, metrics: Pick<Metrics, 'finalOu
   for (const [pool, c] of await readCounters(metrics)) counters[pool] = c;
   const pools: RelayReading['pools'] = {};
   const pool = (name: string) => (pools[name] ??= { queued: 0, oldest: null });
-  for (const d of relay.spool.destinationSummaries()) pool(d.pool).queued += d.queued + d.held + d.failed;
+  for (const d of relay.spool.index.destinationSummaries()) pool(d.pool).queued += d.queued + d.held + d.failed;
   const { top } = relay.spool.view.byDestination(OLDEST_AMONG);
   for (const d of top) {
     const p = pool(d.pool);

@@ -231,9 +231,7 @@ export class Gateway {
   private smtpListener(l: ListenerConfig, relay: Relay | undefined, hostname: string): SmtpListener {
     if (!relay) throw new Error('no relay for a mode: smtp listener');
     return new SmtpListener(l, {
-      hostname,
-      log: this.log,
-      metrics: this.metrics,
+      ...{ hostname, log: this.log, metrics: this.metrics },
       users: () => new Map(this.config.users.map((u) => [u.name, u])),
       verifyPassword,
       route: (q) => relay.route(q),
@@ -244,8 +242,8 @@ export class Gateway {
       spoolRefusal: (listener) => relay.spoolRefusal(listener),
       spoolRefused: (m, e) => relay.spoolRefused(m, e),
       suppressed: (rcpt, sender) => relay.suppressionVerdict(rcpt, sender, l.name),
-      tagsHeader: () => this.config.events?.tags_header ?? 'X-Smtplb-Tags',
       dropped: (d) => relay.noteDropped(d),
+      tagsHeader: () => this.config.events?.tags_header ?? 'X-Smtplb-Tags',
       ...this.budget,
     });
   }
@@ -433,14 +431,10 @@ export class Gateway {
   /** The private admin API of each worker that runs a relay (primary only), by worker id. */
   readonly shardAdmin = new Map<number, { shard: number; port: number }>();
 
-  /**
-   * The node's suppression list: the relay's, or under workers (the primary has no relay) the
-   * same file opened here, so the admin API answers from the list the workers check.
-   */
+  /** The node's suppression list: the relay's, or on a primary (no relay) the same file, the one its workers check. */
   private primaryList?: SuppressionList;
   suppressionList(): SuppressionList | undefined {
-    if (this.relay) return this.relay.suppressions;
-    if (this.role !== 'primary' || !this.config.listeners.some((l) => l.mode === 'smtp')) return undefined;
+    if (this.relay || this.role !== 'primary' || !this.config.listeners.some((l) => l.mode === 'smtp')) return this.relay?.suppressions;
     return (this.primaryList ??= new SuppressionList(this.config.spool));
   }
 

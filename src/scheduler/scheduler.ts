@@ -147,7 +147,7 @@ export class Scheduler {
       s.reason = undefined;
     }
     // An operator's action, rare: every destination with a due time goes back on the due list.
-    for (const d of this.ctx.spool.destinationSummaries()) if (d.nextDue !== null) this.ctx.spool.markDue(d.pool, d.domain, d.nextDue);
+    for (const d of this.ctx.spool.index.destinationSummaries()) if (d.nextDue !== null) this.ctx.spool.index.markDue(d.pool, d.domain, d.nextDue);
     this.wake();
   }
 
@@ -212,7 +212,7 @@ export class Scheduler {
   /** When the next destination may start something: the top of the spool's due list. */
   private nextWake(): number {
     if (this.room() <= 0) return Infinity; // woken by a finishing delivery
-    return this.ctx.spool.nextDueAt();
+    return this.ctx.spool.index.nextDueAt();
   }
 
   /** Deliveries that may still start now, all destinations together. */
@@ -233,7 +233,7 @@ export class Scheduler {
     // now is put back on the due list for when it can.
     // As many as deliveries may start (each that starts takes at least one); the rest stay
     // on the list for the next pass.
-    const order = this.ctx.spool.takeDue(now, this.room());
+    const order = this.ctx.spool.index.takeDue(now, this.room());
     if (order.length === 0) return;
     try {
       const started: Job[] = [];
@@ -267,14 +267,14 @@ export class Scheduler {
     } catch (e) {
       // Taken off the due list and not settled: all of them go back on it (a duplicate entry
       // costs one look), or they would wait for mail that will not come.
-      for (const d of order) this.ctx.spool.markDue(d.pool, d.domain, now);
+      for (const d of order) this.ctx.spool.index.markDue(d.pool, d.domain, now);
       throw e;
     }
   }
 
   /** One walk over the due destinations: what starts, what moves to another pool, what expired. */
   private pass(order: DestSummary[], now: number, started: Job[], exhausted: { pool: string; domain: string }[], moves: { rows: RecipientRow[]; pool: string; route: number }[], expired: { m: MessageRow; rows: RecipientRow[] }[], maxAge: number): void {
-    const later = (d: DestSummary, at: number) => this.ctx.spool.markDue(d.pool, d.domain, at);
+    const later = (d: DestSummary, at: number) => this.ctx.spool.index.markDue(d.pool, d.domain, at);
     for (const d of order) {
       // The global limit: the rest is due still, and waits for the next pass.
       if (this.room() <= 0) {
@@ -405,9 +405,9 @@ export class Scheduler {
     if (!ran) st.starting = Math.max(0, st.starting - 1);
     // A slot freed: a destination that waited for one is looked at again.
     if (st.blockedUntil && st.reason?.includes('concurrency')) st.blockedUntil = 0;
-    if (st.inflight === 0 && st.blockedUntil <= Date.now() && !this.ctx.spool.summary(j.pool, j.domain)) this.dests.delete(`${j.pool}|${j.domain}`);
+    if (st.inflight === 0 && st.blockedUntil <= Date.now() && !this.ctx.spool.index.summary(j.pool, j.domain)) this.dests.delete(`${j.pool}|${j.domain}`);
     // A slot freed: the destination is looked at again (it may have been set aside at its limit).
-    this.ctx.spool.markDue(j.pool, j.domain, Date.now());
+    this.ctx.spool.index.markDue(j.pool, j.domain, Date.now());
     this.running--;
     if (this.running === 0) this.idle.splice(0).forEach((f) => f());
     this.wake(true);

@@ -95,3 +95,13 @@ export interface EventRow { msg: string; at: number; rcpt: string | null; kind: 
 
 /** A DSN to queue in the same transaction as the outcomes that cause it. */
 export interface DsnToQueue { env: Envelope; body: Buffer }
+
+/** A message stored by the spool: its row, its body when kept in the index, the directory synced for its file. */
+export interface Stored { row: MessageRow; body: Buffer | null; dir?: string }
+
+export interface SettleOpts {
+  /** Only rows not in flight (the queue tools' bounce, which must not race a delivery). */
+  unleasedOnly?: boolean;
+  /** Event bodies for the outbox, each with the recipient whose outcome it reports. */
+  outbox?: readonly { rcpt: string; body: string }[];
+}

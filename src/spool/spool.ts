@@ -52,7 +52,7 @@ import { encodeStored } from '../message/dsn-params.js';
 import { diskFull, SpoolFullError, SpoolUnavailableError, writeRefused } from './errors.js';
 import { Incoming, INLINE_MAX } from './incoming.js';
 import { QueueIndex, type CountRow } from './queue-index.js';
-import { idAt, type DestSummary, type DsnToQueue, type Envelope, type EventRow, type MessageRow, type RcptState, type RecipientRow } from './records.js';
+import { idAt, type DsnToQueue, type Envelope, type EventRow, type MessageRow, type RcptState, type RecipientRow, type SettleOpts, type Stored } from './records.js';
 import { migrate } from './schema.js';
 import { ControlTables } from './control-tables.js';
 import { OutboxTable } from './outbox-table.js';
@@ -464,10 +464,8 @@ export class Spool extends EventEmitter {
     return dsn?.row.id;
   }
 
-  /** Events that report no queue change (a recipient refused at RCPT): written on their own. */
-  recordEvents(msg: string, bodies: readonly string[]): Promise<void> {
-    return this.write(() => this.outbox.insertAll(msg, bodies), { durable: false });
-  }
+  /** Events of no queue change (a recipient refused at RCPT), written on their own. */
+  recordEvents = (msg: string, bodies: readonly string[]): Promise<void> => this.write(() => this.outbox.insertAll(msg, bodies), { durable: false });
 
   /** Group commit (group-commit.ts): writes queued in the same turn share one transaction and one sync. */
   private write(apply: () => void, opts: WriteOpts = {}): Promise<void> {
@@ -501,25 +499,6 @@ export class Spool extends EventEmitter {
     return at;
   }
 
-  // The queue index's reads, for the queue manager, status and metrics (see queue-index.ts).
-  markDue(pool: string, domain: string, at: number): void {
-    this.index.markDue(pool, domain, at);
-  }
-  takeDue(now: number, limit = Infinity): DestSummary[] {
-    return this.index.takeDue(now, limit);
-  }
-  nextDueAt(): number {
-    return this.index.nextDueAt();
-  }
-  destinationSummaries(): IterableIterator<DestSummary> {
-    return this.index.destinationSummaries();
-  }
-  summary(pool: string, domain: string): DestSummary | undefined {
-    return this.index.summary(pool, domain);
-  }
-  get destinationCount(): number {
-    return this.index.destinationCount;
-  }
   counts(): { state: string; n: number }[] {
     return this.index.counts();
   }
@@ -612,15 +591,6 @@ export class Spool extends EventEmitter {
   }
 }
 
-/** A message made here, ready to insert: its body for the index, or (body null) its file, synced, whose directory entry `dir` needs a sync. */
-interface Stored { row: MessageRow; body: Buffer | null; dir?: string }
-
-export interface SettleOpts {
-  /** Only rows not in flight (the queue tools' bounce, which must not race a delivery). */
-  unleasedOnly?: boolean;
-  /** Event bodies for the outbox, each with the recipient whose outcome it reports. */
-  outbox?: readonly { rcpt: string; body: string }[];
-}
 
 async function unlinkIfThere(file: string): Promise<void> {
   await fsp.unlink(file).catch((e: NodeJS.ErrnoException) => {

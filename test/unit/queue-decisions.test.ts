@@ -73,20 +73,20 @@ test("the spool's due list: only due destinations are taken, each once; a later 
   for (let i = 0; i < 50; i++) await put(`d${i}.test`);
   await put('d0.test');
   const now = Date.now() + 10;
-  const due = spool.takeDue(now);
+  const due = spool.index.takeDue(now);
   assert.equal(due.length, 50, 'each destination once, though d0 has two messages');
-  assert.deepEqual(spool.takeDue(now), [], 'taken off the list');
-  assert.equal(spool.nextDueAt(), Infinity);
-  spool.markDue('p', 'd7.test', now + 1000);
-  spool.markDue('p', 'nothing-queued.test', now);
-  assert.equal(spool.nextDueAt(), now + 1000);
-  assert.deepEqual(spool.takeDue(now), [], 'not before its time');
-  assert.deepEqual(spool.takeDue(now + 1000).map((d) => d.domain), ['d7.test']);
+  assert.deepEqual(spool.index.takeDue(now), [], 'taken off the list');
+  assert.equal(spool.index.nextDueAt(), Infinity);
+  spool.index.markDue('p', 'd7.test', now + 1000);
+  spool.index.markDue('p', 'nothing-queued.test', now);
+  assert.equal(spool.index.nextDueAt(), now + 1000);
+  assert.deepEqual(spool.index.takeDue(now), [], 'not before its time');
+  assert.deepEqual(spool.index.takeDue(now + 1000).map((d) => d.domain), ['d7.test']);
   // Every row of d3 taken (leased) and the next due time looked up: none due, off the list.
   const rows = spool.dueFor('p', 'd3.test', now, 10);
   await spool.lease(rows);
   assert.equal(spool.refreshDue('p', 'd3.test'), null);
-  assert.equal(spool.nextDueAt(), Infinity);
+  assert.equal(spool.index.nextDueAt(), Infinity);
   spool.close();
 });
 
@@ -108,11 +108,11 @@ test("a destination whose last queued row was held comes back on the due list wh
   await inc.write(Buffer.from('Subject: x\r\n\r\nbody\r\n'));
   const id = await spool.commitIncoming(inc, { sender: 'a@b.test', recipients: [{ address: 'u@held.test', domain: 'held.test', pool: 'p', route: 0 }], listener: 'l', client: '127.0.0.1' }, null);
   const t0 = Date.now() + 10;
-  assert.equal(spool.takeDue(t0).length, 1);
+  assert.equal(spool.index.takeDue(t0).length, 1);
   assert.equal(await spool.setState(id, ['queued'], 'held', t0, 'held by operator'), 1);
-  assert.deepEqual(spool.takeDue(t0 + 1000), []);
+  assert.deepEqual(spool.index.takeDue(t0 + 1000), []);
   // Released later than the time it had: it must still come back.
   assert.equal(await spool.setState(id, ['held'], 'queued', t0 + 5000, 'released by operator'), 1);
-  assert.deepEqual(spool.takeDue(t0 + 5000).map((d) => d.domain), ['held.test']);
+  assert.deepEqual(spool.index.takeDue(t0 + 5000).map((d) => d.domain), ['held.test']);
   spool.close();
 });
