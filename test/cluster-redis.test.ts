@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { api, metric, queueIdle } from './helpers/admin.js';
-import { freePort, onStop, run, runCli, sleep, startSink, startSmtplb, stopAll, waitFor, type Sink, type Smtplb } from './helpers/peers.js';
+import { freePort, onStop, run, runCli, session, sleep, startSink, startSmtplb, stopAll, waitFor, type Sink, type Smtplb } from './helpers/peers.js';
 import { startRedis, type RedisPeer } from './helpers/redis.js';
 import { startSmtplbSink, type SmtplbSink } from './helpers/sink.js';
 
@@ -163,6 +163,31 @@ test("a suspension made through node a's API stops the destination on b and c wi
   const del = await fetch(`http://127.0.0.1:${nodes[0].admin}/api/suspensions/${suspension.id}`, { method: 'DELETE', headers: { authorization: 'Bearer test-token-1' } });
   assert.equal(del.status, 200);
   await sinks.plain.settle(before + 9, 5000);
+});
+
+test('an address suppressed through node a is refused at RCPT by b and c within 1 s; removed at a, taken again everywhere', async () => {
+  const rcpt = async (n: Node) => {
+    const s = session(n.port);
+    await s.reply();
+    await s.send('EHLO client.test');
+    await s.send('MAIL FROM:<app@client.test>');
+    const r = await s.send('RCPT TO:<dead@cluster-suppression.test>');
+    s.close();
+    return r;
+  };
+  for (const n of nodes) assert.match(await rcpt(n), /^250 /);
+  const r = await fetch(`http://127.0.0.1:${nodes[0].admin}/api/suppressions`, {
+    method: 'POST',
+    headers: { authorization: 'Bearer test-token-1', 'content-type': 'application/json' },
+    body: JSON.stringify({ address: 'dead@cluster-suppression.test', scope: 'global', reason: 'cluster test' }),
+  });
+  assert.equal(r.status, 200);
+  const t0 = Date.now();
+  await waitFor('b and c refuse it', async () => /^550 5\.1\.1 .*suppressed \(cluster test\)/.test(await rcpt(nodes[1])) && /^550 5\.1\.1 /.test(await rcpt(nodes[2])), 3000, 50);
+  assert.ok(Date.now() - t0 <= 1000, `followed within 1 s (${Date.now() - t0} ms)`);
+  const del = await fetch(`http://127.0.0.1:${nodes[0].admin}/api/suppressions?address=dead@cluster-suppression.test`, { method: 'DELETE', headers: { authorization: 'Bearer test-token-1' } });
+  assert.equal(del.status, 200);
+  await waitFor('taken again everywhere', async () => (await Promise.all(nodes.map(rcpt))).every((x) => x.startsWith('250')), 3000, 50);
 });
 
 test('a drain made at node a is followed by b and c; `smtplb status` shows every node and the limits in force', async () => {

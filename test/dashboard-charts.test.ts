@@ -114,7 +114,7 @@ test('the sampler: per-step counts from the counters, queue from the spool, mark
   const now0 = Date.now();
   const relay = {
     spool: {
-      destinationSummaries: () => [{ pool: 'p', domain: 'x.test', queued: 3, held: 1, failed: 0, nextDue: null }][Symbol.iterator](),
+      index: { destinationSummaries: () => [{ pool: 'p', domain: 'x.test', queued: 3, held: 1, failed: 0, nextDue: null }][Symbol.iterator]() },
       view: { byDestination: () => ({ top: [{ pool: 'p', domain: 'x.test', queued: 4, oldest: now0 - 30_000 }], rest: { destinations: 0, queued: 0, oldest: null } }) },
     },
     shaper: { throttles: () => throttles, suspensions: () => suspensions, overrides: () => [] },

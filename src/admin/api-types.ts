@@ -96,7 +96,7 @@ export interface QueueMessage {
   sender: string;
   size: number;
   message_id: string | null;
-  recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; waiting_for: string | null }[];
+  recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; reply_class?: string | null; waiting_for: string | null }[];
 }
 
 /** `GET /api/route?address=...` (`smtplb route explain`). */

@@ -178,7 +178,7 @@ function printQueue(ms: QueueMessage[]): void {
     for (const r of m.recipients) {
       console.log(`    ${r.address.padEnd(32)} ${r.state.padEnd(9)} pool ${r.pool} attempts ${r.attempts}`);
       if (r.state === 'queued') console.log(`      next attempt ${r.next_attempt}, waiting for ${r.waiting_for}`);
-      if (r.last_reply) console.log(`      last reply ${r.last_server ? `from ${r.last_server}: ` : ''}${r.last_reply}`);
+      if (r.last_reply) console.log(`      last reply ${r.last_server ? `from ${r.last_server}: ` : ''}${r.last_reply}${r.reply_class ? ` (${r.reply_class})` : ''}`);
     }
   }
 }

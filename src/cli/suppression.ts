@@ -75,8 +75,16 @@ export async function runSuppression(file: string, action: string | undefined, a
         batch = [];
         bytes = 0;
       };
+      const now = Date.now();
       for (const r of parsed.rows) {
-        const entry = { address: r.address, scope: r.scope ?? o.scope ?? 'global', reason: r.reason ?? o.reason ?? 'import', source: 'import', expires: r.expires };
+        // An exported time (ISO 8601) comes back as what is left of it; one already past is skipped.
+        let expires = r.expires;
+        if (expires && /^\d{4}-\d\d-\d\dT/.test(expires)) {
+          const left = Date.parse(expires) - now;
+          if (!(left > 0)) continue;
+          expires = `${Math.ceil(left / 1000)}s`;
+        }
+        const entry = { address: r.address, scope: r.scope ?? o.scope ?? 'global', reason: r.reason ?? o.reason ?? 'import', source: r.source ?? 'import', class: r.class, expires };
         const size = JSON.stringify(entry).length + 1;
         if (batch.length >= BATCH_MAX || bytes + size > BATCH_BYTES) await send();
         batch.push(entry);

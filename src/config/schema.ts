@@ -350,6 +350,7 @@ export const configSchema = z.strictObject({
             timeout: duration.default(5000),
           }),
         )
+        .refine((hooks) => new Set(hooks.map((h) => h.url)).size === hooks.length, { error: 'each webhook URL once (a receiver that wants several types lists them in one entry)' })
         .default([]),
       /** Appends one JSON line per event (SIGUSR1 is not needed: each write opens the path afresh). */
       file: z.string().optional(),

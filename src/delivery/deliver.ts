@@ -21,6 +21,8 @@ export interface RcptOutcome {
   server: string | null;
   /** Delivered to a hop that offered DSN: it was handed NOTIFY and reports from here on (RFC 3461 5.2.2). */
   hopDsn?: boolean;
+  /** The reply was about this recipient (its RCPT, or its domain taking no mail), not the message or the sender. */
+  perRecipient?: boolean;
 }
 
 export interface Attempt {
@@ -240,7 +242,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       for (const rcpt of r.accepted) outcomes.set(rcpt, { rcpt, kind: 'delivered', code: codeOf(r.response) ?? 250, text: r.response, server: label, hopDsn });
       for (const rej of r.rejected) {
         const kind = classify(rej.code);
-        if (kind === 'failed') outcomes.set(rej.rcpt, { rcpt: rej.rcpt, kind, code: rej.code, text: rej.text, server: label });
+        if (kind === 'failed') outcomes.set(rej.rcpt, { rcpt: rej.rcpt, kind, code: rej.code, text: rej.text, server: label, perRecipient: true });
         else {
           next.push(rej.rcpt);
           last = { code: rej.code, text: rej.text, server: label };
@@ -271,7 +273,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
       } else if (classify(err.code) === 'failed' && (err.stage === 'MAIL FROM' || err.stage === 'DATA' || err.stage === 'MX')) {
         // The server refused the message itself (MAIL FROM or DATA 5xx), or the domain takes
         // no mail at all: final for everyone.
-        for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'failed', code: err.code, text: err.text, server: server.name });
+        for (const rcpt of remaining) outcomes.set(rcpt, { rcpt, kind: 'failed', code: err.code, text: err.text, server: server.name, perRecipient: err.stage === 'MX' });
         remaining = [];
       }
       if (up) up.broken = true;

@@ -48,12 +48,9 @@ export class EventDispatcher {
   constructor(private ctx: DispatcherContext) {}
 
   start(): void {
-    const sinks = this.ctx.sinks();
-    if (!sinks.length) {
-      // No sink any more: nothing will ever read what an earlier configuration left.
-      void this.ctx.outbox.clear().catch(() => {});
-      return;
-    }
+    // No sink any more: nothing will ever read what an earlier configuration left.
+    if (!this.ctx.sinks().length) void this.ctx.outbox.clear().catch(() => {});
+    // Also without sinks: a reload may add one.
     this.timer = setInterval(() => this.wake(), POLL_MS);
     this.timer.unref();
   }
@@ -62,12 +59,19 @@ export class EventDispatcher {
   wake(): void {
     if (this.stopped) return;
     const sinks = this.ctx.sinks();
+    if (!sinks.length) return;
     for (const s of sinks) {
       if (this.running.has(s.name) || (this.retryAt.get(s.name) ?? 0) > Date.now()) continue;
-      const p = this.pump(s, sinks.map((x) => x.name)).finally(() => this.running.delete(s.name));
+      const p = this.pump(s, sinks.map((x) => x.name))
+        .catch((e: Error) => this.failed(s, e, 0))
+        .finally(() => this.running.delete(s.name));
       this.running.set(s.name, p);
     }
-    this.watchDepth(sinks.map((x) => x.name));
+    try {
+      this.watchDepth(sinks.map((x) => x.name));
+    } catch (e) {
+      this.ctx.log.warn({ err: (e as Error).message }, 'events: the outbox could not be read');
+    }
   }
 
   async stop(): Promise<void> {
@@ -87,12 +91,7 @@ export class EventDispatcher {
         try {
           await this.send(sink, bodies, `${rows[0].seq}-${last}`);
         } catch (e) {
-          const n = (this.failures.get(sink.name) ?? 0) + 1;
-          this.failures.set(sink.name, n);
-          const wait = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** Math.min(n - 1, 20));
-          this.retryAt.set(sink.name, Date.now() + wait);
-          this.ctx.metrics.webhookFailures.labels(sink.name).inc();
-          this.ctx.log.warn({ sink: sink.name, err: (e as Error).message, events: bodies.length, retry_in_ms: wait }, `events: ${sink.name} did not take ${bodies.length} events (${(e as Error).message}); again in ${Math.round(wait / 1000)} s`);
+          this.failed(sink, e as Error, bodies.length);
           return;
         }
         this.ctx.metrics.eventsSent.labels(sink.name).inc(bodies.length);
@@ -101,6 +100,16 @@ export class EventDispatcher {
       this.retryAt.delete(sink.name);
       await this.ctx.outbox.advance(sink.name, last, all);
     }
+  }
+
+  /** A batch not taken (or the outbox not readable or writable): the sink waits longer each time. */
+  private failed(sink: SinkConfig, e: Error, events: number): void {
+    const n = (this.failures.get(sink.name) ?? 0) + 1;
+    this.failures.set(sink.name, n);
+    const wait = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** Math.min(n - 1, 20));
+    this.retryAt.set(sink.name, Date.now() + wait);
+    this.ctx.metrics.webhookFailures.labels(sink.name).inc();
+    this.ctx.log.warn({ sink: sink.name, err: e.message, events, retry_in_ms: wait }, `events: ${sink.name} did not take ${events} events (${e.message}); again in ${Math.round(wait / 1000)} s`);
   }
 
   private async send(sink: SinkConfig, bodies: string[], delivery: string): Promise<void> {

@@ -2,7 +2,7 @@
 // plain data, pure. An event's id is derived from what it reports (queue id, recipient, type,
 // attempt), so the same event sent again after a crash carries the same id and a receiver can
 // drop the duplicate; two different events never share one.
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 
 export const EVENT_TYPES = ['received', 'delivered', 'deferred', 'bounced', 'expired', 'suppressed'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
@@ -37,8 +37,9 @@ export function eventId(queueId: string, recipient: string | null, type: EventTy
 }
 
 export function makeEvent(e: Omit<SmtplbEvent, 'id' | 'reply'> & { reply: string | null }): SmtplbEvent {
-  // A refusal at RCPT has no queue id: its time and sender make it one event of its own.
-  const key = e.queue_id ?? `rcpt:${e.at}:${e.sender}`;
+  // A refusal at RCPT has no queue id: a random key makes it an event of its own (stored with
+  // its id, so a resend still carries the same one).
+  const key = e.queue_id ?? `rcpt:${randomBytes(12).toString('hex')}`;
   return { id: eventId(key, e.recipient, e.type, e.attempt), ...e, reply: e.reply === null ? null : e.reply.slice(0, REPLY_MAX) };
 }
 

@@ -75,7 +75,7 @@ export class EventFeed {
   suppressed(queueId: string | null, sender: string, rcpt: string, reply: string, listener: string): void {
     if (!this.on) return;
     const body = suppressedEvent({ id: queueId, sender }, rcpt, reply, listener, Date.now());
-    void this.ctx.spool.recordEvents(queueId ?? '', [body]).then(
+    void this.ctx.spool.outbox.record(queueId ?? '', [body]).then(
       () => this.dispatcher.wake(),
       (e: Error) => this.ctx.log.warn({ err: e.message, recipient: rcpt }, 'events: a suppressed event was not written'),
     );

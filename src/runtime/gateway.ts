@@ -18,7 +18,8 @@ import { SmtpListener } from '../listeners/smtp-listener.js';
 import { verifyPassword } from '../policy/password.js';
 import { loadKeys, type DkimKey } from '../signing/dkim.js';
 import { Relay } from './relay.js';
-import { SuppressionList } from '../suppression/list.js';
+import type { SuppressionList } from '../suppression/list.js';
+import { openNodeList } from '../suppression/sync.js';
 import { describeListenError } from '../listeners/listen-error.js';
 import { IdentityMonitor } from '../identity/monitor.js';
 import { HistorySampler } from '../admin/history.js';
@@ -432,10 +433,11 @@ export class Gateway {
   readonly shardAdmin = new Map<number, { shard: number; port: number }>();
 
   /** The node's suppression list: the relay's, or on a primary (no relay) the same file, the one its workers check. */
-  private primaryList?: SuppressionList;
+  private primaryList?: ReturnType<typeof openNodeList>;
   suppressionList(): SuppressionList | undefined {
     if (this.relay || this.role !== 'primary' || !this.config.listeners.some((l) => l.mode === 'smtp')) return this.relay?.suppressions;
-    return (this.primaryList ??= new SuppressionList(this.config.spool));
+    // On a cluster, changes made here go to the other nodes (this node's shard 0 applies theirs).
+    return (this.primaryList ??= openNodeList(this.config.spool, this.config.cluster, this.log, false)).list;
   }
 
   shardAdmins(): { shard: number; port: number }[] {

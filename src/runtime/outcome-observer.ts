@@ -33,7 +33,11 @@ export class OutcomeObserver {
     if (o.kind === 'delivered') return null;
     const cls = this.classOf(o.code, o.text, o.kind === 'expired');
     this.ctx.metrics.outcomes.labels(o.row.pool, cls).inc();
-    if (o.kind === 'bounced' && feedsList(this.ctx.policy(), o.code, cls)) this.suppress(bounceEntry(this.ctx.policy(), m.sender, o.row.rcpt, cls, o.text, Date.now()));
+    // Only a reply about this recipient (its RCPT, or its domain taking no mail) says the address
+    // is bad: a refusal at MAIL FROM or DATA is about the sender or the message, whatever its
+    // wording. A DSN that bounced (null sender) has no sending domain to file the address under,
+    // and suppressing it for everyone on the word of one bounce is more than it says: not fed.
+    if (o.kind === 'bounced' && o.perRecipient && m.sender !== '' && feedsList(this.ctx.policy(), o.code, cls)) this.suppress(bounceEntry(this.ctx.policy(), m.sender, o.row.rcpt, cls, o.text, Date.now()));
     return cls;
   }
 

@@ -25,7 +25,8 @@ import { shardDir } from '../spool/shards.js';
 import { workerCount } from './worker-count.js';
 import { OutcomeObserver } from './outcome-observer.js';
 import { EventFeed } from './event-feed.js';
-import { SuppressionList } from '../suppression/list.js';
+import type { SuppressionList } from '../suppression/list.js';
+import { openNodeList } from '../suppression/sync.js';
 import { lookupScopes, normalAddress, refusal } from '../suppression/rules.js';
 import type { SuppressionVerdict } from '../listeners/smtp-listener.js';
 import type { ClusterConfig } from '../config/schema.js';
@@ -61,6 +62,7 @@ export class Relay {
   private delivered = { n: 0, samples: [] as [number, number][] };
   /** The node's suppression list (one file for all its processes, src/suppression/list.ts). */
   readonly suppressions: SuppressionList;
+  private suppressionList: ReturnType<typeof openNodeList>;
   /** Reply classes and the suppression list fed from outcomes. */
   readonly outcomes: OutcomeObserver;
   /** Events to the application: outbox rows with the outcomes, and their dispatcher. */
@@ -109,7 +111,9 @@ export class Relay {
     this.shaper = new Shaper(() => this.config(), this.spool, this.cluster);
     this.agent = new DeliveryAgent({ pools, poolSet, hostname: () => this.config().hostname, metrics, downElsewhere: () => this.cluster?.downElsewhere, signatureFor: (m, d) => this.signatureFor(m, d) });
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
-    this.suppressions = new SuppressionList(c.spool);
+    // On a cluster every node's list follows the others (one reader per node: shard 0).
+    this.suppressionList = openNodeList(c.spool, c.cluster, log, (worker?.shard ?? 0) === 0);
+    this.suppressions = this.suppressionList.list;
     this.outcomes = new OutcomeObserver({
       policy: () => this.config().suppression,
       rules: () => this.config().classify,
@@ -435,6 +439,6 @@ export class Relay {
     this.agent.cache.closeAll();
     await this.spool.flush();
     this.spool.close();
-    this.suppressions.close();
+    this.suppressionList.close();
   }
 }

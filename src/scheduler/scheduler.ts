@@ -1,15 +1,14 @@
-// The queue manager (Postfix's qmgr, KumoMTA's scheduled → ready queues): the only part that
-// decides what is delivered when. The spool keeps, per (pool, destination), how much is
-// queued and when the next row is due; each pass serves the due destinations round-robin and
-// takes from each only as many rows as it may start now (one index seek per destination).
-// A destination at its concurrency limit, throttled, suspended or capped by warm-up costs one
-// comparison per pass and wakes when a slot frees or its wait ends, so a backlog for one
-// destination never delays another's first attempt. Routes are evaluated again when a
-// recipient is activated (as qmgr resolves the transport, not smtpd), so a reload's routes
-// apply to mail already queued. max_age is checked on every path, waiting mail included, by a
-// bounded sweep over the oldest messages. Outcomes are settled with the DSN they cause in one
-// transaction (see the spool's invariants); if the spool cannot record them, scheduling pauses
-// and the outcomes are retried from memory, never re-delivered.
+// The queue manager (Postfix's qmgr, KumoMTA's scheduled → ready queues): the only part that decides what is
+// delivered when. The queue index (spool.index) keeps, per (pool, destination), how much is queued and when
+// the next row is due; each pass serves the due destinations round-robin and takes from each only as many
+// rows as it may start now (one index seek per destination). A destination at its concurrency limit,
+// throttled, suspended or capped by warm-up costs one comparison per pass and wakes when a slot frees or its
+// wait ends, so a backlog for one destination never delays another's first attempt. Routes are evaluated
+// again when a recipient is activated (as qmgr resolves the transport, not smtpd), so a reload's routes
+// apply to mail already queued. max_age is checked on every path, waiting mail included, by a bounded sweep
+// over the oldest messages. Outcomes are settled with the DSN they cause in one transaction (see the spool's
+// invariants); if the spool cannot record them, scheduling pauses and the outcomes are retried from memory,
+// never re-delivered.
 import type { Logger } from 'pino';
 import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
@@ -58,6 +57,7 @@ export interface OutcomeNote {
   code: number | null;
   text: string;
   server: string | null;
+  perRecipient?: boolean; // the reply was about this recipient (RCPT, its domain), not the message
 }
 
 /** What a delivery passes on to the next hop: MAIL FROM's parameters, each recipient's NOTIFY and ORCPT. */
@@ -436,7 +436,7 @@ export class Scheduler {
         const row = rows.find((x) => x.rcpt === o.rcpt);
         if (!row) continue;
         const base = { ...row, attempts: row.attempts + 1, last_code: o.code, last_reply: o.text, last_server: o.server, updated: now, wait: null };
-        const note = (kind: OutcomeNote['kind']) => notes.push({ row: base, kind, code: o.code, text: o.text, server: o.server });
+        const note = (kind: OutcomeNote['kind']) => notes.push({ row: base, kind, code: o.code, text: o.text, server: o.server, perRecipient: o.perRecipient });
         if (o.kind === 'delivered') {
           note('delivered');
           updates.push({ ...base, state: 'delivered' });

@@ -16,21 +16,43 @@ export class OutboxTable {
   private readStmt: Database.Statement;
   private getCursor: Database.Statement;
   private putCursor: Database.Statement;
+  private range: Database.Statement;
+  /**
+   * Rows up to here are on disk (their transaction synced): sinks read no further, so no event
+   * leaves before the outcome it reports is durable. Rows there at start were committed before.
+   */
+  private durable: number;
 
   constructor(private db: Database.Database, private write: (apply: () => void, opts?: { durable?: boolean }) => Promise<void>) {
     this.ins = db.prepare(`INSERT INTO outbox (msg, at, body) VALUES (?, ?, ?)`);
-    this.readStmt = db.prepare(`SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?`);
+    this.readStmt = db.prepare(`SELECT seq, body FROM outbox WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?`);
+    this.range = db.prepare(`SELECT min(seq) AS lo, max(seq) AS hi FROM outbox`);
+    this.durable = (this.range.get() as { hi: number | null }).hi ?? 0;
     this.getCursor = db.prepare(`SELECT seq FROM outbox_cursors WHERE sink = ?`);
     this.putCursor = db.prepare(`INSERT INTO outbox_cursors (sink, seq) VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq)`);
   }
 
-  /** Inside the caller's transaction: the events of one commit. */
-  insertAll(msg: string, bodies: readonly string[], at = Date.now()): void {
-    for (const b of bodies) this.ins.run(msg, at, b);
+  /** Inside the caller's transaction: the events of one commit; the last row's seq (for `synced`). */
+  insertAll(msg: string, bodies: readonly string[], at = Date.now()): number {
+    let seq = 0;
+    for (const b of bodies) seq = Number(this.ins.run(msg, at, b).lastInsertRowid);
+    return seq;
+  }
+
+  /** Events of no queue change (a recipient refused at RCPT), written on their own. */
+  async record(msg: string, bodies: readonly string[]): Promise<void> {
+    let seq = 0;
+    await this.write(() => (seq = this.insertAll(msg, bodies)));
+    this.synced(seq);
+  }
+
+  /** The transaction that wrote rows up to `seq` is synced. */
+  synced(seq: number): void {
+    if (seq > this.durable) this.durable = seq;
   }
 
   read(after: number, limit: number): OutboxRow[] {
-    return this.readStmt.all(after, limit) as OutboxRow[];
+    return this.readStmt.all(after, this.durable, limit) as OutboxRow[];
   }
 
   cursor(sink: string): number {
@@ -55,7 +77,7 @@ export class OutboxTable {
    */
   depth(sinks: readonly string[]): number {
     if (!sinks.length) return 0;
-    const r = this.db.prepare(`SELECT min(seq) AS lo, max(seq) AS hi FROM outbox`).get() as { lo: number | null; hi: number | null };
+    const r = this.range.get() as { lo: number | null; hi: number | null };
     if (r.hi === null || r.lo === null) return 0;
     const floor = Math.max(r.lo - 1, Math.min(...sinks.map((s) => this.cursor(s))));
     return Math.max(0, r.hi - floor);

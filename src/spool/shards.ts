@@ -102,6 +102,9 @@ export function mergeShard(from: string, to: string): number {
       db.prepare(`INSERT INTO main.warmup SELECT * FROM src.warmup WHERE true ON CONFLICT (server, day) DO UPDATE SET sent = max(sent, excluded.sent)`).run();
       db.prepare(`INSERT OR IGNORE INTO main.suspensions SELECT * FROM src.suspensions`).run();
       db.prepare(`INSERT OR IGNORE INTO main.overrides (${cols('overrides')}) SELECT ${cols('overrides')} FROM src.overrides`).run();
+      // Events still in the outbox go with their messages (rows every sink passed are gone; one a
+      // sink took already may go to it again: the receiver knows it by its id).
+      db.prepare(`INSERT INTO main.outbox (msg, at, body) SELECT msg, at, body FROM src.outbox ORDER BY seq`).run();
     })();
     db.prepare('DETACH DATABASE src').run();
   } finally {

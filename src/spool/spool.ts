@@ -371,6 +371,7 @@ export class Spool extends EventEmitter {
 
   /** Make an incoming message durable and queued; resolves with its id once it is safe to answer 250. */
   async commitIncoming(inc: Incoming, env: Envelope, prefix: Buffer | null, opts: { leased?: boolean; outbox?: readonly string[] } = {}): Promise<string> {
+    let seq = 0; // the last outbox row written with it, readable by the sinks once synced
     try {
       await this.files.checkFree(0);
       const size = inc.size + (prefix?.length ?? 0);
@@ -380,7 +381,7 @@ export class Spool extends EventEmitter {
         const body = inc.bytes(prefix);
         await this.write(() => {
           this.insert(row, env, body, opts.leased);
-          if (opts.outbox?.length) this.outbox.insertAll(row.id, opts.outbox);
+          if (opts.outbox?.length) seq = this.outbox.insertAll(row.id, opts.outbox);
         }, { newMail: true });
         this.bodies.keep(row, body);
       } else {
@@ -388,11 +389,12 @@ export class Spool extends EventEmitter {
         const row = this.rowFor(inc.id, env, size, inc.file, prefix);
         await this.write(() => {
           this.insert(row, env, null, opts.leased);
-          if (opts.outbox?.length) this.outbox.insertAll(row.id, opts.outbox);
+          if (opts.outbox?.length) seq = this.outbox.insertAll(row.id, opts.outbox);
         }, { dir: path.dirname(inc.file), newMail: true });
         this.bodies.keep(row, null);
       }
       inc.done();
+      this.outbox.synced(seq);
     } catch (e) {
       await inc.discard();
       if (e instanceof SpoolFullError) throw e;
@@ -433,6 +435,7 @@ export class Spool extends EventEmitter {
 
   private async settleRows(msg: string, updates: RecipientRow[], events: Omit<EventRow, 'msg'>[], dsn: (Stored & { env: Envelope }) | undefined, opts: SettleOpts): Promise<string | undefined> {
     let removed: string | null = null;
+    let seq = 0;
     await this.write(
       () => {
         // One read of the message's rows: what each was, and whether any stays open after this.
@@ -443,7 +446,7 @@ export class Spool extends EventEmitter {
         // event, and no event for an outcome that was not recorded).
         if (opts.outbox?.length) {
           const applied = new Set(plan.applied.map((a) => a.u.rcpt));
-          this.outbox.insertAll(msg, opts.outbox.filter((o) => applied.has(o.rcpt)).map((o) => o.body));
+          seq = this.outbox.insertAll(msg, opts.outbox.filter((o) => applied.has(o.rcpt)).map((o) => o.body));
         }
         removed = null;
         if (plan.leaves) {
@@ -458,14 +461,12 @@ export class Spool extends EventEmitter {
       },
       { dir: dsn?.dir },
     );
+    this.outbox.synced(seq);
     if (dsn) this.emit('queued', dsn.row.id);
     // Committed: a file left behind is only disk space, never a reason to report failure.
     if (removed) await unlinkIfThere(this.fileFor(msg)).catch((e: Error) => this.emit('unlink-failed', msg, e));
     return dsn?.row.id;
   }
-
-  /** Events of no queue change (a recipient refused at RCPT), written on their own. */
-  recordEvents = (msg: string, bodies: readonly string[]): Promise<void> => this.write(() => this.outbox.insertAll(msg, bodies), { durable: false });
 
   /** Group commit (group-commit.ts): writes queued in the same turn share one transaction and one sync. */
   private write(apply: () => void, opts: WriteOpts = {}): Promise<void> {

@@ -39,7 +39,10 @@ export interface ImportRow {
   address: string;
   scope?: string;
   reason?: string;
+  /** A duration (`30d`), or a time as `export` writes it (ISO 8601). */
   expires?: string;
+  source?: string;
+  class?: string;
 }
 
 /**
@@ -48,7 +51,7 @@ export interface ImportRow {
  * error is the CSV line's number.
  */
 export function importRows(text: string): { rows: ImportRow[] } | { error: string } {
-  const table = parseCsv(text);
+  const table = parseCsv(text.replace(/^\uFEFF/, ''));
   if (!table.length) return { rows: [] };
   const head = table[0].map((h) => h.trim().toLowerCase());
   const named = head.includes('address');
@@ -62,7 +65,7 @@ export function importRows(text: string): { rows: ImportRow[] } | { error: strin
     };
     const address = get('address');
     if (!address) return { error: `line ${i + (named ? 2 : 1)}: no address` };
-    rows.push({ address, scope: get('scope'), reason: get('reason'), expires: get('expires') });
+    rows.push({ address, scope: get('scope'), reason: get('reason'), expires: get('expires'), ...(get('source') ? { source: get('source') } : {}), ...(get('class') ? { class: get('class') } : {}) });
   }
   return { rows };
 }

@@ -14,7 +14,15 @@ CREATE TABLE IF NOT EXISTS suppressions (
   created INTEGER NOT NULL, expires INTEGER, PRIMARY KEY (address, scope)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS suppressions_scope ON suppressions (scope, address);
 CREATE INDEX IF NOT EXISTS suppressions_expires ON suppressions (expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
+
+/** A change made at one node, as the others apply it (sync.ts). */
+export interface SuppressionChange {
+  node?: string;
+  add?: SuppressionEntry[];
+  remove?: { address: string; scope?: SuppressionScope };
+}
 
 export interface SuppressionQuery {
   scope?: string;
@@ -35,11 +43,25 @@ export interface SuppressionPage {
 
 export const MAX_PAGE = 1000;
 
+/** An entry from another node as this store keeps it, or null when it is not one. */
+function remoteEntry(e: unknown): SuppressionEntry | null {
+  if (!e || typeof e !== 'object') return null;
+  const o = e as Record<string, unknown>;
+  const str = (v: unknown, max: number) => (typeof v === 'string' && v.length <= max ? v : null);
+  const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+  const address = str(o.address, 320);
+  const scope = str(o.scope, 253);
+  if (!address || !scope) return null;
+  return { address, scope, reason: str(o.reason, 200) ?? '', class: (str(o.class, 40) as SuppressionEntry['class']) ?? null, source: str(o.source, 20) ?? 'operator', created: num(o.created) ?? Date.now(), expires: num(o.expires) };
+}
+
 export class SuppressionList {
   readonly file: string;
   private db: Database.Database;
   private findStmt: Database.Statement;
   private upsert: Database.Statement;
+  /** Told of each change made here (not of those applied from other nodes): the cluster's sync. */
+  onChange?: (c: SuppressionChange) => void;
 
   constructor(dir: string) {
     fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
@@ -52,7 +74,12 @@ export class SuppressionList {
     this.findStmt = this.db.prepare(`SELECT * FROM suppressions WHERE address = ? AND scope IN (?, ?)`);
     this.upsert = this.db.prepare(`INSERT INTO suppressions (address, scope, reason, class, source, created, expires)
       VALUES (@address, @scope, @reason, @class, @source, @created, @expires)
-      ON CONFLICT (address, scope) DO UPDATE SET reason = excluded.reason, class = excluded.class, source = excluded.source, created = excluded.created, expires = excluded.expires`);
+      ON CONFLICT (address, scope) DO UPDATE SET
+        reason = CASE WHEN excluded.source = 'bounce' AND source != 'bounce' THEN reason ELSE excluded.reason END,
+        class = CASE WHEN excluded.source = 'bounce' AND source != 'bounce' THEN class ELSE excluded.class END,
+        source = CASE WHEN excluded.source = 'bounce' AND source != 'bounce' THEN source ELSE excluded.source END,
+        created = excluded.created,
+        expires = CASE WHEN expires IS NULL OR excluded.expires IS NULL THEN NULL ELSE max(expires, excluded.expires) END`);
   }
 
   /** The entry that suppresses `address` under the first of `scopes` that has one in force. */
@@ -77,14 +104,48 @@ export class SuppressionList {
     this.db.transaction(() => {
       for (const e of entries) this.upsert.run(e);
     })();
+    this.onChange?.({ add: [...entries] });
     return entries.length;
   }
 
   /** Remove an address from one scope, or from every scope; the number removed. */
   remove(address: string, scope?: SuppressionScope): number {
+    const n = this.removeHere(address, scope);
+    if (n) this.onChange?.({ remove: { address, scope } });
+    return n;
+  }
+
+  private removeHere(address: string, scope?: SuppressionScope): number {
     return scope === undefined
       ? this.db.prepare(`DELETE FROM suppressions WHERE address = ?`).run(address).changes
       : this.db.prepare(`DELETE FROM suppressions WHERE address = ? AND scope = ?`).run(address, scope).changes;
+  }
+
+  /** Changes made at other nodes, with the stream position they bring this node to, in one transaction. */
+  applyRemote(changes: readonly unknown[], position: string): number {
+    let skipped = 0;
+    this.db.transaction(() => {
+      for (const c of changes as SuppressionChange[]) {
+        // Whatever another writer put in the stream: each entry checked, a bad one skipped (never
+        // a reason to stop following the others).
+        if (!c || typeof c !== 'object') {
+          skipped++;
+          continue;
+        }
+        for (const e of Array.isArray(c.add) ? c.add : []) {
+          const entry = remoteEntry(e);
+          if (entry) this.upsert.run(entry);
+          else skipped++;
+        }
+        if (c.remove && typeof c.remove.address === 'string' && (c.remove.scope === undefined || typeof c.remove.scope === 'string')) this.removeHere(c.remove.address, c.remove.scope);
+      }
+      this.db.prepare(`INSERT INTO meta (key, value) VALUES ('stream', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`).run(position);
+    })();
+    return skipped;
+  }
+
+  meta(key: string): string | undefined {
+    return (this.db.prepare(`SELECT value FROM meta WHERE key = ?`).get(key) as { value: string } | undefined)?.value;
   }
 
   /** A page of entries in force, in (address, scope) order. */

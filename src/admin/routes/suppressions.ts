@@ -33,6 +33,7 @@ export function register(r: Routes, ctx: AdminContext): void {
       const hits = list.forAddress(normalAddress(address)).filter((e) => !scope || e.scope === parseScope(scope));
       return json(res, 200, { suppressions: hits.map(view) });
     }
+    if (q.has('after') && !/^[A-Za-z0-9_-]{1,2000}$/.test(q.get('after')!)) return json(res, 400, { error: 'after must be the next of the previous page' });
     const page = list.list({ scope: scope && parseScope(scope)!, class: cls, reason: q.get('reason') ?? undefined, source: q.get('source') ?? undefined, after: q.get('after') ?? undefined, limit });
     json(res, 200, { suppressions: page.entries.map(view), ...(page.next ? { next: page.next } : {}) });
   });
@@ -92,7 +93,7 @@ function entryOf(item: unknown, now: number): SuppressionEntry | string {
     if (typeof o.expires !== 'string') return 'expires is a duration such as 30d';
     try {
       const ms = parseDuration(o.expires);
-      if (ms <= 0) return 'expires must be longer than 0';
+      if (ms <= 0 || ms > 100 * 365 * 86_400_000) return 'expires must be longer than 0 and at most 100 years (leave it out for no end)';
       expires = now + ms;
     } catch (e) {
       return `expires: ${(e as Error).message}`;
