@@ -386,6 +386,8 @@ queue: { retry: [1s], max_age: 5d }
       fromRates: { delivered: perSecond('delivered'), deferred: perSecond('deferred') },
       marks: c.marks.map((m: { at: number; kind: string; server?: string; text: string }) => ({ at: m.at, kind: m.kind, server: m.server, text: m.text, x: u.valToPos(m.at / 1000, 'x') as number, width: (u.bbox.width as number) / devicePixelRatio })) as { at: number; kind: string; server?: string; text: string; x: number; width: number }[],
       queueLabels: c.plots['c-queue'].u.series.slice(1).map((s: { label: string }) => s.label),
+      classLabels: c.plots['c-class']?.u.series.slice(1).map((s: { label: string }) => s.label) ?? [],
+      classTotals: c.classes as { label: string; total: number }[],
       dataset: { ...(document.getElementById('ctotals') as HTMLElement).dataset },
       renders: c.renders,
     };
@@ -396,6 +398,16 @@ queue: { retry: [1s], max_age: 5d }
   assert.equal(charts.dataset.delivered, '900');
   assert.equal(charts.dataset.deferred, String(deferred));
   assert.equal(charts.queueLabels[0], 'all pools');
+  // Failures by reply class: "451 4.7.1 later" says nothing more than "later" (other); the chart's
+  // totals are the counter's.
+  assert.ok(charts.classLabels.includes('other'), `class series ${charts.classLabels}`);
+  const classTotal = charts.classTotals.reduce((a, c) => a + c.total, 0);
+  assert.equal(classTotal, await metricSum(admin, 'smtplb_outcomes_total', {}));
+  assert.ok(classTotal >= 100, `each deferred recipient's outcome is counted by class (${classTotal})`);
+  // The suppression list's section: an entry added through the API is found by its address.
+  assert.equal((await fetch(`http://127.0.0.1:${admin}/api/suppressions`, { method: 'POST', headers: auth, body: JSON.stringify({ address: 'gone@d1.test', reason: 'charts test' }) })).status, 200);
+  await page.fill('#sq', 'gone@d1.test');
+  await page.waitForFunction(() => /gone@d1\.test\s*global\s*operator.*charts test/.test(document.querySelector('#supp')?.textContent ?? ''), undefined, { timeout: 10_000 });
   // The server-down mark: mta-a, shortly after the kill, inside the drawn time axis.
   const down = charts.marks.find((m) => m.kind === 'down' && m.server === 'mta-a');
   assert.ok(down, `a down mark for mta-a among ${JSON.stringify(charts.marks.map((m) => m.text))}`);

@@ -52,7 +52,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 </section>
 <section class="wide" id="charts"><h2>Last hour <select id="cpool"><option value="">all pools</option></select><span class="totals" id="ctotals"></span></h2>
 <div id="cnote" class="note"></div>
-<div class="charts"><div><h3>Outcomes per second</h3><div id="c-rate" class="chart"></div></div><div><h3>Queue depth (recipients)</h3><div id="c-queue" class="chart"></div></div><div><h3>Oldest waiting (seconds)</h3><div id="c-age" class="chart"></div></div></div>
+<div class="charts"><div><h3>Outcomes per second</h3><div id="c-rate" class="chart"></div></div><div><h3>Queue depth (recipients)</h3><div id="c-queue" class="chart"></div></div><div><h3>Oldest waiting (seconds)</h3><div id="c-age" class="chart"></div></div><div><h3>Failures per second by reply class (all pools)</h3><div id="c-class" class="chart"></div></div></div>
 <div class="legend" id="mlegend"></div>
 <div class="scroll short"><table id="marks"></table></div>
 </section>
@@ -61,6 +61,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section><h2>Last errors</h2><div class="scroll"><table id="errors"></table></div></section>
 <section><h2>Throttles and suspensions</h2><div class="scroll"><table id="throttles"></table><table id="susp"></table></div></section>
 <section><h2>Health history</h2><div class="scroll"><table id="history"></table></div></section>
+<section class="wide" id="suppr"><h2>Suppression list <span class="note" id="snote"></span></h2><input id="sq" placeholder="an address, or text of the reason"><div class="scroll"><table id="supp"></table></div></section>
 <section class="wide" id="cluster" hidden><h2>Cluster <span class="note" id="cstate"></span></h2><div class="scroll"><table id="cnodes"></table><table id="climits"></table></div></section>
 </main>
 <script src="/dashboard/uplot.js"></script>
@@ -308,9 +309,37 @@ function drawCharts() {
   plot('c-rate', [{ label: 'delivered', color: COLORS.delivered }, { label: 'deferred', color: COLORS.deferred }, { label: 'bounced', color: COLORS.bounced }, { label: 'no reply', color: COLORS.no_reply }], [d.x, d.rates.delivered, d.rates.deferred, d.rates.bounced, d.rates.no_reply]);
   plot('c-queue', [{ label: pool || 'all pools', color: '#1d2330' }].concat(d.dests.map((x, i) => ({ label: x.label, color: PALETTE[i] }))), [d.x, d.queued].concat(d.dests.map((x) => x.queued)));
   plot('c-age', [{ label: pool || 'all pools', color: '#1d2330' }].concat(d.dests.map((x, i) => ({ label: x.label, color: PALETTE[i] }))), [d.x, d.oldest].concat(d.dests.map((x) => x.oldest)));
+  classChart(h, d.x);
   if (C.destination) destChart(C.destination);
   C.drawn = (C.drawn || 0) + 1;
 }
+/** Failed outcomes by reply class, per second: the classes seen in the window, largest first. */
+function classChart(h, x) {
+  const cls = h.classes || {};
+  const total = (k) => cls[k].reduce((a, v) => a + (v || 0), 0);
+  const names = Object.keys(cls).filter((k) => total(k) > 0).sort((a, b) => total(b) - total(a)).slice(0, PALETTE.length);
+  C.classes = names.map((k) => ({ label: k, total: total(k) }));
+  if (!names.length) return;
+  const rate = (k) => cls[k].map((v, i) => (v == null ? null : Math.round((v * 1000 / Math.max(1, h.dt[i])) * 1000) / 1000));
+  plot('c-class', names.map((k, i) => ({ label: k, color: PALETTE[i] })), [x].concat(names.map(rate)));
+}
+// ---- the suppression list: the first 100 entries, or those of an address or reason ----
+let suppTimer = null;
+async function refreshSuppressions() {
+  clearTimeout(suppTimer);
+  const q = $('sq').value.trim();
+  const query = !q ? '' : q.indexOf('@') > 0 ? '&address=' + encodeURIComponent(q) : '&reason=' + encodeURIComponent(q);
+  try {
+    const r = await api('/api/suppressions?limit=100' + query);
+    if (r.error) { $('snote').textContent = r.error; setHTML($('supp'), ''); }
+    else {
+      $('snote').textContent = r.suppressions.length ? (r.next ? 'the first 100' : r.suppressions.length + ' shown') + (q ? ' for "' + q + '"' : '') : 'none' + (q ? ' for "' + q + '"' : '');
+      setHTML($('supp'), '<tr><th>address</th><th>scope</th><th>source</th><th>class</th><th>since</th><th>until</th><th>reason</th></tr>' + r.suppressions.map((e) => '<tr><td>' + esc(e.address) + '</td><td>' + esc(e.scope) + '</td><td>' + esc(e.source) + '</td><td>' + esc(e.class || '') + '</td><td>' + esc(e.created.slice(0, 19).replace('T', ' ')) + '</td><td>' + esc(e.expires ? e.expires.slice(0, 19).replace('T', ' ') : '') + '</td><td class="wrap">' + esc(e.reason) + '</td></tr>').join(''));
+    }
+  } catch (e) { if (e.message !== '401') $('snote').textContent = 'suppression list: ' + e.message; }
+  if ($('login').hidden) suppTimer = setTimeout(refreshSuppressions, 10000);
+}
+$('sq').addEventListener('input', () => { clearTimeout(suppTimer); suppTimer = setTimeout(refreshSuppressions, 300); });
 async function refreshHistory() {
   clearTimeout(histTimer);
   try {
@@ -387,10 +416,10 @@ document.addEventListener('click', async (ev) => {
   await api('/api/pools/' + encodeURIComponent(b.dataset.pool) + '/servers/' + encodeURIComponent(b.dataset.name) + '/' + b.dataset.act, { method: 'POST' });
   clearTimeout(timer); refresh();
 });
-$('go').onclick = () => { token = $('token').value; sessionStorage.setItem('smtplb-token', token); refresh(); refreshHistory(); route(); };
+$('go').onclick = () => { token = $('token').value; sessionStorage.setItem('smtplb-token', token); refresh(); refreshHistory(); refreshSuppressions(); route(); };
 $('sf').oninput = () => last && renderServers(last);
 $('df').oninput = () => last && renderQueue(last);
 $('cpool').onchange = drawCharts;
 $('dback').onclick = (ev) => { ev.preventDefault(); history.pushState(null, '', location.pathname); route(); };
-if (token) { sessionStorage.setItem('smtplb-token', token); refresh(); refreshHistory(); route(); } else showLogin();
+if (token) { sessionStorage.setItem('smtplb-token', token); refresh(); refreshHistory(); refreshSuppressions(); route(); } else showLogin();
 `;

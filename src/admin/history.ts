@@ -94,6 +94,8 @@ export interface Sample {
   /** Length of the step, ms (timers drift; rates divide by this). */
   dt: number;
   pools: Record<string, PoolSample>;
+  /** Failed outcomes over the step by reply class, all pools (smtplb_outcomes_total). */
+  classes?: Record<string, number>;
   /** The largest destinations now. */
   destinations: { pool: string; destination: string; queued: number; oldest: number }[];
 }
@@ -120,6 +122,8 @@ export interface HistorySnapshot {
   dt: number[];
   pools: Record<string, Record<(typeof SERIES)[number], (number | null)[]>>;
   destinations: { pool: string; destination: string; queued: (number | null)[]; oldest: (number | null)[] }[];
+  /** Failed outcomes per step by reply class (0 where a step had none of that class). */
+  classes: Record<string, (number | null)[]>;
   marks: Mark[];
 }
 
@@ -173,6 +177,10 @@ export class History {
         cols.oldest[i] = d.oldest;
       }
     });
+    const classes: HistorySnapshot['classes'] = {};
+    samples.forEach((s, i) => {
+      for (const [k, v] of Object.entries(s.classes ?? {})) (classes[k] ??= samples.map((x) => (x.classes ? 0 : null)))[i] = v;
+    });
     return {
       step_ms: this.stepMs,
       window_ms: this.windowMs,
@@ -181,6 +189,7 @@ export class History {
       dt: samples.map((s) => s.dt),
       pools,
       destinations: [...dests.values()],
+      classes,
       marks: this.marks.toArray().filter((m) => m.at >= from).sort((a, b) => a.at - b.at),
     };
   }
@@ -210,6 +219,23 @@ export async function readCounters(metrics: Pick<Metrics, 'finalOutcomes' | 'del
   return out;
 }
 
+/** smtplb_outcomes_total summed over pools, by class. */
+export async function readClasses(metrics: Partial<Pick<Metrics, 'outcomes'>>): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const v of metrics.outcomes ? (await metrics.outcomes.get()).values : []) {
+    const k = String(v.labels.class ?? 'other');
+    out[k] = (out[k] ?? 0) + v.value;
+  }
+  return out;
+}
+
+/** Per class since `prev` (a counter that went backwards counts from zero). */
+export function classDeltas(prev: Record<string, number>, cur: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(cur)) out[k] = v >= (prev[k] ?? 0) ? v - (prev[k] ?? 0) : v;
+  return out;
+}
+
 /** Counts since `prev` (a counter that went backwards counts from zero). */
 export function counterDeltas(prev: CounterTotals, cur: CounterTotals): CounterTotals {
   const out: CounterTotals = new Map();
@@ -230,7 +256,7 @@ export interface GatewayEvent {
 }
 
 export interface HistorySources {
-  metrics: Pick<Metrics, 'finalOutcomes' | 'deliveries'>;
+  metrics: Pick<Metrics, 'finalOutcomes' | 'deliveries'> & Partial<Pick<Metrics, 'outcomes'>>;
   relay(): Relay | undefined;
   pools(): Map<string, Pool>;
   /** The gateway's recent health and admin changes (bounded, newest last). */
@@ -243,6 +269,8 @@ export interface HistorySources {
 export interface RelayReading {
   /** Counter totals per pool: [delivered, deferred, bounced, no_reply]. */
   counters: Record<string, [number, number, number, number]>;
+  /** smtplb_outcomes_total by class (diffed per shard like `counters`). */
+  classes?: Record<string, number>;
   /** Per pool: recipients in the queue (waiting, held, failed), and its oldest waiting message (ms since the epoch, among its largest destinations). */
   pools: Record<string, { queued: number; oldest: number | null }>;
   /** The largest destinations (oldest: ms since the epoch). */
@@ -257,7 +285,7 @@ export interface RelayReading {
 const READING_DESTINATIONS = 50;
 
 /** One relay's reading now: from counters and the spool's per-destination counters, never a scan. */
-export async function relayReading(relay: Relay, metrics: Pick<Metrics, 'finalOutcomes' | 'deliveries'>, now = Date.now()): Promise<RelayReading> {
+export async function relayReading(relay: Relay, metrics: HistorySources['metrics'], now = Date.now()): Promise<RelayReading> {
   const counters: RelayReading['counters'] = {};
   for (const [pool, c] of await readCounters(metrics)) counters[pool] = c;
   const pools: RelayReading['pools'] = {};
@@ -270,6 +298,7 @@ export async function relayReading(relay: Relay, metrics: Pick<Metrics, 'finalOu
   }
   return {
     counters,
+    classes: await readClasses(metrics),
     pools,
     destinations: top.slice(0, READING_DESTINATIONS).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest: d.oldest })),
     throttles: relay.shaper.throttles(now).filter((t) => t.factor < 1 || t.suspended_until),
@@ -317,6 +346,8 @@ export class HistorySampler {
   private prev: CounterTotals = new Map();
   /** Under workers: each shard's counter totals at the last step it answered. */
   private prevByShard = new Map<number, CounterTotals>();
+  private prevClasses: Record<string, number> = {};
+  private prevClassesByShard = new Map<number, Record<string, number>>();
   private shards?: ShardReader;
   /** Under workers: the suspensions and overrides of the last step's readings (for the marks). */
   private remoteControls?: { suspensions: Suspension[]; overrides: Override[] };
@@ -374,11 +405,17 @@ export class HistorySampler {
         }
       };
       let reading: Omit<RelayReading, 'counters'> | undefined;
+      const classes: Record<string, number> = {};
+      const addClasses = (d: Record<string, number>) => {
+        for (const [k, v] of Object.entries(d)) classes[k] = (classes[k] ?? 0) + v;
+      };
       if (remote) {
         for (const { shard, reading: r } of remote) {
           const cur: CounterTotals = new Map(Object.entries(r.counters ?? {}));
           addDeltas(counterDeltas(this.prevByShard.get(shard) ?? new Map(), cur));
           this.prevByShard.set(shard, cur);
+          addClasses(classDeltas(this.prevClassesByShard.get(shard) ?? {}, r.classes ?? {}));
+          this.prevClassesByShard.set(shard, r.classes ?? {});
         }
         reading = mergeReadings(remote.map((x) => x.reading));
         this.remoteControls = { suspensions: reading.suspensions, overrides: reading.overrides };
@@ -386,6 +423,9 @@ export class HistorySampler {
         const cur = await readCounters(this.src.metrics);
         addDeltas(counterDeltas(this.prev, cur));
         this.prev = cur;
+        const curClasses = await readClasses(this.src.metrics);
+        addClasses(classDeltas(this.prevClasses, curClasses));
+        this.prevClasses = curClasses;
         const relay = this.src.relay();
         if (relay) reading = await relayReading(relay, this.src.metrics, now);
       }
@@ -397,7 +437,7 @@ export class HistorySampler {
         this.throttleMarks(reading.throttles, now);
       }
       this.collectMarks(now);
-      this.history.add({ t: now, dt, pools, destinations });
+      this.history.add({ t: now, dt, pools, classes, destinations });
     } finally {
       this.busy = false;
     }

@@ -117,10 +117,7 @@ export class Scheduler {
     this.wake();
   }
 
-  /**
-   * Look at the queue again soon (new mail, an operator's flush), or at once (`now`: a
-   * delivery slot freed, and the next message should be on its way without a timer between).
-   */
+  /** Look at the queue again soon (new mail, a flush), or at once (`now`: a slot freed; the next message goes without a timer between). */
   wake(now = false): void {
     if (this.stopped) return;
     if (this.ticking) {
@@ -565,7 +562,8 @@ export class Scheduler {
     const now = Date.now();
     const bounced = open.map((r) => ({ rcpt: r.rcpt, action: 'failed' as const, code: 550, text, server: null, dsn: r.dsn, pool: r.pool }));
     const dsn = await dsnFor(this.dsnContext(), m, bounced, 'rejected');
-    await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn, { unleasedOnly: true });
+    const outbox = this.ctx.eventsFor?.(m, open.map((r) => ({ row: r, kind: 'bounced' as const, code: 550, text, server: null })));
+    await this.ctx.spool.settle(id, open.map((r) => ({ ...r, state: 'bounced', last_code: 550, last_reply: text, updated: now, wait: null })), [{ at: now, rcpt: null, kind: 'bounced by operator', server: null, code: null, text: null }], dsn, { unleasedOnly: true, outbox });
     return open.length;
   }
 
