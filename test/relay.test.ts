@@ -108,6 +108,7 @@ test('a 550 produces a DSN to the sender with the original headers; max_age expi
   assert.match(dsn, /Final-Recipient: rfc822; nobody@dest\.test/);
   assert.match(dsn, /Action: failed/);
   assert.match(dsn, /Status: 5\.1\.1/);
+  assert.match(dsn, /Diagnostic-Code: smtp; 550 5\.1\.1 no such user\r?\nX-Smtplb-Class: invalid-recipient/);
   assert.match(dsn, /Content-Type: text\/rfc822-headers[\s\S]*Subject: doomed[\s\S]*X-Original: kept/);
   await stopAll();
 
@@ -120,6 +121,7 @@ test('a 550 produces a DSN to the sender with the original headers; max_age expi
   const [dsn2] = await bounceSink2.settle(1);
   assert.match(dsn2, /could not be delivered before it expired/);
   assert.match(dsn2, /Final-Recipient: rfc822; late@dest\.test/);
+  assert.match(dsn2, /X-Smtplb-Class: expired/);
   assert.match(dsn2, /Subject: too slow/);
 });
 

@@ -15,6 +15,8 @@ export interface DsnRecipient {
   host?: string;
   /** The pool the recipient was delivered through (to find the server's host). */
   pool?: string;
+  /** The failure's reply class (src/outcomes/reply-class.ts): X-Smtplb-Class beside the Diagnostic-Code. */
+  class?: string;
 }
 
 export interface DsnInput {
@@ -86,6 +88,8 @@ export function buildDsn(d: DsnInput): Buffer {
         `Status: ${d.reason === 'expired' && r.action !== 'relayed' && !/^5/.test(statusOf(r)) ? '4.4.7' : statusOf(r)}`,
         ...(r.host || r.server ? [`Remote-MTA: dns; ${r.host ?? r.server}`] : []),
         ...(r.code ? [`Diagnostic-Code: smtp; ${clean(r.text)}`] : []),
+        // An extension field (RFC 3464 7: X- fields are for private use) the sender's software can sort bounces by.
+        ...(r.class ? [`X-Smtplb-Class: ${r.class}`] : []),
       ].join('\r\n'),
     )
     .join('\r\n\r\n');

@@ -32,6 +32,8 @@ export interface DispatcherContext {
 }
 
 const POLL_MS = 250;
+/** Wakes within this are one. */
+const WAKE_MS = 20;
 const BACKOFF_MIN = 1000;
 const BACKOFF_MAX = 300_000;
 /** Depths at which a warning is logged once on the way up. */
@@ -44,6 +46,7 @@ export class EventDispatcher {
   private timer?: NodeJS.Timeout;
   private alerted = 0;
   private stopped = false;
+  private pending?: NodeJS.Timeout;
 
   constructor(private ctx: DispatcherContext) {}
 
@@ -51,12 +54,26 @@ export class EventDispatcher {
     // No sink any more: nothing will ever read what an earlier configuration left.
     if (!this.ctx.sinks().length) void this.ctx.outbox.clear().catch(() => {});
     // Also without sinks: a reload may add one.
-    this.timer = setInterval(() => this.wake(), POLL_MS);
+    this.timer = setInterval(() => {
+      this.wake();
+      this.depth();
+    }, POLL_MS);
     this.timer.unref();
   }
 
-  /** Something was written to the outbox, or a poll: every idle sink looks for work. */
-  wake(): void {
+  /**
+   * Something was written to the outbox: every idle sink looks for work soon. Wakes in the same
+   * few milliseconds are one (a busy relay writes events for every message).
+   */
+  soon(): void {
+    if (this.pending || this.stopped) return;
+    this.pending = setTimeout(() => {
+      this.pending = undefined;
+      this.wake();
+    }, WAKE_MS);
+  }
+
+  private wake(): void {
     if (this.stopped) return;
     const sinks = this.ctx.sinks();
     if (!sinks.length) return;
@@ -67,6 +84,12 @@ export class EventDispatcher {
         .finally(() => this.running.delete(s.name));
       this.running.set(s.name, p);
     }
+  }
+
+  /** The depth metric and the bound, on the poll (not on every wake). */
+  private depth(): void {
+    const sinks = this.ctx.sinks();
+    if (!sinks.length || this.stopped) return;
     try {
       this.watchDepth(sinks.map((x) => x.name));
     } catch (e) {
@@ -77,6 +100,7 @@ export class EventDispatcher {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.pending);
     await Promise.allSettled([...this.running.values()]);
   }
 

@@ -35,11 +35,14 @@ export class EventFeed {
   /** Sinks as the config has them now (a reload may add or remove them). */
   sinks(): SinkConfig[] {
     const e = this.ctx.config().events;
-    if (!e) return [];
-    const out: SinkConfig[] = e.webhooks.map((w) => ({ name: `webhook:${w.url}`, url: w.url, secret: w.secret, types: w.types, batch: w.batch, timeoutMs: w.timeout }));
-    if (e.file) out.push({ name: `file:${e.file}`, file: e.file, batch: 1000, timeoutMs: 0 });
+    // Asked for every message: built again only when a reload brought another config.
+    if (this.built && this.built.from === e) return this.built.sinks;
+    const out: SinkConfig[] = (e?.webhooks ?? []).map((w) => ({ name: `webhook:${w.url}`, url: w.url, secret: w.secret, types: w.types, batch: w.batch, timeoutMs: w.timeout }));
+    if (e?.file) out.push({ name: `file:${e.file}`, file: e.file, batch: 1000, timeoutMs: 0 });
+    this.built = { from: e, sinks: out };
     return out;
   }
+  private built?: { from: Config['events']; sinks: SinkConfig[] };
 
   get on(): boolean {
     return this.sinks().length > 0;
@@ -56,14 +59,14 @@ export class EventFeed {
   /** `received` rows for a message being committed to the queue. */
   forIncoming(id: string, env: Envelope): { rcpt: string; body: string }[] | undefined {
     if (!this.on) return undefined;
-    setImmediate(() => this.dispatcher.wake());
+    this.dispatcher.soon();
     return receivedEvents({ id, message_id: env.messageId ?? null, sender: env.sender, created: Date.now(), tags: env.tags ?? {} }, env.recipients.map((r) => r.address), env.listener);
   }
 
   /** The rows of recorded outcomes, for the same transaction. */
   forOutcomes(m: MessageRow, notes: readonly OutcomeNote[]): { rcpt: string; body: string }[] | undefined {
     if (!this.on || !notes.length) return undefined;
-    setImmediate(() => this.dispatcher.wake());
+    this.dispatcher.soon();
     const msg = { id: m.id, message_id: m.message_id, sender: m.sender, created: m.created, tags: storedTags(m.tags) };
     const now = Date.now();
     return notes.map((n) =>
@@ -76,7 +79,7 @@ export class EventFeed {
     if (!this.on) return;
     const body = suppressedEvent({ id: queueId, sender }, rcpt, reply, listener, Date.now());
     void this.ctx.spool.outbox.record(queueId ?? '', [body]).then(
-      () => this.dispatcher.wake(),
+      () => this.dispatcher.soon(),
       (e: Error) => this.ctx.log.warn({ err: e.message, recipient: rcpt }, 'events: a suppressed event was not written'),
     );
   }

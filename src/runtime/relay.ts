@@ -155,6 +155,7 @@ export class Relay {
         }),
       onOutcome: (m, o) => this.outcomes.observe(m, o),
       eventsFor: (m, notes) => this.events.forOutcomes(m, notes),
+      classOf: (code, text, expired) => this.outcomes.classOf(code, text, expired),
       onFinal: (m, row, kind) => {
         this.metrics.finalOutcomes.labels(row.pool, kind).inc();
         this.deliveryLog.write({

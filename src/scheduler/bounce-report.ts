@@ -20,6 +20,8 @@ export interface DsnContext {
   routeBounce: (address: string) => Envelope['recipients'][number] | null;
   bodies: Pick<Bodies, 'readWhole' | 'readHead'>;
   log: Logger;
+  /** The reply class of a failure (src/outcomes), for the report's X-Smtplb-Class field. */
+  classOf?: (code: number | null, text: string, expired: boolean) => string;
 }
 
 /** Recipients whose failure is not reported (NOTIFY=NEVER or without FAILURE): logged, as Postfix logs them. */
@@ -47,6 +49,7 @@ export async function dsnFor(ctx: DsnContext, m: MessageRow, all: DsnRecipient[]
   // Remote-MTA names the host that answered: a direct-to-MX label carries it after "→", a relay
   // server's label is the pool's name for it, whose address is the host.
   for (const r of rcpts) {
+    if (r.action !== 'relayed') r.class = ctx.classOf?.(r.code, r.text, reason === 'expired' && r.action === 'failed');
     if (!r.server) continue;
     const mx = r.server.split('→')[1];
     r.host = mx ?? ctx.pools().get(r.pool ?? '')?.servers.find((s) => s.name === r.server)?.address.host;

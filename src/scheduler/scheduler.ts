@@ -46,6 +46,7 @@ export interface SchedulerContext {
   onFinal?: (m: MessageRow, row: RecipientRow, kind: 'delivered' | 'bounced' | 'expired') => void;
   /** Every recipient's outcome of an attempt, and each expiry, once recorded (classes, suppression, events). */
   onOutcome?: (m: MessageRow, o: OutcomeNote) => void;
+  classOf?: (code: number | null, text: string, expired: boolean) => string; // reply classes for the DSNs
   /** The events of these outcomes, to be written in the same transaction (none when no sink wants them). */
   eventsFor?: (m: MessageRow, notes: readonly OutcomeNote[]) => { rcpt: string; body: string }[] | undefined;
 }
