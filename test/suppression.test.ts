@@ -69,6 +69,10 @@ test('bounces feed the list by class: unknown users are refused at RCPT next tim
   // `smtplb queue show` names the class of a waiting recipient's last failure.
   const shown = await api<{ recipients: { reply_class: string | null; state: string }[] }>(admin, `/api/queue/${ids.slow0}`);
   assert.deepEqual(shown.recipients.map((r) => [r.state, r.reply_class]), [['queued', 'rate-limit']]);
+  // The status's top list counts a waiting destination's failures by class.
+  const st = await api<{ queue: { destinations: { destination: string; classes?: Record<string, number> }[] } }>(admin, '/api/status');
+  const dest = st.queue.destinations.find((d) => d.destination === 'dest.test');
+  assert.ok(dest?.classes && dest.classes['invalid-recipient'] === 5 && dest.classes['rate-limit']! >= 5, JSON.stringify(dest));
   const list = await waitFor('5 entries', async () => {
     const r = await api<{ suppressions: { address: string; scope: string; class: string; source: string; reason: string }[] }>(admin, '/api/suppressions');
     return r.suppressions.length === 5 ? r.suppressions : null;

@@ -8,7 +8,7 @@ export interface SuspensionView { id: string; pool: string; destination: string;
 export interface OverrideView extends SuspensionView { rate: string | null; concurrency: number | null }
 
 /** One (pool, destination) in the status' queue: the largest first. */
-export interface DestinationRow { pool: string; destination: string; queued: number; oldest_seconds: number; waiting_for: string | null }
+export interface DestinationRow { pool: string; destination: string; queued: number; oldest_seconds: number; waiting_for: string | null; /** Failures by reply class since start. */ classes?: Record<string, number> }
 
 export interface ThrottleView {
   pool: string;

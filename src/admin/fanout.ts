@@ -253,6 +253,10 @@ export function mergeRelayStatus(parts: RelayStatus[]): RelayStatus {
         prev.queued += d.queued;
         prev.oldest_seconds = Math.max(prev.oldest_seconds, d.oldest_seconds);
         prev.waiting_for = prev.waiting_for ?? d.waiting_for;
+        if (d.classes) {
+          const sum = (prev.classes = { ...prev.classes });
+          for (const [k, n] of Object.entries(d.classes)) sum[k] = (sum[k] ?? 0) + n;
+        }
       }
     }
   }

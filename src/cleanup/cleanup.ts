@@ -26,7 +26,7 @@ export interface CleanupInput {
     openingCommand?: string | false;
     secure?: boolean;
   };
-  user?: { name: string; class?: string; sender_domains?: string[] };
+  user?: { name: string; class?: string; sender_domains?: string[]; tags?: Record<string, string> };
   /** The routes chosen at RCPT, and the class they were chosen for. */
   routes?: Map<string, { pool: string; route: number; domain: string }>;
   rcptClass?: string;
@@ -84,7 +84,8 @@ export async function cleanup(i: CleanupInput, deps: CleanupDeps): Promise<{ mes
       class: cls,
       client: session.remoteAddress,
       messageId,
-      tags: parseTags(got.tagsValue),
+      // The application's tags, then the user's from the config (binding, like its class).
+      tags: { ...parseTags(got.tagsValue), ...(i.user?.tags ?? {}) },
       incoming: got.incoming,
       prefix: Buffer.from(received + signature, 'latin1'),
     },

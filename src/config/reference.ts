@@ -219,6 +219,7 @@ const MEANINGS: Record<string, string> = {
   'events.file': 'Append one JSON line per event to this file.',
   'events.max_outbox': 'Events kept for sinks that do not take them; past this the oldest are dropped (smtplb_events_dropped_total).',
   'events.tags_header': 'The header an application tags a message with (`k=v, k2=v2`): copied into its events, removed before signing and delivery.',
+  'users[].tags': 'Tags on every message of this user, in its events (`{ tenant: acme }`); they win over the message\'s tags header.',
   classify: 'Your own reply classes, checked before the shipped rules: `[{ pattern, class }]`; the first pattern (case-insensitive) that matches the reply decides.',
   'classify[].pattern': 'A regular expression matched against the reply text (ones that can backtrack exponentially are refused).',
   'classify[].class': 'One of the fixed classes: invalid-recipient, inactive-mailbox, mailbox-full, bad-domain, routing, auth-policy, reputation, rate-limit, content, message-too-big, protocol, network, expired, other.',

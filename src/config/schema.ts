@@ -249,6 +249,8 @@ export const userSchema = z.strictObject({
   password: z.string(),
   class: name.optional(),
   sender_domains: z.array(z.string()).optional(),
+  /** Tags on every message of this user's events (they win over the message's X-Smtplb-Tags). */
+  tags: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, { error: 'a tag name is letters, digits, _ . - (64 at most)' }), z.string().max(256)).optional(),
 });
 
 export const shapingRuleSchema = z.strictObject({

@@ -23,7 +23,7 @@ import { domainAllowed } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
 import { cleanup, type CleanupInput } from '../cleanup/cleanup.js';
 
-export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[] }
+export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[]; tags?: Record<string, string> }
 
 import type { InboundMessage, Reply } from '../message/inbound.js';
 export type { InboundMessage, Reply };

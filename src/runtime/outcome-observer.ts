@@ -19,8 +19,13 @@ export interface OutcomeObserverContext {
   log: Logger;
 }
 
+/** Destinations whose failures are counted by class for the status's top list (the most recent kept). */
+const DESTINATIONS_KEPT = 10_000;
+
 export class OutcomeObserver {
   private pending: SuppressionEntry[] = [];
+  /** Failures by class per `pool|destination` since start, for the top list of `smtplb status`. */
+  private byDestination = new Map<string, Record<string, number>>();
 
   constructor(private ctx: OutcomeObserverContext) {}
 
@@ -33,12 +38,23 @@ export class OutcomeObserver {
     if (o.kind === 'delivered') return null;
     const cls = this.classOf(o.code, o.text, o.kind === 'expired');
     this.ctx.metrics.outcomes.labels(o.row.pool, cls).inc();
+    const key = `${o.row.pool}|${o.row.domain}`;
+    let counts = this.byDestination.get(key);
+    if (counts) this.byDestination.delete(key); // most recent last
+    else if (this.byDestination.size >= DESTINATIONS_KEPT) this.byDestination.delete(this.byDestination.keys().next().value!);
+    this.byDestination.set(key, (counts ??= {}));
+    counts[cls] = (counts[cls] ?? 0) + 1;
     // Only a reply about this recipient (its RCPT, or its domain taking no mail) says the address
     // is bad: a refusal at MAIL FROM or DATA is about the sender or the message, whatever its
     // wording. A DSN that bounced (null sender) has no sending domain to file the address under,
     // and suppressing it for everyone on the word of one bounce is more than it says: not fed.
     if (o.kind === 'bounced' && o.perRecipient && m.sender !== '' && feedsList(this.ctx.policy(), o.code, cls)) this.suppress(bounceEntry(this.ctx.policy(), m.sender, o.row.rcpt, cls, o.text, Date.now()));
     return cls;
+  }
+
+  /** A destination's failures by class since start (undefined: none counted). */
+  classesFor(pool: string, domain: string): Record<string, number> | undefined {
+    return this.byDestination.get(`${pool}|${domain}`);
   }
 
   private suppress(e: SuppressionEntry): void {

@@ -396,7 +396,7 @@ export class Relay {
       queue: {
         counts: Object.fromEntries(this.spool.counts().map((c) => [c.state, c.n])),
         // The 1,000 largest (one index seek each for the oldest), each with why it waits now.
-        destinations: this.spool.view.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000), waiting_for: this.scheduler.waiting(d.pool, d.domain, now)?.reason ?? null })),
+        destinations: this.spool.view.destinations(1000).map((d) => ({ pool: d.pool, destination: d.domain, queued: d.queued, oldest_seconds: Math.round((now - d.oldest) / 1000), waiting_for: this.scheduler.waiting(d.pool, d.domain, now)?.reason ?? null, classes: this.outcomes.classesFor(d.pool, d.domain) })),
         destination_count: this.spool.index.destinationCount,
       },
       spool: this.spoolState(),

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { after, test } from 'node:test';
 import fc from 'fast-check';
 import { HEADER_MAX, receive } from '../../src/cleanup/receive.js';
+import { cleanup } from '../../src/cleanup/cleanup.js';
 import { Spool } from '../../src/spool/spool.js';
 import { tmpDir } from '../helpers/peers.js';
 
@@ -59,4 +60,17 @@ test('a header block over HEADER_MAX sent in 64-byte chunks: cut at the limit, t
   assert.equal(r.header.length, HEADER_MAX);
   assert.equal(r.file.length, msg.length);
   assert.ok(r.file.equals(msg));
+});
+
+test('the tags header is taken out like the class header; the message keeps its tags, and a user\'s tags from the config win', async () => {
+  const msg = Buffer.from('From: <a@client.test>\r\nX-Smtplb-Tags: campaign=spring, tenant=mallory\r\nX-Traffic-Class: bulk\r\nSubject: t\r\n\r\nbody\r\n');
+  const got = await receive(chunks(msg, [7, 30, 5]), () => spool.incoming(), 'X-Traffic-Class');
+  assert.equal(got.tagsValue, 'campaign=spring, tenant=mallory');
+  assert.doesNotMatch(got.header.toString('latin1'), /X-Smtplb-Tags|X-Traffic-Class/i);
+  const session = { envelope: { mailFrom: { address: 'a@client.test' }, rcptTo: [{ address: 'b@dest.test' }] }, remoteAddress: '127.0.0.1' } as never;
+  const deps = { classes: () => ({ header: 'X-Traffic-Class', sender_domains: {} }), route: () => ({ rule: { pool: 'out' }, index: 0 }) as never, signatureFor: async () => '', log: { error: () => {} } as never };
+  const r = await cleanup({ got, session, user: { name: 'u', tags: { tenant: 'acme' } }, listener: { name: 'in', identity: 'any' }, hostname: 'gw.test' }, deps);
+  assert.ok('message' in r);
+  assert.deepEqual(r.message.tags, { campaign: 'spring', tenant: 'acme' });
+  await got.incoming.discard();
 });
