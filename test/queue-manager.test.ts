@@ -184,7 +184,9 @@ shaping:
   dest.test: { concurrency: 1 }
 queue: { retry: [1h], max_age: 2h }
 `);
-  const load = await smtpSource(port, 20_000, 20);
+  // 20 sessions that each send their share (-d): 20,000 connections would leave as many
+  // TIME_WAIT sockets to the same port, and the clients below need local ports too.
+  const load = await smtpSource(port, 20_000, 20, ['-d']);
   assert.equal(load.code, 0, load.stderr);
   const st = await api<QueueStatus>(admin, '/api/status');
   const backlog = st.queue.destinations.find((d) => d.destination === 'dest.test');
@@ -195,7 +197,7 @@ queue: { retry: [1h], max_age: 2h }
     sends.push(swaks(['--server', `127.0.0.1:${port}`, '--from', 'reset@client.test', '--to', `same${i}@samepool.test`, '--header', 'Subject: password reset']));
     sends.push(swaks(['--server', `127.0.0.1:${port}`, '--from', 'reset@client.test', '--to', `other${i}@other.test`, '--header', 'Subject: password reset']));
   }
-  for (const r of await Promise.all(sends)) assert.match(r.stdout, /<- {2}250 /);
+  for (const r of await Promise.all(sends)) assert.match(r.stdout, /<- {2}250 /, `swaks exited ${r.code}: ${r.stderr}`);
   // From the moment the last client heard 250 (swaks start-up time is not the queue's).
   const started = Date.now();
   await waitFor('10 at the other pool', () => fast.count() >= 10, 2_000, 20);

@@ -135,8 +135,7 @@ export class Gateway {
           log: this.log,
           pools: () => this.pools,
           status: () => this.status(),
-          relay: () => this.relay,
-          suppressions: () => this.suppressionList(),
+          relay: () => this.relay, suppressions: () => this.suppressionList(),
           shards: this.role === 'primary' ? () => this.shardAdmins() : undefined,
           serverAction: (p, s, a) => {
             this.serverAction(p, s, a);
@@ -232,7 +231,7 @@ export class Gateway {
   private smtpListener(l: ListenerConfig, relay: Relay | undefined, hostname: string): SmtpListener {
     if (!relay) throw new Error('no relay for a mode: smtp listener');
     return new SmtpListener(l, {
-      ...{ hostname, log: this.log, metrics: this.metrics },
+      hostname, log: this.log, metrics: this.metrics,
       users: () => new Map(this.config.users.map((u) => [u.name, u])),
       verifyPassword,
       route: (q) => relay.route(q),
@@ -432,11 +431,10 @@ export class Gateway {
   /** The private admin API of each worker that runs a relay (primary only), by worker id. */
   readonly shardAdmin = new Map<number, { shard: number; port: number }>();
 
-  /** The node's suppression list: the relay's, or on a primary (no relay) the same file, the one its workers check. */
+  /** The node's suppression list: the relay's, or on a primary (no relay) the file its workers check; its changes go to other nodes. */
   private primaryList?: ReturnType<typeof openNodeList>;
   suppressionList(): SuppressionList | undefined {
     if (this.relay || this.role !== 'primary' || !this.config.listeners.some((l) => l.mode === 'smtp')) return this.relay?.suppressions;
-    // On a cluster, changes made here go to the other nodes (this node's shard 0 applies theirs).
     return (this.primaryList ??= openNodeList(this.config.spool, this.config.cluster, this.log, false)).list;
   }
 
