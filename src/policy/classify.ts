@@ -30,8 +30,11 @@ export function classOf(src: ClassSources, bySenderDomain: Record<string, string
 export function takeHeader(message: Buffer, name: string): { message: Buffer; value?: string } {
   const headEnd = headerEnd(message);
   const head = message.subarray(0, headEnd).toString('latin1');
-  const lines = head.split(/(?<=\n)/);
   const lower = `${name.toLowerCase()}:`;
+  // Most messages have no such header: one search, not a split of the block into lines.
+  const folded = head.toLowerCase();
+  if (!folded.startsWith(lower) && !folded.includes(`\n${lower}`)) return { message };
+  const lines = head.split(/(?<=\n)/);
   let value: string | undefined;
   const kept: string[] = [];
   for (let i = 0; i < lines.length; i++) {
