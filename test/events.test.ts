@@ -106,9 +106,8 @@ events:
   // Yahoo lets the throttled mail in now.
   await sink.stop();
   sink = await startSmtplbSink({ rules: rules.slice(0, 2), port: sink.port });
-  await queueIdle(admin, 30_000).catch(async (e) => {
-    console.log('DBG', JSON.stringify((await api<{ relay: unknown }>(admin, '/api/status')).relay ?? (await api<unknown>(admin, '/api/status'))).slice(0, 3000));
-    throw e;
+  await queueIdle(admin, 30_000).catch(async (e: Error) => {
+    throw new Error(`${e.message}; status: ${JSON.stringify(await api<unknown>(admin, '/api/status')).slice(0, 3000)}`);
   });
   assert.ok(hook.state.refused > 0, 'the receiver was down meanwhile');
   assert.ok((await metric(admin, 'smtplb_event_webhook_failures_total')) > 0);
