@@ -8,7 +8,7 @@
 // not copied: none is reused here after it is written. Bare CR and LF become CRLF on the way in
 // (line-endings.ts), so nothing stored, signed or relayed holds one.
 import type { Incoming } from '../spool/spool.js';
-import { takeHeader } from '../policy/classify.js';
+import { takeHeaders } from '../policy/classify.js';
 import { LineEndings } from './line-endings.js';
 
 /** Header block kept in memory for the header rules; past it, the rest is body (Postfix's header_size_limit is 100 KB). */
@@ -42,11 +42,9 @@ export async function receive(data: AsyncIterable<Buffer>, open: () => Promise<I
     let tagsValue: string | undefined;
     /** The class and tags headers out of the header block: what the application told smtplb alone. */
     const ours = (block: Buffer) => {
-      const c = takeHeader(block, classHeader);
-      const t = takeHeader(c.message, tagsHeader);
-      classValue = c.value;
-      tagsValue = t.value;
-      return t.message;
+      const r = takeHeaders(block, [classHeader, tagsHeader]);
+      [classValue, tagsValue] = r.values;
+      return r.message;
     };
     const endings = new LineEndings();
     const take = async (chunk: Buffer): Promise<void> => {

@@ -25,10 +25,7 @@ export interface DeliveryRecord {
   class?: string;
 }
 
-/** "250 2.0.0 Ok" → "2.0.0"; null when the reply has no enhanced code. */
-export function enhancedCode(reply: string): string | null {
-  return /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply.trim())?.[1] ?? null;
-}
+export { enhancedCode } from '../outcomes/facts.js';
 
 /** A reply as one line, its code once: upstream replies arrive with their code ("250 2.0.0 Ok"), ours may not. */
 export function replyLine(code: number | null, text: string): string {

@@ -3,6 +3,7 @@
 // attempt), so the same event sent again after a crash carries the same id and a receiver can
 // drop the duplicate; two different events never share one.
 import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { enhancedCode } from '../outcomes/facts.js';
 
 export const EVENT_TYPES = ['received', 'delivered', 'deferred', 'bounced', 'expired', 'suppressed'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
@@ -90,10 +91,9 @@ export function outcomeEvent(
   o: { rcpt: string; type: 'delivered' | 'deferred' | 'bounced' | 'expired'; code: number | null; text: string; server: string | null; attempt: number; class: string | null },
   now: number,
 ): { rcpt: string; body: string } {
-  const enhanced = /^(?:\d{3}[ -])?([245]\.\d{1,3}\.\d{1,3})\b/.exec(o.text.trim())?.[1] ?? null;
   return {
     rcpt: o.rcpt,
-    body: JSON.stringify(makeEvent({ type: o.type, at: new Date(now).toISOString(), queue_id: m.id, message_id: m.message_id, sender: m.sender, recipient: o.rcpt, tags: m.tags, class: o.class, code: o.code, enhanced_code: enhanced, reply: o.text, server: o.server, attempt: o.attempt, queue_delay_ms: now - m.created })),
+    body: JSON.stringify(makeEvent({ type: o.type, at: new Date(now).toISOString(), queue_id: m.id, message_id: m.message_id, sender: m.sender, recipient: o.rcpt, tags: m.tags, class: o.class, code: o.code, enhanced_code: enhancedCode(o.text), reply: o.text, server: o.server, attempt: o.attempt, queue_delay_ms: now - m.created })),
   };
 }
 

@@ -28,26 +28,39 @@ export function classOf(src: ClassSources, bySenderDomain: Record<string, string
  * message; returns the first value found. Only the header block is touched.
  */
 export function takeHeader(message: Buffer, name: string): { message: Buffer; value?: string } {
+  const r = takeHeaders(message, [name]);
+  return r.values[0] === undefined ? { message: r.message } : { message: r.message, value: r.values[0] };
+}
+
+/**
+ * takeHeader for several names in one pass over the header block (intake takes the class and
+ * the tags headers from every message); a line goes to the first name it matches.
+ */
+export function takeHeaders(message: Buffer, names: readonly string[]): { message: Buffer; values: (string | undefined)[] } {
+  const values: (string | undefined)[] = names.map(() => undefined);
   const headEnd = headerEnd(message);
   const head = message.subarray(0, headEnd).toString('latin1');
-  const lower = `${name.toLowerCase()}:`;
-  // Most messages have no such header: one search, not a split of the block into lines.
+  const lower = names.map((n) => `${n.toLowerCase()}:`);
+  // Most messages have none of them: one search each, not a split of the block into lines.
   const folded = head.toLowerCase();
-  if (!folded.startsWith(lower) && !folded.includes(`\n${lower}`)) return { message };
+  if (!lower.some((l) => folded.startsWith(l) || folded.includes(`\n${l}`))) return { message, values };
   const lines = head.split(/(?<=\n)/);
-  let value: string | undefined;
   const kept: string[] = [];
+  let taken = false;
   for (let i = 0; i < lines.length; i++) {
-    if (!lines[i].toLowerCase().startsWith(lower)) {
+    const line = lines[i].toLowerCase();
+    const k = lower.findIndex((l) => line.startsWith(l));
+    if (k < 0) {
       kept.push(lines[i]);
       continue;
     }
-    let v = lines[i].slice(lower.length);
+    taken = true;
+    let v = lines[i].slice(lower[k].length);
     while (i + 1 < lines.length && /^[ \t]/.test(lines[i + 1])) v += lines[++i];
-    value ??= v.replace(/\s+/g, ' ').trim();
+    values[k] ??= v.replace(/\s+/g, ' ').trim();
   }
-  if (value === undefined) return { message };
-  return { message: Buffer.concat([Buffer.from(kept.join(''), 'latin1'), message.subarray(headEnd)]), value };
+  if (!taken) return { message, values };
+  return { message: Buffer.concat([Buffer.from(kept.join(''), 'latin1'), message.subarray(headEnd)]), values };
 }
 
 /** Offset just past the header block's last line (the blank line stays with the body). */
