@@ -10,9 +10,10 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { sendOne } from '../src/cli/send.js';
-import { api, metric, queueIdle, TOKEN } from './helpers/admin.js';
-import { BIN, freePort, onStop, portOpen, session, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { api, metric, queueIdle } from './helpers/admin.js';
+import { BIN, freePort, onStop, portOpen, sleep, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
+import { queueRelayConfig, transaction } from './helpers/transaction.js';
 
 after(stopAll);
 
@@ -49,20 +50,10 @@ async function receiver(port?: number) {
   return { port: p, got, state, server };
 }
 
+/** One message to one recipient: the RCPT's reply and the final dot's. */
 async function send(port: number, from: string, rcpt: string, headers = ''): Promise<{ rcpt: string; data: string | null }> {
-  const s = session(port);
-  await s.reply();
-  await s.send('EHLO client.test');
-  await s.send(`MAIL FROM:<${from}>`);
-  const r = await s.send(`RCPT TO:<${rcpt}>`);
-  let data: string | null = null;
-  if (r.startsWith('250')) {
-    await s.send('DATA');
-    data = await s.send(`From: <${from}>\r\nSubject: events\r\n${headers}\r\nbody\r\n.`);
-  }
-  await s.send('QUIT');
-  s.close();
-  return { rcpt: r, data };
+  const r = await transaction(port, from, [rcpt], headers);
+  return { rcpt: r.rcpt[0], data: r.data };
 }
 
 /** Copies the sink took for the ok* recipients (the DSNs to the sender arrive there too). */
@@ -74,22 +65,11 @@ test('300 messages: one bounced per failed recipient with its class, deferred pe
   const hook = await receiver();
   const [port, admin] = [await freePort(), await freePort()];
   const dir = tmpDir();
-  await startSmtplb(`hostname: gw.test
-log: { level: warn }
-spool: ./spool
-admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
-delivery_log: { file: ./delivery.log }
-listeners:
-  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-pools:
-  out: { servers: [ { name: s1, address: 127.0.0.1:${sink.port} } ] }
-routes: [ { pool: out } ]
-queue: { retry: [1s] }
-# TSS04 is a throttling reply: yahoo.test is slowed down (not suspended here: this test is about events).
+  await startSmtplb(queueRelayConfig(port, admin, sink.port, `# TSS04 is a throttling reply: yahoo.test is slowed down (not suspended here: this test is about events).
 backoff: { suspend_after: 1000 }
 events:
   webhooks: [ { url: "http://127.0.0.1:${hook.port}/hook", secret: ${SECRET}, batch: 50 } ]
-`, { dir });
+`), { dir });
   // The receiver is down while the mail goes out.
   hook.state.down = true;
   const rcpts = [...Array.from({ length: 50 }, (_, i) => `gone${i}@dest.test`), ...Array.from({ length: 50 }, (_, i) => `slow${i}@yahoo.test`), ...Array.from({ length: 50 }, (_, i) => `spam${i}@dest.test`), ...Array.from({ length: 150 }, (_, i) => `ok${i}@dest.test`)];

@@ -6,42 +6,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { api, metric, queueIdle, TOKEN } from './helpers/admin.js';
-import { freePort, runCli, session, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { api, metric, queueIdle } from './helpers/admin.js';
+import { freePort, runCli, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
+import { queueRelayConfig, transaction } from './helpers/transaction.js';
 
 after(stopAll);
-
-/** One transaction: the reply to each RCPT, and to the final dot (null when no RCPT was taken). */
-async function send(port: number, from: string, rcpts: string[]): Promise<{ rcpt: string[]; data: string | null }> {
-  const s = session(port);
-  await s.reply();
-  await s.send('EHLO client.test');
-  assert.match(await s.send(`MAIL FROM:<${from}>`), /^250/);
-  const rcpt: string[] = [];
-  for (const r of rcpts) rcpt.push(await s.send(`RCPT TO:<${r}>`));
-  let data: string | null = null;
-  if (rcpt.some((r) => r.startsWith('250'))) {
-    assert.match(await s.send('DATA'), /^354/);
-    data = await s.send(`From: <${from}>\r\nSubject: suppression\r\n\r\nbody\r\n.`);
-  }
-  await s.send('QUIT');
-  s.close();
-  return { rcpt, data };
-}
-
-const config = (port: number, admin: number, sink: number, extra = '') => `hostname: gw.test
-log: { level: warn }
-spool: ./spool
-admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
-delivery_log: { file: ./delivery.log }
-listeners:
-  - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.0/8] }
-pools:
-  out: { servers: [ { name: s1, address: 127.0.0.1:${sink} } ] }
-routes: [ { pool: out } ]
-queue: { retry: [1s] }
-${extra}`;
 
 test('bounces feed the list by class: unknown users are refused at RCPT next time, spam blocks and throttling never suppress', { timeout: 90_000 }, async () => {
   const sink = await startSmtplbSink({
@@ -53,12 +23,12 @@ test('bounces feed the list by class: unknown users are refused at RCPT next tim
   });
   const [port, admin] = [await freePort(), await freePort()];
   const dir = tmpDir();
-  await startSmtplb(config(port, admin, sink.port), { dir });
+  await startSmtplb(queueRelayConfig(port, admin, sink.port), { dir });
   // One recipient per message: a 421 at RCPT (TSS04) ends the session and would defer the others.
   const ids: Record<string, string> = {};
   for (let i = 0; i < 5; i++) {
     for (const who of ['gone', 'spam', 'slow', 'ok']) {
-      const r = await send(port, 'news@a.test', [`${who}${i}@dest.test`]);
+      const r = await transaction(port, 'news@a.test', [`${who}${i}@dest.test`]);
       assert.match(r.rcpt[0], /^250 /);
       assert.match(r.data!, /^250 /);
       ids[`${who}${i}`] = /queued as (\w+)/.exec(r.data!)![1];
@@ -85,13 +55,13 @@ test('bounces feed the list by class: unknown users are refused at RCPT next tim
     assert.match(e.reason, /User unknown/);
   }
   // Again from the same sending domain: the unknown users are refused at RCPT, the others taken.
-  const again = await send(port, 'news@a.test', ['gone0@dest.test', 'GONE1@Dest.Test', 'spam0@dest.test', 'slow0@dest.test']);
+  const again = await transaction(port, 'news@a.test', ['gone0@dest.test', 'GONE1@Dest.Test', 'spam0@dest.test', 'slow0@dest.test']);
   assert.match(again.rcpt[0], /^550 5\.1\.1 <gone0@dest\.test>: recipient suppressed \(invalid-recipient: .*User unknown/);
   assert.match(again.rcpt[1], /^550 5\.1\.1 /, 'case does not matter');
   assert.match(again.rcpt[2], /^250 /, 'a spam block is the sender\'s problem, not the address\'s');
   assert.match(again.rcpt[3], /^250 /, 'throttling (4xx) never suppresses');
   // The list is per sending domain: another domain's mail to the same address is taken.
-  assert.match((await send(port, 'billing@b.test', ['gone0@dest.test'])).rcpt[0], /^250 /);
+  assert.match((await transaction(port, 'billing@b.test', ['gone0@dest.test'])).rcpt[0], /^250 /);
   assert.equal(await metric(admin, 'smtplb_suppressed_recipients_total', { action: 'refuse' }), 2);
   // The delivery log carries the class of every failure.
   const lines = fs.readFileSync(path.join(dir, 'delivery.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; recipient?: string; class?: string });
@@ -106,7 +76,7 @@ test('the operator: add, list, remove, import and export through the CLI; refuse
   const [port, admin] = [await freePort(), await freePort()];
   const dir = tmpDir();
   const file = path.join(dir, 'smtplb.yaml');
-  const lb = await startSmtplb(config(port, admin, sink.port, 'workers: 2\nsuppression: { scope: global }\n'), { dir });
+  const lb = await startSmtplb(queueRelayConfig(port, admin, sink.port, 'workers: 2\nsuppression: { scope: global }\n'), { dir });
   const cli = (...args: string[]) => {
     const r = runCli(['suppression', ...args, '-c', file]);
     assert.equal(r.code, 0, r.stderr);
@@ -114,7 +84,7 @@ test('the operator: add, list, remove, import and export through the CLI; refuse
   };
   assert.match(cli('add', 'Blocked@Dest.test', '--reason', 'asked us by phone'), /blocked@dest\.test suppressed for global/);
   // Each worker takes its own connections: every one of several sessions is refused.
-  for (let i = 0; i < 4; i++) assert.match((await send(port, 'a@any.test', ['blocked@dest.test'])).rcpt[0], /^550 5\.1\.1 <blocked@dest\.test>: recipient suppressed \(asked us by phone\)/);
+  for (let i = 0; i < 4; i++) assert.match((await transaction(port, 'a@any.test', ['blocked@dest.test'])).rcpt[0], /^550 5\.1\.1 <blocked@dest\.test>: recipient suppressed \(asked us by phone\)/);
   fs.writeFileSync(path.join(dir, 'list.csv'), 'address,reason,expires\nx1@dest.test,"complained, twice",\nx2@dest.test,old,30d\n');
   assert.match(cli('import', path.join(dir, 'list.csv')), /2 entries imported/);
   const listed = cli('list');
@@ -132,7 +102,7 @@ test('the operator: add, list, remove, import and export through the CLI; refuse
   assert.equal(x2.source, 'import');
   assert.ok(x2.expires && Date.parse(x2.expires) > Date.now() + 29 * 86_400_000, `x2 expires ${x2.expires}`);
   assert.match(cli('remove', 'blocked@dest.test'), /1 entry removed/);
-  for (let i = 0; i < 4; i++) assert.match((await send(port, 'a@any.test', ['blocked@dest.test'])).rcpt[0], /^250 /);
+  for (let i = 0; i < 4; i++) assert.match((await transaction(port, 'a@any.test', ['blocked@dest.test'])).rcpt[0], /^250 /);
   const r = runCli(['suppression', 'remove', 'nobody@dest.test', '-c', file]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /404 nobody@dest\.test is not suppressed/);
@@ -141,16 +111,16 @@ test('the operator: add, list, remove, import and export through the CLI; refuse
   assert.match(bad.stderr, /address must be local@domain/);
 
   // action: drop: the client gets 250, the suppressed copy is not delivered, the other is.
-  fs.writeFileSync(file, config(port, admin, sink.port, 'workers: 2\nsuppression: { scope: global, action: drop }\n'));
+  fs.writeFileSync(file, queueRelayConfig(port, admin, sink.port, 'workers: 2\nsuppression: { scope: global, action: drop }\n'));
   lb.reload();
   await waitFor('reload applied', async () => (await metric(admin, 'smtplb_config_reloads_total', { result: 'applied' })) >= 1, 5000);
   await sink.reset();
   for (let i = 0; i < 4; i++) {
-    const d = await send(port, 'a@any.test', ['x1@dest.test', `kept${i}@dest.test`]);
+    const d = await transaction(port, 'a@any.test', ['x1@dest.test', `kept${i}@dest.test`]);
     assert.deepEqual(d.rcpt.map((x) => x.slice(0, 3)), ['250', '250']);
     assert.match(d.data!, /^250 /);
   }
-  const alone = await send(port, 'a@any.test', ['x1@dest.test']);
+  const alone = await transaction(port, 'a@any.test', ['x1@dest.test']);
   assert.match(alone.data!, /^250 2\.0\.0 Ok: \w+ taken; every recipient is suppressed/);
   await queueIdle(admin);
   const stats = await sink.stats();
