@@ -21,7 +21,7 @@ const dist = path.join(root, 'dist/test');
 // 10 messages past a 20,000 backlog within 2 s.
 const SOLO = ['dashboard-charts', 'queue-manager', 'cluster-redis', 'hardening'];
 // One Postfix at a time (/etc/postfix, one master): these share a lane.
-const POSTFIX = ['deliverability', 'extensions', 'relay-postfix', 'tcp-peers', 'upstream-tls-verify', 'dkim'];
+const POSTFIX = ['deliverability', 'extensions', 'relay-postfix', 'tcp-peers', 'upstream-tls-verify', 'dkim', 'pushback'];
 // Seconds per file on the 2-core CI machine (session 12's run), to balance the lanes; a file
 // not listed counts as 10 s.
 const SECONDS = {
@@ -30,7 +30,7 @@ const SECONDS = {
   'relay-durability': 10, 'suppression': 10, 'ops': 10, 'config': 9, 'tcp-relay': 8, 'edge': 8,
   'relay-edges': 7, 'upstream-garbage': 7, 'spool-readonly': 6, 'doctor': 6, 'hardening-reload': 5,
   'hardening-decisions': 5, 'upstream-idle': 5, 'spool-full': 4, 'sink': 3, 'pipelining': 3,
-  'cluster': 2, 'hardening-dkim': 2, 'durability-order': 2,
+  'cluster': 2, 'hardening-dkim': 2, 'durability-order': 2, 'sites': 17, 'unsubscribe': 3,
 };
 
 function allFiles(dir) {

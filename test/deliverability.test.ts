@@ -143,7 +143,9 @@ test('adaptive backoff: 421 "try again later" cuts the pair\'s rate, everything 
     clearInterval(poll);
   }
   assert.ok(mta.refused >= 5, `the receiver throttled (${mta.refused} refusals)`);
-  assert.ok(lowest <= 0.5, `the pair's factor dropped (lowest ${lowest})`);
+  // Cut, and climbing back between push-backs (refusals within a second of a cut answer
+  // deliveries sent before it and do not cut again: test/unit/relay-decisions.test.ts).
+  assert.ok(lowest <= 0.8, `the pair's factor dropped (lowest ${lowest})`);
   assert.ok(seenRate < 6000, `the pair's rate dropped below the configured 6000/min (lowest seen ${seenRate})`);
   const status = JSON.parse(runCli(['status', '--json', '-c', lb.file]).stdout) as { throttles: { destination: string; last_throttle_reply: string | null }[] };
   assert.match(status.throttles.find((t) => t.destination === 'dest.test')?.last_throttle_reply ?? '', /421 .*Try again later/);

@@ -96,7 +96,7 @@ export interface QueueMessage {
   sender: string;
   size: number;
   message_id: string | null;
-  recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; reply_class?: string | null; waiting_for: string | null }[];
+  recipients: { address: string; pool: string; state: string; attempts: number; next_attempt: string | null; last_code: number | null; last_reply: string | null; last_server: string | null; reply_class?: string | null; waiting_for: string | null; site?: string | null }[];
 }
 
 /** `GET /api/route?address=...` (`smtplb route explain`). */
@@ -104,5 +104,5 @@ export interface RouteExplain {
   address: string;
   route: ({ index: number; pool: string } & Record<string, unknown>) | null;
   why: string[];
-  pools?: { pool: string; balance: string; status: string; candidates: string[]; servers: { name: string; up: boolean; admin: string; backup: boolean; weight: number; ejected: boolean }[] }[];
+  pools?: { pool: string; balance: string; status: string; candidates: string[]; site?: string | null; shaping_key?: string; servers: { name: string; up: boolean; admin: string; backup: boolean; weight: number; ejected: boolean }[] }[];
 }

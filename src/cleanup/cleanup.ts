@@ -4,7 +4,9 @@
 // again when the class differs from the one they were routed with at RCPT; the author (From
 // by RFC 5322, from-header.ts) bound to what the client may send as (policy/identity.ts); the
 // DKIM signature asked for (signing runs in worker threads, behind `signatureFor`); the
-// Message-ID read; our Received line put on top with the signature. The listener hands in the
+// Message-ID read; for a class with `unsubscribe:` rules, List-Unsubscribe added (signed with
+// the message) or the message refused (unsubscribe/headers.ts); our Received line put on top
+// with the signature. The listener hands in the
 // session's facts and gets back the message for the queue, or the reply that refuses it.
 import type { Logger } from 'pino';
 import { paramsFromSession, rcptDsnFrom } from '../message/dsn-params.js';
@@ -15,6 +17,7 @@ import { domainOf, type RouteChoice, type RouteQuery } from '../routing/route.js
 import { authorOf } from './from-header.js';
 import { parseTags } from '../events/event.js';
 import type { Received } from './receive.js';
+import { unsubscribeDecision, type UnsubscribeSettings } from '../unsubscribe/headers.js';
 
 export interface CleanupInput {
   got: Received;
@@ -38,7 +41,9 @@ export interface CleanupDeps {
   classes: () => { header: string; sender_domains: Record<string, string> };
   route: (q: RouteQuery) => RouteChoice | null;
   /** The DKIM-Signature header for the message, with the key of the first of these domains that has one ('' for none). */
-  signatureFor: (message: Buffer | string, domains: (string | undefined)[]) => Promise<string>;
+  signatureFor: (message: Buffer | string, domains: (string | undefined)[], prefix?: Buffer) => Promise<string>;
+  /** One-click unsubscribe per class (`unsubscribe:` in the config), if configured. */
+  unsubscribe?: () => UnsubscribeSettings | undefined;
   log: Logger;
 }
 
@@ -59,16 +64,22 @@ export async function cleanup(i: CleanupInput, deps: CleanupDeps): Promise<{ mes
   }
   const who = identity({ user: i.user, author: authorOf(got.header), senderDomain, rule: i.listener.identity });
   if (!who.ok) return { reply: { code: who.code, text: who.text } };
+  // The application's tags, then the user's from the config (binding, like its class).
+  const tags = { ...parseTags(got.tagsValue), ...(i.user?.tags ?? {}) };
+  const header = got.header.subarray(0, Math.min(got.header.length, 64 * 1024)).toString('latin1');
+  const unsub = unsubscribeDecision({ header, cls: cls ?? '', recipients: rcpts, senderDomain: senderDomain ?? '', tags, now: Date.now(), settings: deps.unsubscribe?.() });
+  if (unsub.kind === 'refuse') return { reply: { code: unsub.code, text: unsub.text } };
+  if (unsub.kind === 'not-added') deps.log.info({ listener: i.listener.name, class: cls, id: got.incoming.id }, `List-Unsubscribe not added: ${unsub.why}`);
+  const added = unsub.kind === 'add' ? Buffer.from(unsub.fields, 'latin1') : undefined;
   let signature: string;
   try {
     await got.incoming.close();
-    signature = await deps.signatureFor(got.incoming.content(), who.signFor);
+    signature = await deps.signatureFor(got.incoming.content(), who.signFor, added);
   } catch (e) {
     deps.log.error({ listener: i.listener.name, err: (e as Error).message }, 'DKIM signing failed');
     // A worker that died or hung, or a key that failed: nothing is acknowledged, the client retries.
     return { reply: { code: 451, text: '4.3.0 Signing failed (temporary), please try again later' } };
   }
-  const header = got.header.subarray(0, Math.min(got.header.length, 64 * 1024)).toString('latin1');
   const messageId = /^message-id:\s*(<[^>\r\n]*>)/im.exec(header)?.[1];
   const received =
     `Received: from ${session.hostNameAppearsAs || 'unknown'} ([${session.remoteAddress}])\r\n` +
@@ -84,10 +95,9 @@ export async function cleanup(i: CleanupInput, deps: CleanupDeps): Promise<{ mes
       class: cls,
       client: session.remoteAddress,
       messageId,
-      // The application's tags, then the user's from the config (binding, like its class).
-      tags: { ...parseTags(got.tagsValue), ...(i.user?.tags ?? {}) },
+      tags,
       incoming: got.incoming,
-      prefix: Buffer.from(received + signature, 'latin1'),
+      prefix: Buffer.concat([Buffer.from(received + signature, 'latin1'), added ?? Buffer.alloc(0)]),
     },
   };
 }

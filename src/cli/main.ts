@@ -176,7 +176,7 @@ function printQueue(ms: QueueMessage[]): void {
   for (const m of ms) {
     console.log(`${m.id}  ${String(m.size).padStart(8)}  ${m.created}  <${m.sender}>  ${m.message_id ?? ''}`);
     for (const r of m.recipients) {
-      console.log(`    ${r.address.padEnd(32)} ${r.state.padEnd(9)} pool ${r.pool} attempts ${r.attempts}`);
+      console.log(`    ${r.address.padEnd(32)} ${r.state.padEnd(9)} pool ${r.pool} attempts ${r.attempts}${r.site ? ` site ${r.site}` : ''}`);
       if (r.state === 'queued') console.log(`      next attempt ${r.next_attempt}, waiting for ${r.waiting_for}`);
       if (r.last_reply) console.log(`      last reply ${r.last_server ? `from ${r.last_server}: ` : ''}${r.last_reply}${r.reply_class ? ` (${r.reply_class})` : ''}`);
     }
@@ -190,6 +190,7 @@ function printRoute(r: RouteExplain): void {
   for (const w of r.why) console.log(`  because ${w}`);
   for (const p of r.pools ?? []) {
     console.log(`  pool ${p.pool} (balance ${p.balance}): ${p.status === 'ok' ? `would pick among ${p.candidates.join(', ')}` : p.status === 'busy' ? 'every server is at max_connections: mail waits' : 'no server is up'}`);
+    if (p.site) console.log(`    MX site ${p.site}: limits counted under ${p.shaping_key}`);
     for (const s of p.servers) console.log(`    ${s.name.padEnd(16)} ${s.admin !== 'ready' ? s.admin.toUpperCase() : !s.up ? 'DOWN' : s.ejected ? 'EJECTED' : 'UP'}${s.backup ? ' backup' : ''} weight ${s.weight}`);
   }
 }

@@ -26,6 +26,7 @@ interface Def {
   values?: unknown[];
   in?: Node;
   out?: Node;
+  catchall?: Node;
   checks?: { _zod: { def: { check: string; format?: string; pattern?: RegExp } } }[];
   error?: (issue: unknown) => unknown;
 }
@@ -174,7 +175,19 @@ const MEANINGS: Record<string, string> = {
   classes: 'Traffic classes (transactional, marketing, …) for routing.',
   'classes.header': 'Header a trusted client may set to name the class; removed before signing and delivery.',
   'classes.sender_domains': 'Envelope sender domain → class name.',
-  shaping: 'Per-destination limits, keyed by recipient domain, `*.parent`, or `default`; mail over a limit waits, nothing is refused.',
+  shaping: 'Per-destination limits, keyed by recipient domain, `*.parent`, `default`, or `site:NAME` (every domain on that MX site together); mail over a limit waits, nothing is refused.',
+  'shaping.preset': '`providers`: the shipped per-site limits for the large mailbox providers (src/routing/providers.ts, each value with its source); your own entries override them field by field.',
+  unsubscribe: 'One-click unsubscribe (RFC 8058) per traffic class: List-Unsubscribe added or required, and the public endpoint its URLs point at.',
+  'unsubscribe.listen': 'Address of the public unsubscribe endpoint (`/u/TOKEN`), apart from the admin listener; unset: another server serves `base_url`.',
+  'unsubscribe.base_url': 'What the added URLs start with (`https://u.example.com` gives `https://u.example.com/u/TOKEN`).',
+  'unsubscribe.secret': 'HMAC key of the tokens (a token binds recipient, sender domain, tags and time; no row per message is stored).',
+  'unsubscribe.mailto': 'An address added beside the URL as `<mailto:...?subject=unsubscribe TOKEN>`.',
+  'unsubscribe.max_age': 'How long a token keeps working after the message was sent.',
+  'unsubscribe.classes': 'Per traffic class: what to do about unsubscribing.',
+  'unsubscribe.classes.<name>.add': 'Add List-Unsubscribe and List-Unsubscribe-Post (DKIM-signed) to a single-recipient message of this class that has none.',
+  'unsubscribe.classes.<name>.require': 'Refuse (`550 5.7.0`) a message of this class without a one-click unsubscribe of its own (or, with `add`, one that cannot be given one).',
+  sites: 'MX sites by name: host-name patterns (`*.google.com`) of the MX hosts on each, over the shipped provider sites (`google`, `microsoft`, `yahoo`, `apple`, ...); a name given here replaces the shipped one.',
+  'pools.<name>.site_lookup': '`mx`: look up each destination\'s MX to count `site:` shaping per site (the default for `kind: mx`); `none`: per-domain keys (the default for relays).',
   'shaping.<destination>.concurrency': 'Deliveries in flight per (server or source, destination); shared by workers and cluster nodes.',
   'shaping.<destination>.rate': 'Messages per period, e.g. `600/min`, `20000/hour`.',
   'shaping.<destination>.burst': 'Messages the rate lets go at once after a quiet time.',
@@ -345,6 +358,11 @@ function unwrap(s: Node): { inner: Node; hasDefault: boolean; defaultValue: unkn
       defaultValue = typeof d.defaultValue === 'function' ? (d.defaultValue as () => unknown)() : d.defaultValue;
     }
     if (d.type === 'optional') optional = true;
+    // A transform after the shape (shaping's preset expansion): the shape is what operators write.
+    if (d.type === 'pipe' && d.in && def(d.in).type === 'object') {
+      inner = d.in;
+      continue;
+    }
     if (!['default', 'prefault', 'optional', 'nullable'].includes(d.type)) return { inner, hasDefault, defaultValue, optional };
     inner = d.innerType!;
   }
@@ -369,8 +387,14 @@ function walk(shape: Record<string, Node>, prefix: string, rows: KeyRow[], seen:
     let type = typeOf(inner);
     let children: Record<string, Node>[] = [];
     let childPrefix = path;
+    let extra: { prefix: string; shapes: Record<string, Node>[] } | undefined;
     if (d.type === 'object') {
       children = [d.shape!];
+      // Named keys beside a map of sections (`shaping: { preset, <destination>: {...} }`).
+      if (d.catchall && sectionsOf(d.catchall).length) {
+        extra = { prefix: `${path}.${PLACEHOLDERS[path] ?? '<name>'}`, shapes: sectionsOf(d.catchall) };
+        type = `map of \`${PLACEHOLDERS[path] ?? '<name>'}\` → section`;
+      }
     } else if (d.type === 'array' && sectionsOf(d.element!).length) {
       children = sectionsOf(d.element!);
       childPrefix = `${path}[]`;
@@ -385,6 +409,7 @@ function walk(shape: Record<string, Node>, prefix: string, rows: KeyRow[], seen:
     const shown = DEFAULT_TEXT[path] ?? (hasDefault ? fmtDefault(defaultValue, inner) : optional ? 'unset' : alternative ? '**required** in its form' : '**required**');
     rows.push({ path, type, default: shown, meaning });
     for (const c of children) walk(c, childPrefix, rows, seen, children.length > 1);
+    if (extra) for (const c of extra.shapes) walk(c, extra.prefix, rows, seen, extra.shapes.length > 1);
   }
 }
 

@@ -5,6 +5,7 @@ import os from 'node:os';
 import { ADDRESS_CLASSES } from '../suppression/rules.js';
 import { OUTCOME_CLASSES } from '../outcomes/reply-class.js';
 import { EVENT_TYPES } from '../events/event.js';
+import { PROVIDER_SHAPING } from '../routing/providers.js';
 import { z } from 'zod';
 import { parseAddress, parseCidr, parseDay, parseDuration, parseRate, parseSize } from './units.js';
 
@@ -153,6 +154,8 @@ export const sourceSchema = z.strictObject({
 export const poolSchema = z.strictObject({
   /** relay: deliver to the listed servers; mx: straight to each destination's MX hosts, from `sources`. */
   kind: z.enum(['relay', 'mx'], { error: 'expected relay or mx' }).default('relay'),
+  /** Count `site:` shaping per MX site: `mx` looks the destination's MX up (the default for kind: mx), `none` keeps per-domain keys (the default for relays). */
+  site_lookup: z.enum(['mx', 'none'], { error: 'expected mx or none' }).optional(),
   sources: z.array(sourceSchema).default([]),
   mx: z.strictObject({ resolver: address.optional(), port: int(1, 65535).default(25), timeout: duration.default(2000), retries: int(0, 10).default(2) }).default({ port: 25, timeout: 2000, retries: 2 }),
   balance: z
@@ -261,6 +264,27 @@ export const shapingRuleSchema = z.strictObject({
   connect_rate: rate.optional(),
 });
 
+/**
+ * `shaping:` entries per destination (a domain, `*.parent`, `default`, or `site:NAME` for an
+ * MX site) and `preset: providers`, the shipped provider rulebook (routing/providers.ts) under
+ * the operator's own entries: a field the operator sets wins over the preset's.
+ */
+export const shapingSchema = z
+  .object({ preset: z.enum(['providers'], { error: 'expected providers' }).optional() })
+  .catchall(shapingRuleSchema)
+  .transform(({ preset, ...rules }) => {
+    const own = rules as Record<string, z.output<typeof shapingRuleSchema>>;
+    if (!preset) return own;
+    const out: Record<string, z.output<typeof shapingRuleSchema>> = {};
+    for (const [key, r] of Object.entries(PROVIDER_SHAPING)) {
+      out[key] = { burst: 1, ...(r.concurrency ? { concurrency: r.concurrency } : {}), ...(r.rate ? { rate: parseRate(r.rate) } : {}), ...(r.messages_per_connection ? { messages_per_connection: r.messages_per_connection } : {}) };
+    }
+    for (const [key, r] of Object.entries(own)) out[key] = { ...out[key], ...r };
+    return out;
+  });
+
+const hostPattern = z.string().regex(/^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$/, { error: 'expected a host name or *.domain' });
+
 export const backoffSchema = z.strictObject({
   patterns: z.array(regex).default([]),
   decrease: z.number().gt(0).lt(1).default(0.5),
@@ -306,7 +330,9 @@ export const configSchema = z.strictObject({
   pools: z.record(name, poolSchema).default({}),
   routes: z.array(z.union([routeSchema, z.strictObject({ postfix_transport: z.string(), tls: z.enum(['none', 'may', 'require', 'verify']).optional() })], { error: 'a route is { domains, class, sender_domains, user, listener, pool } or { postfix_transport: FILE }' })).default([]),
   classes: classesSchema.default({ header: 'X-Traffic-Class', sender_domains: {} }),
-  shaping: z.record(z.string(), shapingRuleSchema).default({}),
+  /** MX sites by name: host-name patterns of the MX hosts on it, over the shipped PROVIDER_SITES (a name given here replaces the shipped one). */
+  sites: z.record(name, z.array(hostPattern).min(1)).default({}),
+  shaping: shapingSchema.default({}),
   backoff: backoffSchema.default(backoffSchema.parse({})),
   dkim: z
     .strictObject({
@@ -360,6 +386,22 @@ export const configSchema = z.strictObject({
       max_outbox: int(1000, 100_000_000).default(1_000_000),
       /** The header an application tags a message with (`k=v, k2=v2`); taken out before signing. */
       tags_header: z.string().regex(/^[A-Za-z0-9-]+$/).default('X-Smtplb-Tags'),
+    })
+    .optional(),
+  /**
+   * One-click unsubscribe (RFC 8058, src/unsubscribe): per traffic class, List-Unsubscribe
+   * added to messages without one (`add`) or required of them (`require`), and the public
+   * endpoint its URLs point at.
+   */
+  unsubscribe: z
+    .strictObject({
+      /** The public HTTP listener of /u/TOKEN (apart from the admin one). */
+      listen: address.optional(),
+      base_url: z.string().regex(/^https?:\/\/[^\s/?#<>]+(\/[^\s?#<>]*)?$/, { error: 'expected a URL such as https://u.example.com' }),
+      secret: z.string().min(16, { error: 'use a secret of at least 16 characters' }),
+      mailto: z.string().regex(/^[^\s@<>?]+@[A-Za-z0-9.-]+$/, { error: 'expected an address such as unsub@example.com' }).optional(),
+      max_age: duration.default(90 * 86_400_000),
+      classes: z.record(name, z.strictObject({ add: z.boolean().default(false), require: z.boolean().default(false) })).default({}),
     })
     .optional(),
   /** The operator's reply classes, checked before the shipped rules: the first pattern that matches the reply text decides. */

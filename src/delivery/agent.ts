@@ -77,8 +77,8 @@ export class DeliveryAgent {
     return r;
   }
 
-  /** One MX resolver per direct-to-MX pool (each may name its own resolver). */
-  private mx(pool: Pool, domain: string) {
+  /** One MX resolver per pool (each may name its own resolver); its cache also serves the MX sites (scheduler/site-keys.ts). */
+  mx(pool: Pool, domain: string) {
     const key = JSON.stringify([pool.cfg.mx.resolver ?? null, pool.cfg.mx.timeout, pool.cfg.mx.retries]);
     let r = this.resolvers.get(pool.name);
     if (!r || r.key !== key) this.resolvers.set(pool.name, (r = { key, resolver: new MxResolver(pool.cfg.mx.resolver, { timeout: pool.cfg.mx.timeout, retries: pool.cfg.mx.retries }) }));

@@ -5,7 +5,7 @@
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { enhancedCode } from '../outcomes/facts.js';
 
-export const EVENT_TYPES = ['received', 'delivered', 'deferred', 'bounced', 'expired', 'suppressed'] as const;
+export const EVENT_TYPES = ['received', 'delivered', 'deferred', 'bounced', 'expired', 'suppressed', 'unsubscribed', 'complained'] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 export interface SmtplbEvent {
@@ -28,6 +28,8 @@ export interface SmtplbEvent {
   server: string | null;
   attempt: number | null;
   queue_delay_ms: number | null;
+  /** unsubscribed and complained: the sending domain the recipient is suppressed for. */
+  sender_domain?: string;
 }
 
 export const REPLY_MAX = 1000;
@@ -100,6 +102,32 @@ export function outcomeEvent(
 /** A recipient found on the suppression list (refused at RCPT, or taken and dropped). */
 export function suppressedEvent(m: { id: string | null; sender: string; tags?: Record<string, string> }, rcpt: string, reply: string, listener: string, now: number): string {
   return JSON.stringify(makeEvent({ type: 'suppressed', at: new Date(now).toISOString(), queue_id: m.id, message_id: null, sender: m.sender, recipient: rcpt, tags: m.tags ?? {}, class: null, code: 550, enhanced_code: '5.1.1', reply, server: listener, attempt: null, queue_delay_ms: null }));
+}
+
+/**
+ * A recipient who unsubscribed (one-click, RFC 8058) or complained (a feedback-loop report):
+ * the sender domain it was for, the original message's tags, how (`via`). Its id is derived
+ * from what it reports, so a repeated click or report is recognisably the same event.
+ */
+export function listEvent(type: 'unsubscribed' | 'complained', e: { recipient: string; sender: string; senderDomain: string; tags: Record<string, string>; queueId: string | null; messageId: string | null; via: string; key: string }, now: number): string {
+  return JSON.stringify({
+    id: eventId(`${type}:${e.key}`, e.recipient, type, null),
+    type,
+    at: new Date(now).toISOString(),
+    queue_id: e.queueId,
+    message_id: e.messageId,
+    sender: e.sender,
+    recipient: e.recipient,
+    tags: e.tags,
+    class: null,
+    code: null,
+    enhanced_code: null,
+    reply: e.via,
+    server: null,
+    attempt: null,
+    queue_delay_ms: null,
+    sender_domain: e.senderDomain,
+  } satisfies SmtplbEvent);
 }
 
 /** Tags as stored with a message (JSON), back to an object. */

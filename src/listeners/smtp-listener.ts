@@ -22,6 +22,7 @@ import { BoundedMap, clientKey } from '../policy/client-key.js';
 import { domainAllowed } from '../policy/identity.js';
 import { receive } from '../cleanup/receive.js';
 import { cleanup, type CleanupInput } from '../cleanup/cleanup.js';
+import type { UnsubscribeSettings } from '../unsubscribe/headers.js';
 
 export interface UserEntry { name: string; password: string; class?: string; sender_domains?: string[]; tags?: Record<string, string> }
 
@@ -37,7 +38,9 @@ export interface SmtpListenerContext extends ConnectionBudget {
   route: (q: RouteQuery) => RouteChoice | null;
   classes: () => { header: string; sender_domains: Record<string, string> };
   /** The DKIM-Signature header for a spool file, with the key of the first of these domains that has one ('' for none). */
-  signatureFor: (message: Buffer | string, domains: (string | undefined)[]) => Promise<string>;
+  signatureFor: (message: Buffer | string, domains: (string | undefined)[], prefix?: Buffer) => Promise<string>;
+  /** One-click unsubscribe per class, if configured (cleanup adds List-Unsubscribe or refuses). */
+  unsubscribe?: () => UnsubscribeSettings | undefined;
   /** A new spool file for a message arriving now (refused with SpoolFullError below min_free). */
   receive: (expectedSize: number) => Promise<Incoming>;
   /** Queue or relay the message; resolves with the reply for the client's DATA. */
@@ -52,6 +55,8 @@ export interface SmtpListenerContext extends ConnectionBudget {
   suppressed?: (recipient: string, sender: string) => SuppressionVerdict | undefined;
   /** A message's suppressed recipients were dropped (action: drop). */
   dropped?: (m: { listener: string; sender: string; queueId: string; recipients: string[] }) => void;
+  /** Feedback-loop reports (src/feedback): is this one of the feedback addresses, and take a report (the reply to its DATA). */
+  feedback?: { isAddress: (address: string) => boolean; take: (raw: Buffer, client: string) => Promise<Reply> };
 }
 
 /** What the suppression list says of a recipient: refuse it at RCPT with this reply, or take it and drop it. */
@@ -68,7 +73,12 @@ interface SessionState {
   rcptClass?: string;
   /** Recipients taken but suppressed (action: drop): not queued. */
   dropped: Set<string>;
+  /** The transaction is a complaint report to a feedback address: read here, never relayed. */
+  feedback?: boolean;
 }
+
+/** A complaint report is read whole into memory: past this, the rest is not read into it. */
+const FEEDBACK_MAX = 4 * 1024 * 1024;
 
 const PROXY_HEADER_TIMEOUT = 5000;
 /** Session ids: 16 characters as smtp-server makes them, from a per-process salt and a counter (no random draw per connection). */
@@ -286,6 +296,7 @@ export class SmtpListener extends SocketListener {
     if (st) {
       st.routes.clear();
       st.dropped.clear();
+      st.feedback = false;
     }
     const user = st?.user;
     if (user?.sender_domains && address.address) {
@@ -303,6 +314,14 @@ export class SmtpListener extends SocketListener {
       done(err);
     };
     const st = this.sessions.get(session.id);
+    // A feedback address takes complaint reports from anyone (the providers' loops), alone in
+    // its transaction: the report is read here, never relayed, so this opens no relay.
+    const fb = this.ctx.feedback?.isAddress(address.address) ?? false;
+    if (fb || st?.feedback) {
+      if (!fb || session.envelope.rcptTo.length > 0) return cb(smtpError(452, '4.5.3 A feedback report goes to the feedback address alone; send to other recipients in another transaction'));
+      if (st) st.feedback = true;
+      return cb();
+    }
     const authenticated = !!st?.user;
     if (!authenticated && !inNetworks(this.cfg.relay_networks, session.remoteAddress)) {
       this.ctx.metrics.listenerRejected.labels(this.cfg.name, 'relay_denied').inc();
@@ -343,8 +362,15 @@ export class SmtpListener extends SocketListener {
       });
   }
 
+  private async takeFeedback(stream: SMTPServerDataStream, client: string, fb: NonNullable<SmtpListenerContext['feedback']>): Promise<Reply> {
+    const raw = await readReport(stream);
+    if (!raw) return { code: 552, text: `5.3.4 A feedback report is limited to ${FEEDBACK_MAX} bytes` };
+    return fb.take(raw, client);
+  }
+
   /** DATA: written to the spool as it arrives (cleanup), then policy, signing, and the relay's answer. */
   private async take(stream: SMTPServerDataStream, session: SMTPServerSession, st: SessionState | undefined): Promise<Reply> {
+    if (st?.feedback && this.ctx.feedback) return this.takeFeedback(stream, session.remoteAddress, this.ctx.feedback);
     const from = session.envelope.mailFrom as { args?: Record<string, string> } | false;
     const declared = (from && Number(from.args?.SIZE)) || 0;
     let got: Awaited<ReturnType<typeof receive>>;
@@ -391,6 +417,17 @@ export class SmtpListener extends SocketListener {
     }
     return this.ctx.accept(r.message, this.cfg.delivery, this.cfg.cutthrough_fallback);
   }
+}
+
+/** A complaint report: read into memory (bounded), handed to the feedback handler, never queued. */
+async function readReport(stream: SMTPServerDataStream): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of stream as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size <= FEEDBACK_MAX) chunks.push(c);
+  }
+  return size > FEEDBACK_MAX ? null : Buffer.concat(chunks);
 }
 
 export { protocolOf } from '../cleanup/cleanup.js';

@@ -18,7 +18,7 @@ export interface CutThroughContext {
   deliveryLog: DeliveryLog;
   pools: () => Map<string, Pool>;
   plan: (pool: Pool, domain: string) => Plan;
-  gate: (domain: string) => DeliveryGate;
+  gate: (domain: string, pool: string) => DeliveryGate;
   deliver: (req: DeliveryRequest) => Promise<DeliveryResult>;
   /** The queue manager's settle: outcomes, DSNs, the delivery log's finals. */
   settle: (m: MessageRow, rows: RecipientRow[], r: Pick<DeliveryResult, 'outcomes' | 'attempts'>) => Promise<void>;
@@ -101,7 +101,7 @@ export class CutThrough {
         if (!plan.ok) return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: plan.reason, server: null })), attempts: [] };
         try {
           const rcptDsn = new Map(rs.filter((r) => r.dsn).map((r) => [r.address, r.dsn!]));
-          return await this.ctx.deliver({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body, exclude: plan.exclude, gate: this.ctx.gate(domain), params: m.params, rcptDsn });
+          return await this.ctx.deliver({ pool, domain, sender: m.sender, recipients: rs.map((r) => r.address), body, exclude: plan.exclude, gate: this.ctx.gate(domain, pool), params: m.params, rcptDsn });
         } catch (e) {
           this.ctx.log.error({ err: e, listener: m.listener }, 'cut-through delivery failed unexpectedly');
           return { outcomes: rs.map((r) => ({ rcpt: r.address, kind: 'deferred' as const, code: null, text: '4.3.0 internal error', server: null })), attempts: [] };

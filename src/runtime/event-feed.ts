@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Metrics } from '../admin/metrics.js';
 import { EventDispatcher, type SinkConfig } from '../events/dispatcher.js';
-import { outcomeEvent, receivedEvents, storedTags, suppressedEvent } from '../events/event.js';
+import { listEvent, outcomeEvent, receivedEvents, storedTags, suppressedEvent } from '../events/event.js';
 import type { OutcomeNote } from '../scheduler/scheduler.js';
 import type { Envelope, MessageRow } from '../spool/records.js';
 import type { Spool } from '../spool/spool.js';
@@ -72,6 +72,13 @@ export class EventFeed {
     return notes.map((n) =>
       outcomeEvent(msg, { rcpt: n.row.rcpt, type: n.kind, code: n.code, text: n.text, server: n.server, attempt: n.row.attempts, class: n.kind === 'delivered' ? null : this.ctx.classOf(n.code, n.text, n.kind === 'expired') }, now),
     );
+  }
+
+  /** An `unsubscribed` or `complained` event, written on its own (synced before it resolves). */
+  async listEvent(type: 'unsubscribed' | 'complained', e: Parameters<typeof listEvent>[1]): Promise<void> {
+    if (!this.on) return;
+    await this.ctx.spool.outbox.record(e.queueId ?? '', [listEvent(type, e, Date.now())]);
+    this.dispatcher.soon();
   }
 
   /** A recipient the suppression list refused or dropped: its event, written on its own. */

@@ -8,7 +8,13 @@ import type { Metrics } from '../admin/metrics.js';
 import type { DeliveryGate } from '../delivery/deliver.js';
 import { DeliveryAgent } from '../delivery/agent.js';
 import { DeliveryLog, enhancedCode } from '../delivery/delivery-log.js';
-import { Shaper } from '../scheduler/shaper.js';
+import { Shaper, type Plan } from '../scheduler/shaper.js';
+import { SiteKeys } from '../scheduler/site-keys.js';
+import { PROVIDER_SITES } from '../routing/providers.js';
+import type { UnsubscribeSettings } from '../unsubscribe/headers.js';
+import type { UnsubscribeClaim } from '../unsubscribe/token.js';
+import { createEndpoint } from '../unsubscribe/endpoint.js';
+import type http from 'node:http';
 import { DkimSigner, loadKeys, type DkimKey } from '../signing/dkim.js';
 import type { InboundInSpool, InboundMessage, Reply } from '../message/inbound.js';
 import { CutThrough } from './cut-through.js';
@@ -47,6 +53,11 @@ export class Relay {
   readonly spool: Spool;
   readonly scheduler: Scheduler;
   readonly shaper: Shaper;
+  /** Which key a destination's limits count under: its domain or its MX site. */
+  readonly sites: SiteKeys;
+  /** The public one-click unsubscribe endpoint (shard 0 serves it for the node). */
+  private endpoint?: http.Server;
+  private shard: number;
   readonly deliveryLog: DeliveryLog;
   private signer?: DkimSigner;
   /** The last failed delivery attempts, for status and the dashboard. */
@@ -75,7 +86,8 @@ export class Relay {
    */
   constructor(private config: () => Config, private pools: () => Map<string, Pool>, private poolSet: PoolSet, private log: Logger, private metrics: Metrics, worker?: { shard: number; store?: IpcStoreClient }) {
     const c = config();
-    const dir = shardDir(c.spool, worker?.shard ?? 0);
+    this.shard = worker?.shard ?? 0;
+    const dir = shardDir(c.spool, this.shard);
     const workers = workerCount(c.workers);
     this.spool = new Spool(dir, () => this.config().queue.min_free);
     this.spool.on('reserve-released', () => this.log.warn({ spool: dir }, 'spool disk full: released the reserve to record delivery outcomes; new mail gets 452 until there is room'));
@@ -110,6 +122,7 @@ export class Relay {
     }
     this.shaper = new Shaper(() => this.config(), this.spool, this.cluster);
     this.agent = new DeliveryAgent({ pools, poolSet, hostname: () => this.config().hostname, metrics, downElsewhere: () => this.cluster?.downElsewhere, signatureFor: (m, d) => this.signatureFor(m, d) });
+    this.sites = new SiteKeys({ sites: () => ({ ...PROVIDER_SITES, ...this.config().sites }), shapingKeys: () => Object.keys(this.config().shaping), lookup: (pool, domain) => this.agent.mx(pool, domain) });
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
     // On a cluster every node's list follows the others (one reader per node: shard 0).
     this.suppressionList = openNodeList(c.spool, c.cluster, log, (worker?.shard ?? 0) === 0);
@@ -133,7 +146,7 @@ export class Relay {
       routeBounce: (address) => this.routeOne(address, { listener: 'dsn' }),
       route: (m, domain) => this.routeQueued(m, domain),
       log,
-      shape: { plan: (pool, domain, now, starting) => this.shaper.plan(pool, domain, now, starting), gate: (domain) => this.gate(domain) },
+      shape: { plan: (pool, domain, now, starting) => this.plan(pool, domain, now, starting), gate: (domain, pool) => this.gate(domain, pool) },
       onAttempt: (m, rows, a) =>
         this.deliveryLog.write({
           event: 'attempt',
@@ -185,8 +198,8 @@ export class Relay {
       log,
       deliveryLog: this.deliveryLog,
       pools,
-      plan: (p, domain) => this.shaper.plan(p, domain),
-      gate: (domain) => this.gate(domain),
+      plan: (p, domain) => this.plan(p, domain),
+      gate: (domain, pool) => this.gate(domain, pool),
       deliver: (req) => this.agent.deliver(req),
       settle: (m, rows, r) => this.scheduler.settleJob(m, rows, r),
       enqueue: (m, rs, note) => this.enqueue(m, rs, note),
@@ -195,21 +208,31 @@ export class Relay {
     });
   }
 
+  /** The queue manager's question for one destination: its limits are its MX site's when a shaping entry names the site (scheduler/site-keys.ts). */
+  private plan(pool: Pool, domain: string, now = Date.now(), starting = 0): Plan {
+    const key = this.sites.keyFor(pool, domain, now);
+    if (key === null) return { ok: false, reason: `site: looking up the MX hosts of ${domain}`, at: now + 100, spacing: 0 };
+    return this.shaper.plan(pool, domain, now, starting, key);
+  }
+
   /** Shaping for one destination, as the delivery agent sees it. */
-  private gate(domain: string): DeliveryGate {
+  private gate(domain: string, poolName: string): DeliveryGate {
+    const p = this.pools().get(poolName);
+    const key = p ? this.sites.knownKey(p, domain) : domain;
     // On a cluster, connections to a concurrency-limited destination are its own (one group per
     // destination), and an idle one keeps its lease until it closes: the receiver never sees
     // more connections than the cluster-wide limit, and a node still reuses its connections.
-    const mpc = this.shaper.messagesPerConnection(domain);
-    const own = this.cluster && this.shaper.concurrencyLimited(domain);
+    // The domains of one site share its connections (as Postfix's cache shares a server's).
+    const mpc = this.shaper.messagesPerConnection(key);
+    const own = this.cluster && this.shaper.concurrencyLimited(key);
     return {
-      admit: (pool, server, fresh, parked) => this.shaper.reserve(pool, server, domain, fresh, parked?.lease),
+      admit: (pool, server, fresh, parked) => this.shaper.reserve(pool, server, key, fresh, parked?.lease),
       end: (pool, server, code, text, delivered, keep, ticket) => {
         if (delivered) this.delivered.n++;
-        const lease = this.shaper.end(pool.name, server, domain, code, text, delivered, keep, ticket);
-        return lease ? { lease, release: () => this.shaper.releaseParked(pool.name, server, domain, lease) } : undefined;
+        const lease = this.shaper.end(pool.name, server, key, code, text, delivered, keep, ticket);
+        return lease ? { lease, release: () => this.shaper.releaseParked(pool.name, server, key, lease) } : undefined;
       },
-      connection: mpc || own ? { group: domain, maxMessages: mpc ?? Number.MAX_SAFE_INTEGER } : undefined,
+      connection: mpc || own || key !== domain ? { group: key, maxMessages: mpc ?? Number.MAX_SAFE_INTEGER } : undefined,
     };
   }
 
@@ -251,6 +274,7 @@ export class Relay {
     if (this.cluster) await this.cluster.start();
     this.scheduler.start();
     this.events.start();
+    await this.startEndpoint();
     const started = Date.now();
     // After a clean shutdown there is nothing to sweep (and at a million files it is not free).
     if (this.spool.cleanStart) return;
@@ -258,6 +282,41 @@ export class Relay {
       (n) => n && this.log.warn({ files: n }, `spool: removed ${n} message file(s) never committed (written before a crash, never acknowledged)`),
       (e: Error) => this.log.error({ err: e }, 'spool: sweeping uncommitted files failed'),
     );
+  }
+
+  private async startEndpoint(): Promise<void> {
+    const u = this.config().unsubscribe;
+    if (!u?.listen || this.shard !== 0) return;
+    const server = createEndpoint({
+      secret: () => this.config().unsubscribe?.secret ?? u.secret,
+      maxAgeMs: () => this.config().unsubscribe?.max_age ?? u.max_age,
+      unsubscribe: (claim) => this.unsubscribe(claim, 'one-click'),
+      log: this.log,
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: Error) => reject(new Error(`unsubscribe.listen: cannot listen on ${u.listen!.host}:${u.listen!.port}: ${e.message}`)));
+      server.listen(u.listen!.port, u.listen!.host, () => resolve());
+    });
+    server.on('error', (e: Error) => this.log.error({ err: e.message }, 'unsubscribe endpoint failed'));
+    this.endpoint = server;
+  }
+
+  /** One-click unsubscribe per class, as the cleanup stage reads it. */
+  unsubscribeSettings(): UnsubscribeSettings | undefined {
+    return this.config().unsubscribe;
+  }
+
+  /**
+   * A recipient unsubscribed (a valid one-click token): suppressed for the sender domain the
+   * token names (for every sender under `suppression.scope: global`), synced before this
+   * resolves, and an `unsubscribed` event with the message's tags.
+   */
+  async unsubscribe(c: UnsubscribeClaim, via: string): Promise<void> {
+    const scope = this.config().suppression.scope === 'global' || !c.senderDomain ? 'global' : c.senderDomain.toLowerCase();
+    const address = normalAddress(c.recipient);
+    this.suppressions.add([{ scope, address, reason: `unsubscribed (${via})`, class: null, source: 'unsubscribe', created: Date.now(), expires: null }]);
+    this.log.info({ recipient: address, scope, via }, `${address} unsubscribed from ${scope}`);
+    await this.events.listEvent('unsubscribed', { recipient: address, sender: '', senderDomain: c.senderDomain, tags: c.tags, queueId: null, messageId: null, via, key: `${scope}:${c.issued}` });
   }
 
   /** DKIM keys as the config has them now: read here at start, given already read (and checked) by a reload. */
@@ -279,8 +338,9 @@ export class Relay {
   }
 
   /** The DKIM-Signature header for a spool file, or '' without a key for these domains. */
-  signatureFor(message: Buffer | string, domains: (string | undefined)[]): Promise<string> {
-    return this.signer ? this.signer.signatureFor(message, ...domains) : Promise.resolve('');
+  signatureFor(message: Buffer | string, domains: (string | undefined)[], prefix?: Buffer): Promise<string> {
+    if (!this.signer) return Promise.resolve('');
+    return prefix ? this.signer.signatureWith(prefix, message, ...domains) : this.signer.signatureFor(message, ...domains);
   }
 
   sign(message: Buffer, domains: (string | undefined)[]): Promise<Buffer> {
@@ -375,6 +435,12 @@ export class Relay {
   }
 
   /** Why a queued recipient waits now: the queue manager's view of its destination, else the row's own reason. */
+  /** The MX site a recipient's limits count under, when its pool counts per site and the site is known. */
+  siteOf(poolName: string, domain: string): string | null {
+    const p = this.pools().get(poolName);
+    return (p && this.sites.siteFor(p, domain)) ?? null;
+  }
+
   waitingFor(r: RecipientRow, now = Date.now()): string | null {
     if (r.state !== 'queued') return null;
     // Its own time has not come: the retry schedule (or an earlier throttle) says why.
@@ -432,6 +498,8 @@ export class Relay {
   }
 
   async shutdown(): Promise<void> {
+    this.endpoint?.close();
+    this.endpoint?.closeAllConnections();
     await this.scheduler.stop(this.config().shutdown_timeout);
     await this.events.stop();
     await this.cluster?.stop();

@@ -28,7 +28,7 @@ export interface SchedulerContext {
   hostname: () => string;
   deliver: (req: DeliveryRequest) => Promise<DeliveryResult>;
   /** Shaping: may (pool, destination) go now, and through which servers. */
-  shape?: { plan: (pool: Pool, domain: string, now: number, starting: number) => Plan; gate: (domain: string) => DeliveryGate };
+  shape?: { plan: (pool: Pool, domain: string, now: number, starting: number) => Plan; gate: (domain: string, pool: string) => DeliveryGate };
   /** The route a queued message's recipients of `domain` take under the config in force now. */
   route?: (m: MessageRow, domain: string) => { pool: string; route: number } | null;
   /** Route a DSN's recipient (the original sender). */
@@ -365,7 +365,7 @@ export class Scheduler {
       reserved = true;
       st.starting = Math.max(0, st.starting - 1);
     };
-    const shaped = this.ctx.shape?.gate(j.domain);
+    const shaped = this.ctx.shape?.gate(j.domain, j.pool);
     const gate: DeliveryGate | undefined = shaped && {
       ...shaped,
       admit: async (pool, server, fresh, parked) => {

@@ -16,7 +16,7 @@ import type { ControlStore, Override, Suspension } from '../control/types.js';
 import type { Spool } from '../spool/spool.js';
 import { parseRate, perMinute } from '../config/units.js';
 import { domainMatches } from '../routing/route.js';
-import { afterReply, effectiveLimits, newPair, pairAdmits, pairSlots, pairTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
+import { afterReply, effectiveLimits, newPair, pairAdmits, pairLimits, pairSlots, pairTake, rateText, ruleKeyFor, type PairState, type Verdict } from './throttle.js';
 import { dayNumber, nextDay, warmupCap, warmupProgress } from './warmup.js';
 import type { Backoff, ControlLists, GrantReply, SharedLimits } from '../cluster/cluster.js';
 import type { Ticket } from '../delivery/deliver.js';
@@ -146,14 +146,14 @@ export class Shaper {
     if (!w.ok) return w;
     const rule = this.rule(domain, pool.name, now);
     const p = this.pair(pool.name, server, domain);
-    return pairAdmits(p, effectiveLimits(rule, p.factor, Infinity), rule.burst, now, needsConnection);
+    return pairAdmits(p, pairLimits(rule, p), rule.burst, now, needsConnection);
   }
 
   /** Deliveries `server` can still start for `domain` now (Infinity when nothing limits it). */
   private slots(pool: Pool, server: Server, domain: string, now: number): number {
     const rule = this.rule(domain, pool.name, now);
     const p = this.pair(pool.name, server, domain);
-    let n = pairSlots(p, effectiveLimits(rule, p.factor, Infinity), rule.burst, now);
+    let n = pairSlots(p, pairLimits(rule, p), rule.burst, now);
     if (server.warmup) {
       const cap = this.capNow(pool.name, server, now);
       if (cap !== null) n = Math.min(n, Math.max(0, cap - this.sentToday(pool.name, server, now)));
@@ -166,8 +166,9 @@ export class Shaper {
    * waits. `starting` jobs of the same destination were already let through in this pass and
    * have not reserved their slot yet: they count against the limits.
    */
-  plan(pool: Pool, domain: string, now = Date.now(), starting = 0): Plan {
-    const s = this.suspension(pool.name, domain, now);
+  plan(pool: Pool, domain: string, now = Date.now(), starting = 0, key = domain): Plan {
+    // An operator's suspension names the domain or its site; every limit below is the key's.
+    const s = this.suspension(pool.name, domain, now) ?? (key !== domain ? this.suspension(pool.name, key, now) : undefined);
     if (s) return { ok: false, reason: `suspension: ${pool.name} → ${s.destination} suspended by ${s.who} until ${new Date(s.until).toISOString()}: ${s.reason}`, at: s.until, spacing: 0 };
     const el = eligible(pool.servers, now, pool.cfg.slowstart);
     if (el.status !== 'ok') return { ok: true, exclude: new Set() }; // the delivery agent deals with down and busy
@@ -176,9 +177,9 @@ export class Shaper {
     let spacing = Infinity;
     for (const i of el.indices) {
       const server = pool.servers[i];
-      const v = this.check(pool, server, domain, now);
+      const v = this.check(pool, server, key, now);
       if (v.ok) continue;
-      const reason = `${v.hold || v.reason.startsWith('warm-up') ? 'warm-up' : 'throttle'}: ${v.reason} (${pool.name}/${server.name} → ${domain})`;
+      const reason = `${v.hold || v.reason.startsWith('warm-up') ? 'warm-up' : 'throttle'}: ${v.reason} (${pool.name}/${server.name} → ${key})`;
       if (v.hold) return { ok: false, reason, at: v.at, spacing: 0 };
       exclude.add(server.key);
       spacing = Math.min(spacing, v.spacing ?? 0);
@@ -193,16 +194,16 @@ export class Shaper {
       for (const i of el.indices) {
         const server = pool.servers[i];
         if (exclude.has(server.key)) continue;
-        capacity += this.slots(pool, server, domain, now);
-        const rule = this.rule(domain, pool.name, now);
-        const interval = effectiveLimits(rule, this.pair(pool.name, server, domain).factor, Infinity).interval;
+        capacity += this.slots(pool, server, key, now);
+        const rule = this.rule(key, pool.name, now);
+        const interval = pairLimits(rule, this.pair(pool.name, server, key)).interval;
         if (!binding || interval > binding.interval) binding = { server, interval };
       }
       if (starting >= capacity && binding) {
         const n = el.indices.length - exclude.size;
         const step = binding.interval > 0 ? binding.interval / n : 250;
         const what = binding.interval > 0 ? `rate limit ${rateText(binding.interval)}` : 'concurrency limit reached';
-        return { ok: false, reason: `throttle: ${what} (${pool.name}/${binding.server.name} → ${domain})`, at: now + step, spacing: step };
+        return { ok: false, reason: `throttle: ${what} (${pool.name}/${binding.server.name} → ${key})`, at: now + step, spacing: step };
       }
     }
     return { ok: true, exclude };
@@ -212,7 +213,7 @@ export class Shaper {
   begin(pool: string, server: Server, domain: string, newConnection: boolean, now = Date.now()): () => void {
     const rule = this.rule(domain, pool, now);
     const p = this.pair(pool, server, domain);
-    const eff = effectiveLimits(rule, p.factor, Infinity);
+    const eff = pairLimits(rule, p);
     const before = { tat: p.tat, connTat: p.connTat };
     Object.assign(p, pairTake(p, eff, rule.burst, now, newConnection));
     const wkey = `${pool}/${server.name}`;
@@ -285,6 +286,8 @@ export class Shaper {
     }
     const p = this.pair(pool.name, server, domain);
     p.factor = Math.min(1, Math.max(0, g.factor || 1));
+    // Another node's suspension ends here too with one probe delivery.
+    if (g.suspendedUntil > p.suspendedUntil) p.probe = true;
     p.suspendedUntil = Math.max(p.suspendedUntil, g.suspendedUntil);
     if (g.warmSent !== null) {
       const c = this.sent.get(`${pool.name}/${server.name}`);
@@ -300,7 +303,7 @@ export class Shaper {
     const where = `(${pool.name}/${server.name} → ${domain})`;
     if (g.kind === 'warm-up') return { ok: false, reason: `warm-up cap of ${cap} for ${server.name} reached today (cluster)`, at: nextDay(now), hold: server.warmup!.overflow === 'hold' };
     if (g.kind === 'suspended') return { ok: false, reason: `suspended after repeated throttling (cluster) ${where}`, at: now + g.waitMs };
-    if (g.kind === 'rate') return { ok: false, reason: `rate limit ${rateText(effectiveLimits(rule, p.factor, Infinity).interval)} (cluster)`, at: now + Math.max(1, g.waitMs), spacing: effectiveLimits(rule, p.factor, Infinity).interval };
+    if (g.kind === 'rate') return { ok: false, reason: `rate limit ${rateText(pairLimits(rule, p).interval)} (cluster)`, at: now + Math.max(1, g.waitMs), spacing: pairLimits(rule, p).interval };
     return { ok: false, reason: g.kind === 'connection' ? 'connection rate limit (cluster)' : g.reason, at: now + Math.max(1, g.waitMs) };
   }
 
@@ -352,7 +355,7 @@ export class Shaper {
    */
   private prune(now: number): void {
     for (const [key, p] of this.pairs) {
-      if (p.inflight === 0 && p.factor >= 1 && p.suspendedUntil <= now && p.tat <= now && p.connTat <= now && p.strikes.length === 0) this.pairs.delete(key);
+      if (p.inflight === 0 && p.factor >= 1 && !p.probe && p.base === undefined && p.suspendedUntil <= now && p.tat <= now && p.connTat <= now && p.strikes.length === 0) this.pairs.delete(key);
     }
   }
 
@@ -421,14 +424,14 @@ export class Shaper {
       .filter((p) => p.factor < 1 || p.suspendedUntil > now || p.inflight > 0)
       .map((p) => {
         const rule = this.rule(p.domain, p.pool, now);
-        const eff = effectiveLimits(rule, p.factor, Infinity);
+        const eff = pairLimits(rule, p);
         return {
           pool: p.pool,
           server: p.server,
           destination: p.domain,
           factor: +p.factor.toFixed(3),
           inflight: p.inflight,
-          concurrency: rule.concurrency ? eff.concurrency : null,
+          concurrency: rule.concurrency || p.base !== undefined || p.probe ? eff.concurrency : null,
           rate_per_minute: eff.interval ? +(60_000 / eff.interval).toFixed(2) : null,
           configured_rate_per_minute: rule.rate ? perMinute(rule.rate) : null,
           suspended_until: p.suspendedUntil > now ? new Date(p.suspendedUntil).toISOString() : null,

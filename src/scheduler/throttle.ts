@@ -37,10 +37,33 @@ export interface PairState {
   strikes: number[];
   suspendedUntil: number;
   lastReply?: string;
+  /**
+   * Where no concurrency is configured: the deliveries in flight when the destination first
+   * pushed back, the base its factor cuts (nothing to halve otherwise). Gone once the factor
+   * has climbed back to 1.
+   */
+  base?: number;
+  /** A suspension ended: one delivery at a time until one succeeds. */
+  probe?: boolean;
+  /** When the factor was last cut. */
+  lastCut?: number;
 }
+
+/**
+ * Throttling replies within this time of the last cut do not cut again: they answer deliveries
+ * that were in flight before it (a destination refusing 11 of 13 connections opened together
+ * is pushing back once, not 11 times), as TCP cuts its window once per round trip.
+ */
+export const CUT_GUARD_MS = 1000;
 
 export function newPair(): PairState {
   return { inflight: 0, tat: 0, connTat: 0, factor: 1, strikes: [], suspendedUntil: 0 };
+}
+
+/** The pair's limits in force: its factor over the configured concurrency, else over its observed base; 1 while probing. */
+export function pairLimits(rule: ShapeRule, p: PairState): Effective {
+  const eff = effectiveLimits(rule, p.factor, p.base ?? Infinity);
+  return p.probe ? { ...eff, concurrency: 1 } : eff;
 }
 
 /** The built-in throttling replies: texts big receivers use when they want less, slower mail. */
@@ -143,17 +166,34 @@ export function rateText(interval: number): string {
 /** The pair after a reply: throttling cuts it down, a clean delivery lets it climb back. */
 export function afterReply(p: PairState, code: number | null, text: string, policy: BackoffPolicy, now: number): PairState {
   if (isThrottleReply(code, text, policy.patterns)) {
-    const strikes = [...p.strikes.filter((t) => now - t < policy.window), now];
+    const lastReply = `${code} ${text}`.slice(0, 200);
+    if (p.lastCut !== undefined && now - p.lastCut < CUT_GUARD_MS && now >= p.lastCut) return { ...p, lastReply };
+    // `inflight` still counts the delivery that got this reply: the concurrency that drew it.
+    const base = p.base ?? Math.max(1, p.inflight);
+    // The lowest the factor goes: min_factor, or lower where that would still leave more than
+    // one delivery at a time (a destination that takes one connection at a time gets one).
+    const floor = Math.min(policy.min_factor, 1 / base);
+    // A cut that can still help is tried first: only pushing back at the floor counts toward a
+    // suspension (otherwise the climb after each cut, probing for the limit, would suspend a
+    // destination that merely has one).
+    const recent = p.strikes.filter((t) => now - t < policy.window);
+    const strikes = p.factor <= floor * (1 + 1e-9) ? [...recent, now] : recent;
     const suspend = strikes.length >= policy.suspend_after;
     return {
       ...p,
-      factor: Math.max(policy.min_factor, p.factor * policy.decrease),
+      factor: Math.max(floor, p.factor * policy.decrease),
+      base,
+      lastCut: now,
+      probe: suspend || p.probe,
       strikes: suspend ? [] : strikes,
       suspendedUntil: suspend ? now + policy.suspend_for : p.suspendedUntil,
-      lastReply: `${code} ${text}`.slice(0, 200),
+      lastReply,
     };
   }
-  if (code !== null && code >= 200 && code < 300 && p.factor < 1) return { ...p, factor: Math.min(1, p.factor + policy.increase) };
+  if (code !== null && code >= 200 && code < 300 && (p.factor < 1 || p.probe || p.base !== undefined)) {
+    const factor = Math.min(1, p.factor + policy.increase);
+    return { ...p, factor, probe: false, base: factor >= 1 ? undefined : p.base };
+  }
   return p;
 }
 

@@ -1,11 +1,12 @@
 // Runs in a worker thread: DKIM-signs with mailauth, so RSA's CPU cost stays off the thread
 // that serves SMTP sessions.
 import fs from 'node:fs';
+import { Readable } from 'node:stream';
 import { parentPort } from 'node:worker_threads';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 
 /** The message in memory, or the spool file it was written to (read as a stream, never whole). */
-export interface SignJob { id: number; message?: Uint8Array; file?: string; domain: string; selector: string; privateKey: string; algorithm: string; headers?: string[] }
+export interface SignJob { id: number; message?: Uint8Array; file?: string; /** Header fields smtplb adds on top of the client's message (List-Unsubscribe), signed with it. */ prefix?: Uint8Array; domain: string; selector: string; privateKey: string; algorithm: string; /** Field names, colon-separated (mailauth reads only a string). */ headers?: string }
 export interface SignDone { id: number; signature?: string; error?: string }
 
 // Test hook, for the failure path of the pool in dkim.ts (test/hardening-dkim.test.ts): with
@@ -31,7 +32,18 @@ parentPort!.on('message', (job: SignJob) => {
   // mailauth reads the keys from `signatureData` (its typings suggest top-level options, which
   // it silently ignores, producing no signature).
   const key = { signingDomain: job.domain, selector: job.selector, privateKey: job.privateKey, algorithm: job.algorithm, canonicalization: 'relaxed/relaxed' };
-  const input = job.file ? fs.createReadStream(job.file, { highWaterMark: 64 * 1024 }) : Buffer.from(job.message!.buffer, job.message!.byteOffset, job.message!.byteLength);
+  const prefix = job.prefix ? Buffer.from(job.prefix.buffer, job.prefix.byteOffset, job.prefix.byteLength) : undefined;
+  const message = job.file ? undefined : Buffer.from(job.message!.buffer, job.message!.byteOffset, job.message!.byteLength);
+  const input = job.file
+    ? prefix
+      ? Readable.from((async function* () {
+          yield prefix;
+          yield* fs.createReadStream(job.file!, { highWaterMark: 64 * 1024 });
+        })())
+      : fs.createReadStream(job.file, { highWaterMark: 64 * 1024 })
+    : prefix
+      ? Buffer.concat([prefix, message!])
+      : message!;
   dkimSign(input, {
     ...key,
     signatureData: [key],

@@ -21,6 +21,26 @@ export function loadKeys(cfg: DkimConfig): Map<string, DkimKey> {
   return keys;
 }
 
+/**
+ * The header fields a signature covers when it is present in the message: mailauth's default
+ * list, plus List-Unsubscribe-Post (RFC 8058 section 4: the one-click pair must be signed,
+ * and Gmail and Yahoo check it). Both List-Unsubscribe fields are added to an operator's own
+ * `dkim.headers` too.
+ */
+export const SIGNED_HEADERS = [
+  'From', 'Sender', 'Reply-To', 'Subject', 'Date', 'Message-ID', 'To', 'Cc', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding',
+  'Content-ID', 'Content-Description', 'Resent-Date', 'Resent-From', 'Resent-Sender', 'Resent-To', 'Resent-Cc', 'Resent-Message-ID',
+  'In-Reply-To', 'References', 'List-Id', 'List-Help', 'List-Unsubscribe', 'List-Unsubscribe-Post', 'List-Subscribe', 'List-Post',
+  'List-Owner', 'List-Archive', 'BIMI-Selector',
+];
+
+/** The list mailauth is given: as one colon-separated string (an array is silently ignored for the default list). */
+export function signedHeaderList(configured: string[] | undefined): string {
+  const list = configured?.length ? [...configured] : [...SIGNED_HEADERS];
+  for (const h of ['List-Unsubscribe', 'List-Unsubscribe-Post']) if (!list.some((x) => x.toLowerCase() === h.toLowerCase())) list.push(h);
+  return list.join(':');
+}
+
 /** A signing job that takes longer than this fails (the client gets 451) and its worker is replaced. */
 const SIGN_TIMEOUT = 30_000;
 
@@ -133,11 +153,16 @@ export class DkimSigner {
     return this.run(Buffer.isBuffer(message) ? { message } : { file: message }, domains);
   }
 
-  private async run(input: Pick<SignJob, 'message' | 'file'>, domains: (string | undefined)[]): Promise<string> {
+  /** The same, for `prefix` (header fields smtplb adds) on top of the message. */
+  signatureWith(prefix: Buffer, message: Buffer | string, ...domains: (string | undefined)[]): Promise<string> {
+    return this.run(Buffer.isBuffer(message) ? { message, prefix } : { file: message, prefix }, domains);
+  }
+
+  private async run(input: Pick<SignJob, 'message' | 'file' | 'prefix'>, domains: (string | undefined)[]): Promise<string> {
     const key = this.keyFor(...domains);
     if (!key) return '';
     const id = this.seq++;
-    const job: SignJob = { id, ...input, domain: key.domain, selector: key.selector, privateKey: key.privateKey, algorithm: key.algorithm, headers: this.headers };
+    const job: SignJob = { id, ...input, domain: key.domain, selector: key.selector, privateKey: key.privateKey, algorithm: key.algorithm, headers: signedHeaderList(this.headers) };
     const worker = this.workers[this.next++ % this.workers.length];
     return new Promise<string>((resolve, reject) => {
       // A worker still starting (a replacement, under load) gets time to start on top: its

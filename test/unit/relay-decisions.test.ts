@@ -8,7 +8,7 @@ import { buildDsn } from '../../src/delivery/dsn.js';
 import { chooseRoute, domainMatches } from '../../src/routing/route.js';
 import { parseRoutesFromTransport } from '../../src/routing/transport.js';
 import { expired, nextAttempt, retryDelay } from '../../src/scheduler/retry.js';
-import { afterReply, effectiveLimits, isThrottleReply, newPair, pairAdmits, rateReadyAt, rateTake, rateTokens, ruleKeyFor } from '../../src/scheduler/throttle.js';
+import { afterReply, effectiveLimits, isThrottleReply, newPair, pairAdmits, pairLimits, rateReadyAt, rateTake, rateTokens, ruleKeyFor, type PairState } from '../../src/scheduler/throttle.js';
 import { nextDay, warmupCap, warmupProgress } from '../../src/scheduler/warmup.js';
 import { classOf, takeHeader } from '../../src/policy/classify.js';
 import { enhancedCode, replyLine } from '../../src/delivery/delivery-log.js';
@@ -109,14 +109,14 @@ test('rate limiter (GCRA): a burst, then one message per interval', () => {
   assert.equal(rateReadyAt(0, 0, 1, now), now, 'no rate: always ready');
 });
 
-test('a pair admits within concurrency and rate; backoff halves and recovers step by step, repeated throttling suspends', () => {
+test('a pair admits within concurrency and rate; backoff halves and recovers step by step, repeated throttling at the floor suspends', () => {
   const rule = { burst: 1, concurrency: 4, rate: { count: 600, perMs: 60_000 } };
   const policy = { patterns: [/custom slow down/i], decrease: 0.5, min_factor: 0.1, increase: 0.1, suspend_after: 3, window: 60_000, suspend_for: 600_000 };
   let p = newPair();
   assert.deepEqual(effectiveLimits(rule, 1, 20), { concurrency: 4, interval: 100, connectInterval: 0 });
   assert.equal(pairAdmits(p, effectiveLimits(rule, 1, 20), 1, 0, true).ok, true);
   assert.match((pairAdmits({ ...p, inflight: 4 }, effectiveLimits(rule, 1, 20), 1, 0, true) as { reason: string }).reason, /concurrency limit 4/);
-  p = afterReply(p, 421, '4.7.0 Try again later', policy, 1000);
+  p = afterReply({ ...p, inflight: 4 }, 421, '4.7.0 Try again later', policy, 1000);
   assert.equal(p.factor, 0.5);
   assert.deepEqual(effectiveLimits(rule, p.factor, 20), { concurrency: 2, interval: 200, connectInterval: 0 });
   p = afterReply(p, 250, '2.0.0 Ok', policy, 2000);
@@ -124,11 +124,55 @@ test('a pair admits within concurrency and rate; backoff halves and recovers ste
   p = afterReply(p, 550, '5.1.1 unknown user', policy, 2000);
   assert.equal(p.factor, 0.6, 'a permanent failure is no throttling news');
   p = afterReply(p, 451, 'custom slow down please', policy, 3000);
+  assert.equal(p.factor, 0.3);
+  p = afterReply(p, 450, '4.7.0 [TSS04] Messages from 1.2.3.4 temporarily deferred', policy, 3500);
+  assert.equal(p.factor, 0.3, 'a reply within a second of the last cut answers a delivery sent before it: no second cut');
+  for (const t of [4000, 5000]) p = afterReply(p, 421, '4.7.0 Try again later', policy, t);
+  assert.equal(p.factor, 0.1, 'cut to the floor (min_factor)');
+  assert.equal(p.strikes.length, 0, 'cuts that could still help are no strikes');
+  for (const t of [6000, 7000]) p = afterReply(p, 421, '4.7.0 Try again later', policy, t);
   assert.equal(p.suspendedUntil, 0);
-  p = afterReply(p, 450, '4.7.0 [TSS04] Messages from 1.2.3.4 temporarily deferred', policy, 4000);
-  assert.equal(p.suspendedUntil, 4000 + 600_000, 'the third throttling reply within the window suspends the pair');
-  assert.match((pairAdmits(p, effectiveLimits(rule, p.factor, 20), 1, 5000, false) as { reason: string }).reason, /suspended/);
+  p = afterReply(p, 421, '4.7.0 Try again later', policy, 8000);
+  assert.equal(p.suspendedUntil, 8000 + 600_000, 'the third push-back at the floor within the window suspends the pair');
+  assert.match((pairAdmits(p, effectiveLimits(rule, p.factor, 20), 1, 9000, false) as { reason: string }).reason, /suspended/);
   assert.ok(p.factor >= policy.min_factor);
+});
+
+test('no configured concurrency: the deliveries in flight at the first push-back are the base to cut; a suspension ends with one probe, then the pair climbs', () => {
+  const rule = { burst: 1 };
+  const policy = { patterns: [], decrease: 0.5, min_factor: 0.1, increase: 0.05, suspend_after: 2, window: 60_000, suspend_for: 600_000 };
+  let p: PairState = { ...newPair(), inflight: 13 };
+  assert.equal(pairLimits(rule, p).concurrency, Infinity, 'nothing configured, no push-back: no limit');
+  p = afterReply(p, 421, '4.7.0 Error: too many connections from 127.0.0.1', policy, 1000);
+  assert.equal(p.base, 13);
+  assert.equal(pairLimits(rule, p).concurrency, 6, 'half of the 13 that drew the 421');
+  // Eleven more 421s from the same burst of connections: one push-back, not eleven.
+  for (let i = 0; i < 11; i++) p = afterReply(p, 421, '4.7.0 Error: too many connections', policy, 1100 + i * 10);
+  assert.equal(pairLimits(rule, p).concurrency, 6);
+  assert.equal(p.suspendedUntil, 0);
+  // Still pushing back, a second apart: down to one delivery at a time (below min_factor when that is what one is).
+  for (let t = 2000; t <= 4000; t += 1000) p = afterReply(p, 421, '4.7.0 Error: too many connections', policy, t);
+  assert.equal(pairLimits(rule, p).concurrency, 1);
+  assert.equal(p.suspendedUntil, 0, 'the cuts went to the floor without a strike');
+  p = afterReply(p, 421, '4.7.0 Error: too many connections', policy, 5000);
+  assert.equal(p.suspendedUntil, 0);
+  p = afterReply(p, 421, '4.7.0 Error: too many connections', policy, 6000);
+  assert.equal(p.suspendedUntil, 6000 + 600_000, 'at one delivery at a time and still refused: suspended');
+  assert.equal(p.probe, true);
+  const after = 6000 + 600_001;
+  assert.equal(pairAdmits({ ...p, inflight: 0 }, pairLimits(rule, p), 1, after, true).ok, true, 'the suspension over: one probe delivery');
+  assert.match((pairAdmits({ ...p, inflight: 1 }, pairLimits(rule, p), 1, after, true) as { reason: string }).reason, /concurrency limit 1/, 'and only one');
+  p = afterReply(p, 250, '2.0.0 Ok', policy, after + 100);
+  assert.equal(p.probe, false);
+  const climbed = [];
+  for (let i = 0; i < 4; i++) {
+    p = afterReply(p, 250, '2.0.0 Ok', policy, after + 200 + i);
+    climbed.push(pairLimits(rule, p).concurrency);
+  }
+  assert.ok(climbed[3] > climbed[0] && climbed[3] <= 13, `climbs back one step per clean delivery: ${climbed}`);
+  while (p.factor < 1) p = afterReply(p, 250, '2.0.0 Ok', policy, after + 1000);
+  assert.equal(p.base, undefined, 'recovered: no limit again');
+  assert.equal(pairLimits(rule, p).concurrency, Infinity);
 });
 
 test('throttling replies: the built-in table and configured patterns, only on 421/450/451', () => {

@@ -72,8 +72,8 @@ async function readControl(ctx: AdminContext, req: http.IncomingMessage, res: ht
   }
   const destination = typeof body.destination === 'string' ? body.destination.trim().toLowerCase() : '';
   const pool = typeof body.pool === 'string' ? body.pool : '';
-  if (!/^(\*\.)?[a-z0-9.-]+$/.test(destination)) {
-    json(res, 400, { error: 'destination must be a domain or *.domain' });
+  if (!/^(\*\.|site:)?[a-z0-9._-]+$/.test(destination)) {
+    json(res, 400, { error: 'destination must be a domain, *.domain, or site:NAME (an MX site)' });
     return null;
   }
   if (pool !== '*' && !ctx.pools().has(pool)) {

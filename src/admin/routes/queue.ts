@@ -27,7 +27,7 @@ export function register(r: Routes, ctx: AdminContext): void {
     if (!relay) return;
     const m = relay.spool.message(id);
     if (!m) return json(res, 404, { error: `no message ${id} in the queue` });
-    json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }, (r) => relay.waitingFor(r), (code, text) => relay.outcomes.classOf(code, text)), history: relay.spool.view.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
+    json(res, 200, { ...messageView({ ...m, recipients: relay.spool.recipients(id) }, (r) => relay.waitingFor(r), (code, text) => relay.outcomes.classOf(code, text), (r) => relay.siteOf(r.pool, r.domain)), history: relay.spool.view.events(id).map((e) => ({ ...e, at: new Date(e.at).toISOString() })) });
   }, async (shards, path) => ownerAnswer(await fanOut(shards, ctx.token, 'GET', path)));
   r.relayRoute('POST', /^\/api\/queue\/flush$/, async (req, res) => {
     const relay = r.relayOr404(res);
@@ -69,7 +69,7 @@ export function register(r: Routes, ctx: AdminContext): void {
   }, async (shards, path, body) => ownerAnswer(await fanOut(shards, ctx.token, 'POST', path, body)));
 }
 
-function messageView(m: MessageRow & { recipients: RecipientRow[] }, waitingFor: (r: RecipientRow) => string | null, classOf?: (code: number | null, text: string) => string) {
+function messageView(m: MessageRow & { recipients: RecipientRow[] }, waitingFor: (r: RecipientRow) => string | null, classOf?: (code: number | null, text: string) => string, siteOf?: (r: RecipientRow) => string | null) {
   return {
     id: m.id,
     created: new Date(m.created).toISOString(),
@@ -89,6 +89,8 @@ function messageView(m: MessageRow & { recipients: RecipientRow[] }, waitingFor:
       // The class of the last failure (src/outcomes/reply-class.ts), with the operator's rules.
       reply_class: classOf && r.last_reply !== null && (r.last_code === null || r.last_code >= 400) ? classOf(r.last_code, r.last_reply) : null,
       waiting_for: waitingFor(r),
+      // The MX site its limits count under (routing/sites.ts), when one is known.
+      ...(siteOf ? { site: siteOf(r) } : {}),
     })),
   };
 }

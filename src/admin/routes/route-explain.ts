@@ -6,7 +6,7 @@ import { domainOf } from '../../routing/route.js';
 import { firstAnswer } from '../fanout.js';
 
 export function register(r: Routes, ctx: AdminContext): void {
-  r.relayRoute('GET', /^\/api\/route$/, (req, res) => {
+  r.relayRoute('GET', /^\/api\/route$/, async (req, res) => {
     const relay = r.relayOr404(res);
     if (!relay) return;
     const q = new URL(req.url ?? '/', 'http://admin').searchParams;
@@ -24,7 +24,11 @@ export function register(r: Routes, ctx: AdminContext): void {
       const pool = pools.get(poolName);
       if (!pool) break;
       const el = eligible(pool.servers, Date.now(), pool.cfg.slowstart);
+      // The MX site (looked up now when the pool counts limits per site) and the key its limits use.
+      const site = await relay.sites.resolve(pool, domain);
       chain.push({
+        site: site.site,
+        shaping_key: site.key,
         pool: pool.name,
         balance: pool.cfg.balance,
         status: el.status,

@@ -1,0 +1,90 @@
+// Which key a destination's limits are counted under: its MX site's, when a `shaping:` entry
+// names that site (`site:google`), else the domain's own. The site comes from the domain's MX
+// hosts (routing/sites.ts), looked up through the delivery agent's resolver (its cache is the
+// one deliveries use) for direct-to-MX pools and for relay pools with `site_lookup: mx`.
+//
+// The queue manager asks synchronously; a domain not known yet waits (about 100 ms) while its
+// MX is looked up, so no delivery starts outside its site's limits. A known site is kept for a
+// minute and then refreshed in the background while the old answer still serves. At most
+// MAX_DOMAINS domains are kept (the oldest go first): direct-to-MX sending meets many domains.
+import type { Pool } from '../balancing/pool.js';
+import type { MxAnswer } from '../discovery/mx.js';
+import { siteKey, siteOf } from '../routing/sites.js';
+
+const KEEP_MS = 60_000;
+const FAILED_KEEP_MS = 2_000;
+const MAX_DOMAINS = 10_000;
+
+export interface SiteKeysContext {
+  sites: () => Record<string, string[]>;
+  /** The configured shaping keys (site rules among them). */
+  shapingKeys: () => string[];
+  lookup: (pool: Pool, domain: string) => Promise<MxAnswer>;
+}
+
+interface Known { key: string; site: string | null; until: number }
+
+export class SiteKeys {
+  private known = new Map<string, Known>();
+  private pending = new Set<string>();
+
+  constructor(private ctx: SiteKeysContext) {}
+
+  /** Does this pool count limits per site at all? Only when some shaping entry names a site. */
+  private usesSites(pool: Pool): boolean {
+    if ((pool.cfg.site_lookup ?? (pool.cfg.kind === 'mx' ? 'mx' : 'none')) !== 'mx') return false;
+    return this.ctx.shapingKeys().some((k) => k.startsWith('site:'));
+  }
+
+  /** The key for (pool, domain): the domain, a site's key, or null while the MX is looked up. */
+  keyFor(pool: Pool, domain: string, now = Date.now()): string | null {
+    if (!this.usesSites(pool)) return domain;
+    const id = `${pool.name}|${domain.toLowerCase()}`;
+    const k = this.known.get(id);
+    if (k && k.until <= now) this.refresh(pool, domain, id);
+    if (k) return k.key;
+    this.refresh(pool, domain, id);
+    return null;
+  }
+
+  /** The site a domain was found on (for route explain and queue show), if looked up. */
+  siteFor(pool: Pool, domain: string): string | null | undefined {
+    return this.known.get(`${pool.name}|${domain.toLowerCase()}`)?.site;
+  }
+
+  /** The key already known for (pool, domain), without starting a lookup (the domain when none is). */
+  knownKey(pool: Pool, domain: string): string {
+    if (!this.usesSites(pool)) return domain;
+    return this.known.get(`${pool.name}|${domain.toLowerCase()}`)?.key ?? domain;
+  }
+
+  /** Look a domain's site up now (route explain), and keep it. */
+  async resolve(pool: Pool, domain: string): Promise<{ key: string; site: string | null }> {
+    if (!this.usesSites(pool)) return { key: domain, site: null };
+    const id = `${pool.name}|${domain.toLowerCase()}`;
+    await this.lookup(pool, domain, id);
+    const k = this.known.get(id);
+    return { key: k?.key ?? domain, site: k?.site ?? null };
+  }
+
+  private refresh(pool: Pool, domain: string, id: string): void {
+    if (this.pending.has(id)) return;
+    this.pending.add(id);
+    void this.lookup(pool, domain, id).finally(() => this.pending.delete(id));
+  }
+
+  private async lookup(pool: Pool, domain: string, id: string): Promise<void> {
+    let answer: MxAnswer;
+    try {
+      answer = await this.ctx.lookup(pool, domain);
+    } catch (e) {
+      answer = { ok: false, permanent: false, reason: (e as Error).message };
+    }
+    const site = answer.ok ? siteOf(answer.targets.map((t) => t.host), this.ctx.sites()) : null;
+    const named = site !== null && this.ctx.shapingKeys().includes(siteKey(site));
+    // No answer now: the domain's own limits, and another look soon.
+    this.known.delete(id);
+    this.known.set(id, { key: named ? siteKey(site) : domain, site, until: Date.now() + (answer.ok ? KEEP_MS : FAILED_KEEP_MS) });
+    while (this.known.size > MAX_DOMAINS) this.known.delete(this.known.keys().next().value!);
+  }
+}
