@@ -48,6 +48,8 @@ export interface RelayStatus {
   overrides: OverrideView[];
   last_errors: LastError[];
   cluster?: ClusterView;
+  /** Complaint rates over 24 hours per sender domain, class and tag (with `feedback:`), most complaints first. */
+  complaints?: { kind: string; key: string; delivered: number; complaints: number; rate: number }[];
 }
 
 /** A warming server's day: its cap today, what it sent, what is left. */

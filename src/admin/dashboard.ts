@@ -61,6 +61,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section><h2>Last errors</h2><div class="scroll"><table id="errors"></table></div></section>
 <section><h2>Throttles and suspensions</h2><div class="scroll"><table id="throttles"></table><table id="susp"></table></div></section>
 <section><h2>Health history</h2><div class="scroll"><table id="history"></table></div></section>
+<section class="wide" id="compl" hidden><h2>Complaint rates, last 24 hours</h2><div class="scroll"><table id="rates"></table></div></section>
 <section class="wide" id="suppr"><h2>Suppression list <span class="note" id="snote"></span></h2><input id="sq" placeholder="an address, or text of the reason"><div class="scroll"><table id="supp"></table></div></section>
 <section class="wide" id="cluster" hidden><h2>Cluster <span class="note" id="cstate"></span></h2><div class="scroll"><table id="cnodes"></table><table id="climits"></table></div></section>
 </main>
@@ -179,6 +180,9 @@ function renderQueue(st) {
   setHTML($('susp'), '<tr><th>suspension / override</th><th>by</th><th>until</th><th>why</th></tr>' +
     (st.suspensions || []).map((s) => '<tr><td>' + esc(s.pool + ' → ' + s.destination) + ' suspended</td><td>' + esc(s.who) + '</td><td>' + esc(s.until) + '</td><td>' + esc(s.reason) + '</td></tr>').join('') +
     (st.overrides || []).map((o) => '<tr><td>' + esc(o.pool + ' → ' + o.destination + ' ' + [o.rate ? 'rate ' + o.rate : '', o.concurrency ? 'concurrency ' + o.concurrency : ''].filter(Boolean).join(', ')) + '</td><td>' + esc(o.who) + '</td><td>' + esc(o.until) + '</td><td>' + esc(o.reason) + '</td></tr>').join(''));
+  // Complaint rates (feedback: set): per sender domain, class and tag; 0.3% is the providers' line.
+  $('compl').hidden = !st.complaints;
+  if (st.complaints) setHTML($('rates'), '<tr><th>sender domain / class / tag</th><th class=num>delivered</th><th class=num>complaints</th><th class=num>rate</th></tr>' + st.complaints.map((c) => '<tr><td>' + esc(c.kind + ' ' + c.key) + '</td><td class=num>' + c.delivered + '</td><td class=num>' + c.complaints + '</td><td class="num' + (c.rate >= 0.003 ? ' down' : '') + '">' + (c.rate * 100).toFixed(2) + '%</td></tr>').join(''));
 }
 /** Every node of the cluster (heartbeat, queue, rate) and the limits they share. */
 function renderCluster(c) {

@@ -273,6 +273,9 @@ export function mergeRelayStatus(parts: RelayStatus[]): RelayStatus {
   };
   const cluster = parts.find((p) => p.cluster !== undefined)?.cluster;
   if (cluster !== undefined) out.cluster = cluster;
+  // One file for the node's processes: every shard reports the same rates.
+  const complaints = parts.find((p) => p.complaints?.length)?.complaints;
+  if (complaints) out.complaints = complaints;
   return out;
 }
 

@@ -12,6 +12,7 @@ export interface RelayGauges {
   spool: Pick<Spool, 'unwritable' | 'counts'> & { view: Pick<QueueView, 'byDestination'> };
   shaper: Pick<Shaper, 'warmupStatus' | 'throttles'>;
   cluster?: Pick<Cluster, 'shared' | 'nodes' | 'counters'>;
+  complaints: { rates(): { kind: string; key: string; rate: number }[] };
 }
 
 /** Destinations shown by name in queue metrics; the rest are summed as "other". */
@@ -60,6 +61,7 @@ export class Metrics {
   /** 1 when the last reload (or the start) applied its file, 0 when the last SIGHUP was refused and an older config runs. */
   readonly lastReloadSuccess = new client.Gauge({ name: 'smtplb_config_last_reload_success', help: '1 when the running config is the file as last read (start or reload applied), 0 when the last reload was refused and the previous config runs', registers: [this.registry], aggregator: 'min' });
   readonly internalErrors = new client.Counter({ name: 'smtplb_internal_errors_total', help: 'Errors that reached the process-level last resort (bugs), by kind', labelNames: ['kind'], registers: [this.registry] });
+  readonly complaints = new client.Counter({ name: 'smtplb_complaints_total', help: 'Feedback-loop reports taken, by feedback type and whether their recipient was found', labelNames: ['feedback_type', 'matched'], registers: [this.registry] });
   readonly finalOutcomes = new client.Counter({ name: 'smtplb_recipients_final_total', help: 'Recipients that left the queue, by outcome (delivered, bounced, expired)', labelNames: ['pool', 'outcome'], registers: [this.registry] });
 
   constructor() {
@@ -162,6 +164,9 @@ export class Metrics {
     this.relayGauge('smtplb_throttle_factor', 'Adaptive backoff: share of the configured concurrency and rate in force (only pairs below 1 or suspended)', ['pool', 'server', 'destination'], (r, set) => {
       for (const t of r.shaper.throttles()) if (t.factor < 1 || t.suspended_until) set({ pool: t.pool, server: t.server, destination: t.destination }, t.factor);
     }, 'min'); // backoff is shared: the most cautious worker's view while a change spreads
+    this.relayGauge('smtplb_complaint_rate', 'Complaints / deliveries over the last 24 hours per sender domain, class and tag (the 20 of each with most complaints; the node\'s processes share the counts)', ['kind', 'key'], (r, set) => {
+      for (const c of r.complaints.rates()) set({ kind: c.kind, key: c.key }, c.rate);
+    }, 'max'); // one file for the node's processes: each reports the same
     this.relayGauge('smtplb_cluster_shared', "1 while limits are shared through the cluster's Redis; 0 while this node applies its local share (limit ÷ nodes)", [], (r, set) => {
       if (r.cluster) set({}, r.cluster.shared ? 1 : 0);
     }, 'min'); // 0 when any worker applies its local share

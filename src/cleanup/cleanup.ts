@@ -44,6 +44,8 @@ export interface CleanupDeps {
   signatureFor: (message: Buffer | string, domains: (string | undefined)[], prefix?: Buffer) => Promise<string>;
   /** One-click unsubscribe per class (`unsubscribe:` in the config), if configured. */
   unsubscribe?: () => UnsubscribeSettings | undefined;
+  /** A pause of this class or tag (its complaint rate): the reply that refuses the message for now. */
+  paused?: (cls: string | undefined, tags: Record<string, string>) => Reply | undefined;
   log: Logger;
 }
 
@@ -66,6 +68,8 @@ export async function cleanup(i: CleanupInput, deps: CleanupDeps): Promise<{ mes
   if (!who.ok) return { reply: { code: who.code, text: who.text } };
   // The application's tags, then the user's from the config (binding, like its class).
   const tags = { ...parseTags(got.tagsValue), ...(i.user?.tags ?? {}) };
+  const paused = deps.paused?.(cls, tags);
+  if (paused) return { reply: paused };
   const header = got.header.subarray(0, Math.min(got.header.length, 64 * 1024)).toString('latin1');
   const unsub = unsubscribeDecision({ header, cls: cls ?? '', recipients: rcpts, senderDomain: senderDomain ?? '', tags, now: Date.now(), settings: deps.unsubscribe?.() });
   if (unsub.kind === 'refuse') return { reply: { code: unsub.code, text: unsub.text } };

@@ -41,6 +41,8 @@ export interface SmtpListenerContext extends ConnectionBudget {
   signatureFor: (message: Buffer | string, domains: (string | undefined)[], prefix?: Buffer) => Promise<string>;
   /** One-click unsubscribe per class, if configured (cleanup adds List-Unsubscribe or refuses). */
   unsubscribe?: () => UnsubscribeSettings | undefined;
+  /** A pause (complaint rate) holding new mail of this class or with these tags: the reply to its DATA. */
+  paused?: (cls: string | undefined, tags: Record<string, string>) => Reply | undefined;
   /** A new spool file for a message arriving now (refused with SpoolFullError below min_free). */
   receive: (expectedSize: number) => Promise<Incoming>;
   /** Queue or relay the message; resolves with the reply for the client's DATA. */
@@ -163,7 +165,7 @@ export class SmtpListener extends SocketListener {
       onClose: (s) => this.onClose(s),
     });
     server.on('error', (e) => this.ctx.log.debug({ listener: cfg.name, err: e.message }, 'smtp session error'));
-    useRelaySessions(server, (session) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress), cfg.forbid_unauth_pipelining);
+    useRelaySessions(server, (session, address) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress) || (address !== undefined && !!this.ctx.feedback?.isAddress(address)), cfg.forbid_unauth_pipelining);
     return { server, secureContext };
   }
 

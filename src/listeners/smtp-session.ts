@@ -3,8 +3,9 @@
 //     spam-bot heuristic for inbound MX); a relay for one's own applications gains nothing
 //     from it, and it caps a session-per-message client at 10 messages/s per session.
 //  2. A client with no right to relay is refused at RCPT with 554 5.7.1 before the address
-//     is parsed: smtplb has no local domains, so every address (including the classic
-//     relay-test forms that smtp-server would answer with a 501 syntax error) is relaying.
+//     is parsed: smtplb's only local addresses are its feedback addresses (asked about by the
+//     listener, exactly), so every other address (including the classic relay-test forms that
+//     smtp-server would answer with a 501 syntax error) is relaying.
 //  3. A reply whose text already starts with an enhanced status code (RFC 3463) keeps it:
 //     smtp-server otherwise adds one from a fixed table by reply code (554 → 5.6.0), which
 //     is wrong for relay denial (5.7.1), too many recipients (4.5.3) or a full disk (4.3.1).
@@ -40,8 +41,8 @@ interface ServerInternals {
   connections: Set<unknown>;
   /** Set by the listener: refuse pipelining that RFC 2920 does not allow. */
   forbidPipelining?: boolean;
-  /** Set by the listener: may this session relay at all? */
-  mayRelay?: (session: { remoteAddress: string; user?: unknown }) => boolean;
+  /** Set by the listener: may this session relay at all (or is `address`, as the RCPT command gives it, one of smtplb's own)? */
+  mayRelay?: (session: { remoteAddress: string; user?: unknown }, address?: string) => boolean;
   options: { maxClients?: number };
   _onError(err: Error): void;
   _onClientConnect(data: unknown): void;
@@ -117,7 +118,7 @@ class RelaySession extends (SMTPConnection as unknown as new (server: unknown, s
 
   override handler_RCPT(command: Buffer, callback: () => void): void {
     const mayRelay = this._server.mayRelay;
-    if (this.session.envelope.mailFrom && mayRelay && !mayRelay(this.session)) {
+    if (this.session.envelope.mailFrom && mayRelay && !mayRelay(this.session, /<([^<>]{1,320})>/.exec(command.toString('latin1', 0, 400))?.[1])) {
       this.send(554, '5.7.1 Relay access denied');
       return callback();
     }
@@ -191,7 +192,7 @@ function guardPipelining(parser: ParserInternals, check: (c: { name: string; beh
 }
 
 /** Make `server` use RelaySession for every connection, including those it accepts itself. */
-export function useRelaySessions(server: SMTPServer, mayRelay: (session: { remoteAddress: string; user?: unknown }) => boolean, forbidPipelining = true): void {
+export function useRelaySessions(server: SMTPServer, mayRelay: (session: { remoteAddress: string; user?: unknown }, address?: string) => boolean, forbidPipelining = true): void {
   const s = server as unknown as ServerInternals & { connect(socket: Socket, opts: unknown): void };
   s.mayRelay = mayRelay;
   s.forbidPipelining = forbidPipelining;

@@ -237,7 +237,7 @@ export class Gateway {
       route: (q) => relay.route(q),
       classes: () => this.config.classes,
       signatureFor: (file, domains, prefix) => relay.signatureFor(file, domains, prefix),
-      unsubscribe: () => relay.unsubscribeSettings(), receive: (size) => relay.receive(size),
+      ...relay.intakeHooks(), receive: (size) => relay.receive(size),
       accept: (m, mode, fallback) => relay.accept(m, mode, fallback),
       spoolRefusal: (listener) => relay.spoolRefusal(listener),
       spoolRefused: (m, e) => relay.spoolRefused(m, e),

@@ -14,6 +14,9 @@ import { PROVIDER_SITES } from '../routing/providers.js';
 import type { UnsubscribeSettings } from '../unsubscribe/headers.js';
 import type { UnsubscribeClaim } from '../unsubscribe/token.js';
 import { createEndpoint } from '../unsubscribe/endpoint.js';
+import { ComplaintDesk } from '../feedback/complaints.js';
+import { storedTags } from '../events/event.js';
+import type { SmtpListenerContext } from '../listeners/smtp-listener.js';
 import type http from 'node:http';
 import { DkimSigner, loadKeys, type DkimKey } from '../signing/dkim.js';
 import type { InboundInSpool, InboundMessage, Reply } from '../message/inbound.js';
@@ -55,6 +58,8 @@ export class Relay {
   readonly shaper: Shaper;
   /** Which key a destination's limits count under: its domain or its MX site. */
   readonly sites: SiteKeys;
+  /** Complaint reports, rates and pauses (src/feedback). */
+  readonly complaints: ComplaintDesk;
   /** The public one-click unsubscribe endpoint (shard 0 serves it for the node). */
   private endpoint?: http.Server;
   private shard: number;
@@ -135,6 +140,18 @@ export class Relay {
       log,
     });
     this.reloadKeys();
+    this.complaints = new ComplaintDesk({
+      settings: () => this.config().feedback,
+      dir: c.spool,
+      scope: () => this.config().suppression.scope,
+      suppress: (entries) => this.suppressions.add(entries),
+      event: (e) => this.events.listEvent('complained', e),
+      unsubscribe: () => this.config().unsubscribe,
+      pauses: () => this.shaper.suspensions().filter((s) => /^(class|tag):/.test(s.destination)),
+      pause: (p) => this.shaper.suspend(p),
+      counted: (type, matched) => metrics.complaints.labels(type.slice(0, 20), String(matched)).inc(),
+      log,
+    });
     this.scheduler = new Scheduler({
       spool: this.spool,
       pools,
@@ -171,6 +188,7 @@ export class Relay {
       classOf: (code, text, expired) => this.outcomes.classOf(code, text, expired),
       onFinal: (m, row, kind) => {
         this.metrics.finalOutcomes.labels(row.pool, kind).inc();
+        if (kind === 'delivered') this.complaints.delivered({ ...m, tags: storedTags(m.tags) }, row.rcpt);
         this.deliveryLog.write({
           event: kind,
           queue_id: m.id,
@@ -301,9 +319,13 @@ export class Relay {
     this.endpoint = server;
   }
 
-  /** One-click unsubscribe per class, as the cleanup stage reads it. */
-  unsubscribeSettings(): UnsubscribeSettings | undefined {
-    return this.config().unsubscribe;
+  /** What the SMTP listeners ask of the relay at intake beyond the queue: unsubscribe rules, pauses, feedback reports. */
+  intakeHooks(): Pick<SmtpListenerContext, 'unsubscribe' | 'paused' | 'feedback'> {
+    return {
+      unsubscribe: (): UnsubscribeSettings | undefined => this.config().unsubscribe,
+      paused: (cls, tags) => this.complaints.paused(cls, tags),
+      feedback: { isAddress: (a) => this.complaints.isAddress(a), take: (raw, client) => this.complaints.take(raw, client) },
+    };
   }
 
   /**
@@ -470,6 +492,7 @@ export class Relay {
       suspensions: this.shaper.suspensions(now).map((s) => ({ ...s, until: new Date(s.until).toISOString(), created: new Date(s.created).toISOString() })),
       overrides: this.shaper.overrides(now).map((o) => ({ ...o, until: new Date(o.until).toISOString(), created: new Date(o.created).toISOString() })),
       last_errors: this.agent.lastErrors.slice(-20).reverse(),
+      ...(this.config().feedback ? { complaints: this.complaints.rates() } : {}),
       ...(this.cluster ? { cluster: { ...this.cluster.status(now), limits: this.clusterLimits() } } : {}),
     };
   }
@@ -509,5 +532,6 @@ export class Relay {
     await this.spool.flush();
     this.spool.close();
     this.suppressionList.close();
+    this.complaints.close();
   }
 }

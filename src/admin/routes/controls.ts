@@ -72,8 +72,8 @@ async function readControl(ctx: AdminContext, req: http.IncomingMessage, res: ht
   }
   const destination = typeof body.destination === 'string' ? body.destination.trim().toLowerCase() : '';
   const pool = typeof body.pool === 'string' ? body.pool : '';
-  if (!/^(\*\.|site:)?[a-z0-9._-]+$/.test(destination)) {
-    json(res, 400, { error: 'destination must be a domain, *.domain, or site:NAME (an MX site)' });
+  if (!/^((\*\.|site:|class:)?[a-z0-9._-]+|tag:[a-z0-9_.-]{1,64}=[\x21-\x7e]{0,256})$/.test(destination)) {
+    json(res, 400, { error: 'destination must be a domain, *.domain, site:NAME (an MX site), class:NAME or tag:KEY=VALUE (new mail of it paused)' });
     return null;
   }
   if (pool !== '*' && !ctx.pools().has(pool)) {

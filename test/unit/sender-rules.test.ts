@@ -1,0 +1,94 @@
+// The pure parts of issue 25: MX sites, unsubscribe tokens and headers, complaint rates and
+// pauses, ARF reading.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { hostMatches, siteOf } from '../../src/routing/sites.js';
+import { PROVIDER_SHAPING, PROVIDER_SITES } from '../../src/routing/providers.js';
+import { makeToken, readToken } from '../../src/unsubscribe/token.js';
+import { hasOneClick, unsubscribeDecision } from '../../src/unsubscribe/headers.js';
+import { isOneClickBody } from '../../src/unsubscribe/endpoint.js';
+import { pausedBy, toPause, withRates } from '../../src/feedback/rates.js';
+import { parseArf } from '../../src/feedback/arf.js';
+import { configSchema } from '../../src/config/schema.js';
+
+test('sites: MX hosts reduced by the rules, sorted; hosts no rule covers are the site themselves', () => {
+  assert.ok(hostMatches('*.google.com', 'ASPMX.L.google.com.'));
+  assert.equal(hostMatches('*.google.com', 'google.com'), false);
+  assert.equal(hostMatches('*.google.com', 'evilgoogle.com'), false);
+  assert.equal(siteOf(['aspmx.l.google.com', 'alt1.aspmx.l.google.com'], PROVIDER_SITES), 'google');
+  assert.equal(siteOf(['acme-com.mail.protection.outlook.com'], PROVIDER_SITES), 'microsoft');
+  assert.equal(siteOf(['mta5.am0.yahoodns.net'], PROVIDER_SITES), 'yahoo');
+  assert.equal(siteOf(['mx2.example.net', 'mx1.example.net'], PROVIDER_SITES), 'mx1.example.net,mx2.example.net', 'unnamed: the sorted hosts');
+  assert.equal(siteOf(['mx.shared.test'], { shared: ['mx.shared.test'] }), 'shared');
+  assert.equal(siteOf([], PROVIDER_SITES), null);
+  // An operator's longer pattern wins (Outlook.com split off Microsoft 365).
+  assert.equal(siteOf(['outlook-com.olc.protection.outlook.com'], { ...PROVIDER_SITES, outlook: ['*.olc.protection.outlook.com'] }), 'outlook');
+  for (const key of Object.keys(PROVIDER_SHAPING)) assert.ok(PROVIDER_SITES[key.replace(/^site:/, '')], `${key} names a shipped site`);
+});
+
+test('shaping: { preset: providers } expands under the operator\'s entries, field by field', () => {
+  const base = { listeners: [{ name: 'l', listen: '127.0.0.1:2525' }] };
+  const c = configSchema.parse({ ...base, shaping: { preset: 'providers', 'site:google': { concurrency: 3 } } });
+  assert.equal(c.shaping['site:google'].concurrency, 3);
+  assert.equal(c.shaping['site:google'].messages_per_connection, PROVIDER_SHAPING['site:google'].messages_per_connection);
+  assert.ok(c.shaping['site:microsoft']);
+  assert.equal('preset' in c.shaping, false);
+  assert.deepEqual(configSchema.parse(base).shaping, {});
+});
+
+test('unsubscribe tokens: round trip; one altered character, another secret, or age past max_age is refused', () => {
+  const claim = { recipient: 'alice@dest.test', senderDomain: 'news.test', tags: { campaign: 'spring' }, issued: 1_700_000_000_000 };
+  const t = makeToken('secret-one-of-16+', claim);
+  assert.deepEqual(readToken('secret-one-of-16+', t, claim.issued + 1000, 86_400_000), { ok: true, claim });
+  for (let i = 0; i < t.length; i += 7) {
+    if (t[i] === '.') continue;
+    const altered = t.slice(0, i) + (t[i] === 'A' ? 'B' : 'A') + t.slice(i + 1);
+    assert.equal(readToken('secret-one-of-16+', altered, claim.issued, 86_400_000).ok, false, `altered at ${i}`);
+  }
+  assert.equal(readToken('another-secret-xx', t, claim.issued, 86_400_000).ok, false);
+  assert.deepEqual(readToken('secret-one-of-16+', t, claim.issued + 2 * 86_400_000, 86_400_000), { ok: false, reason: 'token expired' });
+  assert.equal(readToken('secret-one-of-16+', 'x'.repeat(5000), 0, 1).ok, false);
+});
+
+test('unsubscribe headers per class: added to one recipient, kept when the application has its own, required', () => {
+  const settings = { base_url: 'https://u.example.com/', secret: 'secret-one-of-16+', mailto: 'unsub@example.com', classes: { bulk: { add: true, require: false }, strict: { add: false, require: true } } };
+  const a = { header: 'From: a@news.test\r\nSubject: x\r\n\r\n', cls: 'bulk', recipients: ['alice@dest.test'], senderDomain: 'news.test', tags: {}, now: 0, settings };
+  const add = unsubscribeDecision(a);
+  assert.equal(add.kind, 'add');
+  assert.match(add.kind === 'add' ? add.fields : '', /^List-Unsubscribe: <https:\/\/u\.example\.com\/u\/[^>]+>,\r\n <mailto:unsub@example\.com\?subject=unsubscribe%20[^>]+>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n$/);
+  assert.equal(unsubscribeDecision({ ...a, header: 'List-Unsubscribe: <mailto:x@y>\r\n\r\n' }).kind, 'none');
+  assert.equal(unsubscribeDecision({ ...a, recipients: ['a@x.test', 'b@x.test'] }).kind, 'not-added');
+  assert.equal(unsubscribeDecision({ ...a, cls: 'transactional' }).kind, 'none');
+  assert.equal(unsubscribeDecision({ ...a, cls: 'strict' }).kind, 'refuse');
+  const own = 'List-Unsubscribe: <https://app/u/1>,\r\n <mailto:u@app>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n';
+  assert.ok(hasOneClick(own));
+  assert.equal(unsubscribeDecision({ ...a, cls: 'strict', header: own }).kind, 'none');
+  assert.equal(unsubscribeDecision({ ...a, cls: 'strict', header: 'List-Unsubscribe: <mailto:u@app>\r\n\r\n' }).kind, 'refuse', 'mailto alone is no one-click');
+  assert.ok(isOneClickBody('application/x-www-form-urlencoded', 'List-Unsubscribe=One-Click'));
+  assert.ok(isOneClickBody('multipart/form-data; boundary=b', '--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--b--\r\n'));
+  assert.equal(isOneClickBody('application/x-www-form-urlencoded', 'List-Unsubscribe=Yes'), false);
+});
+
+test('complaint rates: a class or tag at pause_at with enough deliveries is paused, never a sender domain; pauses match case-insensitively', () => {
+  const rows = withRates([
+    { kind: 'class', key: 'bulk', delivered: 1000, complaints: 4 },
+    { kind: 'tag', key: 'campaign=spring', delivered: 100, complaints: 3 },
+    { kind: 'tag', key: 'campaign=fall', delivered: 5000, complaints: 1 },
+    { kind: 'domain', key: 'news.test', delivered: 1000, complaints: 9 },
+  ]);
+  const p = toPause(rows, { pause_at: 0.003, min_delivered: 500 });
+  assert.deepEqual(p.map((x) => x.destination), ['class:bulk']);
+  assert.match(p[0].reason, /complaint rate 0\.40% over 24 h \(4 complaints, 1000 delivered\) reached pause_at 0\.30%/);
+  const pauses = [{ destination: 'tag:campaign=spring' }, { destination: 'class:bulk' }];
+  assert.equal(pausedBy(pauses, 'BULK', {})?.destination, 'class:bulk');
+  assert.equal(pausedBy(pauses, 'transactional', { campaign: 'Spring' })?.destination, 'tag:campaign=spring');
+  assert.equal(pausedBy(pauses, 'transactional', { campaign: 'fall' }), undefined);
+});
+
+test('ARF: a report without a feedback-report part is none; fields and the original\'s queue id are read', async () => {
+  assert.equal(await parseArf(Buffer.from('Subject: hi\r\n\r\ntext\r\n')), null);
+  const b = 'b1';
+  const raw = ['MIME-Version: 1.0', `Content-Type: multipart/report; report-type=feedback-report; boundary="${b}"`, '', `--${b}`, 'Content-Type: message/feedback-report', '', 'Feedback-Type: abuse', 'Original-Rcpt-To: <Z@D.test>', 'Original-Mail-From: <news@news.test>', '', `--${b}`, 'Content-Type: message/rfc822', '', 'Received: from c ([127.0.0.1])\r\n\tby gw.test (smtplb) with ESMTPS id Q1w2E3\r\n\tfor <z@d.test>; Thu, 3 Dec 2026', 'Message-ID: <a@b>', 'To: z@d.test', '', 'body', `--${b}--`, ''].join('\r\n');
+  const c = await parseArf(Buffer.from(raw));
+  assert.deepEqual({ ...c }, { feedbackType: 'abuse', recipient: 'Z@D.test', sender: 'news@news.test', queueId: 'Q1w2E3', messageId: '<a@b>', listUnsubscribe: null, userAgent: null });
+});
