@@ -50,6 +50,8 @@ export interface RelayStatus {
   cluster?: ClusterView;
   /** Complaint rates over 24 hours per sender domain, class and tag (with `feedback:`), most complaints first. */
   complaints?: { kind: string; key: string; delivered: number; complaints: number; rate: number }[];
+  /** The compliance gate (with `compliance:`): domains whose bulk mail waits (or would, in warn mode), and today's bulk volume per site. */
+  compliance?: { mode: string; classes: string[]; domains: { domain: string; held: boolean; reason: string; since: string }[]; daily: { sender_domain: string; site: string; today: number; bulk_sender: boolean }[] };
 }
 
 /** A warming server's day: its cap today, what it sent, what is left. */

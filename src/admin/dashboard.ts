@@ -62,6 +62,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section><h2>Throttles and suspensions</h2><div class="scroll"><table id="throttles"></table><table id="susp"></table></div></section>
 <section><h2>Health history</h2><div class="scroll"><table id="history"></table></div></section>
 <section class="wide" id="compl" hidden><h2>Complaint rates, last 24 hours</h2><div class="scroll"><table id="rates"></table></div></section>
+<section class="wide" id="gate" hidden><h2>Compliance <span class="note" id="gnote"></span></h2><div class="scroll"><table id="gdomains"></table><table id="gdaily"></table></div></section>
 <section class="wide" id="suppr"><h2>Suppression list <span class="note" id="snote"></span></h2><input id="sq" placeholder="an address, or text of the reason"><div class="scroll"><table id="supp"></table></div></section>
 <section class="wide" id="cluster" hidden><h2>Cluster <span class="note" id="cstate"></span></h2><div class="scroll"><table id="cnodes"></table><table id="climits"></table></div></section>
 </main>
@@ -182,6 +183,13 @@ function renderQueue(st) {
     (st.overrides || []).map((o) => '<tr><td>' + esc(o.pool + ' → ' + o.destination + ' ' + [o.rate ? 'rate ' + o.rate : '', o.concurrency ? 'concurrency ' + o.concurrency : ''].filter(Boolean).join(', ')) + '</td><td>' + esc(o.who) + '</td><td>' + esc(o.until) + '</td><td>' + esc(o.reason) + '</td></tr>').join(''));
   // Complaint rates (feedback: set): per sender domain, class and tag; 0.3% is the providers' line.
   $('compl').hidden = !st.complaints;
+  // The compliance gate: domains whose bulk mail waits for their records, and today's bulk volume per provider site.
+  $('gate').hidden = !st.compliance;
+  if (st.compliance) {
+    $('gnote').textContent = 'mode ' + st.compliance.mode + ' · classes ' + st.compliance.classes.join(', ');
+    setHTML($('gdomains'), '<tr><th>sending domain</th><th>bulk mail</th><th>why</th></tr>' + st.compliance.domains.map((d) => '<tr><td>' + esc(d.domain) + '</td><td class="' + (d.held ? 'down' : '') + '">' + (d.held ? 'WAITS' : 'sent (warn)') + '</td><td class="wrap">' + esc(d.reason) + '</td></tr>').join(''));
+    setHTML($('gdaily'), '<tr><th>sending domain → site</th><th class=num>today</th><th>bulk sender (5,000/day)</th></tr>' + st.compliance.daily.map((d) => '<tr><td>' + esc(d.sender_domain + ' → ' + d.site) + '</td><td class=num>' + d.today + '</td><td>' + (d.bulk_sender ? 'yes' : '') + '</td></tr>').join(''));
+  }
   if (st.complaints) setHTML($('rates'), '<tr><th>sender domain / class / tag</th><th class=num>delivered</th><th class=num>complaints</th><th class=num>rate</th></tr>' + st.complaints.map((c) => '<tr><td>' + esc(c.kind + ' ' + c.key) + '</td><td class=num>' + c.delivered + '</td><td class=num>' + c.complaints + '</td><td class="num' + (c.rate >= 0.003 ? ' down' : '') + '">' + (c.rate * 100).toFixed(2) + '%</td></tr>').join(''));
 }
 /** Every node of the cluster (heartbeat, queue, rate) and the limits they share. */

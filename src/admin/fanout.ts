@@ -276,6 +276,8 @@ export function mergeRelayStatus(parts: RelayStatus[]): RelayStatus {
   // One file for the node's processes: every shard reports the same rates.
   const complaints = parts.find((p) => p.complaints?.length)?.complaints;
   if (complaints) out.complaints = complaints;
+  const compliance = parts.find((p) => p.compliance)?.compliance;
+  if (compliance) out.compliance = { ...compliance, domains: parts.flatMap((p) => p.compliance?.domains ?? []), daily: parts.flatMap((p) => p.compliance?.daily ?? []) };
   return out;
 }
 

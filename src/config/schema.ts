@@ -418,6 +418,17 @@ export const configSchema = z.strictObject({
       pause_for: duration.default(86_400_000),
     })
     .optional(),
+  /**
+   * The compliance gate (src/compliance): bulk classes checked at send time against the
+   * doctor's findings for their sending domain and egress; `hold` keeps failing mail queued.
+   */
+  compliance: z
+    .strictObject({
+      mode: z.enum(['warn', 'hold'], { error: 'expected warn or hold' }).default('warn'),
+      classes: z.array(name).min(1, { error: 'name the bulk classes to gate' }),
+      recheck: duration.default(60_000),
+    })
+    .optional(),
   /** The operator's reply classes, checked before the shipped rules: the first pattern that matches the reply text decides. */
   classify: z.array(z.strictObject({ pattern: regex, class: z.enum(OUTCOME_CLASSES, { error: `expected one of ${OUTCOME_CLASSES.join(', ')}` }) })).default([]),
   /**

@@ -15,6 +15,7 @@ import type { UnsubscribeSettings } from '../unsubscribe/headers.js';
 import type { UnsubscribeClaim } from '../unsubscribe/token.js';
 import { createEndpoint } from '../unsubscribe/endpoint.js';
 import { ComplaintDesk } from '../feedback/complaints.js';
+import { ComplianceGate } from '../compliance/compliance.js';
 import { storedTags } from '../events/event.js';
 import type { SmtpListenerContext } from '../listeners/smtp-listener.js';
 import type http from 'node:http';
@@ -60,6 +61,8 @@ export class Relay {
   readonly sites: SiteKeys;
   /** Complaint reports, rates and pauses (src/feedback). */
   readonly complaints: ComplaintDesk;
+  /** Bulk mail checked against the sender's DNS records at send time (src/compliance). */
+  readonly compliance: ComplianceGate;
   /** The public one-click unsubscribe endpoint (shard 0 serves it for the node). */
   private endpoint?: http.Server;
   private shard: number;
@@ -140,6 +143,7 @@ export class Relay {
       log,
     });
     this.reloadKeys();
+    this.compliance = new ComplianceGate(() => this.config(), log);
     this.complaints = new ComplaintDesk({
       settings: () => this.config().feedback,
       dir: c.spool,
@@ -162,6 +166,7 @@ export class Relay {
       deliver: (req) => this.agent.deliver(req),
       routeBounce: (address) => this.routeOne(address, { listener: 'dsn' }),
       route: (m, domain) => this.routeQueued(m, domain),
+      holdFor: (m, pool) => this.compliance.holdFor(m, pool),
       log,
       shape: { plan: (pool, domain, now, starting) => this.plan(pool, domain, now, starting), gate: (domain, pool) => this.gate(domain, pool) },
       onAttempt: (m, rows, a) =>
@@ -188,7 +193,10 @@ export class Relay {
       classOf: (code, text, expired) => this.outcomes.classOf(code, text, expired),
       onFinal: (m, row, kind) => {
         this.metrics.finalOutcomes.labels(row.pool, kind).inc();
-        if (kind === 'delivered') this.complaints.delivered({ ...m, tags: storedTags(m.tags) }, row.rcpt);
+        if (kind === 'delivered') {
+          this.complaints.delivered({ ...m, tags: storedTags(m.tags) }, row.rcpt);
+          this.compliance.delivered(m, this.siteOf(row.pool, row.domain));
+        }
         this.deliveryLog.write({
           event: kind,
           queue_id: m.id,
@@ -400,7 +408,9 @@ export class Relay {
       if (r) return r;
       throw e;
     }
-    if (mode === 'cutthrough') return this.cutThrough.relay(msg, fallback);
+    // Bulk mail the compliance gate would hold is queued, where it waits for its records.
+    const held = mode === 'cutthrough' && msg.recipients.some((r) => this.compliance.holdFor({ id: '', sender: msg.sender, class: msg.class ?? null }, r.pool));
+    if (mode === 'cutthrough' && !held) return this.cutThrough.relay(msg, fallback);
     return this.enqueue(msg, msg.recipients);
   }
 
@@ -493,6 +503,7 @@ export class Relay {
       overrides: this.shaper.overrides(now).map((o) => ({ ...o, until: new Date(o.until).toISOString(), created: new Date(o.created).toISOString() })),
       last_errors: this.agent.lastErrors.slice(-20).reverse(),
       ...(this.config().feedback ? { complaints: this.complaints.rates() } : {}),
+      ...(this.config().compliance ? { compliance: this.compliance.status(now) } : {}),
       ...(this.cluster ? { cluster: { ...this.cluster.status(now), limits: this.clusterLimits() } } : {}),
     };
   }
@@ -533,5 +544,6 @@ export class Relay {
     this.spool.close();
     this.suppressionList.close();
     this.complaints.close();
+    this.compliance.stop();
   }
 }

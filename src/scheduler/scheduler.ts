@@ -31,15 +31,12 @@ export interface SchedulerContext {
   shape?: { plan: (pool: Pool, domain: string, now: number, starting: number) => Plan; gate: (domain: string, pool: string) => DeliveryGate };
   /** The route a queued message's recipients of `domain` take under the config in force now. */
   route?: (m: MessageRow, domain: string) => { pool: string; route: number } | null;
-  /** Route a DSN's recipient (the original sender). */
-  routeBounce: (address: string) => Envelope['recipients'][number] | null;
+  /** Route a DSN's recipient (the original sender). */ routeBounce: (address: string) => Envelope['recipients'][number] | null;
   log: Logger;
-  /**
-   * This process's part of a node-wide limit (`destination_concurrency`, `queue.max_deliveries`):
-   * under `workers: N` each worker's queue manager takes ceil(limit / N), so the node opens what
-   * the operator configured, not N times it. Absent: the whole limit (one process).
-   */
+  /** This process's part of a node-wide limit (`workers: N`: ceil(limit / N), so the node opens what the operator configured); absent: all of it. */
   share?: (limit: number) => number;
+  /** The compliance gate (src/compliance): a message about to go through `pool` waits, why and until when; null: it goes. */
+  holdFor?: (m: MessageRow, pool: string) => { reason: string; until: number } | null;
   /** One structured line per attempt and per final outcome. */
   onAttempt?: (m: MessageRow, rows: RecipientRow[], a: DeliveryResult['attempts'][number]) => void;
   /** One structured line per final outcome of a recipient (delivered, bounced, expired). */
@@ -377,16 +374,18 @@ export class Scheduler {
     try {
       const m = this.ctx.spool.message(j.msg);
       if (!m) return;
+      // A bulk message whose sender fails the compliance gate waits (not an attempt), not its destination.
+      const held = this.ctx.holdFor?.(m, j.pool);
       let result: DeliveryResult;
       try {
-        result = await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: this.ctx.spool.bodies.bodyFor(m), exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate, ...passOn(m, j.rows) });
+        result = held ? { outcomes: j.rows.map((r) => ({ rcpt: r.rcpt, kind: 'deferred', code: null, text: held.reason, server: null })), attempts: [], waitUntil: held.until } : await this.ctx.deliver({ pool: j.pool, domain: j.domain, sender: m.sender, recipients: j.rows.map((r) => r.rcpt), body: this.ctx.spool.bodies.bodyFor(m), exclude: j.exclude, avoid: silentServers(j.rows, this.ctx.pools().get(j.pool)?.cfg.kind), gate, ...passOn(m, j.rows) });
       } catch (e) {
         // A fault of ours before any outcome: nothing is known to have been delivered.
         this.ctx.log.error({ err: e, queue_id: j.msg }, 'delivery failed unexpectedly; will retry');
         result = { outcomes: j.rows.map((r) => ({ rcpt: r.rcpt, kind: 'deferred', code: null, text: `4.3.0 internal error: ${(e as Error).message}`.slice(0, 300), server: null })), attempts: [] };
       }
       for (const a of result.attempts) this.ctx.onAttempt?.(m, j.rows, a);
-      if (result.waitUntil !== undefined) {
+      if (result.waitUntil !== undefined && !held) {
         st.blockedUntil = result.waitUntil;
         st.reason = `throttle: ${result.outcomes[0]?.text ?? 'limits reached'}`;
       }
@@ -426,7 +425,8 @@ export class Scheduler {
     const notes: OutcomeNote[] = [];
     if (r.waitUntil !== undefined) {
       // Shaping turned every server away before anything was sent: not an attempt.
-      const wait = `throttle: ${r.outcomes[0]?.text ?? 'limits reached'}`.slice(0, 300);
+      const t = r.outcomes[0]?.text ?? 'limits reached';
+      const wait = (t.startsWith('compliance: ') ? t : `throttle: ${t}`).slice(0, 300);
       for (const row of rows) updates.push({ ...row, next_at: r.waitUntil, wait, updated: now });
     } else {
       for (const a of r.attempts) events.push({ at: a.at, rcpt: a.rcpts.join(', '), kind: 'attempt', server: a.server, code: a.code, text: a.text });

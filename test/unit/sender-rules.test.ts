@@ -9,6 +9,7 @@ import { hasOneClick, unsubscribeDecision } from '../../src/unsubscribe/headers.
 import { isOneClickBody } from '../../src/unsubscribe/endpoint.js';
 import { pausedBy, toPause, withRates } from '../../src/feedback/rates.js';
 import { parseArf } from '../../src/feedback/arf.js';
+import { complianceProblem } from '../../src/compliance/gate.js';
 import { configSchema } from '../../src/config/schema.js';
 
 test('sites: MX hosts reduced by the rules, sorted; hosts no rule covers are the site themselves', () => {
@@ -91,4 +92,23 @@ test('ARF: a report without a feedback-report part is none; fields and the origi
   const raw = ['MIME-Version: 1.0', `Content-Type: multipart/report; report-type=feedback-report; boundary="${b}"`, '', `--${b}`, 'Content-Type: message/feedback-report', '', 'Feedback-Type: abuse', 'Original-Rcpt-To: <Z@D.test>', 'Original-Mail-From: <news@news.test>', '', `--${b}`, 'Content-Type: message/rfc822', '', 'Received: from c ([127.0.0.1])\r\n\tby gw.test (smtplb) with ESMTPS id Q1w2E3\r\n\tfor <z@d.test>; Thu, 3 Dec 2026', 'Message-ID: <a@b>', 'To: z@d.test', '', 'body', `--${b}--`, ''].join('\r\n');
   const c = await parseArf(Buffer.from(raw));
   assert.deepEqual({ ...c }, { feedbackType: 'abuse', recipient: 'Z@D.test', sender: 'news@news.test', queueId: 'Q1w2E3', messageId: '<a@b>', listUnsubscribe: null, userAgent: null });
+});
+
+test('compliance gate: DKIM and DMARC errors of the sending domain (or its parent) and PTR errors of the pool\'s egress hold; lookup failures and other pools do not', () => {
+  const f = (subject: string, check: 'dkim' | 'dmarc' | 'ptr' | 'spf', code: string, severity: 'error' | 'warning' = 'error') => ({ subject, check, code, severity, problem: `${code} problem`, why: '', fix: '' });
+  const facts = {
+    subjects: [
+      { subject: 'news.test', kind: 'domain' as const, about: 'dkim; sent through out' },
+      { subject: 'ok.test', kind: 'domain' as const, about: 'dkim; sent through out' },
+      { subject: 'out1.gw.test', kind: 'egress' as const, about: 'pool out, source ip1, 192.0.2.1, EHLO out1.gw.test' },
+      { subject: 'other.gw.test', kind: 'egress' as const, about: 'pool other, source ip9, 192.0.2.9' },
+    ],
+    findings: [f('news.test', 'dkim', 'dkim-key-mismatch'), f('ok.test', 'spf', 'spf-not-authorised'), f('ok.test', 'dmarc', 'dmarc-lookup-failed', 'warning'), f('other.gw.test', 'ptr', 'ptr-missing')],
+  };
+  assert.match(complianceProblem('news.test', 'out', facts) ?? '', /^compliance: news\.test dkim-key-mismatch/);
+  assert.match(complianceProblem('mail.news.test', 'out', facts) ?? '', /dkim-key-mismatch/, 'a subdomain under its parent');
+  assert.equal(complianceProblem('ok.test', 'out', facts), null, 'SPF and lookup failures do not hold');
+  assert.match(complianceProblem('ok.test', 'other', facts) ?? '', /other\.gw\.test ptr-missing/, 'the egress of the pool it goes through');
+  assert.equal(complianceProblem('unknown.test', 'out', facts), null, 'a domain the doctor does not check');
+  assert.equal(complianceProblem('news.test', 'out', undefined), null);
 });

@@ -50,6 +50,8 @@ export function register(r: Routes, ctx: AdminContext): void {
         break;
       case 'release':
         changed = await relay.spool.setState(id, ['held'], 'queued', Date.now(), 'released by operator');
+        // Waiting for its sender's records (compliance: hold): let it go now despite them.
+        if (relay.compliance.release(id)) changed += await relay.spool.setState(id, ['queued'], 'queued', Date.now(), 'released by operator (compliance)');
         break;
       case 'flush':
         changed = await relay.spool.setState(id, ['queued'], 'queued', Date.now(), 'flushed by operator');
