@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { api, metric, queueIdle } from './helpers/admin.js';
-import { freePort, onStop, run, runCli, session, sleep, startSink, startSmtplb, stopAll, waitFor, type Sink, type Smtplb } from './helpers/peers.js';
+import { freePort, onStop, run, runCli, session, sleep, startSink, startSmtplb, stopAll, timingTest, type Sink, type Smtplb, waitFor } from './helpers/peers.js';
 import { startRedis, type RedisPeer } from './helpers/redis.js';
 import { startSmtplbSink, type SmtplbSink } from './helpers/sink.js';
 
@@ -119,7 +119,7 @@ test('concurrency 4 across three nodes: the receiver never sees more than 4 conn
   assert.equal(peak, 4, 'the limit of 4 is used');
 });
 
-test('rate 30/s across three nodes: the rate at the receiver is within 10% of 30/s', async () => {
+timingTest('rate 30/s across three nodes: the rate at the receiver is within 10% of 30/s', async () => {
   await Promise.all(nodes.map((n, k) => send(n, (i) => `n${k}-${i}@rate.test`, 80, 10)));
   await sinks.rate.settle(240, 30_000);
   const t = arrivals(sinks.rate);

@@ -10,7 +10,7 @@ import { queueThousandDestinations } from './helpers/admin.js';
 import { after, afterEach, test } from 'node:test';
 import { createRequire } from 'node:module';
 import { History, HistorySampler, Ring, counterDeltas, historyStep, lastReplies, type GatewayEvent } from '../src/admin/history.js';
-import { BIN, freePort, onStop, run, session, sleep, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { BIN, freePort, onStop, run, session, sleep, startSmtplb, stopAll, timingTest, tmpDir, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
 
 after(stopAll);
@@ -305,7 +305,7 @@ test('the dashboard survives a malformed #dest= link (percent-encoding cut short
   assert.deepEqual(errors.filter((e) => /URIError|decodeURIComponent/.test(e)), []);
 });
 
-test('charts in headless Chromium: 1,000 messages with forced deferrals and a server killed midway', { skip: chromium ? false : 'chromium is not installed (scripts/install-peers.sh installs it)', timeout: 180_000 }, async () => {
+timingTest('charts in headless Chromium: 1,000 messages with forced deferrals and a server killed midway', { skip: chromium ? false : 'chromium is not installed (scripts/install-peers.sh installs it)', timeout: 180_000 }, async () => {
   const rules = ['rcpt=defer*@*,reply=451 4.7.1 later'];
   const a = await startSmtplbSink({ rules });
   const b = await startSmtplbSink({ rules });
@@ -445,7 +445,7 @@ queue: { retry: [1s], max_age: 5d }
   await page.waitForFunction(() => (window as unknown as { __smtplbCharts: { marks: { kind: string }[] } }).__smtplbCharts.marks.some((m) => m.kind === 'drain'), undefined, { timeout: 5000 });
 });
 
-test('the dashboard with 50 servers and 1,000 destinations refreshes in under 100 ms (performance.now() in the page), and its filters narrow both tables and survive a refresh', { skip: chromium ? false : 'chromium is not installed', timeout: 120_000 }, async () => {
+timingTest('the dashboard with 50 servers and 1,000 destinations refreshes in under 100 ms (performance.now() in the page), and its filters narrow both tables and survive a refresh', { skip: chromium ? false : 'chromium is not installed', timeout: 120_000 }, async () => {
   const sink = await startSmtplbSink();
   const port = await freePort();
   const admin = await freePort();

@@ -8,7 +8,7 @@ import net from 'node:net';
 import { metric, raw, TOKEN } from './helpers/admin.js';
 import { WALKAROUNDS } from './helpers/from-forms.js';
 import { after, afterEach, test } from 'node:test';
-import { freePort, greeting, runCli, selfSignedCert, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
+import { freePort, greeting, runCli, selfSignedCert, startSink, startSmtplb, stopAll, swaks, timingTest, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -204,7 +204,7 @@ dkim:
   assert.doesNotMatch(m, /d=b\.test/);
 });
 
-test('slowloris: 1,000 idle connections held open; a new client is greeted within 1 s and its message delivered', async () => {
+timingTest('slowloris: 1,000 idle connections held open; a new client is greeted within 1 s and its message delivered', async () => {
   const [port, admin] = [await freePort(), await freePort()];
   const sink = await startSink();
   const lb = await startSmtplb(`hostname: gw.test

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { api, queueIdle, reload, TOKEN } from './helpers/admin.js';
 import type { GatewayStatus, RelayStatus } from '../src/admin/api-types.js';
 import { after, afterEach, test } from 'node:test';
-import { freePort, greeting, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, waitFor } from './helpers/peers.js';
+import { freePort, greeting, runCli, smtpSource, startSink, startSmtplb, stopAll, swaks, timingTest, waitFor } from './helpers/peers.js';
 import { startSmtplbSink } from './helpers/sink.js';
 
 after(stopAll);
@@ -164,7 +164,7 @@ routes: [ { pool: slow } ]
   assert.match(await greeting(port), /^220 /);
 });
 
-test('20,000 queued for a destination at concurrency 1 on a slow upstream: 10 messages to another domain arrive within 2 s, on the same pool and on another', async () => {
+timingTest('20,000 queued for a destination at concurrency 1 on a slow upstream: 10 messages to another domain arrive within 2 s, on the same pool and on another', async () => {
   const [port, admin] = [await freePort(), await freePort()];
   const slow = await startSink({ args: ['-w', '1'] }); // answers each DATA after 1 s
   const fast = await startSink();
@@ -307,7 +307,7 @@ queue: { retry: [3s], max_age: 1h }
   assert.equal(st.recipients['y@slow70.test'], 1);
 });
 
-test('a 1 MB reply line and a 1,000-line reply from an upstream: another listener greets within 100 ms throughout, and the stored reply is cut', async () => {
+timingTest('a 1 MB reply line and a 1,000-line reply from an upstream: another listener greets within 100 ms throughout, and the stored reply is cut', async () => {
   const [port, other, admin] = [await freePort(), await freePort(), await freePort()];
   const mta = await startSmtplbSink({ rules: ['domain=long.test,long_reply=1MB', 'domain=many.test,multiline_reply=1000'] });
   const lb = await startSmtplb(`hostname: gw.test

@@ -130,7 +130,7 @@ export class Relay {
     }
     this.shaper = new Shaper(() => this.config(), this.spool, this.cluster);
     this.agent = new DeliveryAgent({ pools, poolSet, hostname: () => this.config().hostname, metrics, downElsewhere: () => this.cluster?.downElsewhere, signatureFor: (m, d) => this.signatureFor(m, d) });
-    this.sites = new SiteKeys({ sites: () => ({ ...PROVIDER_SITES, ...this.config().sites }), shapingKeys: () => Object.keys(this.config().shaping), lookup: (pool, domain) => this.agent.mx(pool, domain) });
+    this.sites = new SiteKeys({ sites: () => ({ ...PROVIDER_SITES, ...this.config().sites }), shaping: () => this.config().shaping, lookup: (pool, domain) => this.agent.mx(pool, domain) });
     this.deliveryLog = new DeliveryLog(c.delivery_log.file, log);
     // On a cluster every node's list follows the others (one reader per node: shard 0).
     this.suppressionList = openNodeList(c.spool, c.cluster, log, (worker?.shard ?? 0) === 0);
@@ -193,10 +193,8 @@ export class Relay {
       classOf: (code, text, expired) => this.outcomes.classOf(code, text, expired),
       onFinal: (m, row, kind) => {
         this.metrics.finalOutcomes.labels(row.pool, kind).inc();
-        if (kind === 'delivered') {
-          this.complaints.delivered({ ...m, tags: storedTags(m.tags) }, row.rcpt);
-          this.compliance.delivered(m, this.siteOf(row.pool, row.domain));
-        }
+        if (kind === 'delivered' && this.config().feedback) this.complaints.delivered({ ...m, tags: storedTags(m.tags) }, row.rcpt);
+        if (kind === 'delivered' && this.config().compliance) this.compliance.delivered(m, this.siteOf(row.pool, row.domain));
         this.deliveryLog.write({
           event: kind,
           queue_id: m.id,

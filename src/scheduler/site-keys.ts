@@ -17,8 +17,8 @@ const MAX_DOMAINS = 10_000;
 
 export interface SiteKeysContext {
   sites: () => Record<string, string[]>;
-  /** The configured shaping keys (site rules among them). */
-  shapingKeys: () => string[];
+  /** The configured shaping rules by key (site rules among them). */
+  shaping: () => Record<string, unknown>;
   lookup: (pool: Pool, domain: string) => Promise<MxAnswer>;
 }
 
@@ -27,13 +27,21 @@ interface Known { key: string; site: string | null; until: number }
 export class SiteKeys {
   private known = new Map<string, Known>();
   private pending = new Set<string>();
+  /** Whether the shaping rules in force name any site (worked out once per config, not per pass). */
+  private rulesSeen?: Record<string, unknown>;
+  private anySite = false;
 
   constructor(private ctx: SiteKeysContext) {}
 
   /** Does this pool count limits per site at all? Only when some shaping entry names a site. */
   private usesSites(pool: Pool): boolean {
     if ((pool.cfg.site_lookup ?? (pool.cfg.kind === 'mx' ? 'mx' : 'none')) !== 'mx') return false;
-    return this.ctx.shapingKeys().some((k) => k.startsWith('site:'));
+    const rules = this.ctx.shaping();
+    if (rules !== this.rulesSeen) {
+      this.rulesSeen = rules;
+      this.anySite = Object.keys(rules).some((k) => k.startsWith('site:'));
+    }
+    return this.anySite;
   }
 
   /** The key for (pool, domain): the domain, a site's key, or null while the MX is looked up. */
@@ -81,7 +89,7 @@ export class SiteKeys {
       answer = { ok: false, permanent: false, reason: (e as Error).message };
     }
     const site = answer.ok ? siteOf(answer.targets.map((t) => t.host), this.ctx.sites()) : null;
-    const named = site !== null && this.ctx.shapingKeys().includes(siteKey(site));
+    const named = site !== null && siteKey(site) in this.ctx.shaping();
     // No answer now: the domain's own limits, and another look soon.
     this.known.delete(id);
     this.known.set(id, { key: named ? siteKey(site) : domain, site, until: Date.now() + (answer.ok ? KEEP_MS : FAILED_KEEP_MS) });

@@ -6,6 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = path.join(ROOT, 'bin/smtplb.js');
@@ -66,6 +67,13 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   }
   throw new Error(`no free port between ${PORT_LOW} and ${PORT_LOW + PORT_SPAN - 1}`);
 }
+
+/**
+ * A test that asserts a latency or a rate closely: skipped in the lanes of scripts/test-lanes.mjs
+ * (SMTPLB_TEST_PHASE=lanes, where another file runs beside it) and run after them, alone (that
+ * script's SOLO_TESTS names it). Anywhere else it is a plain test.
+ */
+export const timingTest: typeof test.skip = process.env.SMTPLB_TEST_PHASE === 'lanes' ? test.skip : test;
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
