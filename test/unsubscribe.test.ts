@@ -12,7 +12,7 @@ import { after, afterEach, test } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { sendOne, type SendOptions } from '../src/cli/send.js';
 import { api, TOKEN } from './helpers/admin.js';
-import { freePort, runCli, startSink, startSmtplb, stopAll, tmpDir, waitFor } from './helpers/peers.js';
+import { freePort, runCli, startSink, startSmtplb, stopAll, swaks, tmpDir, waitFor } from './helpers/peers.js';
 
 after(stopAll);
 afterEach(stopAll);
@@ -35,6 +35,7 @@ test('one-click unsubscribe: added and signed, GET changes nothing, a forged tok
   const port = await freePort();
   const admin = await freePort();
   const web = await freePort();
+  const inbound = await freePort();
   const events = path.join(dir, 'events.jsonl');
   const lb = await startSmtplb(
     `hostname: gw.test
@@ -43,6 +44,7 @@ admin: { listen: 127.0.0.1:${admin}, token: ${TOKEN} }
 spool: ./spool
 listeners:
   - { name: relay, listen: 127.0.0.1:${port}, mode: smtp, relay_networks: [127.0.0.1/32] }
+  - { name: inbound, listen: 127.0.0.1:${inbound}, mode: smtp }
 pools:
   out: { tls: none, health: { check: none }, servers: [{ name: sink, address: 127.0.0.1:${sink.port} }] }
 routes:
@@ -62,7 +64,7 @@ unsubscribe:
     strict: { require: true }
 events: { file: ${events} }
 `,
-    { waitPorts: [port, admin, web] },
+    { waitPorts: [port, admin, web, inbound] },
   );
   const send = (from: string, to: string, headers: string[] = []) => sendOne({ ...base, server: `127.0.0.1:${port}`, from, to: [to], headers }, 0);
 
@@ -115,6 +117,19 @@ events: { file: ${events} }
   assert.equal(ev.sender_domain, 'news.test');
   assert.deepEqual(ev.tags, { campaign: 'spring', list: 'weekly' });
 
+  // The mailto: a message to unsub@news.test (smtplb's own address, from a client it relays
+  // for nobody) with the token in its Subject does the same; a forged token is refused.
+  const r3 = await send('news@news.test', 'carol@dest.test');
+  assert.ok(r3.ok, r3.ok ? '' : r3.error);
+  const raw3 = (await sink.settle(2, 20_000)).find((x) => /^To: .*carol@dest\.test/m.test(x))!;
+  const subject = decodeURIComponent(/<mailto:unsub@news\.test\?subject=([^>]+)>/.exec(field(raw3, 'List-Unsubscribe')!)![1]);
+  const mailto = (subj: string) => swaks(['--server', `127.0.0.1:${inbound}`, '--from', 'carol@dest.test', '--to', 'unsub@news.test', '--header', `Subject: ${subj}`, '--body', 'unsubscribe']);
+  const bad = await mailto(subject.slice(0, -3) + (subject.endsWith('AAA') ? 'BBB' : 'AAA'));
+  assert.match(bad.stdout, /550 5\.7\.1 Not a valid unsubscribe request/, bad.stdout);
+  const viaMail = await mailto(subject);
+  assert.match(viaMail.stdout, /250 2\.0\.0 carol@dest\.test unsubscribed from news\.test/, viaMail.stdout + viaMail.stderr);
+  assert.equal((await api<{ suppressions: { source: string; reason: string }[] }>(admin, '/api/suppressions?address=carol@dest.test')).suppressions[0]?.reason, 'unsubscribed (mailto)');
+
   // require: no one-click unsubscribe of its own, refused; with one, taken and signed over it.
   const bare = await send('x@strict.news.test', 'bob@dest.test');
   assert.equal(bare.ok, false);
@@ -122,7 +137,7 @@ events: { file: ${events} }
   const own = ['List-Unsubscribe: <https://app.example/u/123>', 'List-Unsubscribe-Post: List-Unsubscribe=One-Click'];
   const ok = await send('x@strict.news.test', 'bob@dest.test', own);
   assert.ok(ok.ok, ok.ok ? '' : ok.error);
-  const raw2 = (await sink.settle(2, 20_000)).find((x) => /^From: .*strict\.news\.test/m.test(x))!;
+  const raw2 = (await sink.settle(3, 20_000)).find((x) => /^From: .*strict\.news\.test/m.test(x))!;
   const m2 = raw2.replace(/^X-(Client-Addr|Mail-Args|Rcpt-Args):.*\r?\n/gm, '');
   assert.equal((m2.match(/^List-Unsubscribe:/gim) ?? []).length, 1, 'the application\'s own field is kept, none added');
   const v2 = await dkimVerify(Buffer.from(m2, 'latin1'), { resolver });

@@ -181,7 +181,7 @@ const MEANINGS: Record<string, string> = {
   'unsubscribe.listen': 'Address of the public unsubscribe endpoint (`/u/TOKEN`), apart from the admin listener; unset: another server serves `base_url`.',
   'unsubscribe.base_url': 'What the added URLs start with (`https://u.example.com` gives `https://u.example.com/u/TOKEN`).',
   'unsubscribe.secret': 'HMAC key of the tokens (a token binds recipient, sender domain, tags and time; no row per message is stored).',
-  'unsubscribe.mailto': 'An address added beside the URL as `<mailto:...?subject=unsubscribe TOKEN>`.',
+  'unsubscribe.mailto': 'An address added beside the URL as `<mailto:...?subject=unsubscribe TOKEN>`; mail to it at any smtp listener (point its domain\'s MX at smtplb) unsubscribes as a click does.',
   'unsubscribe.max_age': 'How long a token keeps working after the message was sent.',
   'unsubscribe.classes': 'Per traffic class: what to do about unsubscribing.',
   'unsubscribe.classes.<name>.add': 'Add List-Unsubscribe and List-Unsubscribe-Post (DKIM-signed) to a single-recipient message of this class that has none.',

@@ -57,8 +57,11 @@ export interface SmtpListenerContext extends ConnectionBudget {
   suppressed?: (recipient: string, sender: string) => SuppressionVerdict | undefined;
   /** A message's suppressed recipients were dropped (action: drop). */
   dropped?: (m: { listener: string; sender: string; queueId: string; recipients: string[] }) => void;
-  /** Feedback-loop reports (src/feedback): is this one of the feedback addresses, and take a report (the reply to its DATA). */
-  feedback?: { isAddress: (address: string) => boolean; take: (raw: Buffer, client: string) => Promise<Reply> };
+  /**
+   * smtplb's own addresses (feedback reports, src/feedback; the unsubscribe mailto,
+   * src/unsubscribe): is this one of them, and take a message to it (the reply to its DATA).
+   */
+  local?: { isAddress: (address: string) => boolean; take: (rcpt: string, raw: Buffer, client: string) => Promise<Reply> };
 }
 
 /** What the suppression list says of a recipient: refuse it at RCPT with this reply, or take it and drop it. */
@@ -75,11 +78,11 @@ interface SessionState {
   rcptClass?: string;
   /** Recipients taken but suppressed (action: drop): not queued. */
   dropped: Set<string>;
-  /** The transaction is a complaint report to a feedback address: read here, never relayed. */
-  feedback?: boolean;
+  /** The transaction is to one of smtplb's own addresses (a complaint report, an unsubscribe): read here, never relayed. */
+  local?: string;
 }
 
-/** A complaint report is read whole into memory: past this, the rest is not read into it. */
+/** Mail to smtplb's own addresses is read whole into memory: past this, the rest is not read into it. */
 const FEEDBACK_MAX = 4 * 1024 * 1024;
 
 const PROXY_HEADER_TIMEOUT = 5000;
@@ -165,7 +168,7 @@ export class SmtpListener extends SocketListener {
       onClose: (s) => this.onClose(s),
     });
     server.on('error', (e) => this.ctx.log.debug({ listener: cfg.name, err: e.message }, 'smtp session error'));
-    useRelaySessions(server, (session, address) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress) || (address !== undefined && !!this.ctx.feedback?.isAddress(address)), cfg.forbid_unauth_pipelining);
+    useRelaySessions(server, (session, address) => !!session.user || inNetworks(this.cfg.relay_networks, session.remoteAddress) || (address !== undefined && !!this.ctx.local?.isAddress(address)), cfg.forbid_unauth_pipelining);
     return { server, secureContext };
   }
 
@@ -298,7 +301,7 @@ export class SmtpListener extends SocketListener {
     if (st) {
       st.routes.clear();
       st.dropped.clear();
-      st.feedback = false;
+      st.local = undefined;
     }
     const user = st?.user;
     if (user?.sender_domains && address.address) {
@@ -316,12 +319,12 @@ export class SmtpListener extends SocketListener {
       done(err);
     };
     const st = this.sessions.get(session.id);
-    // A feedback address takes complaint reports from anyone (the providers' loops), alone in
-    // its transaction: the report is read here, never relayed, so this opens no relay.
-    const fb = this.ctx.feedback?.isAddress(address.address) ?? false;
-    if (fb || st?.feedback) {
-      if (!fb || session.envelope.rcptTo.length > 0) return cb(smtpError(452, '4.5.3 A feedback report goes to the feedback address alone; send to other recipients in another transaction'));
-      if (st) st.feedback = true;
+    // smtplb's own addresses take mail from anyone (providers' feedback loops, recipients who
+    // unsubscribe), alone in its transaction: it is read here, never relayed, so this opens no relay.
+    const local = this.ctx.local?.isAddress(address.address) ?? false;
+    if (local || st?.local) {
+      if (!local || session.envelope.rcptTo.length > 0) return cb(smtpError(452, `4.5.3 Mail to ${st?.local ?? address.address} goes alone; send to other recipients in another transaction`));
+      if (st) st.local = address.address;
       return cb();
     }
     const authenticated = !!st?.user;
@@ -364,15 +367,15 @@ export class SmtpListener extends SocketListener {
       });
   }
 
-  private async takeFeedback(stream: SMTPServerDataStream, client: string, fb: NonNullable<SmtpListenerContext['feedback']>): Promise<Reply> {
+  private async takeLocal(stream: SMTPServerDataStream, rcpt: string, client: string, local: NonNullable<SmtpListenerContext['local']>): Promise<Reply> {
     const raw = await readReport(stream);
-    if (!raw) return { code: 552, text: `5.3.4 A feedback report is limited to ${FEEDBACK_MAX} bytes` };
-    return fb.take(raw, client);
+    if (!raw) return { code: 552, text: `5.3.4 Mail to ${rcpt} is limited to ${FEEDBACK_MAX} bytes` };
+    return local.take(rcpt, raw, client);
   }
 
   /** DATA: written to the spool as it arrives (cleanup), then policy, signing, and the relay's answer. */
   private async take(stream: SMTPServerDataStream, session: SMTPServerSession, st: SessionState | undefined): Promise<Reply> {
-    if (st?.feedback && this.ctx.feedback) return this.takeFeedback(stream, session.remoteAddress, this.ctx.feedback);
+    if (st?.local && this.ctx.local) return this.takeLocal(stream, st.local, session.remoteAddress, this.ctx.local);
     const from = session.envelope.mailFrom as { args?: Record<string, string> } | false;
     const declared = (from && Number(from.args?.SIZE)) || 0;
     let got: Awaited<ReturnType<typeof receive>>;
@@ -421,7 +424,7 @@ export class SmtpListener extends SocketListener {
   }
 }
 
-/** A complaint report: read into memory (bounded), handed to the feedback handler, never queued. */
+/** Mail to one of smtplb's own addresses: read into memory (bounded), handed to its handler, never queued. */
 async function readReport(stream: SMTPServerDataStream): Promise<Buffer | null> {
   const chunks: Buffer[] = [];
   let size = 0;

@@ -3,9 +3,9 @@
 //     spam-bot heuristic for inbound MX); a relay for one's own applications gains nothing
 //     from it, and it caps a session-per-message client at 10 messages/s per session.
 //  2. A client with no right to relay is refused at RCPT with 554 5.7.1 before the address
-//     is parsed: smtplb's only local addresses are its feedback addresses (asked about by the
-//     listener, exactly), so every other address (including the classic relay-test forms that
-//     smtp-server would answer with a 501 syntax error) is relaying.
+//     is parsed: smtplb's only local addresses are its feedback and unsubscribe addresses
+//     (asked about by the listener, exactly), so every other address (including the classic
+//     relay-test forms that smtp-server would answer with a 501 syntax error) is relaying.
 //  3. A reply whose text already starts with an enhanced status code (RFC 3463) keeps it:
 //     smtp-server otherwise adds one from a fixed table by reply code (554 → 5.6.0), which
 //     is wrong for relay denial (5.7.1), too many recipients (4.5.3) or a full disk (4.3.1).

@@ -12,7 +12,7 @@ import { Shaper, type Plan } from '../scheduler/shaper.js';
 import { SiteKeys } from '../scheduler/site-keys.js';
 import { PROVIDER_SITES } from '../routing/providers.js';
 import type { UnsubscribeSettings } from '../unsubscribe/headers.js';
-import type { UnsubscribeClaim } from '../unsubscribe/token.js';
+import { readToken, type UnsubscribeClaim } from '../unsubscribe/token.js';
 import { createEndpoint } from '../unsubscribe/endpoint.js';
 import { ComplaintDesk } from '../feedback/complaints.js';
 import { ComplianceGate } from '../compliance/compliance.js';
@@ -325,13 +325,33 @@ export class Relay {
     this.endpoint = server;
   }
 
-  /** What the SMTP listeners ask of the relay at intake beyond the queue: unsubscribe rules, pauses, feedback reports. */
-  intakeHooks(): Pick<SmtpListenerContext, 'unsubscribe' | 'paused' | 'feedback'> {
+  /** What the SMTP listeners ask of the relay at intake beyond the queue: unsubscribe rules, pauses, smtplb's own addresses. */
+  intakeHooks(): Pick<SmtpListenerContext, 'unsubscribe' | 'paused' | 'local'> {
+    const isMailto = (a: string) => !!this.config().unsubscribe?.mailto && normalAddress(a) === normalAddress(this.config().unsubscribe!.mailto!);
     return {
       unsubscribe: (): UnsubscribeSettings | undefined => this.config().unsubscribe,
       paused: (cls, tags) => this.complaints.paused(cls, tags),
-      feedback: { isAddress: (a) => this.complaints.isAddress(a), take: (raw, client) => this.complaints.take(raw, client) },
+      local: {
+        isAddress: (a) => this.complaints.isAddress(a) || isMailto(a),
+        take: (rcpt, raw, client) => (isMailto(rcpt) ? this.unsubscribeByMail(raw) : this.complaints.take(raw, client)),
+      },
     };
+  }
+
+  /** A message to the unsubscribe mailto: its Subject carries the token (`unsubscribe TOKEN`), as the URL does. */
+  private async unsubscribeByMail(raw: Buffer): Promise<Reply> {
+    const u = this.config().unsubscribe;
+    const subject = /^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)/im.exec(raw.subarray(0, 64 * 1024).toString('latin1').split(/\r?\n\r?\n/)[0])?.[1] ?? '';
+    const token = /([A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})/.exec(subject.slice(0, 1000))?.[1];
+    const read = u && token ? readToken(u.secret, token, Date.now(), u.max_age) : undefined;
+    if (!read?.ok) return { code: 550, text: `5.7.1 Not a valid unsubscribe request${read ? ` (${read.reason})` : ': the Subject carries no token'}` };
+    try {
+      await this.unsubscribe(read.claim, 'mailto');
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'unsubscribe by mail: could not be recorded');
+      return { code: 451, text: '4.3.0 The unsubscribe could not be recorded now; please try again later' };
+    }
+    return { code: 250, text: `2.0.0 ${read.claim.recipient} unsubscribed from ${read.claim.senderDomain}` };
   }
 
   /**
