@@ -4,6 +4,7 @@
 // functions over plain data; the Shaper holds the state and the clock.
 import type { Rate } from '../config/units.js';
 import { decide, nextTat, take, type AdmissionState, type PairLimits } from '../control/admission.js';
+import { PROVIDER_BACKOFF_PATTERNS } from '../routing/providers.js';
 
 export interface ShapeRule {
   concurrency?: number;
@@ -77,6 +78,8 @@ export const BUILTIN_THROTTLE_PATTERNS: RegExp[] = [
   /throttl/i,
   /temporarily (deferred|rate limited|rejected)/i,
   /exceeded.*(rate|limit)/i,
+  // The providers' own wording, each with its source (routing/providers.ts).
+  ...PROVIDER_BACKOFF_PATTERNS,
 ];
 
 /** Does this reply ask us to slow down? Only 421/450/451 count, as receivers use them so. */

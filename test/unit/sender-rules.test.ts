@@ -10,6 +10,7 @@ import { isOneClickBody } from '../../src/unsubscribe/endpoint.js';
 import { pausedBy, toPause, withRates } from '../../src/feedback/rates.js';
 import { parseArf } from '../../src/feedback/arf.js';
 import { complianceProblem } from '../../src/compliance/gate.js';
+import { isThrottleReply } from '../../src/scheduler/throttle.js';
 import { configSchema } from '../../src/config/schema.js';
 
 test('sites: MX hosts reduced by the rules, sorted; hosts no rule covers are the site themselves', () => {
@@ -111,4 +112,18 @@ test('compliance gate: DKIM and DMARC errors of the sending domain (or its paren
   assert.match(complianceProblem('ok.test', 'other', facts) ?? '', /other\.gw\.test ptr-missing/, 'the egress of the pool it goes through');
   assert.equal(complianceProblem('unknown.test', 'out', facts), null, 'a domain the doctor does not check');
   assert.equal(complianceProblem('news.test', 'out', undefined), null);
+});
+
+test('the providers\' throttling replies cut the pair (Gmail 4.7.28, Microsoft 4.7.650 and RP-001, Yahoo TS03, Apple HCM1, Comcast RL, Orange); a full mailbox does not', () => {
+  for (const [code, text] of [
+    [421, '4.7.28 Gmail has detected an unusual rate of unsolicited mail originating from your IP address'],
+    [451, '4.7.650 The mail server [192.0.2.1] has been temporarily rate limited due to IP reputation. (S775)'],
+    [421, 'RP-001 (BAY004-MC1F1) Unfortunately, some messages from 192.0.2.1 weren\'t sent.'],
+    [421, '4.7.0 [TS03] Messages from 192.0.2.1 permanently deferred; Retrying will NOT succeed.'],
+    [421, '4.7.1 [HCM1] Your mail from 192.0.2.1 was deferred'],
+    [421, 'RL000010 Domain has been throttled'],
+    [421, 'mwinf5c10 ME Trop de connexions, veuillez verifier votre configuration.'],
+  ] as const) assert.ok(isThrottleReply(code, text, []), text);
+  assert.equal(isThrottleReply(452, '4.2.2 The email account that you tried to reach is over quota', []), false);
+  assert.equal(isThrottleReply(550, '5.7.28 unusual rate of unsolicited mail', []), false, 'only 421/450/451 cut');
 });
