@@ -75,7 +75,8 @@ pools:
 routes:
   - { pool: out }
 classes: { sender_domains: { news.test: bulk } }
-feedback: { addresses: [fbl@gw.test], pause_at: 40%, min_delivered: 3 }
+feedback: { addresses: [fbl@gw.test] }
+complaints: { pause_at: 40%, min_delivered: 3 }
 events: { file: ${events} }
 `,
     { waitPorts: [port, inbound, admin] },

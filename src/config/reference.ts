@@ -189,9 +189,10 @@ const MEANINGS: Record<string, string> = {
   feedback: 'Complaints: feedback-loop reports (ARF, RFC 5965: Yahoo CFL, Microsoft JMRP, ...) taken at these addresses; the recipient is suppressed, `complained` told, and complaint rates kept.',
   'feedback.addresses': 'Addresses that take reports on every smtp listener, from any client (never relayed; alone in their transaction).',
   'feedback.keep': 'How long deliveries are remembered to find the message a complaint is about (`<spool>/feedback.db`).',
-  'feedback.pause_at': 'A complaint rate over 24 hours (e.g. `0.3%`) at which a class or tag is paused: a named suspension `class:NAME` / `tag:K=V`; its new mail gets `451` at DATA.',
-  'feedback.min_delivered': 'Deliveries in 24 hours a class or tag needs before its rate can pause it.',
-  'feedback.pause_for': 'How long a pause lasts unless an operator lifts it (`smtplb unsuspend ID`).',
+  complaints: 'What complaint rates do (they are counted with `feedback:`).',
+  'complaints.pause_at': 'A complaint rate over 24 hours (e.g. `0.3%`) at which a class or tag is paused: a named suspension `class:NAME` / `tag:K=V`; its new mail gets `451` at DATA. Unset: never paused.',
+  'complaints.min_delivered': 'Deliveries in 24 hours a class or tag needs before its rate can pause it.',
+  'complaints.pause_for': 'How long a pause lasts unless an operator lifts it (`smtplb unsuspend ID`).',
   compliance: 'The compliance gate: bulk classes checked at send time against `smtplb doctor`\'s findings (DKIM key, DMARC alignment, egress PTR/HELO) for their sending domain.',
   'compliance.mode': '`warn`: send and log; `hold`: failing mail waits in the queue (never bounced for it) until the records are fixed or `smtplb queue release ID`.',
   'compliance.classes': 'The bulk classes the gate applies to.',
@@ -305,6 +306,7 @@ function unitOf(s: Node): string | undefined {
   const d = def(s);
   if (d.type !== 'pipe') return undefined;
   const input = def(d.in!);
+  if (input.type === 'string' && input.checks?.some((c) => c._zod.def.pattern?.source.includes('%'))) return 'percentage';
   if (input.type === 'string' && def(d.out!).type === 'transform') return 'regular expression';
   if (input.type !== 'union' || !input.error) return undefined;
   const said = String(input.error({}));

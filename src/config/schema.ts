@@ -407,12 +407,17 @@ export const configSchema = z.strictObject({
   /**
    * Complaints (ARF feedback-loop reports, src/feedback): taken at these addresses on any
    * smtp listener, the recipient suppressed, `complained` told, rates per domain, class and tag
-   * kept; a class or tag at `pause_at` is paused.
+   * kept.
    */
   feedback: z
     .strictObject({
       addresses: z.array(z.string().regex(/^[^\s@<>]+@[A-Za-z0-9.-]+$/, { error: 'expected an address such as fbl@example.com' })).min(1, { error: 'give at least one feedback address' }),
       keep: duration.default(30 * 86_400_000),
+    })
+    .optional(),
+  /** What a complaint rate does (with `feedback:`): a class or tag at `pause_at` is paused. */
+  complaints: z
+    .strictObject({
       pause_at: z.string().regex(/^\d+(\.\d+)?%$/, { error: 'expected a percentage such as 0.3%' }).transform((v) => parseFloat(v) / 100).optional(),
       min_delivered: int(1, 1_000_000_000).default(1000),
       pause_for: duration.default(86_400_000),

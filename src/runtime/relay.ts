@@ -145,7 +145,10 @@ export class Relay {
     this.reloadKeys();
     this.compliance = new ComplianceGate(() => this.config(), log);
     this.complaints = new ComplaintDesk({
-      settings: () => this.config().feedback,
+      settings: () => {
+        const c = this.config();
+        return c.feedback ? { ...c.feedback, min_delivered: 1000, pause_for: 86_400_000, ...c.complaints } : undefined;
+      },
       dir: c.spool,
       scope: () => this.config().suppression.scope,
       suppress: (entries) => this.suppressions.add(entries),
