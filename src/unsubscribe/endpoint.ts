@@ -57,6 +57,7 @@ export function createEndpoint(ctx: EndpointContext): http.Server {
       return send(res, 400, 'This unsubscribe link is not valid', `<p>${escapeHtml(read.reason)}.</p>`);
     }
     if (req.method === 'GET' || req.method === 'HEAD') {
+      req.resume();
       // The button makes the one-click POST; nothing changes on a GET.
       return send(res, 200, 'Unsubscribe', `<p>Stop mail to ${escapeHtml(read.claim.recipient)} from ${escapeHtml(read.claim.senderDomain)}?</p><form method="post" action="/u/${escapeHtml(token)}"><input type="hidden" name="List-Unsubscribe" value="One-Click"><button type="submit">Unsubscribe</button></form>`);
     }
