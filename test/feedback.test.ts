@@ -76,16 +76,17 @@ routes:
   - { pool: out }
 classes: { sender_domains: { news.test: bulk } }
 feedback: { addresses: [fbl@gw.test] }
-complaints: { pause_at: 40%, min_delivered: 3 }
+complaints: { pause_at: 30%, min_delivered: 3 }
 events: { file: ${events} }
 `,
     { waitPorts: [port, inbound, admin] },
   );
-  for (const r of ['r1', 'r2', 'r3', 'r4']) {
-    const s = await sendOne({ ...base, server: `127.0.0.1:${port}`, from: 'news@news.test', to: [`${r}@dest.test`] }, 0);
+  // Four messages of one recipient each, and one to two recipients: 6 delivered.
+  for (const to of [['r1'], ['r2'], ['r3'], ['r4'], ['m1', 'm2']]) {
+    const s = await sendOne({ ...base, server: `127.0.0.1:${port}`, from: 'news@news.test', to: to.map((r) => `${r}@dest.test`) }, 0);
     assert.ok(s.ok, s.ok ? '' : s.error);
   }
-  const delivered = await sink.settle(4, 20_000);
+  const delivered = await sink.settle(5, 20_000);
   const of = (r: string) => delivered.find((m) => new RegExp(`^To: .*${r}@dest\\.test`, 'm').test(m))!.replace(/^X-(Client-Addr|Mail-Args|Rcpt-Args):.*\r?\n/gm, '');
 
   // The inbound listener relays for nobody; its feedback address takes reports.
@@ -105,10 +106,23 @@ events: { file: ${events} }
   assert.equal(e1.length, 1);
   assert.equal(e1[0].scope, 'news.test');
   assert.equal(e1[0].source, 'complaint');
-  assert.equal(await metric(admin, 'smtplb_complaint_rate', { kind: 'class', key: 'bulk' }), 0.25);
+  const oneSixth = await metric(admin, 'smtplb_complaint_rate', { kind: 'class', key: 'bulk' });
+  assert.ok(Math.abs(oneSixth - 1 / 6) < 1e-6, `1 of 6: ${oneSixth}`);
   assert.equal(await metric(admin, 'smtplb_complaints_total', { feedback_type: 'abuse', matched: 'true' }), 1);
   const status = await api<{ suspensions: { destination: string }[]; complaints: { kind: string; key: string; complaints: number }[] }>(admin, '/api/status');
-  assert.deepEqual(status.suspensions, [], '1 of 4 is under pause_at 40%');
+  assert.deepEqual(status.suspensions, [], '1 of 6 is under pause_at 30%');
+
+  // The same report again (a provider that sends twice): taken, and counted once.
+  const again = await report('one-again.eml', arf(of('r1'), { rcpt: 'r1@dest.test', agent: 'Yahoo!-Mail-Feedback/2.0' }));
+  assert.match(again.stdout, /250 2\.0\.0 Report taken \(this complaint was already recorded\)/, again.stdout + again.stderr);
+  assert.equal(await metric(admin, 'smtplb_complaint_rate', { kind: 'class', key: 'bulk' }), oneSixth, 'a repeated report does not move the rate');
+
+  // A headers-only report of the message to two recipients, naming neither: nobody is suppressed.
+  const both = await report('both.eml', arf(of('m1'), { agent: 'Microsoft JMRP', headersOnly: true }));
+  assert.match(both.stdout, /250 2\.0\.0 Report taken; the original went to 2 recipients and the report does not say which one complained/, both.stdout + both.stderr);
+  assert.deepEqual(await suppressed('m1@dest.test'), []);
+  assert.deepEqual(await suppressed('m2@dest.test'), []);
+  assert.equal(await metric(admin, 'smtplb_complaint_rate', { kind: 'class', key: 'bulk' }), oneSixth);
   assert.equal(status.complaints.find((c) => c.kind === 'domain' && c.key === 'news.test')?.complaints, 1, 'the rate per sender domain in status');
 
   // Microsoft JMRP style: no Original-Rcpt-To, the original's headers only; its To and smtplb's
@@ -123,12 +137,13 @@ events: { file: ${events} }
   });
   for (const e of ev) assert.deepEqual(e.tags, { campaign: 'spring' }, `${e.recipient}: the original's tags`);
   assert.ok(ev.every((e) => e.queue_id), 'the original found by its queue id');
+  assert.equal(ev.length, 2, 'one event per complaint: the repeated report and the unmatched one tell nothing');
 
-  // 2 of 4 = 50% reached pause_at 40%: the class is paused, the suspension says why.
+  // 2 of 6 = 33% reached pause_at 30%: the class is paused, the suspension says why.
   const after2 = await api<{ suspensions: { destination: string; reason: string; who: string }[] }>(admin, '/api/suspensions');
   const pause = after2.suspensions.find((s) => s.destination === 'class:bulk');
   assert.ok(pause, JSON.stringify(after2.suspensions));
-  assert.match(pause.reason, /complaint rate 50\.00% over 24 h \(2 complaints, 4 delivered\) reached pause_at 40\.00%/);
+  assert.match(pause.reason, /complaint rate 33\.33% over 24 h \(2 complaints, 6 delivered\) reached pause_at 30\.00%/);
   assert.match(runCli(['suspensions', '-c', lb.file]).stdout, /class:bulk .*complaint rate/);
   const held = await sendOne({ ...base, server: `127.0.0.1:${port}`, from: 'news@news.test', to: ['r5@dest.test'] }, 0);
   assert.equal(held.ok, false);

@@ -10,8 +10,10 @@ import PostalMime from 'postal-mime';
 export interface Complaint {
   /** abuse, fraud, virus, other, not-spam (RFC 5965 / RFC 6650). */
   feedbackType: string;
-  /** The recipient who complained: Original-Rcpt-To, else the original's To. */
+  /** The recipient who complained, as the report's Original-Rcpt-To names it (the provider knows who it was). */
   recipient: string | null;
+  /** The original's To: only a hint (a list, a group, a redacted name), used when nothing better names the recipient. */
+  to: string | null;
   /** The envelope sender of the original: Original-Mail-From, else its Return-Path / From. */
   sender: string | null;
   /** smtplb's queue id, from its own Received line in the original's headers. */
@@ -35,7 +37,16 @@ export function headerFields(text: string): { name: string; value: string }[] {
 }
 
 const first = (fields: { name: string; value: string }[], name: string) => fields.find((f) => f.name === name)?.value ?? null;
-const address = (v: string | null) => (v ? (/<([^<>\s]*@[^<>\s]+)>/.exec(v)?.[1] ?? /([^\s<>:;,"]+@[^\s<>:;,"]+)/.exec(v)?.[1] ?? null) : null);
+// A field value is cut to 1 KB before it is searched: an address is far shorter, and the
+// unanchored search below is quadratic on a long run of address characters with no '@'
+// (a 4 MB report must not hold the event loop).
+const ADDRESS_FIELD_MAX = 1024;
+const address = (value: string | null) => {
+  if (!value) return null;
+  const v = value.slice(0, ADDRESS_FIELD_MAX);
+  if (!v.includes('@')) return null;
+  return /<([^<>\s]*@[^<>\s]+)>/.exec(v)?.[1] ?? /([^\s<>:;,"]+@[^\s<>:;,"]+)/.exec(v)?.[1] ?? null;
+};
 
 /** The queue id of the first Received line smtplb wrote: "by HOST (smtplb) with PROTO id QUEUEID". */
 export function smtplbQueueId(fields: { name: string; value: string }[]): string | null {
@@ -60,11 +71,13 @@ export async function parseArf(raw: Buffer): Promise<Complaint | null> {
   const orig = original ? headerFields(text(original.content as ArrayBuffer)) : [];
   return {
     feedbackType: (first(fb, 'feedback-type') ?? 'abuse').toLowerCase(),
-    recipient: address(first(fb, 'original-rcpt-to')) ?? address(first(orig, 'to')),
+    recipient: address(first(fb, 'original-rcpt-to')),
+    // A To naming several addresses says nothing about which of them complained.
+    to: (first(orig, 'to')?.slice(0, ADDRESS_FIELD_MAX).split('@').length ?? 0) === 2 ? address(first(orig, 'to')) : null,
     sender: address(first(fb, 'original-mail-from')) ?? address(first(orig, 'return-path')) ?? address(first(orig, 'from')),
     queueId: smtplbQueueId(orig),
-    messageId: first(orig, 'message-id'),
-    listUnsubscribe: first(orig, 'list-unsubscribe'),
-    userAgent: first(fb, 'user-agent'),
+    messageId: first(orig, 'message-id')?.slice(0, 998) ?? null,
+    listUnsubscribe: first(orig, 'list-unsubscribe')?.slice(0, 4096) ?? null,
+    userAgent: first(fb, 'user-agent')?.slice(0, 200) ?? null,
   };
 }

@@ -38,6 +38,18 @@ export interface ComplaintContext {
   log: Logger;
 }
 
+interface Found {
+  recipient: string | null;
+  /** Why no recipient, when none. */
+  why: string;
+  sender: string;
+  senderDomain: string;
+  class: string | null;
+  tags: Record<string, string>;
+  queueId: string | null;
+  messageId: string | null;
+}
+
 export class ComplaintDesk {
   private ledger?: FeedbackLedger;
 
@@ -45,7 +57,17 @@ export class ComplaintDesk {
 
   private store(): FeedbackLedger | undefined {
     if (!this.ctx.settings()) return undefined;
-    return (this.ledger ??= new FeedbackLedger(this.ctx.dir, () => this.ctx.settings()?.keep ?? 30 * 86_400_000));
+    return (this.ledger ??= new FeedbackLedger(this.ctx.dir, () => this.ctx.settings()?.keep ?? 30 * 86_400_000, (e) => this.quiet(e, 'deliveries for complaints could not be written (dropped)')));
+  }
+
+  private lastWarned = 0;
+
+  /** Bookkeeping that failed: said at most once a minute, never thrown into delivery. */
+  private quiet(e: unknown, what: string): void {
+    const now = Date.now();
+    if (now - this.lastWarned < 60_000) return;
+    this.lastWarned = now;
+    this.ctx.log.warn({ err: (e as Error)?.message ?? String(e) }, `feedback: ${what}`);
   }
 
   isAddress(address: string): boolean {
@@ -55,7 +77,12 @@ export class ComplaintDesk {
 
   /** A recipient delivered: remembered for complaints about it, counted for the rates. */
   delivered(m: { id: string; message_id: string | null; sender: string; class: string | null; tags: Record<string, string> }, rcpt: string): void {
-    this.store()?.delivered({ queue_id: m.id, rcpt: normalAddress(rcpt), message_id: m.message_id, sender: m.sender, class: m.class, tags: m.tags, at: Date.now() });
+    try {
+      this.store()?.delivered({ queue_id: m.id, rcpt: normalAddress(rcpt), message_id: m.message_id, sender: m.sender, class: m.class, tags: m.tags, at: Date.now() });
+    } catch (e) {
+      // Called as a delivery settles: a feedback.db that cannot be opened must not undo that.
+      this.quiet(e, 'feedback.db could not be opened; this delivery is not remembered for complaints');
+    }
   }
 
   /** The reply to a report's DATA: 250 once what it says is recorded (synced), 451 when that failed, 550 for what is no report. */
@@ -72,15 +99,29 @@ export class ComplaintDesk {
       const found = this.find(c);
       this.ctx.counted(c.feedbackType, !!found.recipient);
       if (!found.recipient) {
-        this.ctx.log.warn({ client, queue_id: c.queueId, message_id: c.messageId }, 'complaint: the report names no recipient smtplb can find; nothing suppressed');
-        return { code: 250, text: '2.0.0 Report taken; its recipient was not found' };
+        this.ctx.log.warn({ client, queue_id: c.queueId, message_id: c.messageId, why: found.why }, `complaint: ${found.why}; nothing suppressed`);
+        return { code: 250, text: `2.0.0 Report taken; ${found.why}` };
       }
-      const scope = this.ctx.scope() === 'global' || !found.senderDomain ? 'global' : found.senderDomain;
-      this.ctx.suppress([{ scope, address: found.recipient, reason: `complaint (${c.feedbackType}${c.userAgent ? `, ${c.userAgent.slice(0, 60)}` : ''})`, class: null, source: 'complaint', created: Date.now(), expires: null }]);
-      this.store()?.complained({ sender: found.sender || `postmaster@${found.senderDomain}`, class: found.class, tags: found.tags }, Date.now());
+      // A report whose sender's domain is unknown suppresses nothing under per-domain scope:
+      // a global entry would stop the recipient's mail from every sender for one complaint.
+      const global = this.ctx.scope() === 'global';
+      if (!global && !found.senderDomain) {
+        this.ctx.log.warn({ client, recipient: found.recipient, queue_id: found.queueId }, 'complaint: the sending domain of the original is not known; nothing suppressed');
+        return { code: 250, text: '2.0.0 Report taken; the sender of the original is not known' };
+      }
+      const scope = global ? 'global' : found.senderDomain;
+      const store = this.store();
+      const now = Date.now();
+      // The suppression first (an upsert: a report taken again after a failure repeats it harmlessly).
+      this.ctx.suppress([{ scope, address: found.recipient, reason: `complaint (${c.feedbackType}${c.userAgent ? `, ${c.userAgent.slice(0, 60)}` : ''})`, class: null, source: 'complaint', created: now, expires: null }]);
+      // One complaint per message and recipient: a second report of it is taken and not counted again.
+      const key = `${found.queueId ?? found.messageId ?? `domain:${found.senderDomain}`}|${found.recipient}`;
+      if (store && !store.firstComplaint(key, now)) return { code: 250, text: '2.0.0 Report taken (this complaint was already recorded)' };
+      store?.complained({ sender: found.sender || `postmaster@${found.senderDomain}`, class: found.class, tags: found.tags }, now);
       await this.ctx.event({ recipient: found.recipient, sender: found.sender, senderDomain: found.senderDomain, tags: found.tags, queueId: found.queueId, messageId: found.messageId, via: `complaint: ${c.feedbackType}`, key: found.queueId ?? found.messageId ?? found.recipient });
       this.ctx.log.info({ recipient: found.recipient, scope, queue_id: found.queueId, feedback_type: c.feedbackType }, `complaint: ${found.recipient} suppressed for ${scope}`);
-      await this.checkPause(found);
+      // What is recorded is recorded: a pause that cannot be made now is said, and tried again with the next complaint.
+      await this.checkPause(found).catch((e: unknown) => this.ctx.log.error({ err: (e as Error)?.message }, 'complaints: a pause could not be made'));
       return { code: 250, text: `2.0.0 Report taken: ${found.recipient} suppressed` };
     } catch (e) {
       this.ctx.log.error({ err: (e as Error).message }, 'complaint: could not be recorded');
@@ -88,14 +129,38 @@ export class ComplaintDesk {
     }
   }
 
-  /** Who complained about which message, from the report, the deliveries kept, and the original's unsubscribe token. */
-  private find(c: Complaint): { recipient: string | null; sender: string; senderDomain: string; class: string | null; tags: Record<string, string>; queueId: string | null; messageId: string | null } {
-    const sent: SentRow | undefined = this.store()?.find({ queueId: c.queueId, recipient: c.recipient, messageId: c.messageId });
+  /**
+   * Who complained about which message. The recipient is the one the provider names
+   * (Original-Rcpt-To), else the one the original's unsubscribe token names, else the only
+   * recipient smtplb delivered that message to; the original's To decides only between several
+   * deliveries when it matches exactly one, or when smtplb has no record of the message. Anything
+   * less than one answer suppresses nobody: a complaint must not cost another recipient.
+   */
+  private find(c: Complaint): Found {
+    const rows = this.store()?.candidates({ queueId: c.queueId, messageId: c.messageId }) ?? [];
     const claim = this.tokenClaim(c.listUnsubscribe);
-    const recipient = c.recipient ? normalAddress(c.recipient) : sent?.rcpt ?? claim?.recipient ?? null;
-    const sender = sent?.sender ?? c.sender ?? '';
+    const named = c.recipient ? normalAddress(c.recipient) : claim?.recipient ? normalAddress(claim.recipient) : null;
+    let recipient: string | null = null;
+    let sent: SentRow | undefined;
+    let why = 'its recipient was not found';
+    if (named) {
+      recipient = named;
+      sent = rows.find((r) => r.rcpt === named);
+    } else if (rows.length === 1) {
+      sent = rows[0];
+      recipient = sent.rcpt;
+    } else if (c.to) {
+      const to = normalAddress(c.to);
+      const match = rows.filter((r) => r.rcpt === to);
+      if (match.length === 1) [sent, recipient] = [match[0], to];
+      else if (!rows.length) recipient = to;
+      else why = `the original went to ${rows.length} recipients and the report does not say which one complained`;
+    } else if (rows.length > 1) why = `the original went to ${rows.length} recipients and the report does not say which one complained`;
+    // The message's own attributes (sender, class, tags) when every candidate is one message.
+    const one = sent ?? (rows.length && rows.every((r) => r.queue_id === rows[0].queue_id) ? rows[0] : undefined);
+    const sender = one?.sender ?? c.sender ?? '';
     const senderDomain = (sender.includes('@') ? sender.slice(sender.lastIndexOf('@') + 1) : claim?.senderDomain ?? '').toLowerCase();
-    return { recipient, sender, senderDomain, class: sent?.class ?? null, tags: sent?.tags ?? claim?.tags ?? {}, queueId: sent?.queue_id ?? c.queueId, messageId: sent?.message_id ?? c.messageId };
+    return { recipient, why, sender, senderDomain, class: one?.class ?? null, tags: one?.tags ?? claim?.tags ?? {}, queueId: one?.queue_id ?? c.queueId, messageId: one?.message_id ?? c.messageId };
   }
 
   private tokenClaim(listUnsubscribe: string | null): UnsubscribeClaim | undefined {

@@ -30,16 +30,19 @@ export class FeedbackLedger {
   private timer?: NodeJS.Timeout;
   private lastPrune = 0;
 
-  constructor(dir: string, private keepMs: () => number) {
+  constructor(dir: string, private keepMs: () => number, private onError: (e: Error) => void = () => {}) {
     fs.mkdirSync(dir, { recursive: true });
     this.db = new Database(path.join(dir, 'feedback.db'));
+    // The wait for a busy file first: switching to WAL takes a lock another process may hold.
+    this.db.pragma('busy_timeout = 5000');
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS sent (queue_id TEXT NOT NULL, rcpt TEXT NOT NULL, message_id TEXT, sender TEXT NOT NULL, class TEXT, tags TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (queue_id, rcpt)) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS sent_message_id ON sent (message_id);
       CREATE INDEX IF NOT EXISTS sent_at ON sent (at);
+      CREATE TABLE IF NOT EXISTS complaint (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS complaint_at ON complaint (at);
       CREATE TABLE IF NOT EXISTS tally (hour INTEGER NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0, complaints INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (hour, kind, key)) WITHOUT ROWID;
     `);
   }
@@ -47,8 +50,22 @@ export class FeedbackLedger {
   /** A recipient delivered: kept for complaints, counted in the hour's tallies (written within FLUSH_MS). */
   delivered(row: SentRow): void {
     this.pending.push(row);
-    if (this.pending.length >= BATCH_MAX) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+    if (this.pending.length >= BATCH_MAX) this.flushQuietly();
+    else this.timer ??= setTimeout(() => this.flushQuietly(), FLUSH_MS);
+  }
+
+  /**
+   * A batch that cannot be written (disk full, the file locked past busy_timeout) is dropped
+   * and said, never thrown: this runs from a timer and from the delivery path, where a throw
+   * would end the process or undo a settled delivery. What is lost is bookkeeping for later
+   * complaints, never mail.
+   */
+  private flushQuietly(): void {
+    try {
+      this.flush();
+    } catch (e) {
+      this.onError(e as Error);
+    }
   }
 
   flush(): void {
@@ -76,25 +93,35 @@ export class FeedbackLedger {
     this.prune(Date.now());
   }
 
-  /** The delivery a complaint is about: by queue id and recipient, else by Message-ID (and recipient when given). */
-  find(q: { queueId?: string | null; recipient?: string | null; messageId?: string | null }): SentRow | undefined {
-    this.flush();
-    let row: (Omit<SentRow, 'tags'> & { tags: string }) | undefined;
-    if (q.queueId && q.recipient) row = this.db.prepare(`SELECT * FROM sent WHERE queue_id = ? AND rcpt = ?`).get(q.queueId, q.recipient.toLowerCase()) as typeof row;
-    if (!row && q.queueId && !q.recipient) row = this.db.prepare(`SELECT * FROM sent WHERE queue_id = ? LIMIT 1`).get(q.queueId) as typeof row;
-    if (!row && q.messageId) {
-      row = (q.recipient
-        ? this.db.prepare(`SELECT * FROM sent WHERE message_id = ? AND rcpt = ? LIMIT 1`).get(q.messageId, q.recipient.toLowerCase())
-        : this.db.prepare(`SELECT * FROM sent WHERE message_id = ? LIMIT 1`).get(q.messageId)) as typeof row;
-    }
-    if (!row) return undefined;
-    let tags: Record<string, string> = {};
-    try {
-      tags = JSON.parse(row.tags) as Record<string, string>;
-    } catch {
-      /* a row this code did not write: no tags */
-    }
-    return { ...row, tags };
+  /**
+   * The deliveries a complaint may be about: the recipients of smtplb's queue id, else those of
+   * the Message-ID (an application may reuse one across messages). At most `limit`; the caller
+   * decides which recipient, and acts only on a unique answer.
+   */
+  candidates(q: { queueId?: string | null; messageId?: string | null }, limit = 100): SentRow[] {
+    this.flushQuietly();
+    type Raw = Omit<SentRow, 'tags'> & { tags: string };
+    let rows: Raw[] = [];
+    if (q.queueId) rows = this.db.prepare(`SELECT * FROM sent WHERE queue_id = ? LIMIT ?`).all(q.queueId, limit) as Raw[];
+    if (!rows.length && q.messageId) rows = this.db.prepare(`SELECT * FROM sent WHERE message_id = ? LIMIT ?`).all(q.messageId, limit) as Raw[];
+    return rows.map((row) => {
+      let tags: Record<string, string> = {};
+      try {
+        tags = JSON.parse(row.tags) as Record<string, string>;
+      } catch {
+        /* a row this code did not write: no tags */
+      }
+      return { ...row, tags };
+    });
+  }
+
+  /**
+   * True the first time a complaint with this key (message and recipient) is seen within
+   * `keep`: a provider that sends its report twice, or a user who clicks twice, is one
+   * complaint, counted once toward the rates that pause a class.
+   */
+  firstComplaint(key: string, at: number): boolean {
+    return this.db.prepare(`INSERT OR IGNORE INTO complaint (key, at) VALUES (?, ?)`).run(key.slice(0, 1024), at).changes === 1;
   }
 
   /** A complaint, counted in the hour's tallies under the message's keys. */
@@ -107,7 +134,7 @@ export class FeedbackLedger {
 
   /** Deliveries and complaints over the last 24 hours: the keys with most complaints (then most deliveries), `limit` per kind. */
   tallies(now: number, limit = 50, only?: { kind: TallyKind; key: string }[]): TallyRow[] {
-    this.flush();
+    this.flushQuietly();
     const since = hourOf(now) - WINDOW_HOURS;
     if (only) {
       const one = this.db.prepare(`SELECT ? AS kind, ? AS key, coalesce(sum(delivered), 0) AS delivered, coalesce(sum(complaints), 0) AS complaints FROM tally WHERE hour > ? AND kind = ? AND key = ?`);
@@ -123,10 +150,11 @@ export class FeedbackLedger {
     this.lastPrune = now;
     this.db.prepare(`DELETE FROM sent WHERE (queue_id, rcpt) IN (SELECT queue_id, rcpt FROM sent WHERE at < ? LIMIT 10000)`).run(now - this.keepMs());
     this.db.prepare(`DELETE FROM tally WHERE hour < ?`).run(hourOf(now) - 2 * WINDOW_HOURS);
+    this.db.prepare(`DELETE FROM complaint WHERE key IN (SELECT key FROM complaint WHERE at < ? LIMIT 10000)`).run(now - this.keepMs());
   }
 
   close(): void {
-    this.flush();
+    this.flushQuietly();
     this.db.close();
   }
 }

@@ -17,6 +17,7 @@ import { domainOf } from '../routing/route.js';
 import { plainIp, readProxyHeader } from '../protocol/proxy-protocol.js';
 import { SocketListener, type ConnectionBudget } from './socket-listener.js';
 import { useRelaySessions } from './smtp-session.js';
+import { LOCAL_MESSAGE_MAX, readLocal } from './local-intake.js';
 import { classOf } from '../policy/classify.js';
 import { BoundedMap, clientKey } from '../policy/client-key.js';
 import { domainAllowed } from '../policy/identity.js';
@@ -81,9 +82,6 @@ interface SessionState {
   /** The transaction is to one of smtplb's own addresses (a complaint report, an unsubscribe): read here, never relayed. */
   local?: string;
 }
-
-/** Mail to smtplb's own addresses is read whole into memory: past this, the rest is not read into it. */
-const FEEDBACK_MAX = 4 * 1024 * 1024;
 
 const PROXY_HEADER_TIMEOUT = 5000;
 /** Session ids: 16 characters as smtp-server makes them, from a per-process salt and a counter (no random draw per connection). */
@@ -368,9 +366,17 @@ export class SmtpListener extends SocketListener {
   }
 
   private async takeLocal(stream: SMTPServerDataStream, rcpt: string, client: string, local: NonNullable<SmtpListenerContext['local']>): Promise<Reply> {
-    const raw = await readReport(stream);
-    if (!raw) return { code: 552, text: `5.3.4 Mail to ${rcpt} is limited to ${FEEDBACK_MAX} bytes` };
-    return local.take(rcpt, raw, client);
+    const read = await readLocal(stream as AsyncIterable<Buffer>);
+    if (!read.ok) {
+      return read.why === 'too-big'
+        ? { code: 552, text: `5.3.4 Mail to ${rcpt} is limited to ${LOCAL_MESSAGE_MAX} bytes` }
+        : { code: 452, text: '4.3.1 Too much mail to this address is being read at once; please try again later' };
+    }
+    try {
+      return await local.take(rcpt, read.raw, client);
+    } finally {
+      read.release();
+    }
   }
 
   /** DATA: written to the spool as it arrives (cleanup), then policy, signing, and the relay's answer. */
@@ -425,16 +431,6 @@ export class SmtpListener extends SocketListener {
 }
 
 /** Mail to one of smtplb's own addresses: read into memory (bounded), handed to its handler, never queued. */
-async function readReport(stream: SMTPServerDataStream): Promise<Buffer | null> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of stream as AsyncIterable<Buffer>) {
-    size += c.length;
-    if (size <= FEEDBACK_MAX) chunks.push(c);
-  }
-  return size > FEEDBACK_MAX ? null : Buffer.concat(chunks);
-}
-
 export { protocolOf } from '../cleanup/cleanup.js';
 
 /**

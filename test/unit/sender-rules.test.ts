@@ -92,7 +92,20 @@ test('ARF: a report without a feedback-report part is none; fields and the origi
   const b = 'b1';
   const raw = ['MIME-Version: 1.0', `Content-Type: multipart/report; report-type=feedback-report; boundary="${b}"`, '', `--${b}`, 'Content-Type: message/feedback-report', '', 'Feedback-Type: abuse', 'Original-Rcpt-To: <Z@D.test>', 'Original-Mail-From: <news@news.test>', '', `--${b}`, 'Content-Type: message/rfc822', '', 'Received: from c ([127.0.0.1])\r\n\tby gw.test (smtplb) with ESMTPS id Q1w2E3\r\n\tfor <z@d.test>; Thu, 3 Dec 2026', 'Message-ID: <a@b>', 'To: z@d.test', '', 'body', `--${b}--`, ''].join('\r\n');
   const c = await parseArf(Buffer.from(raw));
-  assert.deepEqual({ ...c }, { feedbackType: 'abuse', recipient: 'Z@D.test', sender: 'news@news.test', queueId: 'Q1w2E3', messageId: '<a@b>', listUnsubscribe: null, userAgent: null });
+  assert.deepEqual({ ...c }, { feedbackType: 'abuse', recipient: 'Z@D.test', to: 'z@d.test', sender: 'news@news.test', queueId: 'Q1w2E3', messageId: '<a@b>', listUnsubscribe: null, userAgent: null });
+});
+
+test('ARF: a 2 MB To field of address characters without an @ is read in bounded work (it once took a minute)', async () => {
+  const b = 'b2';
+  const long = 'a'.repeat(2 * 1024 * 1024);
+  const raw = ['MIME-Version: 1.0', `Content-Type: multipart/report; report-type=feedback-report; boundary="${b}"`, '', `--${b}`, 'Content-Type: message/feedback-report', '', 'Feedback-Type: abuse', `Original-Mail-From: ${long.slice(0, 300_000)}`, '', `--${b}`, 'Content-Type: text/rfc822-headers', '', `To: ${long}`, `From: ${long.slice(0, 200_000)}x@`, '', `--${b}--`, ''].join('\r\n');
+  const started = process.hrtime.bigint();
+  const c = await parseArf(Buffer.from(raw));
+  const ms = Number(process.hrtime.bigint() - started) / 1e6;
+  assert.equal(c?.to, null);
+  assert.equal(c?.recipient, null);
+  // Quadratic work on these fields is minutes; linear work is milliseconds. 5 s leaves room for a slow machine.
+  assert.ok(ms < 5000, `parsing took ${ms.toFixed(0)} ms`);
 });
 
 test('compliance gate: DKIM and DMARC errors of the sending domain (or its parent) and PTR errors of the pool\'s egress hold; lookup failures and other pools do not', () => {
@@ -126,4 +139,26 @@ test('the providers\' throttling replies cut the pair (Gmail 4.7.28, Microsoft 4
   ] as const) assert.ok(isThrottleReply(code, text, []), text);
   assert.equal(isThrottleReply(452, '4.2.2 The email account that you tried to reach is over quota', []), false);
   assert.equal(isThrottleReply(550, '5.7.28 unusual rate of unsolicited mail', []), false, 'only 421/450/451 cut');
+});
+
+test('mail to smtplb\'s own addresses: each message within 4 MB, all of them at once within the process\'s budget (then 452), the budget given back', async () => {
+  const { ByteBudget, readLocal } = await import('../../src/listeners/local-intake.js');
+  const chunks = (n: number, size: number) => (async function* () {
+    for (let i = 0; i < n; i++) yield Buffer.alloc(size, 97);
+  })();
+  const budget = new ByteBudget(10_000);
+  const a = await readLocal(chunks(6, 1000), budget, 8000);
+  assert.ok(a.ok);
+  assert.equal(a.ok && a.raw.length, 6000);
+  assert.equal(budget.inUse, 6000, 'held while the first is being handled');
+  const b = await readLocal(chunks(5, 1000), budget, 8000);
+  assert.deepEqual(b, { ok: false, why: 'busy' }, 'a second one past the budget is drained and refused');
+  assert.equal(budget.inUse, 6000, 'the refused one gives back what it took');
+  if (a.ok) a.release();
+  assert.equal(budget.inUse, 0);
+  const big = await readLocal(chunks(9, 1000), budget, 8000);
+  assert.deepEqual(big, { ok: false, why: 'too-big' });
+  assert.equal(budget.inUse, 0);
+  const c = await readLocal(chunks(5, 1000), budget, 8000);
+  assert.ok(c.ok, 'taken again once the first is done');
 });
