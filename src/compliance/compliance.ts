@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { IdentityMonitor } from '../identity/monitor.js';
-import { BULK_SENDER_DAILY, complianceProblem, dayOf } from './gate.js';
+import { awaitFirstCheck, BULK_SENDER_DAILY, complianceProblem, dayOf, FIRST_CHECK_WAIT_MS } from './gate.js';
 
 const WARN_EVERY_MS = 600_000;
 const MAX_KEYS = 10_000;
@@ -53,8 +53,14 @@ export class ComplianceGate {
     const c = this.config().compliance;
     if (!c || !monitor || !m.class || !c.classes.includes(m.class) || this.released.has(m.id)) return null;
     const facts = monitor.status();
-    // Not checked yet (just started or reloaded): bulk mail waits for the first answer in hold mode.
-    if (!facts.checked_at) return c.mode === 'hold' ? { reason: 'compliance: the first identity check (smtplb doctor) is still running', until: now + 1000 } : null;
+    // Not checked yet (just started or reloaded): bulk mail waits for the first answer in hold
+    // mode, looked at again every few seconds; when that run failed, nothing is held for it.
+    if (!facts.checked_at) {
+      if (c.mode === 'hold' && awaitFirstCheck(facts)) return { reason: 'compliance: the first identity check (smtplb doctor) is still running', until: now + Math.min(c.recheck, FIRST_CHECK_WAIT_MS) };
+      if (facts.last_error) this.remember(this.problems, '(identity check)', { reason: `not gated: the identity check failed (${facts.last_error.slice(0, 160)})`, at: now, held: false });
+      return null;
+    }
+    this.problems.delete('(identity check)');
     const domain = m.sender.slice(m.sender.lastIndexOf('@') + 1).toLowerCase();
     const problem = complianceProblem(domain, pool, facts);
     if (!problem) {

@@ -45,3 +45,15 @@ export const dayOf = (ms: number): number => Math.floor(ms / 86_400_000);
 
 /** The bulk-sender line: 5,000 messages a day to Gmail (Google's sender guidelines) or Yahoo from one domain. */
 export const BULK_SENDER_DAILY = 5000;
+
+/** How long a bulk message waits, at most, for the doctor's first run after a start or reload. */
+export const FIRST_CHECK_WAIT_MS = 5000;
+
+/**
+ * Before the doctor's first report: wait for it only while it is running and nothing failed.
+ * A first run that failed (its resolver unreachable, say), or checks that are off, hold
+ * nothing: the gate holds for what the records say, never for what could not be read.
+ */
+export function awaitFirstCheck(monitor: { checked_at: string | null; running: boolean; enabled: boolean; last_error: string | null }): boolean {
+  return !monitor.checked_at && monitor.enabled && monitor.running && !monitor.last_error;
+}

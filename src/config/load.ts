@@ -104,6 +104,8 @@ function crossChecks(c: Config): Problem[] {
       names.set(n, i);
     });
   }
+  // The gate reads the identity checks the relay runs every doctor.interval: with them off it would hold mail forever (or gate nothing).
+  if (c.compliance && c.doctor?.interval === 0) out.push({ path: ['doctor', 'interval'], message: 'compliance: gates on the identity checks run every doctor.interval; it cannot be 0 while compliance: is set' });
   if (c.admin && !isLoopback(c.admin.listen.host) && !c.admin.token) {
     out.push({ path: ['admin', 'listen'], message: 'the admin API binds beyond loopback only with a token' });
   }

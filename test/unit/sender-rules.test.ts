@@ -162,3 +162,16 @@ test('mail to smtplb\'s own addresses: each message within 4 MB, all of them at 
   const c = await readLocal(chunks(5, 1000), budget, 8000);
   assert.ok(c.ok, 'taken again once the first is done');
 });
+
+test('compliance: the first doctor run is waited for only while it runs and nothing failed; compliance with doctor.interval 0 is refused naming the key', async () => {
+  const { awaitFirstCheck } = await import('../../src/compliance/gate.js');
+  const { parseConfig } = await import('../../src/config/load.js');
+  assert.equal(awaitFirstCheck({ checked_at: null, running: true, enabled: true, last_error: null }), true);
+  assert.equal(awaitFirstCheck({ checked_at: null, running: false, enabled: true, last_error: 'resolver unreachable' }), false, 'a failed first run holds nothing');
+  assert.equal(awaitFirstCheck({ checked_at: null, running: true, enabled: true, last_error: 'resolver unreachable' }), false, 'nor does its retry');
+  assert.equal(awaitFirstCheck({ checked_at: null, running: false, enabled: false, last_error: null }), false, 'checks off hold nothing');
+  assert.equal(awaitFirstCheck({ checked_at: '2026-12-05T00:00:00Z', running: true, enabled: true, last_error: null }), false);
+  const text = 'listeners:\n  - { name: r, listen: 127.0.0.1:2525, mode: smtp, relay_networks: [127.0.0.1/32] }\npools:\n  out: { servers: [{ address: 127.0.0.1:2526 }] }\nroutes:\n  - { pool: out }\ncompliance: { mode: hold, classes: [bulk] }\ndoctor: { interval: 0 }\n';
+  assert.throws(() => parseConfig(text, 'smtplb.yaml'), /smtplb\.yaml:8.*doctor\.interval: compliance: gates on the identity checks/s);
+  assert.doesNotThrow(() => parseConfig(text.replace('interval: 0', 'interval: 1h'), 'smtplb.yaml'));
+});
