@@ -6,7 +6,12 @@
 // A token binds one recipient, so the fields are added to single-recipient messages only: a
 // bulk message to several recipients cannot say whose click it is (bulk senders send one
 // message per recipient). Such a message goes out without them, and the caller counts it.
-import { makeToken } from './token.js';
+import { makeToken, TOKEN_MAX } from './token.js';
+
+/** RFC 5322 2.1.1: a line is at most 998 characters. */
+const LINE_MAX = 998;
+/** A token longer than this is made again without the tags. */
+const TOKEN_ISSUE_MAX = 700;
 
 export interface UnsubscribeSettings {
   base_url: string;
@@ -49,8 +54,21 @@ export function unsubscribeDecision(a: { header: string; cls: string; recipients
     if (rule.require) return { kind: 'refuse', code: 550, text: `5.7.0 Mail of class ${a.cls} needs a one-click unsubscribe: send one message per recipient, or add your own List-Unsubscribe` };
     return { kind: 'not-added', why: `${a.recipients.length} recipients: a one-click URL names one` };
   }
-  const token = makeToken(a.settings.secret, { recipient: a.recipients[0].toLowerCase(), senderDomain: a.senderDomain, tags: a.tags, issued: a.now });
+  // The fields must stay valid header lines (RFC 5322: 998 characters) and the token within what
+  // the endpoint reads (TOKEN_MAX). Many or long tags are left out of the token rather than
+  // make it too long: the unsubscribe still works, its event carries no tags.
+  const claim = { recipient: a.recipients[0].toLowerCase(), senderDomain: a.senderDomain, tags: a.tags, issued: a.now };
+  let token = makeToken(a.settings.secret, claim);
+  if (token.length > TOKEN_ISSUE_MAX) token = makeToken(a.settings.secret, { ...claim, tags: {} });
   const url = `${a.settings.base_url.replace(/\/+$/, '')}/u/${token}`;
-  const mailto = a.settings.mailto ? `,\r\n <mailto:${a.settings.mailto}?subject=unsubscribe%20${token}>` : '';
-  return { kind: 'add', fields: `List-Unsubscribe: <${url}>${mailto}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n` };
+  const first = `List-Unsubscribe: <${url}>${a.settings.mailto ? ',' : ''}`;
+  const second = a.settings.mailto ? ` <mailto:${a.settings.mailto}?subject=unsubscribe%20${token}>` : '';
+  if (token.length > TOKEN_MAX || first.length > LINE_MAX || second.length > LINE_MAX) {
+    const why = 'the unsubscribe URL would not fit a header line (998 characters)';
+    if (rule.require) return { kind: 'refuse', code: 550, text: `5.7.0 Mail of class ${a.cls} needs a one-click unsubscribe, and ${why}: add your own List-Unsubscribe` };
+    return { kind: 'not-added', why };
+  }
+  // An application's own List-Unsubscribe-Post (without List-Unsubscribe) is kept, not doubled.
+  const post = fieldValue(a.header, 'List-Unsubscribe-Post') === undefined ? 'List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n' : '';
+  return { kind: 'add', fields: `${first}${second ? `\r\n${second}` : ''}\r\n${post}` };
 }

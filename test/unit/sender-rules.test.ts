@@ -69,6 +69,23 @@ test('unsubscribe headers per class: added to one recipient, kept when the appli
   assert.ok(isOneClickBody('application/x-www-form-urlencoded', 'List-Unsubscribe=One-Click'));
   assert.ok(isOneClickBody('multipart/form-data; boundary=b', '--b\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--b--\r\n'));
   assert.equal(isOneClickBody('application/x-www-form-urlencoded', 'List-Unsubscribe=Yes'), false);
+
+  // Bounded: 40 long tags are left out of the token, every line stays within 998 characters and the token readable.
+  const tags = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`tag${i}`, 'v'.repeat(120)]));
+  const many = unsubscribeDecision({ ...a, tags });
+  assert.equal(many.kind, 'add');
+  const lines = (many.kind === 'add' ? many.fields : '').split('\r\n');
+  assert.ok(lines.every((l) => l.length <= 998), lines.map((l) => l.length).join(','));
+  const token = /\/u\/([^>]+)>/.exec(lines[0])![1];
+  const read = readToken(settings.secret, token, 0, 1000);
+  assert.ok(read.ok && read.claim.recipient === 'alice@dest.test' && Object.keys(read.claim.tags).length === 0);
+  // A base URL too long for one line: not added (refused when required).
+  const longUrl = { ...settings, base_url: `https://u.example.com/${'p'.repeat(990)}`, classes: { ...settings.classes, both: { add: true, require: true } } };
+  assert.equal(unsubscribeDecision({ ...a, settings: longUrl }).kind, 'not-added');
+  assert.equal(unsubscribeDecision({ ...a, cls: 'both', settings: longUrl }).kind, 'refuse');
+  // An application's own List-Unsubscribe-Post without List-Unsubscribe is not doubled.
+  const postOnly = unsubscribeDecision({ ...a, header: 'List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n' });
+  assert.equal(postOnly.kind === 'add' && /List-Unsubscribe-Post/.test(postOnly.fields), false);
 });
 
 test('complaint rates: a class or tag at pause_at with enough deliveries is paused, never a sender domain; pauses match case-insensitively', () => {
