@@ -318,7 +318,7 @@ export class Shaper {
     const p = this.pairs.get(key);
     let backoff: Backoff | null = null;
     if (p) {
-      const next = afterReply(p, code, text, this.cfg().backoff, now);
+      const next = afterReply(p, code, text, this.cfg().backoff, now, this.rule(domain, pool, now));
       // Sent as a change, not a value: another node's cut meanwhile must not be undone by this one's climb.
       if (next.factor !== p.factor || next.suspendedUntil !== p.suspendedUntil) backoff = { factor: next.factor < p.factor ? { down: next.factor } : next.factor > p.factor ? { up: next.factor - p.factor } : null, suspendedUntil: next.suspendedUntil };
       // The change applied as every store applies it (control/admission.ts).

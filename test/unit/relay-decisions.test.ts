@@ -138,6 +138,19 @@ test('a pair admits within concurrency and rate; backoff halves and recovers ste
   assert.ok(p.factor >= policy.min_factor);
 });
 
+test('a configured concurrency and rate are never cut below min_factor, however many deliveries drew the push-back', () => {
+  const rule = { burst: 1, concurrency: 20, rate: { count: 600, perMs: 60_000 } };
+  const policy = { patterns: [], decrease: 0.5, min_factor: 0.1, increase: 0.05, suspend_after: 3, window: 60_000, suspend_for: 600_000 };
+  let p: PairState = { ...newPair(), inflight: 20 };
+  for (let t = 1000; t <= 6000; t += 1000) p = afterReply(p, 421, '4.7.0 Try again later', policy, t, rule);
+  assert.equal(p.factor, 0.1, 'the floor is min_factor of the configured limits');
+  assert.deepEqual(pairLimits(rule, p), { concurrency: 2, interval: 1000, connectInterval: 0 }, '2 of 20 at once, 60 of 600 a minute');
+  assert.equal(p.suspendedUntil, 0);
+  for (let t = 7000; t <= 9000; t += 1000) p = afterReply(p, 421, '4.7.0 Try again later', policy, t, rule);
+  assert.equal(p.factor, 0.1);
+  assert.ok(p.suspendedUntil > 0, 'pushing back at the floor suspends');
+});
+
 test('no configured concurrency: the deliveries in flight at the first push-back are the base to cut; a suspension ends with one probe, then the pair climbs', () => {
   const rule = { burst: 1 };
   const policy = { patterns: [], decrease: 0.5, min_factor: 0.1, increase: 0.05, suspend_after: 2, window: 60_000, suspend_for: 600_000 };
