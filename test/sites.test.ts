@@ -109,3 +109,27 @@ test('concurrency 2 on an MX site holds across its two domains (the sink never s
   const domainMost = await drain(sink, lport);
   assert.equal(domainMost, 4, 'per-domain keys: 2 for each domain at once');
 });
+
+test('two domains on one MX site with different MX hosts: each domain\'s mail reaches only its own MX host (a connection is shared across the site only to a host both domains name)', async () => {
+  // Two MX hosts of one provider, on two loopback addresses at the same port (the pool's mx.port).
+  const port = await freePort();
+  const mxA = await startSmtplbSink({ host: '127.0.0.2', port });
+  const mxB = await startSmtplbSink({ host: '127.0.0.3', port });
+  const dns = await startDns([
+    { type: 'MX' as const, name: 'a.test', exchange: 'mx-a.prov.test', priority: 10 },
+    { type: 'MX' as const, name: 'b.test', exchange: 'mx-b.prov.test', priority: 10 },
+    { type: 'A' as const, name: 'mx-a.prov.test', address: '127.0.0.2' },
+    { type: 'A' as const, name: 'mx-b.prov.test', address: '127.0.0.3' },
+  ]);
+  const lport = await freePort();
+  const admin = await freePort();
+  const cfg = config(dns, mxA, lport, admin, `shaping:\n  site:prov: { concurrency: 2 }`).replace('sites: { shared: [mx.shared.test] }', "sites: { prov: ['*.prov.test'] }");
+  await startSmtplb(cfg, { waitPorts: [lport, admin] });
+  const sent = await Promise.all(['u@a.test', 'u@b.test'].map((to) => smtpSource(lport, 30, 2, ['-t', to])));
+  for (const s of sent) assert.equal(s.code, 0, s.stderr);
+  await waitFor('60 messages at the two MX hosts', async () => (await mxA.stats({ recipients: false })).messages + (await mxB.stats({ recipients: false })).messages >= 60, 60_000, 100);
+  const [a, b] = [await mxA.stats(), await mxB.stats()];
+  assert.deepEqual(Object.keys(a.recipients), ['u@a.test'], `a.test's MX host got ${JSON.stringify(a.recipients)}`);
+  assert.deepEqual(Object.keys(b.recipients), ['u@b.test'], `b.test's MX host got ${JSON.stringify(b.recipients)}`);
+  assert.equal(a.recipients['u@a.test'] + b.recipients['u@b.test'], 60);
+});

@@ -131,6 +131,18 @@ async function connect(pool: Pool, server: Server, req: DeliveryRequest, ctx: De
 }
 
 /**
+ * Direct-to-MX connections shared by the domains of one MX site (a group other than the
+ * domain's own): one is taken for this domain only when it goes to one of the domain's MX
+ * addresses. Two customers of one provider may have different MX hosts on one site.
+ */
+async function sameEndpoint(pool: Pool, req: DeliveryRequest, ctx: DeliveryContext, group: string): Promise<((up: Upstream) => boolean) | undefined> {
+  if (pool.cfg.kind !== 'mx' || !req.domain || !ctx.mx || group === req.domain || group === `mx:${req.domain}`) return undefined;
+  const answer = await ctx.mx(pool, req.domain);
+  const ips = new Set(answer.ok ? answer.targets.map((t) => t.ip) : []);
+  return (up) => up.endpoint !== undefined && ips.has(up.endpoint);
+}
+
+/**
  * `tried` plus the keys of the servers named in `avoid`, when another usable primary server
  * of the pool is left to take the message; otherwise `tried` alone. Avoiding is a preference
  * among equals: it never sends mail to a backup server or the fallback pool while an avoided
@@ -183,7 +195,7 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
     tried.add(server.key);
     drawnFrom.add(pool);
     const started = Date.now();
-    let up = ctx.cache.take(pool, server, group);
+    let up = ctx.cache.take(pool, server, group, await sameEndpoint(pool, req, ctx, group));
     let ticket: Ticket | undefined;
     if (gate) {
       const v = await gate.admit(pool, server, !up, up?.parked);

@@ -40,6 +40,8 @@ export interface Upstream {
   maxMessages: number;
   /** For logs: the server, or source → MX host for direct-to-MX pools. */
   label: string;
+  /** Direct-to-MX: the MX host's address it is connected to (another domain may use it only when that address is one of its MX hosts). */
+  endpoint?: string;
   /** A cluster concurrency lease this idle connection holds for its destination (given back when it closes). */
   parked?: Parked;
 }
@@ -171,7 +173,7 @@ export function openUpstream(pool: Pool, server: Server, helo: string, group = '
     guard(conn);
     pipelineEnvelope(conn);
     perRecipientDsn(conn);
-    const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages, label: target ? `${server.name}→${target.servername}` : server.name };
+    const up: Upstream = { conn, server, created: Date.now(), sent: 0, broken: false, group, maxMessages, label: target ? `${server.name}→${target.servername}` : server.name, ...(target ? { endpoint: target.host } : {}) };
     let settled = false;
     const fail = (e: Error & { response?: string; responseCode?: number; command?: string }) => {
       up.broken = true;
@@ -397,12 +399,21 @@ function fileSource(file: string, prefix?: Buffer | null): Readable {
 export class UpstreamCache {
   private idle = new Map<string, { up: Upstream; timer: NodeJS.Timeout }[]>();
 
-  take(pool: Pool, server: Server, group = ''): Upstream | undefined {
+  /**
+   * An idle connection of this server and group, newest first; `accept` narrows which (the
+   * domains of one MX site share a group, but a connection serves a domain only when it goes
+   * to one of that domain's MX hosts, as Postfix's connection cache reuses by endpoint).
+   */
+  take(pool: Pool, server: Server, group = '', accept?: (up: Upstream) => boolean): Upstream | undefined {
     const list = this.idle.get(`${server.key}|${group}`);
-    while (list?.length) {
-      const { up, timer } = list.pop()!;
+    if (!list) return undefined;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const { up, timer } = list[i];
+      const usable = !up.broken && this.fresh(pool, up);
+      if (usable && accept && !accept(up)) continue;
+      list.splice(i, 1);
       clearTimeout(timer);
-      if (!up.broken && this.fresh(pool, up)) return up;
+      if (usable) return up;
       up.conn.close();
       unpark(up);
     }

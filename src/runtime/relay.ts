@@ -171,7 +171,7 @@ export class Relay {
       route: (m, domain) => this.routeQueued(m, domain),
       holdFor: (m, pool) => this.compliance.holdFor(m, pool),
       log,
-      shape: { plan: (pool, domain, now, starting) => this.plan(pool, domain, now, starting), gate: (domain, pool) => this.gate(domain, pool) },
+      shape: { plan: (pool, domain, now, starting) => this.plan(pool, domain, now, starting), gate: (domain, pool) => this.gate(domain, pool), keyOf: (pool, domain) => this.sites.knownKey(pool, domain) },
       onAttempt: (m, rows, a) =>
         this.deliveryLog.write({
           event: 'attempt',

@@ -14,10 +14,13 @@ import type { Pool } from '../balancing/pool.js';
 import type { DeliveryGate, DeliveryRequest, DeliveryResult } from '../delivery/deliver.js';
 import type { DsnRecipient } from '../delivery/dsn.js';
 import { dsnFor, noteDsn, type DsnContext } from './bounce-report.js';
-import { decodeParams, decodeRcptDsn, encodeStored, wantsDelay, wantsSuccess, type RcptDsn } from '../message/dsn-params.js';
+import { decodeRcptDsn, encodeStored, wantsDelay, wantsSuccess } from '../message/dsn-params.js';
+import { group, passOn, silentServers, type Job } from './jobs.js';
 import type { DestSummary, DsnToQueue, Envelope, EventRow, MessageRow, RecipientRow, Spool } from '../spool/spool.js';
 import { nextAttempt } from './retry.js';
 import type { Plan } from './shaper.js';
+
+export { silentServers, type Job } from './jobs.js';
 
 export interface QueuePolicy { retry: number[]; max_age: number; max_deliveries?: number; /** A "delayed" DSN once a recipient has waited this long (0: none). */ delay_warning?: number }
 
@@ -28,7 +31,7 @@ export interface SchedulerContext {
   hostname: () => string;
   deliver: (req: DeliveryRequest) => Promise<DeliveryResult>;
   /** Shaping: may (pool, destination) go now, and through which servers. */
-  shape?: { plan: (pool: Pool, domain: string, now: number, starting: number) => Plan; gate: (domain: string, pool: string) => DeliveryGate };
+  shape?: { plan: (pool: Pool, domain: string, now: number, starting: number) => Plan; gate: (domain: string, pool: string) => DeliveryGate; /** The key its limits are counted under (its MX site's, or the domain). */ keyOf?: (pool: Pool, domain: string) => string };
   /** The route a queued message's recipients of `domain` take under the config in force now. */
   route?: (m: MessageRow, domain: string) => { pool: string; route: number } | null;
   /** Route a DSN's recipient (the original sender). */ routeBounce: (address: string) => Envelope['recipients'][number] | null;
@@ -58,28 +61,9 @@ export interface OutcomeNote {
   perRecipient?: boolean; // the reply was about this recipient (RCPT, its domain), not the message
 }
 
-/** What a delivery passes on to the next hop: MAIL FROM's parameters, each recipient's NOTIFY and ORCPT. */
-function passOn(m: MessageRow, rows: RecipientRow[]): Pick<DeliveryRequest, 'params' | 'rcptDsn'> {
-  const rcptDsn = new Map<string, RcptDsn>();
-  for (const r of rows) if (r.dsn) rcptDsn.set(r.rcpt, decodeRcptDsn(r.dsn));
-  return { params: decodeParams(m.params), rcptDsn };
-}
-
-/**
- * Servers to try last for these rows: a relay server that gave no reply on the last attempt
- * (connection lost or timed out mid-transaction, outcome unknown). Not for direct-to-MX
- * sources: a retry from another address starts greylisting over.
- */
-export function silentServers(rows: readonly Pick<RecipientRow, 'last_code' | 'last_server' | 'attempts'>[], kind: string | undefined): ReadonlySet<string> | undefined {
-  if (kind === 'mx') return undefined;
-  const names = rows.filter((r) => r.attempts > 0 && r.last_code === null && r.last_server).map((r) => r.last_server!);
-  return names.length ? new Set(names) : undefined;
-}
-
-export interface Job { msg: string; pool: string; domain: string; rows: RecipientRow[]; exclude?: ReadonlySet<string> }
 
 /** Run-time state of one destination: what runs, and why it waits when it waits. */
-interface DestState { inflight: number; starting: number; blockedUntil: number; reason?: string }
+interface DestState { inflight: number; blockedUntil: number; reason?: string }
 
 /** Rows read per destination per look: enough for its free slots, bounded whatever the backlog. */
 const FETCH = 100;
@@ -156,9 +140,20 @@ export class Scheduler {
     return s?.reason ? { reason: s.reason, until: Math.max(s.blockedUntil, now) } : undefined;
   }
 
+  /** Jobs let through, per pool and shaping key, whose delivery has not been admitted yet. */
+  private starting = new Map<string, number>();
+
+  private started(j: Job): void {
+    if (j.startKey === undefined) return;
+    const n = (this.starting.get(j.startKey) ?? 1) - 1;
+    if (n > 0) this.starting.set(j.startKey, n);
+    else this.starting.delete(j.startKey);
+    j.startKey = undefined;
+  }
+
   private state(key: string): DestState {
     let s = this.dests.get(key);
-    if (!s) this.dests.set(key, (s = { inflight: 0, starting: 0, blockedUntil: 0 }));
+    if (!s) this.dests.set(key, (s = { inflight: 0, blockedUntil: 0 }));
     return s;
   }
 
@@ -287,7 +282,9 @@ export class Scheduler {
       if (free <= 0) continue; // at its concurrency: a finishing delivery puts it back
       // Shaping first: it needs no rows, so a throttled, suspended or capped destination
       // costs no read of the queue however large its backlog.
-      const gate = pool && this.ctx.shape?.plan(pool, d.domain, now, st.starting);
+      // Jobs let through but not yet admitted count against the limits of their key: the domains of one MX site share them.
+      const startKey = pool ? `${pool.name}|${this.ctx.shape?.keyOf?.(pool, d.domain) ?? d.domain}` : key;
+      const gate = pool && this.ctx.shape?.plan(pool, d.domain, now, this.starting.get(startKey) ?? 0);
       if (gate && !gate.ok) {
         st.blockedUntil = Math.max(gate.at, now + 1);
         st.reason = gate.reason;
@@ -329,7 +326,7 @@ export class Scheduler {
           all = false;
           break;
         }
-        const plan = this.ctx.shape?.plan(pool, d.domain, now, st.starting);
+        const plan = this.ctx.shape?.plan(pool, d.domain, now, this.starting.get(startKey) ?? 0);
         if (plan && !plan.ok) {
           st.blockedUntil = Math.max(plan.at, now + 1);
           st.reason = plan.reason;
@@ -337,7 +334,7 @@ export class Scheduler {
           break;
         }
         st.inflight++;
-        st.starting++;
+        this.starting.set((j.startKey = startKey), (this.starting.get(startKey) ?? 0) + 1);
         this.running++;
         free--;
         if (plan?.ok && plan.exclude.size) j.exclude = plan.exclude;
@@ -360,7 +357,7 @@ export class Scheduler {
     const reserve = () => {
       if (reserved) return;
       reserved = true;
-      st.starting = Math.max(0, st.starting - 1);
+      this.started(j);
     };
     const shaped = this.ctx.shape?.gate(j.domain, j.pool);
     const gate: DeliveryGate | undefined = shaped && {
@@ -399,7 +396,7 @@ export class Scheduler {
   private finished(j: Job, ran: boolean): void {
     const st = this.state(`${j.pool}|${j.domain}`);
     st.inflight = Math.max(0, st.inflight - 1);
-    if (!ran) st.starting = Math.max(0, st.starting - 1);
+    if (!ran) this.started(j);
     // A slot freed: a destination that waited for one is looked at again.
     if (st.blockedUntil && st.reason?.includes('concurrency')) st.blockedUntil = 0;
     if (st.inflight === 0 && st.blockedUntil <= Date.now() && !this.ctx.spool.index.summary(j.pool, j.domain)) this.dests.delete(`${j.pool}|${j.domain}`);
@@ -585,15 +582,4 @@ export class Scheduler {
   get active(): number {
     return this.running;
   }
-}
-
-/** Rows of one destination grouped into one delivery per message, in the order read. */
-function group(rows: RecipientRow[]): Job[] {
-  const jobs = new Map<string, Job>();
-  for (const r of rows) {
-    let j = jobs.get(r.msg);
-    if (!j) jobs.set(r.msg, (j = { msg: r.msg, pool: r.pool, domain: r.domain, rows: [] }));
-    j.rows.push(r);
-  }
-  return [...jobs.values()];
 }

@@ -30,13 +30,15 @@ export interface SinkStartOptions {
   /** More CLI arguments (`--verbose`, `--greeting ...`). */
   args?: string[];
   port?: number;
+  /** The loopback address to listen on (127.0.0.1 by default; any 127/8 address works on Linux). */
+  host?: string;
 }
 
 /** Start `smtplb sink`; resolves once it printed "sink listening on ...". */
 export async function startSmtplbSink(opts: SinkStartOptions = {}): Promise<SmtplbSink> {
   const port = opts.port ?? (await freePort());
   const statsPort = await freePort();
-  const args = [BIN, 'sink', '--listen', `127.0.0.1:${port}`, '--stats', `127.0.0.1:${statsPort}`];
+  const args = [BIN, 'sink', '--listen', `${opts.host ?? '127.0.0.1'}:${port}`, '--stats', `127.0.0.1:${statsPort}`];
   if (opts.yaml !== undefined) {
     const file = path.join(tmpDir('smtplb-sink-'), 'sink.yaml');
     fs.writeFileSync(file, opts.yaml);
