@@ -38,6 +38,8 @@ export interface ComplaintContext {
   log: Logger;
 }
 
+const RATES_CACHE_MS = 5000;
+
 interface Found {
   recipient: string | null;
   /** Why no recipient, when none. */
@@ -118,6 +120,7 @@ export class ComplaintDesk {
       const key = `${found.queueId ?? found.messageId ?? `domain:${found.senderDomain}`}|${found.recipient}`;
       if (store && !store.firstComplaint(key, now)) return { code: 250, text: '2.0.0 Report taken (this complaint was already recorded)' };
       store?.complained({ sender: found.sender || `postmaster@${found.senderDomain}`, class: found.class, tags: found.tags }, now);
+      this.rateCache = undefined;
       await this.ctx.event({ recipient: found.recipient, sender: found.sender, senderDomain: found.senderDomain, tags: found.tags, queueId: found.queueId, messageId: found.messageId, via: `complaint: ${c.feedbackType}`, key: found.queueId ?? found.messageId ?? found.recipient });
       this.ctx.log.info({ recipient: found.recipient, scope, queue_id: found.queueId, feedback_type: c.feedbackType }, `complaint: ${found.recipient} suppressed for ${scope}`);
       // What is recorded is recorded: a pause that cannot be made now is said, and tried again with the next complaint.
@@ -195,8 +198,17 @@ export class ComplaintDesk {
 
   /** Complaint rates over 24 hours (most complaints first), for status, metrics and the dashboard. */
   rates(limit = 20): RateRow[] {
-    return this.store() ? withRates(this.store()!.tallies(Date.now(), limit)) : [];
+    const store = this.store();
+    if (!store) return [];
+    // Read at most every few seconds: every scrape and status call asks, the tallies move hourly.
+    const now = Date.now();
+    if (this.rateCache && this.rateCache.limit === limit && now - this.rateCache.at < RATES_CACHE_MS) return this.rateCache.rows;
+    const rows = withRates(store.tallies(now, limit));
+    this.rateCache = { at: now, limit, rows };
+    return rows;
   }
+
+  private rateCache?: { at: number; limit: number; rows: RateRow[] };
 
   close(): void {
     this.ledger?.close();

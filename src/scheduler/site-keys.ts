@@ -33,8 +33,13 @@ export class SiteKeys {
 
   constructor(private ctx: SiteKeysContext) {}
 
-  /** Does this pool count limits per site at all? Only when some shaping entry names a site. */
-  private usesSites(pool: Pool): boolean {
+  /**
+   * Does this pool count this domain's limits per site? Only when some shaping entry names a
+   * site, and the domain has no entry of its own: `gmail.com: {...}` beside `site:google` is the
+   * operator saying that domain is different.
+   */
+  private usesSites(pool: Pool, domain?: string): boolean {
+    if (domain !== undefined && Object.hasOwn(this.ctx.shaping(), domain.toLowerCase())) return false;
     if ((pool.cfg.site_lookup ?? (pool.cfg.kind === 'mx' ? 'mx' : 'none')) !== 'mx') return false;
     const rules = this.ctx.shaping();
     if (rules !== this.rulesSeen) {
@@ -46,7 +51,7 @@ export class SiteKeys {
 
   /** The key for (pool, domain): the domain, a site's key, or null while the MX is looked up. */
   keyFor(pool: Pool, domain: string, now = Date.now()): string | null {
-    if (!this.usesSites(pool)) return domain;
+    if (!this.usesSites(pool, domain)) return domain;
     const id = `${pool.name}|${domain.toLowerCase()}`;
     const k = this.known.get(id);
     if (k && k.until <= now) this.refresh(pool, domain, id);
@@ -62,13 +67,13 @@ export class SiteKeys {
 
   /** The key already known for (pool, domain), without starting a lookup (the domain when none is). */
   knownKey(pool: Pool, domain: string): string {
-    if (!this.usesSites(pool)) return domain;
+    if (!this.usesSites(pool, domain)) return domain;
     return this.known.get(`${pool.name}|${domain.toLowerCase()}`)?.key ?? domain;
   }
 
   /** Look a domain's site up now (route explain), and keep it. */
   async resolve(pool: Pool, domain: string): Promise<{ key: string; site: string | null }> {
-    if (!this.usesSites(pool)) return { key: domain, site: null };
+    if (!this.usesSites(pool, domain)) return { key: domain, site: null };
     const id = `${pool.name}|${domain.toLowerCase()}`;
     await this.lookup(pool, domain, id);
     const k = this.known.get(id);

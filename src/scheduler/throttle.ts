@@ -200,6 +200,9 @@ export function afterReply(p: PairState, code: number | null, text: string, poli
     const factor = Math.min(1, p.factor + policy.increase);
     return { ...p, factor, probe: false, base: factor >= 1 ? undefined : p.base };
   }
+  // Any other answer in SMTP (a 550 for an unknown user, a 452 for a full mailbox) ends a probe:
+  // the destination took the connection and did not push back. Only a 2xx climbs.
+  if (p.probe && code !== null) return { ...p, probe: false };
   return p;
 }
 

@@ -92,6 +92,8 @@ export function createEndpoint(ctx: EndpointContext): http.Server {
   server.headersTimeout = 10_000;
   server.keepAliveTimeout = 5_000;
   server.maxHeadersCount = 50;
+  // A public page: connections beyond this are refused by the kernel's backlog, not held open.
+  server.maxConnections = 512;
   server.on('clientError', (_e, socket) => socket.destroy());
   return server;
 }

@@ -175,6 +175,8 @@ test('no configured concurrency: the deliveries in flight at the first push-back
   const after = 6000 + 600_001;
   assert.equal(pairAdmits({ ...p, inflight: 0 }, pairLimits(rule, p), 1, after, true).ok, true, 'the suspension over: one probe delivery');
   assert.match((pairAdmits({ ...p, inflight: 1 }, pairLimits(rule, p), 1, after, true) as { reason: string }).reason, /concurrency limit 1/, 'and only one');
+  assert.equal(afterReply(p, 550, '5.1.1 no such user', policy, after + 100).probe, false, 'a permanent failure is an answer too: the probe is over');
+  assert.equal(afterReply(p, null, 'connection refused', policy, after + 100).probe, true, 'no answer: still probing');
   p = afterReply(p, 250, '2.0.0 Ok', policy, after + 100);
   assert.equal(p.probe, false);
   const climbed = [];

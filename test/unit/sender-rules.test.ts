@@ -192,3 +192,23 @@ test('compliance: the first doctor run is waited for only while it runs and noth
   assert.throws(() => parseConfig(text, 'smtplb.yaml'), /smtplb\.yaml:8.*doctor\.interval: compliance: gates on the identity checks/s);
   assert.doesNotThrow(() => parseConfig(text.replace('interval: 0', 'interval: 1h'), 'smtplb.yaml'));
 });
+
+test('site keys: a domain on a named site counts under the site, unless the domain has a shaping entry of its own', async () => {
+  const { SiteKeys } = await import('../../src/scheduler/site-keys.js');
+  let lookups = 0;
+  const keys = new SiteKeys({
+    sites: () => ({ prov: ['*.prov.test'] }),
+    shaping: () => ({ 'site:prov': { concurrency: 2 }, 'b.test': { concurrency: 5 } }),
+    lookup: async () => {
+      lookups++;
+      return { ok: true as const, targets: [{ host: 'mx1.prov.test', ip: '127.0.0.1', preference: 10 }] };
+    },
+  });
+  const pool = { name: 'direct', cfg: { kind: 'mx' } } as unknown as Parameters<typeof keys.keyFor>[0];
+  assert.equal(keys.keyFor(pool, 'a.test'), null, 'not known yet: waits for the MX');
+  assert.equal((await keys.resolve(pool, 'a.test')).key, 'site:prov');
+  assert.equal(keys.keyFor(pool, 'a.test'), 'site:prov');
+  assert.equal(keys.keyFor(pool, 'B.test'), 'B.test', 'its own entry wins, without a lookup');
+  assert.equal(keys.knownKey(pool, 'b.test'), 'b.test');
+  assert.equal(lookups, 2, 'a.test looked up (once by keyFor, once by resolve); b.test never');
+});
