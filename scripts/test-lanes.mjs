@@ -1,14 +1,19 @@
-// Runs the compiled test files in two lanes side by side, then the few tests whose assertions
-// measure time closely, alone with nothing beside them. Most of the suite waits on sockets and
-// timers, not on the CPU, so two lanes on 2 cores take a little over half the time of one; the
-// tests in SOLO_TESTS assert latencies and rates that a busy neighbour would distort.
+// Runs the compiled test files in three lanes side by side, then the few tests whose
+// assertions measure time closely, alone with nothing beside them. Most of the suite waits on
+// sockets and timers, not on the CPU, so three lanes on 2 cores take well under half the time
+// of one; the tests in SOLO_TESTS assert latencies and rates that a busy neighbour would distort.
 //
-// Why by hand: node --test --test-concurrency=2 cannot keep the Postfix files (they share
+// Each file is its own `node --test` process, handed to the next free lane, longest first (by
+// the SECONDS table): lanes stay balanced however wrong a weight is, and each file's time is
+// printed with its report, to keep the table right.
+//
+// Why by hand: node --test --test-concurrency=N cannot keep the Postfix files (they share
 // /etc/postfix and one master) apart, nor give each running file a port range of its own
 // (SMTPLB_TEST_LANE, read by test/helpers/peers.ts).
 //
 // Usage: node scripts/test-lanes.mjs [file ...]   (default: every dist/test/**/*.test.js)
-// Prints each lane's report when it ends, then "N passed, N failed"; exits 1 on any failure.
+// SMTPLB_TEST_LANES=1..3 sets the number of lanes (3 by default).
+// Prints each file's report when it ends, then "N passed, N failed"; exits 1 on any failure.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -62,28 +67,23 @@ const isUnit = (f) => path.basename(path.dirname(f)) === 'unit';
 const weight = (f) => (isUnit(f) ? 1 : SECONDS[base(f)] ?? 10);
 
 const solo = files.filter((f) => !isUnit(f) && SOLO.includes(base(f)));
-const lanes = [{ files: [], load: 0 }, { files: [], load: 0 }];
-for (const f of files.filter((f) => !isUnit(f) && POSTFIX.includes(base(f)))) {
-  lanes[0].files.push(f);
-  lanes[0].load += weight(f);
-}
-// The solo files run in the lanes too, for their other tests (a negative name pattern).
-const rest = files.filter((f) => !lanes[0].files.includes(f)).sort((a, b) => weight(b) - weight(a));
-for (const f of rest) {
-  const lane = lanes[0].load <= lanes[1].load ? lanes[0] : lanes[1];
-  lane.files.push(f);
-  lane.load += weight(f);
-}
+const LANE_COUNT = Math.min(3, Math.max(1, Number(process.env.SMTPLB_TEST_LANES ?? 3) | 0));
+const NAMES = ['a', 'b', 'c'];
+// The unit files together in one process (a second or two), then every other file, longest first.
+const units = files.filter(isUnit);
+const queue = files.filter((f) => !isUnit(f)).sort((a, b) => weight(b) - weight(a));
+if (units.length) queue.push(units);
 
 const logDir = fs.mkdtempSync(path.join(os.tmpdir(), 'smtplb-lanes-'));
 const ARGS = ['--test', '--test-concurrency=1', '--test-timeout=600000', '--test-force-exit', '--test-reporter=spec'];
 
 /** One `node --test` over `list`; its report goes to a file (printed whole when it ends) or to our stdout. */
-function runLane(name, list, lane, toFile, pattern, phase) {
+function run(label, list, lane, toFile, pattern, phase) {
   return new Promise((resolve) => {
-    if (!list.length) return resolve({ name, text: '' });
-    const log = path.join(logDir, `${name}.log`);
+    if (!list.length) return resolve({ label, text: '' });
+    const log = path.join(logDir, `${label.replace(/[^A-Za-z0-9_-]/g, '_')}.log`);
     const out = toFile ? fs.openSync(log, 'w') : 'pipe';
+    const t0 = Date.now();
     const child = spawn(process.execPath, [...ARGS, ...(pattern ? [`--test-name-pattern=${pattern}`] : []), ...list], {
       cwd: root,
       env: { ...process.env, SMTPLB_TEST_LANE: String(lane), SMTPLB_TEST_PHASE: phase },
@@ -101,21 +101,49 @@ function runLane(name, list, lane, toFile, pattern, phase) {
       });
     }
     child.on('exit', (code) => {
+      const secs = Math.round((Date.now() - t0) / 1000);
       if (toFile) {
         fs.closeSync(out);
         text = fs.readFileSync(log, 'utf8');
-        process.stdout.write(`\n===== lane ${name} (${list.length} files) =====\n${text}`);
+        process.stdout.write(`\n===== lane ${NAMES[lane]}: ${label} (${secs} s) =====\n${text}`);
       }
-      resolve({ name, text, code });
+      resolve({ label, text, code, secs });
     });
   });
 }
 
+// At most one Postfix file at a time: a lane whose next file would be a second one takes another.
+let postfixBusy = false;
+let waiting = [];
+async function lane(i) {
+  const done = [];
+  for (;;) {
+    let k = queue.findIndex((f) => Array.isArray(f) || !POSTFIX.includes(base(f)) || !postfixBusy);
+    if (k < 0) {
+      if (!queue.length) return done;
+      await new Promise((r) => waiting.push(r));
+      continue;
+    }
+    const [f] = queue.splice(k, 1);
+    const list = Array.isArray(f) ? f : [f];
+    const pf = !Array.isArray(f) && POSTFIX.includes(base(f));
+    if (pf) postfixBusy = true;
+    done.push(await run(Array.isArray(f) ? 'unit' : base(f), list, i, true, '', 'lanes'));
+    if (pf) {
+      postfixBusy = false;
+      const w = waiting;
+      waiting = [];
+      w.forEach((r) => r());
+    }
+  }
+}
+
 const started = Date.now();
-console.log(`lanes: a ${lanes[0].files.length} files (~${lanes[0].load} s), b ${lanes[1].files.length} files (~${lanes[1].load} s), then ${solo.length} alone`);
-const results = await Promise.all([runLane('a', lanes[0].files, 0, true, '', 'lanes'), runLane('b', lanes[1].files, 1, true, '', 'lanes')]);
+console.log(`${queue.length} runs in ${LANE_COUNT} lanes, then ${solo.length} files' timing tests alone`);
+const results = (await Promise.all(Array.from({ length: LANE_COUNT }, (_, i) => lane(i)))).flat();
+const laneSecs = Math.round((Date.now() - started) / 1000);
 console.log(`\n===== alone: ${Object.values(SOLO_TESTS).flat().join('; ')} =====`);
-const alone = await runLane('solo', solo, 2, false, soloPattern, 'solo');
+const alone = await run('solo', solo, 3, false, soloPattern, 'solo');
 
 const count = (text, key) => [...text.matchAll(new RegExp(`^ℹ ${key} (\\d+)$`, 'gm'))].reduce((s, m) => s + Number(m[1]), 0);
 // Every test skipped in the lanes must appear in the solo phase (a timingTest missing from
@@ -130,9 +158,11 @@ if (nowhere.length) {
   console.log(`\nskipped in the lanes and not run alone (add them to SOLO_TESTS in scripts/test-lanes.mjs):\n  ${nowhere.join('\n  ')}`);
   failed += nowhere.length;
 }
-const badExit = results.filter((r) => r.code !== undefined && r.code !== 0).map((r) => r.name);
-console.log(`\nsuite: ${Math.round((Date.now() - started) / 1000)} s`);
-if (badExit.length && failed === 0) console.log(`lanes that exited non-zero without a failed test: ${badExit.join(', ')}`);
+const badExit = results.filter((r) => r.code !== undefined && r.code !== 0).map((r) => r.label);
+const slowest = results.filter((r) => r.secs !== undefined && r.label !== 'solo').sort((a, b) => b.secs - a.secs).slice(0, 8);
+console.log(`\nslowest files: ${slowest.map((r) => `${r.label} ${r.secs} s`).join(', ')}`);
+console.log(`suite: ${Math.round((Date.now() - started) / 1000)} s (lanes ${laneSecs} s, alone ${Math.round((Date.now() - started) / 1000) - laneSecs} s)`);
+if (badExit.length && failed === 0) console.log(`runs that exited non-zero without a failed test: ${badExit.join(', ')}`);
 console.log(`${passed} passed, ${failed} failed`);
 fs.rmSync(logDir, { recursive: true, force: true });
 process.exit(failed > 0 || badExit.length ? 1 : 0);

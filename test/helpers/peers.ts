@@ -39,8 +39,9 @@ export function tmpDir(prefix = 'smtplb-test-'): string {
 // asking the kernel for port 0 and closing it again can hand the same port to the next caller
 // before the first has bound it (a CI run saw the admin port taken by a sink started after it).
 // scripts/test-lanes.mjs runs test files in lanes side by side; each lane (SMTPLB_TEST_LANE)
-// has a range of its own, so two files running at once never pick the same port.
-const LANES = 3;
+// has a range of its own, so two files running at once never pick the same port: up to three
+// lanes and the tests run alone after them.
+const LANES = 4;
 const LANE = Math.min(LANES - 1, Math.max(0, Number(process.env.SMTPLB_TEST_LANE ?? 0) | 0));
 const PORT_SPAN = 12_000 / LANES;
 const PORT_LOW = 20_000 + LANE * PORT_SPAN;
