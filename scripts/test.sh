@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite: installs the peers, builds, runs every test file (two lanes side by
+# The whole test suite: installs the peers, builds, runs every test file (three lanes side by
 # side, the files that measure time closely alone: scripts/test-lanes.mjs), which ends with
 # "N passed, N failed". The pure tests (no process, no socket) are in test/unit/:
 # `npm run test:unit` runs them alone in seconds.
@@ -13,6 +13,6 @@ bash scripts/install-peers.sh
 # Compiled tests of files since moved or removed would run again: the test build starts afresh.
 rm -rf dist/test
 npx tsc -p tsconfig.json
-# Two lanes side by side, then the timing-critical files alone (scripts/test-lanes.mjs says why);
+# Three lanes side by side, then the timing-critical tests alone (scripts/test-lanes.mjs says why);
 # each file still gets --test-timeout (10 minutes) and --test-force-exit.
 exec node scripts/test-lanes.mjs
