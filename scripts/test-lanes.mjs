@@ -101,12 +101,23 @@ function run(label, list, lane, toFile, pattern, phase) {
         text += d;
       });
     }
+    // A run that cannot start counts as failed (and frees its lane, and the Postfix turn).
+    let ended = false;
+    child.on('error', (e) => {
+      if (ended) return;
+      ended = true;
+      if (toFile) fs.closeSync(out);
+      process.stdout.write(`\n===== lane ${NAMES[lane] ?? 'solo'}: ${label} could not start: ${e.message} =====\n`);
+      resolve({ label, text: 'ℹ fail 1\n', code: 1, secs: 0 });
+    });
     child.on('exit', (code) => {
+      if (ended) return;
+      ended = true;
       const secs = Math.round((Date.now() - t0) / 1000);
       if (toFile) {
         fs.closeSync(out);
         text = fs.readFileSync(log, 'utf8');
-        process.stdout.write(`\n===== lane ${NAMES[lane]}: ${label} (${secs} s) =====\n${text}`);
+        process.stdout.write(`\n===== lane ${NAMES[lane] ?? 'solo'}: ${label} (${secs} s) =====\n${text}`);
       }
       resolve({ label, text, code, secs });
     });

@@ -29,9 +29,19 @@ export class ComplianceGate {
 
   constructor(private config: () => Config, private log: Logger) {}
 
+  /** The process's own identity monitor (the gateway's, where it runs one): read instead of running a second. */
+  private shared?: IdentityMonitor;
+
+  useMonitor(monitor: IdentityMonitor): void {
+    this.shared = monitor;
+    this.monitor?.stop();
+    this.monitor = undefined;
+  }
+
   /** Follow the config: a monitor while `compliance:` is set, checked again after a reload. */
   private follow(): IdentityMonitor | undefined {
     const cfg = this.config();
+    if (this.shared) return cfg.compliance ? this.shared : undefined;
     if (cfg === this.seen) return this.monitor;
     this.seen = cfg;
     if (!cfg.compliance) {

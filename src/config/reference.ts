@@ -193,7 +193,7 @@ const MEANINGS: Record<string, string> = {
   'complaints.pause_at': 'A complaint rate over 24 hours (e.g. `0.3%`) at which a class or tag is paused: a named suspension `class:NAME` / `tag:K=V`; its new mail gets `451` at DATA. Unset: never paused.',
   'complaints.min_delivered': 'Deliveries in 24 hours a class or tag needs before its rate can pause it.',
   'complaints.pause_for': 'How long a pause lasts unless an operator lifts it (`smtplb unsuspend ID`).',
-  compliance: 'The compliance gate: bulk classes checked at send time against `smtplb doctor`\'s findings (DKIM key, DMARC alignment, egress PTR/HELO) for their sending domain.',
+  compliance: 'The compliance gate: bulk classes checked at send time against `smtplb doctor`\'s findings (DKIM key, DMARC alignment, egress PTR/HELO) for their sending domain. Needs `doctor.interval` above 0; a check that fails holds nothing.',
   'compliance.mode': '`warn`: send and log; `hold`: failing mail waits in the queue (never bounced for it) until the records are fixed or `smtplb queue release ID`.',
   'compliance.classes': 'The bulk classes the gate applies to.',
   'compliance.recheck': 'How often waiting mail is looked at again (the records themselves are checked every `doctor.interval`).',

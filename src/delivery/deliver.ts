@@ -137,8 +137,13 @@ async function connect(pool: Pool, server: Server, req: DeliveryRequest, ctx: De
  */
 async function sameEndpoint(pool: Pool, req: DeliveryRequest, ctx: DeliveryContext, group: string): Promise<((up: Upstream) => boolean) | undefined> {
   if (pool.cfg.kind !== 'mx' || !req.domain || !ctx.mx || group === req.domain || group === `mx:${req.domain}`) return undefined;
-  const answer = await ctx.mx(pool, req.domain);
-  const ips = new Set(answer.ok ? answer.targets.map((t) => t.ip) : []);
+  let ips = new Set<string>();
+  try {
+    const answer = await ctx.mx(pool, req.domain);
+    if (answer.ok) ips = new Set(answer.targets.map((t) => t.ip));
+  } catch {
+    /* no answer: reuse nothing (the new connection's own lookup says why) */
+  }
   return (up) => up.endpoint !== undefined && ips.has(up.endpoint);
 }
 
@@ -195,10 +200,16 @@ export async function deliver(req: DeliveryRequest, ctx: DeliveryContext): Promi
     tried.add(server.key);
     drawnFrom.add(pool);
     const started = Date.now();
-    let up = ctx.cache.take(pool, server, group, await sameEndpoint(pool, req, ctx, group));
+    const accept = await sameEndpoint(pool, req, ctx, group);
+    let up = ctx.cache.take(pool, server, group, accept);
     let ticket: Ticket | undefined;
     if (gate) {
-      const v = await gate.admit(pool, server, !up, up?.parked);
+      let v = await gate.admit(pool, server, !up, up?.parked);
+      // On a cluster the site's limit may be held by idle connections to another domain's MX
+      // hosts (each keeps its lease): the oldest of them closes, giving its lease back, and this
+      // domain asks again (now or at its next turn), so one domain's backlog cannot keep another
+      // of its site waiting.
+      if (!v.ok && !v.hold && !up && accept && ctx.cache.closeOldest(pool, server, group, (u) => !accept(u) && !!u.parked)) v = await gate.admit(pool, server, true, undefined);
       if (!v.ok) {
         pool.release(server);
         if (up) ctx.cache.give(pool, up);

@@ -412,12 +412,26 @@ export class UpstreamCache {
       const usable = !up.broken && this.fresh(pool, up);
       if (usable && accept && !accept(up)) continue;
       list.splice(i, 1);
+      if (!list.length) this.idle.delete(`${server.key}|${group}`);
       clearTimeout(timer);
       if (usable) return up;
       up.conn.close();
       unpark(up);
     }
     return undefined;
+  }
+
+  /** The oldest idle connection of this server and group that `which` picks closes (its lease given back). False when there is none. */
+  closeOldest(pool: Pool, server: Server, group: string, which: (up: Upstream) => boolean): boolean {
+    const key = `${server.key}|${group}`;
+    const list = this.idle.get(key);
+    const i = list?.findIndex((e) => which(e.up)) ?? -1;
+    if (!list || i < 0) return false;
+    const [{ up, timer }] = list.splice(i, 1);
+    if (!list.length) this.idle.delete(key);
+    clearTimeout(timer);
+    quit(up);
+    return true;
   }
 
   /** Idle connections holding no cluster lease close (the node is back on the shared limits: only leased ones may stay). */
@@ -456,6 +470,8 @@ export class UpstreamCache {
         const l = this.idle.get(key);
         const i = l?.indexOf(entry) ?? -1;
         if (i >= 0) l!.splice(i, 1);
+        // No empty list left behind: a direct-to-MX pool meets many domains.
+        if (l && !l.length) this.idle.delete(key);
         quit(up);
       }, Math.max(0, Math.min(up.parked ? Math.min(PARKED_IDLE_MS, pool.cfg.reuse.idle) : pool.cfg.reuse.idle, pool.cfg.reuse.seconds - (Date.now() - up.created)))),
     };

@@ -57,18 +57,27 @@ export class ComplaintDesk {
 
   constructor(private ctx: ComplaintContext) {}
 
+  /** The ledger, opened on first use; a file that cannot be opened is tried again a minute later, not on every delivery. */
   private store(): FeedbackLedger | undefined {
     if (!this.ctx.settings()) return undefined;
-    return (this.ledger ??= new FeedbackLedger(this.ctx.dir, () => this.ctx.settings()?.keep ?? 30 * 86_400_000, (e) => this.quiet(e, 'deliveries for complaints could not be written (dropped)')));
+    if (this.ledger) return this.ledger;
+    if (Date.now() < this.retryOpenAt) throw new Error('feedback.db could not be opened a moment ago');
+    try {
+      return (this.ledger = new FeedbackLedger(this.ctx.dir, () => this.ctx.settings()?.keep ?? 30 * 86_400_000, (e) => this.quiet(e, 'deliveries for complaints could not be written (dropped)')));
+    } catch (e) {
+      this.retryOpenAt = Date.now() + 60_000;
+      throw e;
+    }
   }
 
-  private lastWarned = 0;
+  private retryOpenAt = 0;
+  private warned = new Map<string, number>();
 
-  /** Bookkeeping that failed: said at most once a minute, never thrown into delivery. */
+  /** Bookkeeping that failed: each kind said at most once a minute, never thrown into delivery. */
   private quiet(e: unknown, what: string): void {
     const now = Date.now();
-    if (now - this.lastWarned < 60_000) return;
-    this.lastWarned = now;
+    if (now - (this.warned.get(what) ?? 0) < 60_000) return;
+    this.warned.set(what, now);
     this.ctx.log.warn({ err: (e as Error)?.message ?? String(e) }, `feedback: ${what}`);
   }
 
@@ -99,8 +108,8 @@ export class ComplaintDesk {
     if (c.feedbackType === 'not-spam') return { code: 250, text: '2.0.0 Report taken (not-spam: nothing to do)' };
     try {
       const found = this.find(c);
-      this.ctx.counted(c.feedbackType, !!found.recipient);
       if (!found.recipient) {
+        this.ctx.counted(c.feedbackType, false);
         this.ctx.log.warn({ client, queue_id: c.queueId, message_id: c.messageId, why: found.why }, `complaint: ${found.why}; nothing suppressed`);
         return { code: 250, text: `2.0.0 Report taken; ${found.why}` };
       }
@@ -116,12 +125,15 @@ export class ComplaintDesk {
       const now = Date.now();
       // The suppression first (an upsert: a report taken again after a failure repeats it harmlessly).
       this.ctx.suppress([{ scope, address: found.recipient, reason: `complaint (${c.feedbackType}${c.userAgent ? `, ${c.userAgent.slice(0, 60)}` : ''})`, class: null, source: 'complaint', created: now, expires: null }]);
-      // One complaint per message and recipient: a second report of it is taken and not counted again.
+      // One complaint per message and recipient: a second report of it is taken and not counted
+      // again. The key is recorded, with the count, only once the event is out: a report answered
+      // 451 (the event not written) is taken again in full when the provider retries.
       const key = `${found.queueId ?? found.messageId ?? `domain:${found.senderDomain}`}|${found.recipient}`;
-      if (store && !store.firstComplaint(key, now)) return { code: 250, text: '2.0.0 Report taken (this complaint was already recorded)' };
-      store?.complained({ sender: found.sender || `postmaster@${found.senderDomain}`, class: found.class, tags: found.tags }, now);
-      this.rateCache = undefined;
+      if (store?.complaintSeen(key)) return { code: 250, text: '2.0.0 Report taken (this complaint was already recorded)' };
       await this.ctx.event({ recipient: found.recipient, sender: found.sender, senderDomain: found.senderDomain, tags: found.tags, queueId: found.queueId, messageId: found.messageId, via: `complaint: ${c.feedbackType}`, key: found.queueId ?? found.messageId ?? found.recipient });
+      store?.complained(key, { sender: found.sender || `postmaster@${found.senderDomain}`, class: found.class, tags: found.tags }, now);
+      this.rateCache = undefined;
+      this.ctx.counted(c.feedbackType, true);
       this.ctx.log.info({ recipient: found.recipient, scope, queue_id: found.queueId, feedback_type: c.feedbackType }, `complaint: ${found.recipient} suppressed for ${scope}`);
       // What is recorded is recorded: a pause that cannot be made now is said, and tried again with the next complaint.
       await this.checkPause(found).catch((e: unknown) => this.ctx.log.error({ err: (e as Error)?.message }, 'complaints: a pause could not be made'));
@@ -198,14 +210,19 @@ export class ComplaintDesk {
 
   /** Complaint rates over 24 hours (most complaints first), for status, metrics and the dashboard. */
   rates(limit = 20): RateRow[] {
-    const store = this.store();
-    if (!store) return [];
     // Read at most every few seconds: every scrape and status call asks, the tallies move hourly.
     const now = Date.now();
     if (this.rateCache && this.rateCache.limit === limit && now - this.rateCache.at < RATES_CACHE_MS) return this.rateCache.rows;
-    const rows = withRates(store.tallies(now, limit));
-    this.rateCache = { at: now, limit, rows };
-    return rows;
+    try {
+      const store = this.store();
+      const rows = store ? withRates(store.tallies(now, limit)) : [];
+      this.rateCache = { at: now, limit, rows };
+      return rows;
+    } catch (e) {
+      // A scrape or status call must not fail for it.
+      this.quiet(e, 'complaint rates could not be read from feedback.db');
+      return this.rateCache?.rows ?? [];
+    }
   }
 
   private rateCache?: { at: number; limit: number; rows: RateRow[] };

@@ -33,6 +33,15 @@ export class FeedbackLedger {
   constructor(dir: string, private keepMs: () => number, private onError: (e: Error) => void = () => {}) {
     fs.mkdirSync(dir, { recursive: true });
     this.db = new Database(path.join(dir, 'feedback.db'));
+    try {
+      this.init();
+    } catch (e) {
+      this.db.close();
+      throw e;
+    }
+  }
+
+  private init(): void {
     // The wait for a busy file first: switching to WAL takes a lock another process may hold.
     this.db.pragma('busy_timeout = 5000');
     this.db.pragma('journal_mode = WAL');
@@ -115,19 +124,21 @@ export class FeedbackLedger {
     });
   }
 
-  /**
-   * True the first time a complaint with this key (message and recipient) is seen within
-   * `keep`: a provider that sends its report twice, or a user who clicks twice, is one
-   * complaint, counted once toward the rates that pause a class.
-   */
-  firstComplaint(key: string, at: number): boolean {
-    return this.db.prepare(`INSERT OR IGNORE INTO complaint (key, at) VALUES (?, ?)`).run(key.slice(0, 1024), at).changes === 1;
+  /** Was a complaint with this key (message and recipient) recorded within `keep`? */
+  complaintSeen(key: string): boolean {
+    return !!this.db.prepare(`SELECT 1 FROM complaint WHERE key = ?`).get(key.slice(0, 1024));
   }
 
-  /** A complaint, counted in the hour's tallies under the message's keys. */
-  complained(m: { sender: string; class?: string | null; tags?: Record<string, string> }, at: number): void {
+  /**
+   * A complaint, recorded under its key and counted in the hour's tallies under the message's
+   * keys, in one transaction; counted once per key (a provider that sends its report twice, or a
+   * user who clicks twice, is one complaint toward the rates that pause a class).
+   */
+  complained(key: string, m: { sender: string; class?: string | null; tags?: Record<string, string> }, at: number): void {
+    const once = this.db.prepare(`INSERT OR IGNORE INTO complaint (key, at) VALUES (?, ?)`);
     const up = this.db.prepare(`INSERT INTO tally (hour, kind, key, complaints) VALUES (?, ?, ?, 1) ON CONFLICT (hour, kind, key) DO UPDATE SET complaints = complaints + 1`);
     this.db.transaction(() => {
+      if (once.run(key.slice(0, 1024), at).changes === 0) return;
       for (const k of tallyKeys(m)) up.run(hourOf(at), k.kind, k.key);
     })();
   }

@@ -37,8 +37,8 @@ interface Listener {
   destroyAll(): void;
 }
 
-export class StartError extends Error {}
-
+import { StartError } from './start-error.js';
+export { StartError };
 export type Role = 'single' | 'primary' | 'worker';
 
 export interface GatewayOptions {
@@ -123,6 +123,7 @@ export class Gateway {
       this.monitor.sync();
       // SPF / DKIM / DMARC / PTR checks of the sending identity (smtplb doctor), hourly and on reload.
       this.identity = new IdentityMonitor(() => this.config, this.log);
+      this.relay?.compliance.useMonitor(this.identity); // one run of the checks per process
       this.metrics.watchIdentity(() => this.identity?.problems() ?? []);
       this.identity.start();
       if (this.config.admin) {

@@ -24,6 +24,12 @@ export interface SiteKeysContext {
 
 interface Known { key: string; site: string | null; until: number }
 
+/** Does a shaping entry set limits of its own (concurrency or rate)? */
+function ownLimits(rule: unknown): boolean {
+  const r = rule as { concurrency?: unknown; rate?: unknown } | undefined;
+  return !!r && (r.concurrency !== undefined || r.rate !== undefined);
+}
+
 export class SiteKeys {
   private known = new Map<string, Known>();
   private pending = new Set<string>();
@@ -35,11 +41,12 @@ export class SiteKeys {
 
   /**
    * Does this pool count this domain's limits per site? Only when some shaping entry names a
-   * site, and the domain has no entry of its own: `gmail.com: {...}` beside `site:google` is the
-   * operator saying that domain is different.
+   * site, and the domain has no concurrency or rate of its own: `gmail.com: { concurrency: 3 }`
+   * beside `site:google` is the operator saying that domain is different (an entry with only
+   * messages_per_connection or burst keeps it on its site's limits).
    */
   private usesSites(pool: Pool, domain?: string): boolean {
-    if (domain !== undefined && Object.hasOwn(this.ctx.shaping(), domain.toLowerCase())) return false;
+    if (domain !== undefined && ownLimits(this.ctx.shaping()[domain.toLowerCase()])) return false;
     if ((pool.cfg.site_lookup ?? (pool.cfg.kind === 'mx' ? 'mx' : 'none')) !== 'mx') return false;
     const rules = this.ctx.shaping();
     if (rules !== this.rulesSeen) {

@@ -167,18 +167,16 @@ export function rateText(interval: number): string {
 }
 
 /** The pair after a reply: throttling cuts it down, a clean delivery lets it climb back. */
-export function afterReply(p: PairState, code: number | null, text: string, policy: BackoffPolicy, now: number, rule?: Pick<ShapeRule, 'concurrency' | 'rate'>): PairState {
+export function afterReply(p: PairState, code: number | null, text: string, policy: BackoffPolicy, now: number, rule?: Pick<ShapeRule, 'concurrency'>): PairState {
   if (isThrottleReply(code, text, policy.patterns)) {
     const lastReply = `${code} ${text}`.slice(0, 200);
     if (p.lastCut !== undefined && now - p.lastCut < CUT_GUARD_MS && now >= p.lastCut) return { ...p, lastReply };
     // `inflight` still counts the delivery that got this reply: the concurrency that drew it.
     const base = p.base ?? Math.max(1, p.inflight);
-    // The lowest the factor goes: min_factor over what the operator configured (concurrency
-    // or rate: their floor is theirs to set). With nothing configured, the base observed may be
-    // cut lower, down to one delivery at a time (a destination that takes one connection at a
-    // time gets one).
-    const configured = rule?.concurrency !== undefined || rule?.rate !== undefined;
-    const floor = configured ? policy.min_factor : Math.min(policy.min_factor, 1 / base);
+    // The lowest the factor goes: min_factor of a configured concurrency (its floor is the
+    // operator's to set). Over a concurrency observed instead, it may be cut lower, down to one
+    // delivery at a time (a destination that takes one connection at a time gets one).
+    const floor = rule?.concurrency !== undefined ? policy.min_factor : Math.min(policy.min_factor, 1 / base);
     // A cut that can still help is tried first: only pushing back at the floor counts toward a
     // suspension (otherwise the climb after each cut, probing for the limit, would suspend a
     // destination that merely has one).

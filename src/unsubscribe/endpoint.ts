@@ -40,6 +40,9 @@ function send(res: http.ServerResponse, code: number, title: string, body: strin
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** Does the POST body carry List-Unsubscribe=One-Click (RFC 8058 section 3.1)? */
+/** Connections one client address may hold at once. */
+const PER_CLIENT = 16;
+
 export function isOneClickBody(contentType: string, body: string): boolean {
   if (/^multipart\/form-data/i.test(contentType)) return /name="?List-Unsubscribe"?\r?\n(?:[^\r\n]+\r?\n)*\r?\nOne-Click\r?\n/i.test(body);
   return new URLSearchParams(body).get('List-Unsubscribe') === 'One-Click';
@@ -92,8 +95,24 @@ export function createEndpoint(ctx: EndpointContext): http.Server {
   server.headersTimeout = 10_000;
   server.keepAliveTimeout = 5_000;
   server.maxHeadersCount = 50;
-  // A public page: connections beyond this are refused by the kernel's backlog, not held open.
+  // A public page: past 512 connections Node closes new ones at once, and one address may
+  // hold at most PER_CLIENT of them, so one client cannot keep everyone else out.
   server.maxConnections = 512;
+  const perClient = new Map<string, number>();
+  server.on('connection', (socket) => {
+    const who = socket.remoteAddress ?? '';
+    const n = (perClient.get(who) ?? 0) + 1;
+    if (n > PER_CLIENT) {
+      socket.destroy();
+      return;
+    }
+    perClient.set(who, n);
+    socket.once('close', () => {
+      const left = (perClient.get(who) ?? 1) - 1;
+      if (left > 0) perClient.set(who, left);
+      else perClient.delete(who);
+    });
+  });
   server.on('clientError', (_e, socket) => socket.destroy());
   return server;
 }

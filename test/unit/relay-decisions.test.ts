@@ -138,7 +138,7 @@ test('a pair admits within concurrency and rate; backoff halves and recovers ste
   assert.ok(p.factor >= policy.min_factor);
 });
 
-test('a configured concurrency and rate are never cut below min_factor, however many deliveries drew the push-back', () => {
+test('a configured concurrency (and its rate) is never cut below min_factor, however many deliveries drew the push-back', () => {
   const rule = { burst: 1, concurrency: 20, rate: { count: 600, perMs: 60_000 } };
   const policy = { patterns: [], decrease: 0.5, min_factor: 0.1, increase: 0.05, suspend_after: 3, window: 60_000, suspend_for: 600_000 };
   let p: PairState = { ...newPair(), inflight: 20 };

@@ -198,7 +198,7 @@ test('site keys: a domain on a named site counts under the site, unless the doma
   let lookups = 0;
   const keys = new SiteKeys({
     sites: () => ({ prov: ['*.prov.test'] }),
-    shaping: () => ({ 'site:prov': { concurrency: 2 }, 'b.test': { concurrency: 5 } }),
+    shaping: () => ({ 'site:prov': { concurrency: 2 }, 'b.test': { concurrency: 5 }, 'c.test': { messages_per_connection: 10 } }),
     lookup: async () => {
       lookups++;
       return { ok: true as const, targets: [{ host: 'mx1.prov.test', ip: '127.0.0.1', preference: 10 }] };
@@ -210,5 +210,6 @@ test('site keys: a domain on a named site counts under the site, unless the doma
   assert.equal(keys.keyFor(pool, 'a.test'), 'site:prov');
   assert.equal(keys.keyFor(pool, 'B.test'), 'B.test', 'its own entry wins, without a lookup');
   assert.equal(keys.knownKey(pool, 'b.test'), 'b.test');
-  assert.equal(lookups, 2, 'a.test looked up (once by keyFor, once by resolve); b.test never');
+  assert.equal((await keys.resolve(pool, 'c.test')).key, 'site:prov', 'an entry without concurrency or rate keeps the domain on its site');
+  assert.equal(lookups, 3, 'a.test looked up (once by keyFor, once by resolve), c.test once; b.test never');
 });
