@@ -108,7 +108,7 @@ function run(label, list, lane, toFile, pattern, phase) {
       ended = true;
       if (toFile) fs.closeSync(out);
       process.stdout.write(`\n===== lane ${NAMES[lane] ?? 'solo'}: ${label} could not start: ${e.message} =====\n`);
-      resolve({ label, text: 'ℹ fail 1\n', code: 1, secs: 0 });
+      resolve({ label, text: 'ℹ fail 1\n', code: 1, secs: 0, list, pattern, phase });
     });
     child.on('exit', (code) => {
       if (ended) return;
@@ -119,7 +119,7 @@ function run(label, list, lane, toFile, pattern, phase) {
         text = fs.readFileSync(log, 'utf8');
         process.stdout.write(`\n===== lane ${NAMES[lane] ?? 'solo'}: ${label} (${secs} s) =====\n${text}`);
       }
-      resolve({ label, text, code, secs });
+      resolve({ label, text, code, secs, list, pattern, phase });
     });
   });
 }
@@ -167,6 +167,26 @@ const skippedNames = (text) => [...text.matchAll(/^﹣ (.*) \([\d.]+m?s\)(?: # .
 const aloneNames = new Set([...alone.text.matchAll(/^[✔✖﹣] (.*) \([\d.]+m?s\)(?: # .*)?$/gm)].map((m) => m[1]));
 const nowhere = results.flatMap((r) => skippedNames(r.text)).filter((n) => !aloneNames.has(n));
 results.push(alone);
+
+// A run with a failure is run once more, alone, when at most three failed: on a shared 2-core
+// machine a test that waits on a log line or a timer now and then loses to its neighbours. A
+// test that passes alone is counted as passed and named below as flaky, to be looked at; one
+// that fails again fails the suite. Many failures at once are not retried: something broke.
+const failures = (r) => count(r.text, 'fail') + count(r.text, 'cancelled') + (r.code !== undefined && r.code !== 0 && count(r.text, 'fail') === 0 ? 1 : 0);
+const failedNames = (text) => [...new Set([...text.matchAll(/^✖ (?!failing tests:)(.*) \([\d.]+m?s\)$/gm)].map((m) => m[1]))];
+const flaky = [];
+const toRetry = results.filter((r) => failures(r) > 0 && r.list);
+if (toRetry.length && toRetry.length <= 3) {
+  for (const r of toRetry) {
+    console.log(`\n===== once more, alone: ${r.label} =====`);
+    const again = await run(`${r.label}-again`, r.list, 3, false, r.pattern, r.phase);
+    if (failures(again) === 0) {
+      flaky.push(...failedNames(r.text).map((n) => `${r.label}: ${n}`));
+      Object.assign(r, { text: again.text, code: again.code });
+    }
+  }
+}
+if (flaky.length) console.log(`\nflaky (failed beside the other lanes, passed alone):\n  ${flaky.join('\n  ')}`);
 const passed = results.reduce((s, r) => s + count(r.text, 'pass'), 0);
 let failed = results.reduce((s, r) => s + count(r.text, 'fail') + count(r.text, 'cancelled'), 0);
 if (nowhere.length) {
