@@ -4,10 +4,9 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { parentPort } from 'node:worker_threads';
 import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import { signOptions, type SignDone, type SignJob } from './sign-options.js';
 
-/** The message in memory, or the spool file it was written to (read as a stream, never whole). */
-export interface SignJob { id: number; message?: Uint8Array; file?: string; /** Header fields smtplb adds on top of the client's message (List-Unsubscribe), signed with it. */ prefix?: Uint8Array; domain: string; selector: string; privateKey: string; algorithm: string; /** Field names, colon-separated (mailauth reads only a string). */ headers?: string }
-export interface SignDone { id: number; signature?: string; error?: string }
+export type { SignDone, SignJob };
 
 // Test hook, for the failure path of the pool in dkim.ts (test/hardening-dkim.test.ts): with
 // SMTPLB_TEST_DKIM_FAULT=FILE in the environment, the worker that takes the next job while
@@ -29,9 +28,6 @@ function injectFault(file: string): void {
 
 parentPort!.on('message', (job: SignJob) => {
   if (faultFile) injectFault(faultFile);
-  // mailauth reads the keys from `signatureData` (its typings suggest top-level options, which
-  // it silently ignores, producing no signature).
-  const key = { signingDomain: job.domain, selector: job.selector, privateKey: job.privateKey, algorithm: job.algorithm, canonicalization: 'relaxed/relaxed' };
   const prefix = job.prefix ? Buffer.from(job.prefix.buffer, job.prefix.byteOffset, job.prefix.byteLength) : undefined;
   const message = job.file ? undefined : Buffer.from(job.message!.buffer, job.message!.byteOffset, job.message!.byteLength);
   const input = job.file
@@ -44,11 +40,7 @@ parentPort!.on('message', (job: SignJob) => {
     : prefix
       ? Buffer.concat([prefix, message!])
       : message!;
-  dkimSign(input, {
-    ...key,
-    signatureData: [key],
-    ...(job.headers ? { headerList: job.headers } : {}),
-  } as Parameters<typeof dkimSign>[1])
+  dkimSign(input, signOptions(job) as Parameters<typeof dkimSign>[1])
     .then((r) => {
       const err = r.errors?.[0] as { err?: Error; message?: string } | undefined;
       const signature = r.signatures?.trim();
