@@ -49,3 +49,19 @@ test('the rules report a cycle, a listener importing admin, a spool module impor
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('no file in src is over 600 lines (one job per module)', () => {
+  const over: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts')) {
+        const lines = fs.readFileSync(p, 'utf8').split('\n').length - 1;
+        if (lines > 600) over.push(`${path.relative(ROOT, p)}: ${lines} lines`);
+      }
+    }
+  };
+  walk(path.join(ROOT, 'src'));
+  assert.deepEqual(over, [], 'split these by job (test/dependencies.test.ts)');
+});

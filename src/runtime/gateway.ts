@@ -18,6 +18,7 @@ import { SmtpListener } from '../listeners/smtp-listener.js';
 import { verifyPassword } from '../policy/password.js';
 import { loadKeys, type DkimKey } from '../signing/dkim.js';
 import { Relay } from './relay.js';
+import { StartError } from './start-error.js';
 import type { SuppressionList } from '../suppression/list.js';
 import { openNodeList } from '../suppression/sync.js';
 import { describeListenError } from '../listeners/listen-error.js';
@@ -37,8 +38,6 @@ interface Listener {
   destroyAll(): void;
 }
 
-import { StartError } from './start-error.js';
-export { StartError };
 export type Role = 'single' | 'primary' | 'worker';
 
 export interface GatewayOptions {
