@@ -56,3 +56,13 @@ test('every key path of the config schema is in docs/configuration.md', () => {
   // Keys the brief of issue #23 named as undocumented before the reference existed.
   for (const k of ['listeners[].cutthrough_fallback', 'listeners[].max_recipients', 'shutdown_timeout', 'pools.<name>.servers[].address', 'routes[].pool', 'queue.delay_warning']) assert.ok(doc.includes(`\`${k}\``), k);
 });
+
+test('the README stays a starting point: under 150 lines, opening with the two commands for a fresh machine (demo, then the suite)', () => {
+  const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const lines = readme.split('\n').length - 1;
+  assert.ok(lines < 150, `README.md has ${lines} lines: move detail to docs/`);
+  const first = /```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+  const commands = first.split('\n').filter((l) => l.trim()).map((l) => l.replace(/\s+#.*$/, '').trim());
+  assert.deepEqual(commands.slice(0, 2), ['npm install && npx smtplb demo', 'npm install && npm test'], 'the first code block: the demo, then the test suite');
+  assert.ok(readme.indexOf('```sh') < readme.indexOf('\n## '), 'the commands come before the first section');
+});
