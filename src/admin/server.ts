@@ -46,12 +46,17 @@ export class AdminServer implements Routes {
         return answers.flatMap((a) => (a.ok && a.status === 200 ? [{ shard: a.shard, reading: a.body as RelayReading }] : []));
       });
     }
-    this.server = http.createServer((req, res) =>
-      this.dispatch(req, res).catch((e: Error) => {
+    this.server = http.createServer((req, res) => {
+      // Each connection closes after its answer: a client that keeps connections open would
+      // otherwise, now and then, send a request on one the server is closing at its idle
+      // timeout and get "socket hang up" (the suite's fetch met it under load). Admin and
+      // scrape traffic is a few requests a second; a new connection each costs nothing.
+      res.setHeader('Connection', 'close');
+      return this.dispatch(req, res).catch((e: Error) => {
         this.ctx.log.error({ err: e }, 'admin request failed');
         res.destroy();
-      }),
-    );
+      });
+    });
     // A client that sends garbage before any request: answered 400 by Node and closed, never thrown.
     this.server.on('clientError', (_e, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');

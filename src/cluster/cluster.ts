@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { newRedis, type Redis } from './redis-client.js';
 import type { Logger } from 'pino';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Rate } from '../config/units.js';
@@ -155,7 +155,7 @@ export class Cluster extends EventEmitter implements SharedLimits, ControlStore 
         // Never written: one node until Redis says otherwise.
       }
     }
-    this.redis = store ? (store as unknown as Redis) : new Redis(cfg.redis, {
+    this.redis = store ? (store as unknown as Redis) : newRedis(cfg.redis, {
       lazyConnect: true,
       // Fail at once while disconnected: a grant must not wait for a reconnect.
       enableOfflineQueue: false,

@@ -5,7 +5,6 @@
 // nodemailer and mailauth, no dependencies); the feedback-report fields and the original's
 // header lines are plain "Name: value" text, read here. What this returns is plain data: who
 // complained, about what message, as far as the report says.
-import PostalMime from 'postal-mime';
 
 export interface Complaint {
   /** abuse, fraud, virus, other, not-spam (RFC 5965 / RFC 6650). */
@@ -62,6 +61,8 @@ const text = (c: ArrayBuffer | Uint8Array | string) => (typeof c === 'string' ? 
 
 /** The complaint an ARF report makes, or null when the message is not one. */
 export async function parseArf(raw: Buffer): Promise<Complaint | null> {
+  // Loaded with the first report: most nodes never take one.
+  const { default: PostalMime } = await import('postal-mime');
   const email = await PostalMime.parse(raw.subarray(0, 4 * 1024 * 1024), { forceRfc822Attachments: true, attachmentEncoding: 'arraybuffer' });
   const parts = email.attachments ?? [];
   const report = parts.find((p) => p.mimeType?.toLowerCase() === 'message/feedback-report');

@@ -4,7 +4,7 @@
 // address suppressed at one node is refused at the others within a `cluster.sync` or two,
 // without a Redis round trip at RCPT; with Redis down each node keeps its list and catches up
 // when Redis returns (the stream keeps the last STREAM_MAX changes).
-import { Redis } from 'ioredis';
+import { newRedis, type Redis } from '../cluster/redis-client.js';
 import type { Logger } from 'pino';
 import { SuppressionList, type SuppressionChange } from './list.js';
 
@@ -19,7 +19,7 @@ export class SuppressionSync {
 
   constructor(private list: SuppressionList, cfg: { redis: string; prefix: string; node: string; sync: number; timeout: number }, private log: Logger, private consume: boolean) {
     this.key = `${cfg.prefix}:suppressions`;
-    this.redis = new Redis(cfg.redis, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: Math.max(cfg.timeout, 1000), retryStrategy: (t) => Math.min(200 * t, 2000) });
+    this.redis = newRedis(cfg.redis, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: Math.max(cfg.timeout, 1000), retryStrategy: (t) => Math.min(200 * t, 2000) });
     this.redis.on('error', () => {});
     list.onChange = (c) => this.publish(c, cfg.node);
     if (consume) {
