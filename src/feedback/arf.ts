@@ -47,6 +47,9 @@ const address = (value: string | null) => {
   return /<([^<>\s]*@[^<>\s]+)>/.exec(v)?.[1] ?? /([^\s<>:;,"]+@[^\s<>:;,"]+)/.exec(v)?.[1] ?? null;
 };
 
+/** The address of a field that names exactly one: a To naming several says nothing about which of them complained. */
+const singleAddress = (value: string | null) => (value && value.slice(0, ADDRESS_FIELD_MAX).split('@').length === 2 ? address(value) : null);
+
 /** The queue id of the first Received line smtplb wrote: "by HOST (smtplb) with PROTO id QUEUEID". */
 export function smtplbQueueId(fields: { name: string; value: string }[]): string | null {
   for (const f of fields) {
@@ -73,8 +76,7 @@ export async function parseArf(raw: Buffer): Promise<Complaint | null> {
   return {
     feedbackType: (first(fb, 'feedback-type') ?? 'abuse').toLowerCase(),
     recipient: address(first(fb, 'original-rcpt-to')),
-    // A To naming several addresses says nothing about which of them complained.
-    to: (first(orig, 'to')?.slice(0, ADDRESS_FIELD_MAX).split('@').length ?? 0) === 2 ? address(first(orig, 'to')) : null,
+    to: singleAddress(first(orig, 'to')),
     sender: address(first(fb, 'original-mail-from')) ?? address(first(orig, 'return-path')) ?? address(first(orig, 'from')),
     queueId: smtplbQueueId(orig),
     messageId: first(orig, 'message-id')?.slice(0, 998) ?? null,

@@ -158,6 +158,7 @@ export class ComplaintDesk {
     let recipient: string | null = null;
     let sent: SentRow | undefined;
     let why = 'its recipient was not found';
+    const ambiguous = `the original went to ${rows.length} recipients and the report does not say which one complained`;
     if (named) {
       recipient = named;
       sent = rows.find((r) => r.rcpt === named);
@@ -169,8 +170,8 @@ export class ComplaintDesk {
       const match = rows.filter((r) => r.rcpt === to);
       if (match.length === 1) [sent, recipient] = [match[0], to];
       else if (!rows.length) recipient = to;
-      else why = `the original went to ${rows.length} recipients and the report does not say which one complained`;
-    } else if (rows.length > 1) why = `the original went to ${rows.length} recipients and the report does not say which one complained`;
+      else why = ambiguous;
+    } else if (rows.length > 1) why = ambiguous;
     // The message's own attributes (sender, class, tags) when every candidate is one message.
     const one = sent ?? (rows.length && rows.every((r) => r.queue_id === rows[0].queue_id) ? rows[0] : undefined);
     const sender = one?.sender ?? c.sender ?? '';

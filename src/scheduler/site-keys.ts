@@ -46,14 +46,14 @@ export class SiteKeys {
    * messages_per_connection or burst keeps it on its site's limits).
    */
   private usesSites(pool: Pool, domain?: string): boolean {
-    if (domain !== undefined && ownLimits(this.ctx.shaping()[domain.toLowerCase()])) return false;
     if ((pool.cfg.site_lookup ?? (pool.cfg.kind === 'mx' ? 'mx' : 'none')) !== 'mx') return false;
     const rules = this.ctx.shaping();
     if (rules !== this.rulesSeen) {
       this.rulesSeen = rules;
       this.anySite = Object.keys(rules).some((k) => k.startsWith('site:'));
     }
-    return this.anySite;
+    // The domain's own entry last: asked per destination per pass, only where sites are in use.
+    return this.anySite && !(domain !== undefined && ownLimits(rules[domain.toLowerCase()]));
   }
 
   /** The key for (pool, domain): the domain, a site's key, or null while the MX is looked up. */

@@ -8,32 +8,15 @@ import { session, waitFor, type Smtplb } from './peers.js';
 /** The admin token the test configs use. */
 export const TOKEN = 'test-token-1';
 
-/**
- * fetch, once more when a kept-alive connection was closed by the server just as the request
- * went out (the keep-alive race every HTTP client meets: a loaded machine delays the client's
- * own timer past the server's keepAliveTimeout). Only for requests that may be repeated.
- */
-async function fetchAgain(url: string, init: RequestInit = {}): Promise<Response> {
-  try {
-    return await fetch(url, init);
-  } catch (e) {
-    const code = ((e as Error).cause as { code?: string } | undefined)?.code;
-    if (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET') throw e;
-    return fetch(url, init);
-  }
-}
-
 /** GET (or another method with `init`) on the admin API with the token; the JSON answer. */
 export async function api<T>(admin: number, path: string, init: RequestInit = {}): Promise<T> {
-  const req = { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) } };
-  const url = `http://127.0.0.1:${admin}${path}`;
-  const r = await ((init.method ?? 'GET') === 'GET' ? fetchAgain(url, req) : fetch(url, req));
+  const r = await fetch(`http://127.0.0.1:${admin}${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers ?? {}) } });
   return (await r.json()) as T;
 }
 
 /** The sum of a metric's series whose labels include `labels` (0 when there is none), from /metrics. */
 export async function metric(admin: number, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetchAgain(`http://127.0.0.1:${admin}/metrics`)).text();
+  const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
   const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
   let sum = 0;
   for (const line of text.split('\n')) {
