@@ -13,7 +13,7 @@ import { newRedis, type Redis } from './redis-client.js';
 import type { Logger } from 'pino';
 import type { ClusterConfig } from '../config/schema.js';
 import type { Rate } from '../config/units.js';
-import type { AdminState } from '../balancing/eligible.js';
+import type { ServerState } from '../control/servers.js';
 import type { ControlStore, Override, Suspension } from '../control/types.js';
 import { GRANT, RELEASE, WARM_RESYNC } from './scripts.js';
 import { liveNodes } from './share.js';
@@ -81,15 +81,7 @@ export interface NodeBeat {
   shared: boolean;
 }
 
-export interface ServerState {
-  pool: string;
-  server: string;
-  admin: AdminState;
-  /** The run-time weight, or null for the configured one. */
-  weight: number | null;
-  at: number;
-  by: string;
-}
+export type { ServerState };
 
 export interface ControlLists {
   suspensions: Suspension[];
@@ -463,8 +455,8 @@ export class Cluster extends EventEmitter implements SharedLimits, ControlStore 
   }
 
   /** A drain, enable or weight change at this node: every node follows (best effort). */
-  putServer(s: Omit<ServerState, 'at' | 'by'>): void {
-    void this.put('servers', `${s.pool}/${s.server}`, { ...s, at: Date.now(), by: this.cfg.node }).catch((e) => this.log.warn({ err: (e as Error).message }, `cluster: server state not shared (${this.storeName} unreachable); applied on this node only`));
+  putServer(s: ServerState): void {
+    void this.put('servers', `${s.pool}/${s.server}`, s).catch((e) => this.log.warn({ err: (e as Error).message }, `cluster: server state not shared (${this.storeName} unreachable); applied on this node only`));
   }
 
   control(): ControlLists {

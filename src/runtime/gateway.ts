@@ -5,7 +5,6 @@ import type { Logger } from 'pino';
 import { AdminServer } from '../admin/server.js';
 import { Metrics } from '../admin/metrics.js';
 import { Pool, PoolSet, specsFromConfig, type ServerSpec } from '../balancing/pool.js';
-import type { AdminState } from '../balancing/eligible.js';
 import { configWarnings, loadConfig, locateKey, type LoadedConfig } from '../config/load.js';
 import type { Config, ListenerConfig } from '../config/schema.js';
 import { formatAddress } from '../config/units.js';
@@ -24,7 +23,9 @@ import { openNodeList } from '../suppression/sync.js';
 import { describeListenError } from '../listeners/listen-error.js';
 import { IdentityMonitor } from '../identity/monitor.js';
 import { HistorySampler } from '../admin/history.js';
+import { poolsStatus, type WorkerStats } from './pool-status.js';
 import type { IpcStoreClient } from '../cluster/ipc-client.js';
+import { ServerControl, describeAction, type ServerAction, type ServerShare, type ServerState } from '../control/servers.js';
 
 /** What the gateway needs from any listener, whatever its mode. */
 interface Listener {
@@ -44,24 +45,24 @@ export interface GatewayOptions {
   role?: Role;
   /** Called when a discovery result changes a pool's servers (the cluster primary forwards it). */
   onServers?: (pool: string, specs: ServerSpec[]) => void;
-  onServerAction?: (pool: string, server: string, action: AdminState | { weight: number }) => void;
+  /** The primary of `workers: N`: where a drain or weight change made at it goes (its workers, over IPC). */
+  shareServers?: ServerShare;
+  /** A worker: server states it read from the cluster's store (shard 0 passes them to its primary). */
+  onClusterServers?: (states: ServerState[]) => void;
   /** Called for every pool this gateway creates (at start and on reload). */
   onPool?: (pool: Pool) => void;
   /** A worker of `workers: N`: its shard of the spool, and its primary's store of shared limits. */
   worker?: { shard: number; store?: IpcStoreClient };
 }
 
-/** Per-server counters a worker process reports to the primary. */
-export interface WorkerStats {
-  servers: { pool: string; key: string; active: number; connections: number; failures: number }[];
-  listeners: Record<string, number>;
-}
+export type { WorkerStats };
 
 /** State the cluster primary pushes to its workers. */
 export type ControlMessage =
   | { t: 'health'; pool: string; key: string; health: HealthState }
   | { t: 'servers'; pool: string; specs: ServerSpec[] }
-  | { t: 'admin'; pool: string; server: string; action: AdminState | { weight: number } }
+  /** A server's drain or weight as the primary has it; `share`: an operator's change, for the first worker to write to the cluster's store. */
+  | { t: 'admin'; state: ServerState; share: boolean }
   | { t: 'eject'; pool: string; key: string; ejection: Ejection }
   | { t: 'reload' };
 
@@ -137,13 +138,7 @@ export class Gateway {
           status: () => this.status(),
           relay: () => this.relay, suppressions: () => this.suppressionList(),
           shards: this.role === 'primary' ? () => this.shardAdmins() : undefined,
-          serverAction: (p, s, a) => {
-            this.serverAction(p, s, a);
-            this.opts.onServerAction?.(p, s, a);
-            // On a cluster every node follows a drain or weight change made at any of them.
-            const server = this.pools.get(p)?.find(s);
-            if (server) this.relay?.cluster?.putServer({ pool: p, server: s, admin: server.admin, weight: server.weight === server.configuredWeight ? null : server.weight });
-          },
+          serverAction: (p, s, a) => void this.servers.change(p, s, a),
         });
         try {
           await this.admin.listen(this.config.admin.listen);
@@ -388,11 +383,24 @@ export class Gateway {
     if (this.history.length > 200) this.history.splice(0, this.history.length - 200);
   }
 
-  serverAction(pool: string, server: string, action: AdminState | { weight: number }): void {
+  /**
+   * Drains and weights: applied here, handed on to the workers (primary) or the cluster (a node
+   * with a relay and `cluster:`); a worker only follows its primary and the cluster's store.
+   */
+  readonly servers = new ServerControl(
+    {
+      find: (pool, server) => this.pools.get(pool)?.find(server),
+      apply: (pool, server, action) => this.applyServerAction(pool, server, action),
+      node: () => this.config.cluster?.node ?? this.config.hostname,
+    },
+    () => (this.role === 'primary' ? this.opts.shareServers : this.role === 'single' ? this.relay?.shaper.store() : undefined),
+  );
+
+  private applyServerAction(pool: string, server: string, action: ServerAction): void {
     const p = this.pools.get(pool);
     const s = p?.find(server);
     if (!p || !s) return;
-    this.remember({ pool, server, event: typeof action === 'string' ? (action === 'ready' ? 'enable' : action) : 'weight', detail: typeof action === 'string' ? null : `weight ${action.weight}` });
+    this.remember({ pool, server, ...describeAction(action) });
     if (typeof action === 'string') p.setAdmin(s, action);
     else {
       s.weight = action.weight;
@@ -402,14 +410,9 @@ export class Gateway {
 
   private async startRelay(relay: Relay): Promise<void> {
     relay.onClusterServers = (states) => {
-      for (const st of states) {
-        const s = this.pools.get(st.pool)?.find(st.server);
-        if (!s) continue;
-        // null: the weight as configured (a reload may have changed it since).
-        const weight = st.weight ?? s.configuredWeight;
-        if (s.weight !== weight) this.serverAction(st.pool, st.server, { weight });
-        if (s.admin !== st.admin) this.serverAction(st.pool, st.server, st.admin);
-      }
+      this.servers.follow(states);
+      // The primary is the node's authority for its workers: the first worker tells it.
+      if (this.opts.worker?.shard === 0 && this.config.cluster) this.opts.onClusterServers?.(states);
     };
     relay.onPeerDown = (servers) => {
       for (const x of servers) {
@@ -477,6 +480,11 @@ export class Gateway {
       void this.reload();
       return;
     }
+    if (m.t === 'admin') {
+      this.servers.follow([m.state]);
+      if (m.share && this.opts.worker?.shard === 0) this.relay?.cluster?.putServer(m.state);
+      return;
+    }
     const pool = this.pools.get(m.pool);
     if (!pool) return;
     switch (m.t) {
@@ -487,9 +495,6 @@ export class Gateway {
       }
       case 'servers':
         pool.setServers(m.specs);
-        break;
-      case 'admin':
-        this.serverAction(m.pool, m.server, m.action);
         break;
       case 'eject': {
         const s = pool.byKey(m.key);
@@ -506,8 +511,7 @@ export class Gateway {
       if (p.cfg.discover) out.push({ t: 'servers', pool: p.name, specs: p.servers.map(serverSpec) });
       for (const s of p.servers) {
         out.push({ t: 'health', pool: p.name, key: s.key, health: s.health });
-        if (s.admin !== 'ready') out.push({ t: 'admin', pool: p.name, server: s.name, action: s.admin });
-        if (s.weight !== s.configuredWeight) out.push({ t: 'admin', pool: p.name, server: s.name, action: { weight: s.weight } });
+        if (s.admin !== 'ready' || s.weight !== s.configuredWeight) out.push({ t: 'admin', state: this.servers.state(p.name, s.name)!, share: false });
         if (s.ejection.until > Date.now()) out.push({ t: 'eject', pool: p.name, key: s.key, ejection: s.ejection });
       }
     }
@@ -516,18 +520,6 @@ export class Gateway {
 
   status(): GatewayStatus {
     const now = Date.now();
-    const remote = (pool: string, key: string) => {
-      const sum = { active: 0, connections: 0, failures: 0 };
-      for (const w of this.workerStats.values()) {
-        const r = w.servers.find((x) => x.pool === pool && x.key === key);
-        if (r) {
-          sum.active += r.active;
-          sum.connections += r.connections;
-          sum.failures += r.failures;
-        }
-      }
-      return sum;
-    };
     const listenerConns = (name: string) => [...this.workerStats.values()].reduce((n, w) => n + (w.listeners[name] ?? 0), 0);
     return {
       hostname: this.config.hostname,
@@ -535,25 +527,7 @@ export class Gateway {
       role: this.role,
       workers: this.role === 'primary' ? this.workerStats.size : undefined,
       listeners: this.config.listeners.map((l) => ({ name: l.name, listen: formatAddress(l.listen), mode: l.mode, pool: l.pool, connections: this.role === 'primary' ? listenerConns(l.name) : this.listeners.get(listenerKey(l))?.connections })),
-      pools: [...this.pools.values()].map((p) => ({
-        name: p.name,
-        balance: p.cfg.balance,
-        fallback: p.cfg.fallback,
-        waiting: p.waiting,
-        servers: p.servers.map((s) => ({
-          name: s.name,
-          address: formatAddress(s.address),
-          weight: s.weight,
-          backup: s.backup,
-          admin: s.admin,
-          up: s.health.up,
-          ejected_until: s.ejection.until > now ? new Date(s.ejection.until).toISOString() : null,
-          since: s.health.since ? new Date(s.health.since).toISOString() : null,
-          last_error: s.health.lastError ?? null,
-          warmup: this.relay?.shaper.serverWarmup(p.name, s, now) ?? null,
-          ...(this.role === 'primary' ? remote(p.name, s.key) : { active: s.active, connections: s.connections, failures: s.failures }),
-        })),
-      })),
+      pools: poolsStatus(this.pools.values(), now, { workers: this.role === 'primary' ? this.workerStats.values() : undefined, warmup: (pool, s) => this.relay?.shaper.serverWarmup(pool, s, now) ?? null }),
       ...(this.config.listeners.some((l) => l.mode === 'tcp') ? { tcp_relay: tcpRelayMode() } : {}),
       health_history: this.history.slice(-50),
       ...(this.identity ? { identity: this.identity.status() } : {}),

@@ -22,13 +22,16 @@ import { PrimaryStore } from '../cluster/primary-store.js';
 import { IpcStoreClient, type StoreAnswer, type StoreRequest } from '../cluster/ipc-client.js';
 import { adoptShards } from '../spool/shards.js';
 import { workerCount } from './worker-count.js';
+import type { ServerState } from '../control/servers.js';
 
 type WorkerMessage =
   | { t: 'ready'; admin?: number }
   | StoreRequest
   | { t: 'fatal'; message: string }
   | ({ t: 'stats' } & WorkerStats)
-  | { t: 'ejected'; pool: string; key: string; ejection: import('../health/state.js').Ejection };
+  | { t: 'ejected'; pool: string; key: string; ejection: import('../health/state.js').Ejection }
+  /** Server drains and weights the first worker read from the cluster's store. */
+  | { t: 'cluster-servers'; states: ServerState[] };
 
 /** The gateway of this process, once there is one: the last resort counts into its metrics. */
 let current: Gateway | undefined;
@@ -76,7 +79,8 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
     role: 'primary',
     onPool: (pool) => pool.on('health', ({ server }) => broadcast({ t: 'health', pool: pool.name, key: server.key, health: server.health })),
     onServers: (pool, specs) => broadcast({ t: 'servers', pool, specs }),
-    onServerAction: (pool, server, action) => broadcast({ t: 'admin', pool, server, action }),
+    // A drain or weight change at the primary: every worker applies it; on a cluster the first also writes it to Redis.
+    shareServers: { putServer: (state) => broadcast({ t: 'admin', state, share: !!gw.config.cluster }) },
   }));
   gw.metrics.aggregateWorkers();
   await gw.start();
@@ -101,6 +105,10 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
             break;
           case 'stats':
             gw.workerStats.set(w.id, { servers: m.servers, listeners: m.listeners });
+            break;
+          case 'cluster-servers':
+            // Another node's drain or weight change: the primary's view, then every worker's.
+            for (const state of gw.servers.follow(m.states)) broadcast({ t: 'admin', state, share: false });
             break;
           case 'ejected': {
             const pool = gw.pools.get(m.pool);
@@ -186,6 +194,7 @@ async function runWorker(loaded: LoadedConfig, log: Logger): Promise<void> {
     role: 'worker',
     worker: { shard, store: new IpcStoreClient(500) },
     onPool: (pool) => pool.on('ejected', ({ server }) => send({ t: 'ejected', pool: pool.name, key: server.key, ejection: server.ejection })),
+    onClusterServers: (states) => send({ t: 'cluster-servers', states }),
   }));
   gw.metrics.serveToPrimary();
   // The primary coordinates reloads and shutdown; a terminal's Ctrl-C reaches the whole

@@ -27,7 +27,8 @@ import { chooseRoute, domainOf, type RouteQuery } from '../routing/route.js';
 import type { MessageRow, RecipientRow } from '../spool/spool.js';
 import { Scheduler } from '../scheduler/scheduler.js';
 import { Spool, SpoolFullError, SpoolUnavailableError, type Incoming } from '../spool/spool.js';
-import { Cluster, type ServerState } from '../cluster/cluster.js';
+import { Cluster } from '../cluster/cluster.js';
+import { stateOf, type ServerState } from '../control/servers.js';
 import { shareOfRule } from '../cluster/share.js';
 import { perMinute, type Rate } from '../config/units.js';
 import type { IpcStoreClient } from '../cluster/ipc-client.js';
@@ -291,7 +292,7 @@ export class Relay {
   private serverStates(): ServerState[] {
     const out: ServerState[] = [];
     for (const p of this.pools().values()) {
-      for (const s of p.servers) if (s.admin !== 'ready' || s.weight !== s.configuredWeight) out.push({ pool: p.name, server: s.name, admin: s.admin, weight: s.weight === s.configuredWeight ? null : s.weight, at: Date.now(), by: this.cluster?.node ?? '' });
+      for (const s of p.servers) if (s.admin !== 'ready' || s.weight !== s.configuredWeight) out.push(stateOf(p.name, s.name, s, this.cluster?.node ?? '', Date.now()));
     }
     return out;
   }

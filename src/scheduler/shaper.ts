@@ -373,7 +373,7 @@ export class Shaper {
   // shared store (every node follows them; a change it cannot take now is refused with
   // ClusterUnavailableError, not kept on one node where the others would never see it), else
   // the node's spool. Each operation is written once, here.
-  private store(): ControlStore {
+  store(): ControlStore {
     return this.shared ?? this.spool.control;
   }
 

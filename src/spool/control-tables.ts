@@ -32,6 +32,12 @@ export class ControlTables implements ControlStore {
     return n > 0;
   }
 
+  /**
+   * A single node keeps its drains and weights in its pools, in memory, as HAProxy's runtime
+   * API does (a restart forgets them): there is no one else here to tell, and nothing to write.
+   */
+  putServer(): void {}
+
   overrides(): Override[] {
     return this.db.prepare(`SELECT * FROM overrides ORDER BY created`).all() as Override[];
   }
