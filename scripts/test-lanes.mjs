@@ -48,7 +48,7 @@ const SECONDS = {
   'spool-blob': 20, 'discovery': 18, 'mx': 15, 'dkim': 15, 'compliance': 15, 'spool-full': 14, 'sink': 14, 'pushback': 13,
   'fuzz': 13, 'edge': 13, 'relay-postfix': 12, 'relay-edges': 12, 'upstream-tls-verify': 11, 'spool-readonly': 11,
   'hardening-reload': 11, 'doctor': 11, 'upstream-garbage': 10, 'hardening-decisions': 10, 'tcp-peers': 8,
-  'unsubscribe': 7, 'pipelining': 7, 'feedback': 7, 'admission': 7, 'upstream-idle': 6, 'demo': 6, 'cluster': 6,
+  'unsubscribe': 7, 'pipelining': 7, 'feedback': 7, 'admission': 7, 'upstream-idle': 6, 'demo': 28, 'cluster': 6,
   'hardening-dkim': 5, 'durability-order': 5, 'dependencies': 4, 'queue-decisions': 3, 'hardening-clients': 3,
 };
 
