@@ -65,10 +65,25 @@ export interface ServerHost {
   node(): string;
 }
 
+/** How long a change made here outranks what the store says of that server, unless the store shows it sooner. */
+export const PENDING_MS = 5000;
+
+const same = (a: ServerState, b: ServerState) => a.at === b.at && a.by === b.by && a.admin === b.admin && a.weight === b.weight;
+
 export class ServerControl {
+  /**
+   * Changes made here that the store may not show yet, by `pool/server`. A store read that began
+   * before the write landed (or a worker's report of such a read) still has the old state; it
+   * must not undo the operator's change, even for one sync (two quick changes, a weight then a
+   * drain, would otherwise flip the server back for a moment). Once the store shows this very
+   * state, or after PENDING_MS, the store is followed again.
+   */
+  private pending = new Map<string, { state: ServerState; until: number }>();
+
   constructor(
     private host: ServerHost,
     private share: () => ServerShare | undefined,
+    private now: () => number = Date.now,
   ) {}
 
   /** An operator's change here: applied, then handed on. False when there is no such server. */
@@ -76,14 +91,19 @@ export class ServerControl {
     const s = this.host.find(pool, server);
     if (!s) return false;
     this.host.apply(pool, server, action);
-    this.share()?.putServer(this.state(pool, server)!);
+    const share = this.share();
+    if (!share) return true;
+    const state = this.state(pool, server)!;
+    if (this.pending.size >= 10_000) this.pending.clear(); // bounded: at worst one sync's flip comes back
+    this.pending.set(`${pool}/${server}`, { state, until: this.now() + PENDING_MS });
+    share.putServer(state);
     return true;
   }
 
   /** The state to hand on for a server as it is here now. */
   state(pool: string, server: string): ServerState | undefined {
     const s = this.host.find(pool, server);
-    return s && stateOf(pool, server, s, this.host.node(), Date.now());
+    return s && stateOf(pool, server, s, this.host.node(), this.now());
   }
 
   /** States read from the store (another node's or the primary's changes): each server brought to its state here. */
@@ -92,6 +112,12 @@ export class ServerControl {
     for (const st of states) {
       const s = this.host.find(st.pool, st.server);
       if (!s) continue;
+      const key = `${st.pool}/${st.server}`;
+      const mine = this.pending.get(key);
+      if (mine) {
+        if (!same(mine.state, st) && this.now() < mine.until) continue;
+        this.pending.delete(key);
+      }
       const actions = actionsToward(s, st);
       for (const a of actions) this.host.apply(st.pool, st.server, a);
       if (actions.length) changed.push(st);

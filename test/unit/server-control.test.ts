@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ServerControl, actionsToward, type ServerAction, type ServerState, type ServerView } from '../../src/control/servers.js';
 
-function setup() {
+function setup(clock = { t: 1000 }) {
   const servers = new Map<string, ServerView>([['p/a', { admin: 'ready', weight: 3, configuredWeight: 3 }], ['p/b', { admin: 'ready', weight: 1, configuredWeight: 1 }]]);
   const applied: string[] = [];
   const shared: ServerState[] = [];
@@ -21,6 +21,7 @@ function setup() {
       node: () => 'n1',
     },
     () => ({ putServer: (s) => void shared.push(s) }),
+    () => clock.t,
   );
   return { servers, applied, shared, control };
 }
@@ -52,4 +53,29 @@ test('a state from the store is followed once; a null weight means the configure
   assert.equal(applied.length, 3);
   assert.equal(shared.length, 0, 'what is followed is not handed on again');
   assert.deepEqual(actionsToward({ admin: 'disabled', weight: 2, configuredWeight: 2 }, { admin: 'ready', weight: null }), ['ready']);
+});
+
+test("a store read older than this process's own change does not undo it; the store's own copy, or 5 s, ends that", () => {
+  const clock = { t: 1000 };
+  const { control, applied, servers } = setup(clock);
+  control.change('p', 'a', { weight: 7 });
+  const weighted = { pool: 'p', server: 'a', admin: 'ready' as const, weight: 7, at: 1000, by: 'n1' };
+  clock.t = 1001;
+  control.change('p', 'a', 'drain');
+  // A sync that read the store between the two writes: ready, weight 7.
+  assert.deepEqual(control.follow([weighted]), []);
+  assert.equal(servers.get('p/a')!.admin, 'drain', 'the newer drain stands');
+  // The store now shows the drain written here: followed (nothing to do), and the guard is gone.
+  assert.deepEqual(control.follow([{ ...weighted, admin: 'drain', at: 1001 }]), []);
+  assert.deepEqual(control.follow([{ ...weighted, admin: 'ready', at: 1500, by: 'n2' }]).map((s) => s.by), ['n2'], "another node's later change is followed");
+  assert.equal(servers.get('p/a')!.admin, 'ready');
+  // A write that never shows in the store holds for 5 s only.
+  control.change('p', 'b', 'disabled');
+  clock.t += 4999;
+  control.follow([{ pool: 'p', server: 'b', admin: 'ready', weight: null, at: 1, by: 'n2' }]);
+  assert.equal(servers.get('p/b')!.admin, 'disabled');
+  clock.t += 1;
+  control.follow([{ pool: 'p', server: 'b', admin: 'ready', weight: null, at: 1, by: 'n2' }]);
+  assert.equal(servers.get('p/b')!.admin, 'ready');
+  assert.deepEqual(applied, ['a weight 7', 'a drain', 'a ready', 'b disabled', 'b ready']);
 });
