@@ -132,6 +132,8 @@ export class Cluster extends EventEmitter implements SharedLimits, ControlStore 
    */
   /** What holds the shared state, for logs and errors: Redis, or the primary process of `workers: N`. */
   private readonly storeName: string;
+  /** The store is a cluster's Redis (false: the primary of this node's workers, over IPC). */
+  readonly acrossNodes: boolean;
 
   /**
    * `store`: the primary's store for the workers of one node (IPC), instead of Redis. It
@@ -140,6 +142,7 @@ export class Cluster extends EventEmitter implements SharedLimits, ControlStore 
   constructor(readonly cfg: ClusterConfig, private host: ClusterHost, private log: Logger, private seenFile?: string, store?: IpcStoreClient) {
     super();
     this.storeName = store ? 'the primary process' : 'Redis';
+    this.acrossNodes = !store;
     if (seenFile) {
       try {
         this.liveCount = Math.max(1, Math.floor(Number(fs.readFileSync(seenFile, 'utf8'))) || 1);

@@ -65,20 +65,17 @@ export interface ServerHost {
   node(): string;
 }
 
-/** How long a change made here outranks what the store says of that server, unless the store shows it sooner. */
-export const PENDING_MS = 5000;
-
 const same = (a: ServerState, b: ServerState) => a.at === b.at && a.by === b.by && a.admin === b.admin && a.weight === b.weight;
 
 export class ServerControl {
   /**
-   * Changes made here that the store may not show yet, by `pool/server`. A store read that began
-   * before the write landed (or a worker's report of such a read) still has the old state; it
-   * must not undo the operator's change, even for one sync (two quick changes, a weight then a
-   * drain, would otherwise flip the server back for a moment). Once the store shows this very
-   * state, or after PENDING_MS, the store is followed again.
+   * Changes made at this node that the store has not shown yet, by `pool/server`. The last
+   * change wins by its time stamp (`at`; the nodes' clocks are assumed in step, as the leases
+   * already assume): a store read older than the change (it began before the write landed, or
+   * the write is still waiting for the first worker to start) does not undo it, not even for
+   * one sync; a newer change made elsewhere is followed. Bounded by the number of servers.
    */
-  private pending = new Map<string, { state: ServerState; until: number }>();
+  private pending = new Map<string, ServerState>();
 
   constructor(
     private host: ServerHost,
@@ -94,10 +91,20 @@ export class ServerControl {
     const share = this.share();
     if (!share) return true;
     const state = this.state(pool, server)!;
-    if (this.pending.size >= 10_000) this.pending.clear(); // bounded: at worst one sync's flip comes back
-    this.pending.set(`${pool}/${server}`, { state, until: this.now() + PENDING_MS });
+    this.expect(state);
     share.putServer(state);
     return true;
+  }
+
+  /** A change the store is about to show (made here, or at this worker's primary): older reads of the store do not undo it. */
+  expect(state: ServerState): void {
+    if (this.pending.size >= 10_000) this.pending.clear();
+    this.pending.set(`${state.pool}/${state.server}`, state);
+  }
+
+  /** Changes made here that the store has not shown yet (the primary hands them to its first worker again when it starts). */
+  unconfirmed(): ServerState[] {
+    return [...this.pending.values()];
   }
 
   /** The state to hand on for a server as it is here now. */
@@ -115,7 +122,7 @@ export class ServerControl {
       const key = `${st.pool}/${st.server}`;
       const mine = this.pending.get(key);
       if (mine) {
-        if (!same(mine.state, st) && this.now() < mine.until) continue;
+        if (!same(mine, st) && st.at <= mine.at) continue; // older than the change made here
         this.pending.delete(key);
       }
       const actions = actionsToward(s, st);

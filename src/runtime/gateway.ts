@@ -412,7 +412,7 @@ export class Gateway {
     relay.onClusterServers = (states) => {
       this.servers.follow(states);
       // The primary is the node's authority for its workers: the first worker tells it.
-      if (this.opts.worker?.shard === 0 && this.config.cluster) this.opts.onClusterServers?.(states);
+      if (this.opts.worker?.shard === 0) this.opts.onClusterServers?.(states);
     };
     relay.onPeerDown = (servers) => {
       for (const x of servers) {
@@ -482,7 +482,11 @@ export class Gateway {
     }
     if (m.t === 'admin') {
       this.servers.follow([m.state]);
-      if (m.share && this.opts.worker?.shard === 0) this.relay?.cluster?.putServer(m.state);
+      if (!m.share) return;
+      // An operator's change at the primary: this worker's older reads of Redis do not undo it,
+      // and the first worker writes it there.
+      this.servers.expect(m.state);
+      if (this.opts.worker?.shard === 0 && this.relay?.cluster?.acrossNodes) this.relay.cluster.putServer(m.state);
       return;
     }
     const pool = this.pools.get(m.pool);
@@ -511,7 +515,8 @@ export class Gateway {
       if (p.cfg.discover) out.push({ t: 'servers', pool: p.name, specs: p.servers.map(serverSpec) });
       for (const s of p.servers) {
         out.push({ t: 'health', pool: p.name, key: s.key, health: s.health });
-        if (s.admin !== 'ready' || s.weight !== s.configuredWeight) out.push({ t: 'admin', state: this.servers.state(p.name, s.name)!, share: false });
+        // Every server, also those as configured: a worker may have read other states from Redis as it started.
+        out.push({ t: 'admin', state: this.servers.state(p.name, s.name)!, share: false });
         if (s.ejection.until > Date.now()) out.push({ t: 'eject', pool: p.name, key: s.key, ejection: s.ejection });
       }
     }

@@ -68,6 +68,8 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
   cluster.schedulingPolicy = cluster.SCHED_NONE;
   let stopping = false;
   const relays = loaded.config.listeners.some((l) => l.mode === 'smtp');
+  // In a Redis cluster as started (a reload cannot change the workers' link to it).
+  const clustered = !!loaded.config.cluster;
   // Always there, so a reload that adds the first mode: smtp listener finds it.
   const store = new PrimaryStore(relays ? PrimaryStore.fileIn(loaded.config.spool) : undefined);
   store.emitter.on('error', (e: Error) => log.warn({ err: e.message }, 'workers: shared state not saved (retrying)'));
@@ -80,7 +82,7 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
     onPool: (pool) => pool.on('health', ({ server }) => broadcast({ t: 'health', pool: pool.name, key: server.key, health: server.health })),
     onServers: (pool, specs) => broadcast({ t: 'servers', pool, specs }),
     // A drain or weight change at the primary: every worker applies it; on a cluster the first also writes it to Redis.
-    shareServers: { putServer: (state) => broadcast({ t: 'admin', state, share: !!gw.config.cluster }) },
+    shareServers: { putServer: (state) => broadcast({ t: 'admin', state, share: clustered }) },
   }));
   gw.metrics.aggregateWorkers();
   await gw.start();
@@ -98,6 +100,9 @@ async function runPrimary(loaded: LoadedConfig, log: Logger, n: number): Promise
             ready = true;
             if (m.admin) gw.shardAdmin.set(w.id, { shard, port: m.admin });
             for (const c of gw.snapshot()) w.send(c);
+            // Changes made at the primary that Redis does not show yet (the first worker was not
+            // there to write them): the first worker writes them now.
+            if (clustered && shard === 0) for (const state of gw.servers.unconfirmed()) w.send({ t: 'admin', state, share: true });
             resolve();
             break;
           case 'fatal':

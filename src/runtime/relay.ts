@@ -111,10 +111,11 @@ export class Relay {
     // The workers of one node share through their primary unless the node is in a Redis cluster.
     const shared = c.cluster ? (worker ? { ...c.cluster, node: `${c.cluster.node}.${worker.shard}` } : c.cluster) : worker?.store ? workersCluster(worker.shard) : undefined;
     if (shared) {
-      const cluster = new Cluster(shared, { beat: () => this.beat(), lists: () => ({ ...this.shaper.ownLists(), servers: this.serverStates() }) }, log, path.join(dir, 'cluster-nodes'), c.cluster ? undefined : worker?.store);
+      const cluster = new Cluster(shared, { beat: () => this.beat(), lists: () => ({ ...this.shaper.ownLists(), servers: c.cluster ? this.serverStates() : [] }) }, log, path.join(dir, 'cluster-nodes'), c.cluster ? undefined : worker?.store);
       cluster.on('control', (lists: import('../cluster/cluster.js').ControlLists, lifted: boolean) => {
         this.shaper.useControl(lists);
-        this.onClusterServers?.(lists.servers);
+        // Under workers alone the primary pushes drains and weights itself; the store's list is Redis's only.
+        if (cluster.acrossNodes) this.onClusterServers?.(lists.servers);
         if (lifted) this.scheduler.unblockAll();
       });
       cluster.on('local', () => this.shaper.wentLocal());
